@@ -127,7 +127,7 @@ class ConnectError(TransportError):
     """A connection to the server could not be made."""
 
 
-class TimeoutError(TransportError, builtins.TimeoutError):  # noqa: A001 - deliberate, see class doc
+class TimeoutError(TransportError, builtins.TimeoutError):
     """A deadline passed while connecting or waiting for a reply.
 
     Also a builtin `TimeoutError`, so ``except TimeoutError`` in user code catches it.
@@ -135,7 +135,16 @@ class TimeoutError(TransportError, builtins.TimeoutError):  # noqa: A001 - delib
 
 
 class ConnectionClosed(TransportError):
-    """The connection is gone: closed by either side, reset, or broken by an earlier error."""
+    """The connection is gone: closed by either side, reset, or broken by an earlier error.
+
+    Attributes:
+        unanswered: the commands that were in flight and got no reply (the server may or may
+            not have executed them), oldest first; empty when unknown or none.
+    """
+
+    def __init__(self, message: str = "connection closed", unanswered: tuple[object, ...] = ()):
+        super().__init__(message)
+        self.unanswered = unanswered
 
 
 _DUPLICATE_PREFIX: Final = b"ERR duplicate event "

@@ -1,0 +1,284 @@
+"""The client side of one okq connection, as a sans-I/O machine (in the manner of h11).
+
+Owns: pipelining (a FIFO of commands in flight, each reply read by the command at its head),
+the connection's state (open, closed by the peer, broken), and how long the server may stay
+silent.  Must not know: sockets, clocks, pools, retries.
+
+Use::
+
+    conn = ClientConnection()
+    conn.send(QLPush(b"q", b"id1", b"hello"))
+    conn.send(QRPeek(b"q"))            # pipelined: both leave in one write
+    sock.sendall(conn.data_to_send())
+    while (event := conn.next_event()) is NEED_DATA:
+        conn.receive_data(sock.recv(65536))   # or conn.receive_eof() on b""
+    # event is CommandReplied(command=QLPush(...), result=None, error=None)
+
+The transport flushes `data_to_send` after every call, feeds what it reads to `receive_data`
+(or `receive_eof`), and calls `next_event` until it has the replies it wants.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Literal, Protocol, final
+
+from ._commands import Command
+from ._errors import (
+    ConnectionClosed,
+    LocalProtocolError,
+    OkqError,
+    RemoteProtocolError,
+    ReplyError,
+)
+from ._resp import DEFAULT_LIMITS, NEED_DATA, Decoder, Limits, NeedData, Reply, encode_command_parts
+
+__all__ = [
+    "CLOSED",
+    "ClientConnection",
+    "Closed",
+    "CommandReplied",
+    "ConnectionState",
+    "ReplyDecoder",
+    "make_decoder",
+]
+
+
+class ReplyDecoder(Protocol):
+    """What `ClientConnection` needs of a decoder: `Decoder` and `HiredisDecoder` both fit."""
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def next_reply(self) -> Reply | NeedData: ...
+
+    def has_partial(self) -> bool: ...
+
+
+Backend = Literal["auto", "python", "hiredis"]
+
+
+def make_decoder(backend: Backend = "auto", limits: Limits = DEFAULT_LIMITS) -> ReplyDecoder:
+    """A reply decoder: hiredis-backed when available (``"auto"``) or asked for, else pure.
+
+    Raises:
+        LocalProtocolError: ``backend="hiredis"`` without the ``hiredis`` package, or an
+            unknown backend name.
+    """
+    if backend == "python":
+        return Decoder(limits)
+    if backend not in ("auto", "hiredis"):
+        raise LocalProtocolError(f"unknown decoder backend {backend!r}")
+    try:
+        from ._hiredis import HiredisDecoder
+    except ImportError:
+        if backend == "hiredis":
+            raise LocalProtocolError(
+                "the hiredis decoder needs the hiredis package: pip install 'okq[hiredis]'"
+            ) from None
+        return Decoder(limits)
+    return HiredisDecoder(limits)
+
+
+class ConnectionState(enum.Enum):
+    """Where a `ClientConnection` is.
+
+    OPEN: usable; commands may be in flight.
+    CLOSED: the peer closed the connection after answering everything sent (clean end).
+    BROKEN: an error happened (bad bytes, EOF with replies owed, misuse): every call raises.
+    """
+
+    OPEN = enum.auto()
+    CLOSED = enum.auto()
+    BROKEN = enum.auto()
+
+
+@final
+@dataclass(frozen=True, slots=True)
+class CommandReplied:
+    """The server answered `command`.
+
+    Attributes:
+        command: the command object that was sent, as given to `ClientConnection.send`.
+        result: the command's typed result (see each command's ``read_reply``); None when
+            `error` is set.
+        error: the typed error when the server replied with an error (the connection stays
+            usable), else None.
+    """
+
+    command: Command[Any]
+    result: object
+    error: ReplyError | None = None
+
+    def unwrap(self) -> object:
+        """The result, or raise `error`."""
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+class Closed(enum.Enum):
+    """Returned by `ClientConnection.next_event` once the peer closed with nothing owed."""
+
+    CLOSED = enum.auto()
+
+
+CLOSED: Final = Closed.CLOSED
+
+
+class ClientConnection:
+    """One okq connection's protocol state, without any I/O.
+
+    Args:
+        decoder: the reply decoder to use (default: `make_decoder` with `backend`, `limits`).
+        backend: ``"auto"`` (hiredis when installed), ``"python"`` or ``"hiredis"``.
+        limits: decoder limits.
+    """
+
+    __slots__ = ("_decoder", "_eof", "_error", "_in_flight", "_out", "_state")
+
+    def __init__(
+        self,
+        decoder: ReplyDecoder | None = None,
+        *,
+        backend: Backend = "auto",
+        limits: Limits = DEFAULT_LIMITS,
+    ) -> None:
+        self._decoder = decoder if decoder is not None else make_decoder(backend, limits)
+        self._in_flight: deque[Command[Any]] = deque()
+        self._out: list[bytes | bytearray | memoryview] = []
+        self._state = ConnectionState.OPEN
+        self._eof = False
+        self._error: OkqError | None = None
+
+    @property
+    def state(self) -> ConnectionState:
+        """The current `ConnectionState`."""
+        return self._state
+
+    @property
+    def in_flight(self) -> tuple[Command[Any], ...]:
+        """Commands sent whose replies have not been handed out yet, oldest first."""
+        return tuple(self._in_flight)
+
+    def allowed_silence_s(self) -> float:
+        """How long the server may legitimately stay silent with these commands in flight.
+
+        The sum of the blocking waits (``QNOTIFY t``) in flight: a transport's read deadline is
+        its ordinary read timeout plus this, so a blocking command can never outlive it.
+        """
+        return sum(command.blocking_s for command in self._in_flight)
+
+    def _check_usable(self, action: str) -> None:
+        if self._state is ConnectionState.BROKEN:
+            raise LocalProtocolError(
+                f"cannot {action}: the connection is broken ({self._error})"
+            ) from self._error
+        if self._state is ConnectionState.CLOSED:
+            raise ConnectionClosed(f"cannot {action}: the server closed the connection")
+
+    def _break(self, error: OkqError) -> OkqError:
+        self._state = ConnectionState.BROKEN
+        self._error = error
+        self._out.clear()
+        return error
+
+    def send(self, command: Command[Any]) -> None:
+        """Queue a command; its bytes are appended to the outbound buffer.
+
+        Legal in OPEN only.  Any number of commands may be queued before the next flush
+        (pipelining); their replies come back in the same order.
+
+        Raises:
+            LocalProtocolError: the connection is broken, or `command` is not a `Command`.
+            ConnectionClosed: the server already closed the connection.
+        """
+        self._check_usable(f"send {command!r}")
+        if self._eof:
+            raise ConnectionClosed(f"cannot send {command!r}: the server closed the connection")
+        if not isinstance(command, Command):
+            raise LocalProtocolError(f"not an okq command: {command!r}")
+        self._out += encode_command_parts(command.argv())
+        self._in_flight.append(command)
+
+    def send_many(self, commands: Iterable[Command[Any]]) -> None:
+        """`send` each command in turn (they leave in one write)."""
+        for command in commands:
+            self.send(command)
+
+    def data_to_send(self) -> bytes:
+        """Drain the outbound buffer: the bytes to write now, or ``b""``.
+
+        Each payload of 1 KiB or more is copied once, here; the caller owns the result.
+        """
+        out = self._out
+        if not out:
+            return b""
+        data = out[0] if len(out) == 1 and type(out[0]) is bytes else b"".join(out)
+        out.clear()
+        return data
+
+    def receive_data(self, data: bytes | bytearray | memoryview) -> None:
+        """Hand over bytes read from the server (copied; parsed later by `next_event`).
+
+        Raises:
+            LocalProtocolError: broken connection, or data after EOF.
+        """
+        self._check_usable("receive data")
+        if self._eof:
+            raise self._break(LocalProtocolError("received data after end of file"))
+        if data:
+            self._decoder.feed(data)
+
+    def receive_eof(self) -> None:
+        """Tell the machine the server closed its side.  Idempotent."""
+        if self._state is ConnectionState.OPEN:
+            self._eof = True
+
+    def next_event(self) -> CommandReplied | NeedData | Closed:
+        """Return the next reply, paired with the command it answers, in FIFO order.
+
+        Returns:
+            `CommandReplied` for the oldest command in flight whose reply is complete;
+            `NEED_DATA` when more bytes must be received first (also with nothing in flight);
+            `CLOSED` when the server closed the connection and owed nothing.
+
+        Raises:
+            RemoteProtocolError: bytes that are not RESP2, a reply with nothing in flight, or a
+                reply okq never sends to that command.  The connection is then BROKEN.
+            ConnectionClosed: the server closed the connection with replies still owed (the
+                commands are in `in_flight` and `error.unanswered`).  Also BROKEN.
+            LocalProtocolError: the connection was already broken.
+        """
+        if self._state is not ConnectionState.OPEN:
+            if self._state is ConnectionState.CLOSED:
+                return CLOSED
+            self._check_usable("read the next reply")
+        try:
+            reply = self._decoder.next_reply()
+        except RemoteProtocolError as exc:
+            raise self._break(exc) from None
+        if reply is NEED_DATA:
+            if not self._eof:
+                return NEED_DATA
+            if self._in_flight or self._decoder.has_partial():
+                raise self._break(
+                    ConnectionClosed(
+                        f"the server closed the connection with {len(self._in_flight)} "
+                        "replies owed",
+                        tuple(self._in_flight),
+                    )
+                )
+            self._state = ConnectionState.CLOSED
+            return CLOSED
+        if not self._in_flight:
+            raise self._break(RemoteProtocolError(f"reply {reply!r} with no command in flight"))
+        command = self._in_flight.popleft()
+        try:
+            return CommandReplied(command, command.read_reply(reply))
+        except ReplyError as exc:
+            return CommandReplied(command, None, exc)
+        except RemoteProtocolError as exc:
+            raise self._break(exc) from None

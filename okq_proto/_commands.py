@@ -1,0 +1,435 @@
+"""One typed request per okq command: its wire arguments and the reading of its reply.
+
+Owns: the argv of every okq command, argument validation (nothing bad is ever sent), and the
+mapping of a decoded `Reply` onto a typed result or a typed error.  A command takes a reply that
+is already decoded, never bytes, so an adapter over another library's parser (redis-py) reuses
+the same interpretation.
+Must not know: how bytes travel, pipelining, consumers.
+
+Wire fields (queue names, ids, contents) are `bytes`; `to_wire` turns public `str` names into
+them.  Results use the public types (`Event`, `QueueStatus`, `str` names).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar, Final, Generic, TypeVar, final
+
+from ._errors import ErrorReply, LocalProtocolError, RemoteProtocolError, reply_error
+from ._resp import Reply
+from ._types import Event, PushFlag, QueueStatus, from_wire
+
+__all__ = [
+    "DEFAULT_EXPIRE_S",
+    "NO_ACK",
+    "Command",
+    "Ping",
+    "QAck",
+    "QFlush",
+    "QInfo",
+    "QLPeek",
+    "QLPush",
+    "QNotify",
+    "QRPeek",
+    "QRPop",
+    "QRPush",
+    "QRegister",
+    "QStatus",
+    "expire_argument",
+    "push_command",
+]
+
+T = TypeVar("T")
+
+#: okq-go v2's default claim length for consumers, in seconds.
+DEFAULT_EXPIRE_S: Final = 30
+#: ``expire_s`` value meaning "at-most-once: never ack" (okq-go's ``ExpireSeconds = -1``),
+#: sent as ``EX 0`` so the server acknowledges the event as it pops it.
+NO_ACK: Final = -1
+
+
+def _bytes_field(owner: str, name: str, value: object) -> None:
+    if not isinstance(value, bytes):
+        raise LocalProtocolError(
+            f"{owner}.{name} must be bytes (use okq_proto.to_wire for str), not {type(value)!r}"
+        )
+
+
+def _check_int(owner: str, name: str, value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LocalProtocolError(f"{owner}.{name} must be an int, not {value!r}")
+    return value
+
+
+def expire_argument(expire_s: int) -> int:
+    """The ``EX`` value sent for an okq-go style ``ExpireSeconds``.
+
+    Args:
+        expire_s: seconds a consumer has before its claim expires; `NO_ACK` (-1) for
+            at-most-once delivery, sent as ``EX 0``.  0 also means at-most-once.
+
+    Raises:
+        LocalProtocolError: for other negative numbers and for anything that is not an int.
+    """
+    _check_int("QRPop", "expire_s", expire_s)
+    if expire_s == NO_ACK:
+        return 0
+    if expire_s < 0:
+        raise LocalProtocolError(
+            f"expire_s must be >= 0, or -1 for at-most-once delivery, not {expire_s}"
+        )
+    return expire_s
+
+
+def _unexpected(command: str, reply: Reply) -> RemoteProtocolError:
+    return RemoteProtocolError(f"{command}: okq never replies {reply!r} to this command")
+
+
+def _raise_if_error(command: str, reply: Reply) -> None:
+    if type(reply) is ErrorReply:
+        raise reply_error(reply)
+
+
+def _read_ok(command: str, reply: Reply) -> None:
+    if reply == b"OK":
+        return
+    _raise_if_error(command, reply)
+    raise _unexpected(command, reply)
+
+
+def _read_event(command: str, queue: bytes, reply: Reply) -> Event | None:
+    if reply is None:
+        return None
+    if type(reply) is list and len(reply) == 2:
+        event_id, contents = reply
+        if type(event_id) is bytes and type(contents) is bytes:
+            return Event(from_wire(queue), from_wire(event_id), contents)
+    _raise_if_error(command, reply)
+    raise _unexpected(command, reply)
+
+
+class Command(Generic[T]):
+    """Base of every okq command: ``argv()`` to send, ``read_reply()`` to read the answer.
+
+    Attributes:
+        name: the command's wire name.
+    """
+
+    __slots__ = ()
+    name: ClassVar[bytes]
+
+    def argv(self) -> tuple[bytes, ...]:
+        """The command's wire arguments, name first."""
+        raise NotImplementedError
+
+    def read_reply(self, reply: Reply) -> T:
+        """Turn a decoded reply into this command's result.
+
+        Raises:
+            ReplyError: (or a subclass) when the reply is an error reply.
+            RemoteProtocolError: for a reply shape okq never sends to this command.
+        """
+        raise NotImplementedError
+
+    @property
+    def blocking_s(self) -> float:
+        """How long the server may legitimately stay silent before replying (QNOTIFY's wait)."""
+        return 0.0
+
+    def __repr__(self) -> str:
+        return f"<{self.name.decode()} {b' '.join(self.argv()[1:])[:60]!r}>"
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class _Push(Command[None]):
+    queue: bytes
+    id: bytes
+    contents: bytes
+    no_block: bool = False
+
+    def __post_init__(self) -> None:
+        cls = type(self).__name__
+        _bytes_field(cls, "queue", self.queue)
+        _bytes_field(cls, "id", self.id)
+        _bytes_field(cls, "contents", self.contents)
+
+    def argv(self) -> tuple[bytes, ...]:
+        if self.no_block:
+            return (self.name, self.queue, self.id, self.contents, b"NOBLOCK")
+        return (self.name, self.queue, self.id, self.contents)
+
+    def read_reply(self, reply: Reply) -> None:
+        """``+OK`` -> None.  Raises `DuplicateEventError` or `TooBusyError` on those replies."""
+        _read_ok(self.name.decode(), reply)
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class QLPush(_Push):
+    """``QLPUSH q id contents [NOBLOCK]``: add an event at the end consumed last (FIFO)."""
+
+    name: ClassVar[bytes] = b"QLPUSH"
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class QRPush(_Push):
+    """``QRPUSH q id contents [NOBLOCK]``: add an event at the end consumed next (priority)."""
+
+    name: ClassVar[bytes] = b"QRPUSH"
+
+
+def push_command(queue: bytes, event_id: bytes, contents: bytes, flags: PushFlag) -> _Push:
+    """The push okq-go sends for these flags: ``QLPUSH``, or ``QRPUSH`` with ``HIGH_PRIORITY``,
+    plus ``NOBLOCK`` as 4th argument with ``NO_BLOCK``.
+
+    Raises:
+        LocalProtocolError: if `flags` is not a `PushFlag`.
+    """
+    if not isinstance(flags, PushFlag):
+        raise LocalProtocolError(f"flags must be a PushFlag, not {flags!r}")
+    no_block = PushFlag.NO_BLOCK in flags
+    if PushFlag.HIGH_PRIORITY in flags:
+        return QRPush(queue, event_id, contents, no_block)
+    return QLPush(queue, event_id, contents, no_block)
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class _Peek(Command[Event | None]):
+    queue: bytes
+
+    def __post_init__(self) -> None:
+        _bytes_field(type(self).__name__, "queue", self.queue)
+
+    def argv(self) -> tuple[bytes, ...]:
+        return (self.name, self.queue)
+
+    def read_reply(self, reply: Reply) -> Event | None:
+        """An event -> `Event`; nil (empty queue, or every event claimed) -> None."""
+        return _read_event(self.name.decode(), self.queue, reply)
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class QLPeek(_Peek):
+    """``QLPEEK q``: the unclaimed event consumed last (okq-go's ``PeekLast``)."""
+
+    name: ClassVar[bytes] = b"QLPEEK"
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class QRPeek(_Peek):
+    """``QRPEEK q``: the unclaimed event consumed next (okq-go's ``PeekNext``)."""
+
+    name: ClassVar[bytes] = b"QRPEEK"
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class QRPop(Command[Event | None]):
+    """``QRPOP q EX n``: claim the next event for `expire_s` seconds.
+
+    Args:
+        queue: the queue.
+        expire_s: seconds until the claim expires (default 30); -1 (`NO_ACK`) or 0 for
+            at-most-once (sent as ``EX 0``: the server acks as it pops).
+    """
+
+    name: ClassVar[bytes] = b"QRPOP"
+    queue: bytes
+    expire_s: int = DEFAULT_EXPIRE_S
+    _ex: bytes = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _bytes_field("QRPop", "queue", self.queue)
+        object.__setattr__(self, "_ex", b"%d" % expire_argument(self.expire_s))
+
+    @property
+    def acks_on_pop(self) -> bool:
+        """True when the server acknowledges the event as it pops it (``EX 0``)."""
+        return self._ex == b"0"
+
+    def argv(self) -> tuple[bytes, ...]:
+        return (b"QRPOP", self.queue, b"EX", self._ex)
+
+    def read_reply(self, reply: Reply) -> Event | None:
+        """An event -> `Event` (now claimed); nil (nothing unclaimed) -> None."""
+        return _read_event("QRPOP", self.queue, reply)
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class QAck(Command[int]):
+    """``QACK q id``: acknowledge (delete) an event.  Result: 1 if removed, 0 if not found
+    (already acked, flushed, or auto-acked)."""
+
+    name: ClassVar[bytes] = b"QACK"
+    queue: bytes
+    id: bytes
+
+    def __post_init__(self) -> None:
+        _bytes_field("QAck", "queue", self.queue)
+        _bytes_field("QAck", "id", self.id)
+
+    def argv(self) -> tuple[bytes, ...]:
+        return (b"QACK", self.queue, self.id)
+
+    def read_reply(self, reply: Reply) -> int:
+        if type(reply) is int and reply in (0, 1):
+            return reply
+        _raise_if_error("QACK", reply)
+        raise _unexpected("QACK", reply)
+
+
+def _names(owner: str, queues: Sequence[bytes]) -> tuple[bytes, ...]:
+    queues = tuple(queues)
+    for queue in queues:
+        _bytes_field(owner, "queues[]", queue)
+    return queues
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class QRegister(Command[None]):
+    """``QREGISTER q...``: make this connection a consumer of exactly these queues (none: of
+    no queue)."""
+
+    name: ClassVar[bytes] = b"QREGISTER"
+    queues: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "queues", _names("QRegister", self.queues))
+
+    def argv(self) -> tuple[bytes, ...]:
+        return (b"QREGISTER", *self.queues)
+
+    def read_reply(self, reply: Reply) -> None:
+        _read_ok("QREGISTER", reply)
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class QNotify(Command[str | None]):
+    """``QNOTIFY t``: wait up to `timeout_s` whole seconds for one of this connection's
+    registered queues to have work.  Result: the queue's name, or None on timeout."""
+
+    name: ClassVar[bytes] = b"QNOTIFY"
+    timeout_s: int
+
+    def __post_init__(self) -> None:
+        if _check_int("QNotify", "timeout_s", self.timeout_s) < 0:
+            raise LocalProtocolError(f"QNotify.timeout_s must be >= 0, not {self.timeout_s}")
+
+    @property
+    def blocking_s(self) -> float:
+        return float(self.timeout_s)
+
+    def argv(self) -> tuple[bytes, ...]:
+        return (b"QNOTIFY", b"%d" % self.timeout_s)
+
+    def read_reply(self, reply: Reply) -> str | None:
+        if reply is None:
+            return None
+        if type(reply) is bytes:
+            return from_wire(reply)
+        _raise_if_error("QNOTIFY", reply)
+        raise _unexpected("QNOTIFY", reply)
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class QFlush(Command[None]):
+    """``QFLUSH q``: delete every event of the queue, claimed ones included."""
+
+    name: ClassVar[bytes] = b"QFLUSH"
+    queue: bytes
+
+    def __post_init__(self) -> None:
+        _bytes_field("QFlush", "queue", self.queue)
+
+    def argv(self) -> tuple[bytes, ...]:
+        return (b"QFLUSH", self.queue)
+
+    def read_reply(self, reply: Reply) -> None:
+        _read_ok("QFLUSH", reply)
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class QStatus(Command[list[QueueStatus]]):
+    """``QSTATUS q...``: counters for these queues, or for every known queue (sorted by name)
+    when none are given.  Unknown queues report zeros."""
+
+    name: ClassVar[bytes] = b"QSTATUS"
+    queues: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "queues", _names("QStatus", self.queues))
+
+    def argv(self) -> tuple[bytes, ...]:
+        return (b"QSTATUS", *self.queues)
+
+    def read_reply(self, reply: Reply) -> list[QueueStatus]:
+        if type(reply) is list:
+            result = []
+            for entry in reply:
+                if not (
+                    type(entry) is list
+                    and len(entry) >= 4
+                    and type(entry[0]) is bytes
+                    and all(type(n) is int for n in entry[1:4])
+                ):
+                    raise RemoteProtocolError(f"QSTATUS: malformed entry {entry!r}")
+                name, total, processing, consumers = entry[:4]
+                result.append(
+                    QueueStatus(
+                        from_wire(name),  # type: ignore[arg-type]  # checked above
+                        total,  # type: ignore[arg-type]
+                        processing,  # type: ignore[arg-type]
+                        consumers,  # type: ignore[arg-type]
+                        tuple(entry[4:]),
+                    )
+                )
+            return result
+        _raise_if_error("QSTATUS", reply)
+        raise _unexpected("QSTATUS", reply)
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class QInfo(Command[list[str]]):
+    """``QINFO q...``: one human-readable line per queue (selected like `QStatus`)."""
+
+    name: ClassVar[bytes] = b"QINFO"
+    queues: tuple[bytes, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "queues", _names("QInfo", self.queues))
+
+    def argv(self) -> tuple[bytes, ...]:
+        return (b"QINFO", *self.queues)
+
+    def read_reply(self, reply: Reply) -> list[str]:
+        if type(reply) is list and all(type(line) is bytes for line in reply):
+            return [from_wire(line) for line in reply]  # type: ignore[arg-type]  # checked
+        _raise_if_error("QINFO", reply)
+        raise _unexpected("QINFO", reply)
+
+
+@final
+@dataclass(frozen=True, slots=True, repr=False)
+class Ping(Command[None]):
+    """``PING``: the server answers ``+PONG``."""
+
+    name: ClassVar[bytes] = b"PING"
+
+    def argv(self) -> tuple[bytes, ...]:
+        return (b"PING",)
+
+    def read_reply(self, reply: Reply) -> None:
+        if reply == b"PONG":
+            return
+        _raise_if_error("PING", reply)
+        raise _unexpected("PING", reply)
