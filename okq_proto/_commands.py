@@ -92,7 +92,7 @@ def _raise_if_error(command: str, reply: Reply) -> None:
 
 
 def _read_ok(command: str, reply: Reply) -> None:
-    if reply == b"OK":
+    if type(reply) is bytes and reply == b"OK":
         return
     _raise_if_error(command, reply)
     raise _unexpected(command, reply)
@@ -429,7 +429,7 @@ class Ping(Command[None]):
         return (b"PING",)
 
     def read_reply(self, reply: Reply) -> None:
-        if reply == b"PONG":
+        if type(reply) is bytes and reply == b"PONG":
             return
         _raise_if_error("PING", reply)
         raise _unexpected("PING", reply)
