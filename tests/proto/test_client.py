@@ -51,7 +51,7 @@ WIRE = b"".join(reply for _, reply, _ in PIPELINE)
 
 def check_pipeline(events: list[CommandReplied]) -> None:
     assert [e.command for e in events] == [c for c, _, _ in PIPELINE]
-    for event, (_, _, expected) in zip(events, PIPELINE):
+    for event, (_, _, expected) in zip(events, PIPELINE, strict=True):
         if isinstance(expected, type):
             assert isinstance(event.error, expected)
             assert event.result is None
@@ -146,7 +146,8 @@ def test_error_reply_keeps_its_slot_and_the_connection() -> None:
     conn.receive_data(b"-ERR unexpected server-side error\r\n+PONG\r\n")
     first, second = replies(conn)
     assert isinstance(first.error, okq.ReplyError)
-    assert second.result is None and second.error is None
+    assert second.result is None
+    assert second.error is None
     assert conn.state is ConnectionState.OPEN
 
 
