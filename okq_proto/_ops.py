@@ -206,8 +206,10 @@ def parse_addresses(
         return [parse_address(address)]
     if isinstance(address, str):
         items: Sequence[str | tuple[str, int]] = [a for a in address.split(",") if a.strip()]
-    else:
+    elif isinstance(address, (list, tuple)):
         items = list(address)
+    else:
+        raise LocalProtocolError(f"server addresses must be a string or a list, not {address!r}")
     if not items:
         raise LocalProtocolError("at least one server address is needed")
     return [parse_address(item) for item in items]
