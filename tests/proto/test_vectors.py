@@ -8,6 +8,7 @@ into the expected typed result or typed error.
 
 from __future__ import annotations
 
+import itertools
 import random
 from collections import deque
 from collections.abc import Iterator
@@ -157,8 +158,8 @@ def replay_offline(scenario: Scenario, backend: str, seed: int) -> Tally:
         if not expected:
             continue
         ways = [
-            iter(lambda: len(expected), None),  # whole
-            iter(lambda: 1, None),  # byte by byte
+            itertools.repeat(len(expected)),  # whole
+            itertools.repeat(1),  # byte by byte
             iter(lambda: rng.randint(1, 9), None),  # random split points
         ]
         decoded = [decode_all(expected, backend, way) for way in ways]
