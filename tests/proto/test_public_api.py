@@ -1,0 +1,55 @@
+"""The public API of okq_proto is its ``__all__``: pinned here so a change is deliberate."""
+
+from __future__ import annotations
+
+import inspect
+
+import okq_proto
+
+PINNED = {
+    # types and records
+    "Event", "QueueStatus", "PushFlag", "Delivery", "PushOutcome", "Hooks", "IdFactory",
+    "to_wire", "from_wire", "contents_bytes", "new_event_id",
+    # errors
+    "OkqError", "ProtocolError", "LocalProtocolError", "RemoteProtocolError", "ReplyError",
+    "DuplicateEventError", "TooBusyError", "TransportError", "ConnectError", "TimeoutError",
+    "ConnectionClosed", "ErrorReply", "is_dup", "reply_error",
+    # codec
+    "Reply", "Decoder", "Limits", "NeedData", "NEED_DATA", "encode_command",
+    "encode_command_parts", "encode_commands", "make_decoder", "ReplyDecoder",
+    # commands
+    "Command", "QLPush", "QRPush", "QLPeek", "QRPeek", "QRPop", "QAck", "QRegister", "QNotify",
+    "QFlush", "QStatus", "QInfo", "Ping", "push_command", "expire_argument", "DEFAULT_EXPIRE_S",
+    "NO_ACK",
+    # client machine and shared policies
+    "ClientConnection", "CommandReplied", "ConnectionState", "Closed", "CLOSED",
+    "Backoff", "retry_safe", "settle_retried_push", "parse_address", "parse_addresses",
+    "DEFAULT_PORT",
+}  # fmt: skip
+
+
+def test_all_contains_the_pinned_names() -> None:
+    missing = PINNED - set(okq_proto.__all__)
+    assert not missing, f"public names removed: {sorted(missing)}"
+
+
+def test_every_exported_name_exists_and_is_documented() -> None:
+    for name in okq_proto.__all__:
+        obj = getattr(okq_proto, name)
+        if isinstance(obj, type) or inspect.isfunction(obj):
+            assert getattr(obj, "__doc__", None), f"{name} has no docstring"
+
+
+def test_no_io_modules_imported_by_the_core() -> None:
+    import sys
+
+    banned = {"socket", "asyncio", "trio", "threading", "select"}
+    for name, module in list(sys.modules.items()):
+        if name.startswith("okq_proto"):
+            source = getattr(module, "__file__", "") or ""
+            if source.endswith(".py"):
+                with open(source, encoding="utf-8") as f:
+                    text = f.read()
+                for ban in banned:
+                    assert f"\nimport {ban}\n" not in text, (name, ban)
+                    assert f"\nfrom {ban} import" not in text, (name, ban)
