@@ -91,6 +91,8 @@ class QueueEngine:
             ``now + k * sweep_interval_s``.
         sweep_interval_s: restore sweep period (okq: 10 s).  Tests use small values.
         sweep_batch: how many of the oldest claims each sweep looks at per queue (okq: 50).
+        default_expire_s: claim duration of a QRPOP without ``EX`` (okq: 30); also the lock
+            TTL of an ``EX 0`` pop, which is acknowledged at once anyway.
     """
 
     def __init__(
@@ -99,11 +101,15 @@ class QueueEngine:
         now: float,
         sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
         sweep_batch: int = SWEEP_BATCH,
+        default_expire_s: int = DEFAULT_EXPIRE_S,
     ) -> None:
         if not sweep_interval_s > 0:
             raise ValueError(f"sweep_interval_s must be > 0, not {sweep_interval_s!r}")
         if sweep_batch < 1:
             raise ValueError(f"sweep_batch must be >= 1, not {sweep_batch!r}")
+        if default_expire_s < 1:
+            raise ValueError(f"default_expire_s must be >= 1, not {default_expire_s!r}")
+        self._default_expire_s = default_expire_s
         self._queues: dict[bytes, _Queue] = {}
         # Redis `queue:{Q}:lock:<id>`: claim deadline (monotonic seconds); survives QFLUSH.
         self._locks: dict[bytes, dict[bytes, float]] = {}
@@ -205,7 +211,7 @@ class QueueEngine:
         """Claim the right-most unclaimed event (QRPOP).
 
         Args:
-            expire_s: claim duration; None for the default 30 s; 0 claims and acks at once.
+            expire_s: claim duration; None for the default (30 s); 0 claims and acks at once.
             now: monotonic seconds, the start of the claim.
 
         Returns:
@@ -223,7 +229,7 @@ class QueueEngine:
             return None
         event_id = q.unclaimed.pop()  # RPOPLPUSH queue:{Q} queue:{Q}:claimed
         q.claimed.appendleft(event_id)
-        lock_s = expire_s if expire_s else DEFAULT_EXPIRE_S
+        lock_s = expire_s if expire_s else self._default_expire_s
         if lock_s > MAX_LOCK_EXPIRE_S:
             raise ExpiryTooLargeError(f"EX {lock_s} is too large for Redis")
         locks = self._locks.setdefault(queue, {})

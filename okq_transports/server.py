@@ -1,0 +1,594 @@
+"""The embedded okq server: asyncio TCP around the pure server machines.
+
+Owns: sockets, tasks, timers and the three ways to run the server: `serve` (the CLI,
+``python -m okq_transports serve``), `EmbeddedServer` (an asyncio context manager) and
+`ThreadedServer` / `run_in_thread` (a background thread for sync code and pytest fixtures).
+Must not know: okq's rules.  Framing is `okq_proto._server.ServerConnection`, command meaning
+and replies are `okq_proto._dispatch.Dispatcher`, queues live behind
+`okq_transports._storage.Storage`.  This module only carries out the `Action` values.
+
+Like okq, a connection is served one request at a time and is not read while a QNOTIFY waits,
+so a client that closes during a QNOTIFY stays a registered consumer until the QNOTIFY ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from types import TracebackType
+from typing import Final, NoReturn, final
+
+from okq_proto._dispatch import (
+    DEFAULT_NOBLOCK_WORKERS,
+    ERR_SERVER_SIDE,
+    OK,
+    Ack,
+    Action,
+    Dispatcher,
+    Flush,
+    Peek,
+    Pop,
+    Push,
+    Register,
+    Reply,
+    RunInBackground,
+    RunOp,
+    Status,
+    StorageOp,
+    WaitForNotify,
+    encode_event,
+    render_ack,
+    render_info,
+    render_push,
+    render_status,
+)
+from okq_proto._engine import DEFAULT_EXPIRE_S, DEFAULT_SWEEP_INTERVAL_S
+from okq_proto._resp import NEED_DATA
+from okq_proto._server import (
+    DEFAULT_MAX_ARRAY_COUNT,
+    DEFAULT_MAX_BULK_BYTES,
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_MAX_NESTING,
+    CloseWithoutReply,
+    PeerClosed,
+    ServerConnection,
+)
+from okq_transports._storage import MemoryStorage, Storage, StorageError
+
+__all__ = [
+    "EmbeddedServer",
+    "MemoryStorage",
+    "Storage",
+    "StorageError",
+    "ThreadedServer",
+    "run_in_thread",
+    "serve",
+]
+
+_log = logging.getLogger("okq.server")
+_READ_SIZE: Final = 65536
+_FLUSH_AT: Final = 65536  # pipelined replies are written in batches up to this size
+_START_TIMEOUT_S: Final = 10.0
+
+
+def assert_never(value: NoReturn) -> NoReturn:  # typing.assert_never is 3.11+
+    raise AssertionError(f"unhandled value {value!r}")
+
+
+@final
+class EmbeddedServer:
+    """An okq server on an asyncio loop.  Use ``async with``, or `start` and `aclose`.
+
+    ::
+
+        async with EmbeddedServer(port=0, sweep_interval_s=0.5) as srv:
+            print(srv.address)   # "127.0.0.1:PORT"
+
+    Args:
+        host: address to listen on (loopback by default).
+        port: TCP port; 0 picks a free one (read it from `port` after start).
+        storage: where queues live; a fresh `MemoryStorage` if None.  Pass the same one to a
+            new server to keep the data across a restart.
+        sweep_interval_s: restore sweep period for the default storage (okq: 10 s).
+        sweep_interval: alias of ``sweep_interval_s``.
+        default_expire_s: QRPOP's claim duration without ``EX``, for the default storage.
+        noblock_workers: NOBLOCK pushes in flight before ``ERR too busy`` (okq: 128).
+        seed: seeds QNOTIFY's shuffle (None: unpredictable).
+        max_bulk_bytes, max_array_count, max_line_bytes, max_nesting: input limits per
+            connection; exceeding one closes that connection without a reply.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        storage: Storage | None = None,
+        sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
+        sweep_interval: float | None = None,
+        default_expire_s: int = DEFAULT_EXPIRE_S,
+        noblock_workers: int = DEFAULT_NOBLOCK_WORKERS,
+        seed: int | None = None,
+        max_bulk_bytes: int = DEFAULT_MAX_BULK_BYTES,
+        max_array_count: int = DEFAULT_MAX_ARRAY_COUNT,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        max_nesting: int = DEFAULT_MAX_NESTING,
+    ) -> None:
+        if sweep_interval is not None:
+            sweep_interval_s = sweep_interval
+        self._host = host
+        self._requested_port = port
+        self.storage: Storage = storage or MemoryStorage(
+            sweep_interval_s=sweep_interval_s, default_expire_s=default_expire_s
+        )
+        """The storage behind this server."""
+        self.dispatcher = Dispatcher(rng=random.Random(seed), noblock_workers=noblock_workers)
+        """The pure command layer (its ``hub`` holds the QNOTIFY state)."""
+        self._limits = (max_bulk_bytes, max_array_count, max_line_bytes, max_nesting)
+        self._server: asyncio.Server | None = None
+        self._port: int | None = None
+        self._connections: set[asyncio.Task[None]] = set()
+        self._background: set[asyncio.Task[None]] = set()
+        self._wakers: dict[str, asyncio.Event] = {}
+        self._unsubscribe: list[Callable[[], None]] = []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def host(self) -> str:
+        """The listening host."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The bound TCP port (known once started)."""
+        if self._port is None:
+            raise RuntimeError("server not started")
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``"host:port"``."""
+        return f"{self._host}:{self.port}"
+
+    @property
+    def connection_count(self) -> int:
+        """Open client connections."""
+        return len(self._connections)
+
+    async def start(self) -> None:
+        """Start the storage and listen.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        if self._server is not None:
+            raise RuntimeError("server already started")
+        await self.storage.start()
+        unsubscribe = self.storage.subscribe(self._on_publish)
+        try:
+            self._server = await asyncio.start_server(
+                self._accept, self._host, self._requested_port, reuse_address=True
+            )
+        except BaseException:
+            unsubscribe()
+            await self.storage.stop()
+            raise
+        self._unsubscribe = [unsubscribe]
+        self._port = self._server.sockets[0].getsockname()[1]
+        _log.info("okq server listening on %s", self.address)
+
+    async def aclose(self) -> None:
+        """Stop listening, close every connection (ending waits), finish pending NOBLOCK
+        stores, stop the storage's timers.  Idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.close()
+        for task in list(self._connections):
+            task.cancel()
+        if self._connections:
+            await asyncio.gather(*self._connections, return_exceptions=True)
+        if self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+        await server.wait_closed()
+        for unsubscribe in self._unsubscribe:
+            unsubscribe()
+        self._unsubscribe = []
+        await self.storage.stop()
+
+    async def serve_forever(self) -> None:
+        """Serve until cancelled (then close gracefully)."""
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.aclose()
+
+    async def __aenter__(self) -> EmbeddedServer:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    # -- connections --------------------------------------------------------------------------
+
+    def _on_publish(self, queue: bytes) -> None:
+        for consumer in self.dispatcher.hub.publish(queue):
+            waker = self._wakers.get(consumer)
+            if waker is not None:
+                waker.set()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections.add(task)
+        consumer = str(uuid.uuid4())  # okq's per-connection id is a UUID v4 too
+        self._wakers[consumer] = asyncio.Event()
+        try:
+            await self._serve_connection(consumer, reader, writer)
+        except (ConnectionError, OSError) as exc:
+            _log.debug("connection %s lost: %r", consumer, exc)
+        except asyncio.CancelledError:
+            pass  # shutdown: end quietly; the finally clause cleans up
+        finally:
+            self._connections.discard(task)
+            del self._wakers[consumer]
+            op = self.dispatcher.connection_closed(consumer)
+            with contextlib.suppress(StorageError):
+                await self.storage.register(consumer, op.queues)
+            writer.close()
+            with contextlib.suppress(Exception):
+                await writer.wait_closed()
+
+    async def _serve_connection(
+        self, consumer: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        bulk, count, line, nesting = self._limits
+        conn = ServerConnection(
+            max_bulk_bytes=bulk, max_array_count=count, max_line_bytes=line, max_nesting=nesting
+        )
+        pending = bytearray()
+        # Bounded: each iteration either reads (blocking until data/EOF) or answers a request.
+        while True:
+            event = conn.next_event()
+            if event is NEED_DATA:
+                await _flush(writer, pending)
+                data = await reader.read(_READ_SIZE)
+                if data:
+                    conn.receive_data(data)
+                else:
+                    conn.receive_eof()
+                continue
+            if isinstance(event, (CloseWithoutReply, PeerClosed)):
+                await _flush(writer, pending)
+                if isinstance(event, CloseWithoutReply):
+                    _log.debug("closing %s without reply: %s", consumer, event.reason)
+                return
+            action = self.dispatcher.handle(consumer, event)
+            conn.send_reply(await self._carry_out(consumer, action, writer, conn, pending))
+            pending += conn.data_to_send()
+            if len(pending) >= _FLUSH_AT:
+                await _flush(writer, pending)
+
+    async def _carry_out(
+        self,
+        consumer: str,
+        action: Action,
+        writer: asyncio.StreamWriter,
+        conn: ServerConnection,
+        pending: bytearray,
+    ) -> bytes:
+        match action:
+            case Reply():
+                return action.data
+            case RunOp():
+                try:
+                    return await self._run_op(consumer, action.op)
+                except StorageError as exc:
+                    _log.warning("storage failed: %s", exc)
+                    return ERR_SERVER_SIDE
+            case RunInBackground():
+                task = asyncio.get_running_loop().create_task(self._store_later(action.op))
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                return action.reply
+            case WaitForNotify():
+                found = await self.storage.first_with_unclaimed(action.queues)
+                reply = action.after_check(found)
+                if reply is not None:
+                    return reply
+                await _flush(writer, pending)  # earlier pipelined replies go out first
+                hub = self.dispatcher.hub
+                waker = self._wakers[consumer]
+                waker.clear()
+                if not hub.start_wait(consumer):
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(waker.wait(), action.wait_s)
+                return hub.end_wait(consumer)
+            case _:
+                assert_never(action)
+
+    async def _store_later(self, op: Push) -> None:
+        try:
+            await asyncio.sleep(0)  # the +OK goes out first, as with okq's worker pool
+            await self.storage.push(op.queue, op.event_id, op.contents, right=op.right)
+        except StorageError as exc:
+            _log.warning("NOBLOCK push failed: %s", exc)  # okq only logs it too
+        finally:
+            self.dispatcher.background_done()
+
+    async def _run_op(self, consumer: str, op: StorageOp) -> bytes:
+        storage = self.storage
+        match op:
+            case Push():
+                stored = await storage.push(op.queue, op.event_id, op.contents, right=op.right)
+                return render_push(op, stored)
+            case Peek():
+                return encode_event(await storage.peek(op.queue, left=op.left))
+            case Pop():
+                return encode_event(await storage.pop(op.queue, op.expire_s))
+            case Ack():
+                return render_ack(await storage.ack(op.queue, op.event_id))
+            case Flush():
+                await storage.flush(op.queue)
+                return OK
+            case Register():
+                await storage.register(consumer, op.queues)
+                return OK
+            case Status():
+                entries = await storage.status(op.queues)
+                return render_info(entries) if op.info else render_status(entries)
+            case _:
+                assert_never(op)
+
+
+async def _flush(writer: asyncio.StreamWriter, pending: bytearray) -> None:
+    if pending:
+        writer.write(bytes(pending))
+        pending.clear()
+        await writer.drain()
+
+
+# -- background thread --------------------------------------------------------------------------
+
+
+@final
+class ThreadedServer:
+    """An `EmbeddedServer` on its own event loop in a daemon thread, for sync code and fixtures.
+
+    ::
+
+        with run_in_thread(sweep_interval_s=0.5) as srv:
+            sock = socket.create_connection((srv.host, srv.port))
+            ...
+            srv.stop()        # clients see their connections closed
+            srv.start()       # same port, same storage
+
+    Args:
+        host, port: as for `EmbeddedServer`; after the first start the bound port is reused by
+            later starts.
+        storage: kept across `stop` / `start`; a fresh `MemoryStorage` if None.
+        **options: the other `EmbeddedServer` keyword arguments.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        storage: Storage | None = None,
+        sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
+        sweep_interval: float | None = None,
+        default_expire_s: int = DEFAULT_EXPIRE_S,
+        noblock_workers: int = DEFAULT_NOBLOCK_WORKERS,
+        seed: int | None = None,
+        max_bulk_bytes: int = DEFAULT_MAX_BULK_BYTES,
+        max_array_count: int = DEFAULT_MAX_ARRAY_COUNT,
+        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
+        max_nesting: int = DEFAULT_MAX_NESTING,
+    ) -> None:
+        if sweep_interval is not None:
+            sweep_interval_s = sweep_interval
+        self._host = host
+        self._port = port
+        self.storage: Storage = storage or MemoryStorage(
+            sweep_interval_s=sweep_interval_s, default_expire_s=default_expire_s
+        )
+        """The storage, shared by every start of this server."""
+        self._noblock_workers = noblock_workers
+        self._seed = seed
+        self._limits = (max_bulk_bytes, max_array_count, max_line_bytes, max_nesting)
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._server: EmbeddedServer | None = None
+
+    @property
+    def host(self) -> str:
+        """The listening host."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        """The bound port (0 before the first start)."""
+        return self._port
+
+    @property
+    def address(self) -> str:
+        """``"host:port"``."""
+        return f"{self._host}:{self._port}"
+
+    @property
+    def running(self) -> bool:
+        """True between `start` and `stop`."""
+        return self._thread is not None
+
+    def start(self) -> ThreadedServer:
+        """Start serving in a new thread; returns once listening (on the same port as before).
+
+        Raises:
+            RuntimeError: already running, or the server failed to start (cause chained).
+        """
+        if self._thread is not None:
+            raise RuntimeError("server already running")
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(
+            target=self._run, args=(ready, failure), name="okq-embedded-server", daemon=True
+        )
+        self._thread.start()
+        if not ready.wait(_START_TIMEOUT_S) or failure:
+            self._thread.join(_START_TIMEOUT_S)
+            self._thread = None
+            cause = failure[0] if failure else None
+            raise RuntimeError(f"embedded okq server did not start on {self.address}") from cause
+        return self
+
+    def stop(self) -> None:
+        """Close the server gracefully and join its thread.  The storage is kept.  Idempotent."""
+        thread, loop, stop = self._thread, self._loop, self._stop
+        if thread is None:
+            return
+        if loop is not None and stop is not None:
+            with contextlib.suppress(RuntimeError):  # loop already gone
+                loop.call_soon_threadsafe(stop.set)
+        thread.join(_START_TIMEOUT_S * 3)
+        self._thread = None
+
+    def restart(self) -> None:
+        """`stop`, then `start` on the same port with the same storage."""
+        self.stop()
+        self.start()
+
+    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            bulk, count, line, nesting = self._limits
+            server = EmbeddedServer(
+                self._host,
+                self._port,
+                storage=self.storage,
+                noblock_workers=self._noblock_workers,
+                seed=self._seed,
+                max_bulk_bytes=bulk,
+                max_array_count=count,
+                max_line_bytes=line,
+                max_nesting=nesting,
+            )
+            try:
+                await server.start()
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            self._server = server
+            self._port = server.port
+            ready.set()
+            try:
+                await self._stop.wait()
+            finally:
+                await server.aclose()
+                self._server = None
+
+        try:
+            asyncio.run(main())
+        finally:
+            self._loop = None
+            ready.set()
+
+    def __enter__(self) -> ThreadedServer:
+        if self._thread is None:
+            self.start()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+@contextlib.contextmanager
+def run_in_thread(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    storage: Storage | None = None,
+    sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
+    sweep_interval: float | None = None,
+    default_expire_s: int = DEFAULT_EXPIRE_S,
+    noblock_workers: int = DEFAULT_NOBLOCK_WORKERS,
+    seed: int | None = None,
+) -> Iterator[ThreadedServer]:
+    """Run a `ThreadedServer` for the ``with`` block: ``with run_in_thread() as srv: ...``."""
+    server = ThreadedServer(
+        host,
+        port,
+        storage=storage,
+        sweep_interval_s=sweep_interval_s,
+        sweep_interval=sweep_interval,
+        default_expire_s=default_expire_s,
+        noblock_workers=noblock_workers,
+        seed=seed,
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+# -- CLI ----------------------------------------------------------------------------------------
+
+
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 4777,
+    *,
+    sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
+    default_expire_s: int = DEFAULT_EXPIRE_S,
+    noblock_workers: int = DEFAULT_NOBLOCK_WORKERS,
+    seed: int | None = None,
+) -> None:
+    """Run the server in the foreground until SIGINT or SIGTERM (the CLI's ``serve``).
+
+    Prints ``okq server listening on HOST:PORT`` (flushed) once listening, so a parent
+    process that passed port 0 can read the port.
+    """
+
+    async def main() -> None:
+        server = EmbeddedServer(
+            host,
+            port,
+            sweep_interval_s=sweep_interval_s,
+            default_expire_s=default_expire_s,
+            noblock_workers=noblock_workers,
+            seed=seed,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
+        async with server:
+            print(f"okq server listening on {server.address}", flush=True)
+            await stop.wait()
+        print("okq server stopped", file=sys.stderr, flush=True)
+
+    asyncio.run(main())
