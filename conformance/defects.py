@@ -1,0 +1,412 @@
+"""Probes for the known defects D1-D3 of the real okq server (okq-protocol.md §9).
+
+The transcripts record what the real server does, quirks included; three of its
+behaviours are *defects* that a conforming server must not copy. Each probe here
+drives a server over raw sockets and classifies what it sees:
+
+* ``Outcome.PASS``: the server behaves as §9 says a fixed server must ("fixed");
+* ``Outcome.DEFECT_REPRODUCED``: it behaves like the real okq ("okq defect Dn
+  reproduced"), which is a failure, but of a known okq defect rather than a
+  violation of the recorded standard;
+* ``Outcome.FAIL``: neither (something else is wrong).
+
+D1 can crash a real okq process, so its probe is ``final``: the runner runs it
+last, alone. This module owns the probe logic and uses only ``_net``/``_resp``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Final
+
+from ._net import Connection, ReadFailure, connect
+from ._report import Outcome
+from ._resp import FramingError, encode_command, parse_reply
+
+__all__ = ["DefectProbe", "ProbeFinding", "defect_probes"]
+
+#: Seconds a probe waits for a single reply or for a close.
+_REPLY_TIMEOUT_S: Final = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeFinding:
+    """What a probe concluded: an outcome and the lines that explain it."""
+
+    outcome: Outcome
+    details: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DefectProbe:
+    """A built-in check for one known okq defect.
+
+    Attributes:
+        name: the check's name (``defect_d1_crash_inputs``, ...).
+        defect: the defect it probes (``"D1"``, ``"D2"``, ``"D3"``).
+        description: one sentence on what is checked.
+        queues: queue names the probe uses (flushed before and after it runs).
+        run: the probe itself: ``run(host, port)`` returns a ``ProbeFinding``.
+        final: run last and alone (it may crash a buggy server).
+        slow: waits for a redelivery sweep (about 13 s).
+        estimated_duration_s: rough running time, used to start slow checks first.
+    """
+
+    name: str
+    defect: str
+    description: str
+    queues: tuple[bytes, ...]
+    run: Callable[[str, int], ProbeFinding]
+    final: bool = False
+    slow: bool = False
+    estimated_duration_s: float = 0.0
+
+
+class _ProbeError(Exception):
+    """A probe could not even get to its question (server unreachable, odd reply)."""
+
+
+@contextmanager
+def _connections(host: str, port: int) -> Iterator[Callable[[str], Connection]]:
+    """Yield a factory of connections that are all closed on exit."""
+    opened: list[Connection] = []
+
+    def open_one(label: str) -> Connection:
+        try:
+            conn = connect(host, port, label)
+        except OSError as exc:
+            raise _ProbeError(f"cannot connect to {host}:{port}: {exc}") from exc
+        opened.append(conn)
+        return conn
+
+    try:
+        yield open_one
+    finally:
+        for conn in opened:
+            conn.close()
+
+
+def _call(conn: Connection, *args: bytes, timeout_s: float = _REPLY_TIMEOUT_S) -> bytes:
+    """Send one command and return its complete reply's bytes."""
+    try:
+        conn.send(encode_command(*args), timeout_s)
+        reply, _ = conn.read_reply(time.monotonic() + timeout_s)
+    except ReadFailure as exc:
+        raise _ProbeError(
+            f"{conn.label}: {args[0].decode()}: {exc.detail}; got {exc.got!r}"
+        ) from exc
+    except OSError as exc:
+        raise _ProbeError(f"{conn.label}: {args[0].decode()}: {exc}") from exc
+    return reply
+
+
+def _expect(conn: Connection, expected: bytes, *args: bytes) -> None:
+    reply = _call(conn, *args)
+    if reply != expected:
+        raise _ProbeError(f"{conn.label}: {args!r}: expected {expected!r}, got {reply!r}")
+
+
+def _guarded(probe: Callable[[str, int], ProbeFinding]) -> Callable[[str, int], ProbeFinding]:
+    """Turn a ``_ProbeError`` or ``OSError`` escaping ``probe`` into a FAIL finding."""
+
+    def run(host: str, port: int) -> ProbeFinding:
+        try:
+            return probe(host, port)
+        except (_ProbeError, OSError) as exc:
+            return ProbeFinding(Outcome.FAIL, (f"probe could not complete: {exc}",))
+
+    run.__doc__ = probe.__doc__
+    return run
+
+
+def _verdict(
+    reproduced: list[str], failed: list[str], fixed: list[str], notes: Sequence[str] = ()
+) -> ProbeFinding:
+    details = tuple(failed + reproduced + fixed + list(notes))
+    if failed:
+        return ProbeFinding(Outcome.FAIL, details)
+    if reproduced:
+        return ProbeFinding(Outcome.DEFECT_REPRODUCED, details)
+    return ProbeFinding(Outcome.PASS, details)
+
+
+# -- D1 ------------------------------------------------------------------------------
+
+#: Inputs that crash the real okq process (§2.1): headers shorter than 3 bytes and
+#: absurd lengths that okq tries to allocate before reading the data.
+D1_INPUTS: Final[tuple[tuple[str, bytes], ...]] = (
+    ("array header '*\\n' (shorter than 3 bytes)", b"*\n"),
+    ("bulk header '$\\n' (shorter than 3 bytes)", b"$\n"),
+    ("simple-string header '+\\n' (shorter than 3 bytes)", b"+\n"),
+    ("bulk length 10^15", b"*1\r\n$1000000000000000\r\n"),
+    ("array count 10^15", b"*1000000000000000\r\n"),
+)
+
+
+def _ping_works(open_conn: Callable[[str], Connection], conn: Connection | None) -> str | None:
+    """PING on ``conn`` (or a new connection); None if +PONG came back, else why not."""
+    try:
+        target = conn if conn is not None else open_conn("new connection")
+        reply = _call(target, b"PING")
+    except (_ProbeError, OSError) as exc:
+        return str(exc)
+    return None if reply == b"+PONG\r\n" else f"PING answered {reply!r}"
+
+
+@_guarded
+def probe_d1(host: str, port: int) -> ProbeFinding:
+    """D1: each crash input closes only its own connection, silently."""
+    reproduced: list[str] = []
+    failed: list[str] = []
+    fixed: list[str] = []
+    notes: list[str] = []
+    for label, data in D1_INPUTS:
+        if reproduced:
+            notes.append(f"{label}: not tried, the server went down on an earlier input")
+            continue
+        with _connections(host, port) as open_conn:
+            bystander = open_conn("bystander")
+            _expect(bystander, b"+PONG\r\n", b"PING")
+            victim = open_conn("victim")
+            victim.send(data, _REPLY_TIMEOUT_S)
+            problem = victim.expect_eof(time.monotonic() + _REPLY_TIMEOUT_S)
+            other = _ping_works(open_conn, bystander)
+            fresh = _ping_works(open_conn, None)
+            if other is not None or fresh is not None:
+                reproduced.append(
+                    f"{label}: the server stopped serving other connections"
+                    f" (bystander: {other or 'ok'}; new connection: {fresh or 'ok'})"
+                )
+            elif problem is not None:
+                failed.append(f"{label}: expected a silent close of that connection; {problem}")
+            else:
+                fixed.append(f"{label}: connection closed without a reply; others unaffected")
+    return _verdict(reproduced, failed, fixed, notes)
+
+
+# -- D2 ------------------------------------------------------------------------------
+
+_D2_QUEUE: Final = b"defect-d2-q"
+#: (id, reply of a fixed server, reply of the real okq) for the duplicate push.
+D2_CASES: Final[tuple[tuple[bytes, bytes, bytes], ...]] = (
+    (b"x\r\ny", b"-ERR duplicate event x\\r\\ny\r\n", b"-ERR duplicate event x\r\ny\r\n"),
+    (b"a\nb\rc", b"-ERR duplicate event a\\nb\\rc\r\n", b"-ERR duplicate event a\nb\rc\r\n"),
+    (b"plain", b"-ERR duplicate event plain\r\n", b"-ERR duplicate event plain\r\n"),
+)
+
+
+@_guarded
+def probe_d2(host: str, port: int) -> ProbeFinding:
+    """D2: CR and LF in a duplicate id are escaped, so the error stays valid RESP."""
+    reproduced: list[str] = []
+    failed: list[str] = []
+    fixed: list[str] = []
+    with _connections(host, port) as open_conn:
+        conn = open_conn("conn 0")
+        for event_id, good, buggy in D2_CASES:
+            _expect(conn, b"+OK\r\n", b"QLPUSH", _D2_QUEUE, event_id, b"first")
+            conn.send(encode_command(b"QLPUSH", _D2_QUEUE, event_id, b"second"), _REPLY_TIMEOUT_S)
+            try:
+                reply, _ = conn.read_reply(time.monotonic() + _REPLY_TIMEOUT_S)
+            except ReadFailure as exc:
+                failed.append(f"id {event_id!r}: {exc.detail}; got {exc.got!r}")
+                break
+            # The real okq's reply is an error line followed by junk: collect the junk.
+            got = reply + conn.pending(0.3)
+            conn_ok = _ping_works(open_conn, conn)
+            if got == good and conn_ok is None:
+                fixed.append(f"id {event_id!r}: {got!r}")
+            elif got == buggy:
+                reproduced.append(f"id {event_id!r}: raw id in the error line: {got!r}")
+                break  # the stream is out of step now
+            else:
+                failed.append(
+                    f"id {event_id!r}: expected {good!r}, got {got!r}"
+                    + (f"; then PING failed: {conn_ok}" if conn_ok else "")
+                )
+                break
+    return _verdict(reproduced, failed, fixed)
+
+
+# -- D3 ------------------------------------------------------------------------------
+
+_D3_CONTROL: Final = b"defect-d3-control"
+_D3_COLON_WAKE: Final = b"d3:wake"
+_D3_COLON_LIST: Final = b"d3:list"
+_D3_COLON_REDELIVER: Final = b"d3:redeliver"
+_D3_EMPTY: Final = b""
+
+
+def _bulk(value: bytes) -> bytes:
+    return b"$%d\r\n%s\r\n" % (len(value), value)
+
+
+def _woken_by_push(open_conn: Callable[[str], Connection], queue: bytes) -> tuple[bool, str]:
+    """Whether a push to ``queue`` wakes a QNOTIFY blocked on it (and what happened)."""
+    waiter = open_conn("waiter")
+    pusher = open_conn("pusher")
+    _expect(waiter, b"+OK\r\n", b"QREGISTER", queue)
+    time.sleep(0.3)  # registration subscribes asynchronously (§6)
+    waiter.send(encode_command(b"QNOTIFY", b"2"), _REPLY_TIMEOUT_S)
+    time.sleep(0.5)
+    _expect(pusher, b"+OK\r\n", b"QLPUSH", queue, b"e1", b"c1")
+    try:
+        reply, arrived = waiter.read_reply(time.monotonic() + _REPLY_TIMEOUT_S)
+    except ReadFailure as exc:
+        raise _ProbeError(f"QNOTIFY on {queue!r}: {exc.detail}") from exc
+    elapsed = arrived - waiter.last_write
+    if reply == _bulk(queue) and elapsed < 1.8:
+        return True, f"queue {queue!r}: QNOTIFY woken by the push after {elapsed:.3f} s"
+    if reply == b"$-1\r\n":
+        return False, f"queue {queue!r}: QNOTIFY not woken by the push (nil after {elapsed:.3f} s)"
+    raise _ProbeError(f"QNOTIFY on {queue!r}: unexpected reply {reply!r} after {elapsed:.3f} s")
+
+
+def _listing(conn: Connection) -> list[tuple[bytes, int, int]]:
+    """The no-argument QSTATUS as (name, total, processing) entries."""
+    reply = _call(conn, b"QSTATUS")
+    try:
+        value = parse_reply(reply)
+    except FramingError as exc:
+        raise _ProbeError(f"QSTATUS: {exc}") from exc
+    entries: list[tuple[bytes, int, int]] = []
+    if not isinstance(value, list):
+        raise _ProbeError(f"QSTATUS: not an array: {reply[:200]!r}")
+    for entry in value:
+        if (
+            not isinstance(entry, list)
+            or len(entry) < 4
+            or not isinstance(entry[0], bytes)
+            or not isinstance(entry[1], int)
+            or not isinstance(entry[2], int)
+        ):
+            raise _ProbeError(f"QSTATUS: malformed entry {entry!r}")
+        entries.append((entry[0], entry[1], entry[2]))
+    return entries
+
+
+@_guarded
+def probe_d3_names(host: str, port: int) -> ProbeFinding:
+    """D3: names with ':' and the empty name are listed and their pushes wake QNOTIFY."""
+    reproduced: list[str] = []
+    failed: list[str] = []
+    fixed: list[str] = []
+    for queue in (_D3_CONTROL, _D3_COLON_WAKE, _D3_EMPTY):
+        with _connections(host, port) as open_conn:
+            woken, line = _woken_by_push(open_conn, queue)
+            _expect(open_conn("cleanup"), b"+OK\r\n", b"QFLUSH", queue)
+        if woken:
+            fixed.append(line)
+        elif queue == _D3_CONTROL:
+            failed.append(line + " (an ordinary name: notifications do not work at all)")
+        else:
+            reproduced.append(line)
+    time.sleep(0.3)  # let the server drop the waiters' registrations
+    with _connections(host, port) as open_conn:
+        conn = open_conn("conn 0")
+        for queue in (_D3_COLON_LIST, _D3_EMPTY):
+            _expect(conn, b"+OK\r\n", b"QLPUSH", queue, b"e1", b"c1")
+        listing = _listing(conn)
+        names = [name for name, _, _ in listing]
+        if names != sorted(names) or len(set(names)) != len(names):
+            failed.append(f"no-argument QSTATUS is not sorted by bytes without repeats: {names!r}")
+        for queue in (_D3_COLON_LIST, _D3_EMPTY):
+            found = [(t, p) for name, t, p in listing if name == queue]
+            if found == [(1, 0)]:
+                fixed.append(f"queue {queue!r}: listed by the no-argument QSTATUS")
+            elif not found:
+                reproduced.append(
+                    f"queue {queue!r}: missing from the no-argument QSTATUS (listed: {names!r})"
+                )
+            else:
+                failed.append(f"queue {queue!r}: listed with (total, processing) {found!r}")
+    return _verdict(reproduced, failed, fixed)
+
+
+#: Seconds to wait after a ``QRPOP ... EX 1`` for the restore sweep (as the transcripts do).
+REDELIVERY_WAIT_S: Final = 12.5
+
+
+@_guarded
+def probe_d3_redelivery(host: str, port: int) -> ProbeFinding:
+    """D3: expired claims of names with ':' and of the empty name are redelivered."""
+    reproduced: list[str] = []
+    failed: list[str] = []
+    fixed: list[str] = []
+    queues = (_D3_COLON_REDELIVER, _D3_EMPTY)
+    with _connections(host, port) as open_conn:
+        conn = open_conn("conn 0")
+        for queue in queues:
+            _expect(conn, b"+OK\r\n", b"QLPUSH", queue, b"e1", b"c1")
+            _expect(conn, b"*2\r\n$2\r\ne1\r\n$2\r\nc1\r\n", b"QRPOP", queue, b"EX", b"1")
+        time.sleep(REDELIVERY_WAIT_S)
+        for queue in queues:
+            entry = b"*1\r\n*4\r\n%s:1\r\n:%%d\r\n" % _bulk(queue)
+            reply = _call(conn, b"QSTATUS", queue)
+            if reply.startswith(entry % 0):
+                fixed.append(f"queue {queue!r}: expired claim redelivered")
+            elif reply.startswith(entry % 1):
+                reproduced.append(
+                    f"queue {queue!r}: claim still processing {REDELIVERY_WAIT_S} s after"
+                    " QRPOP EX 1 (never redelivered)"
+                )
+            else:
+                failed.append(f"queue {queue!r}: unexpected QSTATUS reply {reply!r}")
+    return _verdict(reproduced, failed, fixed)
+
+
+def defect_probes(*, slow: bool = True) -> list[DefectProbe]:
+    """The built-in defect probes, in the order they should be reported.
+
+    Args:
+        slow: include the probe that waits for a redelivery sweep (~13 s).
+
+    Returns:
+        Probes for D1 (``final``: it may crash a buggy server), D2 and D3.
+    """
+    probes = [
+        DefectProbe(
+            name="defect_d1_crash_inputs",
+            defect="D1",
+            description="headers shorter than 3 bytes and 10^15 lengths close only that"
+            " connection, without a reply; other connections keep working",
+            queues=(),
+            run=probe_d1,
+            final=True,
+            estimated_duration_s=0.5,
+        ),
+        DefectProbe(
+            name="defect_d2_crlf_in_duplicate_id",
+            defect="D2",
+            description="the duplicate-event error escapes CR and LF of the id (valid RESP)",
+            queues=(_D2_QUEUE,),
+            run=probe_d2,
+            estimated_duration_s=1.0,
+        ),
+        DefectProbe(
+            name="defect_d3_colon_and_empty_names",
+            defect="D3",
+            description="queue names with ':' and the empty name are listed by QSTATUS and"
+            " their pushes wake a blocked QNOTIFY",
+            queues=(_D3_CONTROL, _D3_COLON_WAKE, _D3_COLON_LIST, _D3_EMPTY),
+            run=probe_d3_names,
+            estimated_duration_s=4.0,
+        ),
+    ]
+    if slow:
+        probes.append(
+            DefectProbe(
+                name="defect_d3_colon_and_empty_names_redelivered",
+                defect="D3",
+                description="expired claims of queues with ':' and of the empty name are"
+                " redelivered by the restore sweep",
+                queues=(_D3_COLON_REDELIVER, _D3_EMPTY),
+                run=probe_d3_redelivery,
+                slow=True,
+                estimated_duration_s=REDELIVERY_WAIT_S,
+            )
+        )
+    return probes
