@@ -1,0 +1,1 @@
+"""Fuzz targets for the okq codecs and machines (atheris-compatible)."""
