@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--atheris", metavar="TARGET", choices=list(TARGETS))
     args, rest = parser.parse_known_args(argv)
     if args.atheris:
-        import atheris  # type: ignore[import-untyped,unused-ignore]  # optional, untyped
+        import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]  # optional, untyped
 
         target = TARGETS[args.atheris]
         atheris.Setup([sys.argv[0], *rest], target)

@@ -74,7 +74,7 @@ class FakeServer:
         try:
             while not self.stopped.is_set():
                 while buf:
-                    if buf[:1] not in (b"*", b"$", b"+", b"-", b":"):
+                    if bytes(buf[:1]) not in (b"*", b"$", b"+", b"-", b":"):
                         return  # inline command or garbage: close silently
                     if b"\n" in buf and buf.index(b"\n") < 3:
                         if self.crash_on_bad_header:
