@@ -1,0 +1,378 @@
+"""The embedded okq server over real loopback TCP: concurrency, QNOTIFY, NOBLOCK, shutdown,
+misbehaving clients, and the three ways to start it."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+
+from okq_transports.server import EmbeddedServer, MemoryStorage, ThreadedServer, run_in_thread
+
+ROOT = Path(__file__).resolve().parents[2]
+TIMEOUT_S = 10.0
+
+
+def cmd(*args: bytes) -> bytes:
+    out = b"*%d\r\n" % len(args)
+    for a in args:
+        out += b"$%d\r\n%b\r\n" % (len(a), a)
+    return out
+
+
+def run(coro_fn: Callable[[], Awaitable[None]]) -> None:
+    async def guarded() -> None:
+        await asyncio.wait_for(coro_fn(), TIMEOUT_S * 2)
+
+    asyncio.run(guarded())
+
+
+class Client:
+    """A raw asyncio connection that reads exact byte counts."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, srv: EmbeddedServer) -> Client:
+        reader, writer = await asyncio.open_connection(srv.host, srv.port)
+        return cls(reader, writer)
+
+    async def send(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def expect(self, data: bytes) -> None:
+        got = await asyncio.wait_for(self.reader.readexactly(len(data)), TIMEOUT_S)
+        assert got == data
+
+    async def call(self, *args: bytes) -> bytes:
+        await self.send(cmd(*args))
+        return await asyncio.wait_for(self.reader.readuntil(b"\r\n"), TIMEOUT_S)
+
+    async def expect_eof(self) -> None:
+        assert await asyncio.wait_for(self.reader.read(1), TIMEOUT_S) == b""
+
+    async def close(self) -> None:
+        self.writer.close()
+        await self.writer.wait_closed()
+
+
+async def consumers_of(c: Client, queue: bytes) -> int:
+    await c.send(cmd(b"QSTATUS", queue))
+    head = b"*1\r\n*4\r\n$%d\r\n%b\r\n" % (len(queue), queue)
+    await c.expect(head)
+    lines = [await c.reader.readuntil(b"\r\n") for _ in range(3)]
+    return int(lines[2][1:-2])
+
+
+async def until(check: Callable[[], Awaitable[bool]]) -> None:
+    """Poll ``check`` (bounded) until true: the server acts on its own schedule here."""
+    for _ in range(500):
+        if await check():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("condition never became true")
+
+
+# -- basics and concurrency ---------------------------------------------------------------------
+
+
+def test_concurrent_connections() -> None:
+    async def main() -> None:
+        async with EmbeddedServer(port=0) as srv:
+
+            async def worker(n: int) -> None:
+                c = await Client.open(srv)
+                for i in range(20):
+                    eid = b"%d-%d" % (n, i)
+                    assert await c.call(b"QLPUSH", b"cq", eid, b"x") == b"+OK\r\n"
+                await c.close()
+
+            await asyncio.gather(*(worker(n) for n in range(25)))
+            c = await Client.open(srv)
+            await c.send(cmd(b"QSTATUS", b"cq"))
+            await c.expect(b"*1\r\n*4\r\n$2\r\ncq\r\n:500\r\n:0\r\n:0\r\n")
+            await c.close()
+
+    run(main)
+
+
+def test_pipelined_replies_in_order_large_batch() -> None:
+    async def main() -> None:
+        async with EmbeddedServer(port=0) as srv:
+            c = await Client.open(srv)
+            await c.send(cmd(b"PING") * 30000 + cmd(b"NOPE"))
+            await c.expect(b"+PONG\r\n" * 30000 + b'-ERR unknown command "NOPE"\r\n')
+            await c.close()
+
+    run(main)
+
+
+def test_qnotify_blocks_only_its_connection_and_wakes_all() -> None:
+    async def main() -> None:
+        async with EmbeddedServer(port=0, seed=1) as srv:
+            waiters = [await Client.open(srv) for _ in range(3)]
+            for w in waiters:
+                assert await w.call(b"QREGISTER", b"nq") == b"+OK\r\n"
+                await w.send(cmd(b"QNOTIFY", b"30") + cmd(b"PING"))
+            other = await Client.open(srv)
+            assert await other.call(b"PING") == b"+PONG\r\n"
+            assert await consumers_of(other, b"nq") == 3
+            await asyncio.sleep(0.05)  # let the waiters block (not a correctness wait)
+            assert await other.call(b"QRPUSH", b"unrelated", b"1", b"c") == b"+OK\r\n"
+            assert await other.call(b"QLPUSH", b"nq", b"1", b"c") == b"+OK\r\n"
+            for w in waiters:
+                await w.expect(b"$2\r\nnq\r\n+PONG\r\n")
+            for c in [*waiters, other]:
+                await c.close()
+
+    run(main)
+
+
+def test_qnotify_times_out_with_nil() -> None:
+    async def main() -> None:
+        async with EmbeddedServer(port=0) as srv:
+            c = await Client.open(srv)
+            start = time.monotonic()
+            await c.send(cmd(b"QNOTIFY", b"1") + cmd(b"PING"))
+            await c.expect(b"$-1\r\n+PONG\r\n")
+            assert 0.9 <= time.monotonic() - start < 3.0
+            await c.close()
+
+    run(main)
+
+
+def test_disconnect_during_qnotify_counts_until_it_ends() -> None:
+    async def main() -> None:
+        async with EmbeddedServer(port=0) as srv:
+            w = await Client.open(srv)
+            obs = await Client.open(srv)
+            assert await w.call(b"QREGISTER", b"dq") == b"+OK\r\n"
+            await w.send(cmd(b"QNOTIFY", b"1"))
+            await w.close()
+            await asyncio.sleep(0.3)  # the quirk: the close is not noticed while QNOTIFY waits
+            assert await consumers_of(obs, b"dq") == 1
+
+            async def gone() -> bool:
+                return await consumers_of(obs, b"dq") == 0
+
+            await until(gone)
+            await obs.close()
+
+    run(main)
+
+
+def test_noblock_stores_shortly_after_and_too_busy() -> None:
+    async def main() -> None:
+        async with EmbeddedServer(port=0, noblock_workers=1) as srv:
+            c = await Client.open(srv)
+            # Both requests are answered before the loop runs the first background store.
+            await c.send(
+                cmd(b"QLPUSH", b"nb", b"a", b"1", b"NOBLOCK")
+                + cmd(b"QLPUSH", b"nb", b"b", b"2", b"noblock")
+            )
+            await c.expect(b"+OK\r\n-ERR too busy to process NOBLOCK event\r\n")
+
+            async def stored() -> bool:
+                return await c.call(b"QACK", b"nb", b"a") == b":1\r\n"
+
+            await until(stored)
+            assert await c.call(b"QLPUSH", b"nb", b"b", b"2", b"NOBLOCK") == b"+OK\r\n"
+            await c.close()
+
+    run(main)
+
+
+def test_huge_expiry_is_server_side_error() -> None:
+    async def main() -> None:
+        async with EmbeddedServer(port=0) as srv:
+            c = await Client.open(srv)
+            await c.call(b"QLPUSH", b"hx", b"a", b"1")
+            reply = await c.call(b"QRPOP", b"hx", b"EX", b"9223372036854775807")
+            assert reply == b"-ERR unexpected server-side error\r\n"
+            await c.close()
+
+    run(main)
+
+
+# -- bad clients ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"PING\r\n", b"*x\r\n", b"*\n", b"$\n", b"+\n", b"*1\r\n$1000000000000000\r\n"],
+)
+def test_bad_input_closes_only_that_connection(data: bytes) -> None:
+    async def main() -> None:
+        async with EmbeddedServer(port=0) as srv:
+            good = await Client.open(srv)
+            assert await good.call(b"QREGISTER", b"bq") == b"+OK\r\n"
+            bad = await Client.open(srv)
+            await bad.send(cmd(b"PING") + data)
+            await bad.expect(b"+PONG\r\n")
+            await bad.expect_eof()
+            assert await good.call(b"PING") == b"+PONG\r\n"
+            assert await consumers_of(good, b"bq") == 1
+            await bad.close()
+            await good.close()
+
+    run(main)
+
+
+def test_client_vanishing_mid_request() -> None:
+    async def main() -> None:
+        async with EmbeddedServer(port=0) as srv:
+            c = await Client.open(srv)
+            assert await c.call(b"QREGISTER", b"vq") == b"+OK\r\n"
+            await c.send(b"*4\r\n$6\r\nQLPUSH\r\n$2\r\nvq\r\n$1")
+            await c.close()
+            obs = await Client.open(srv)
+
+            async def gone() -> bool:
+                return await consumers_of(obs, b"vq") == 0
+
+            await until(gone)
+            assert await obs.call(b"QRPEEK", b"vq") == b"$-1\r\n"
+            # a reset (RST) instead of a FIN
+            raw = socket.create_connection((srv.host, srv.port))
+            raw.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
+            raw.sendall(b"*2\r\n$4\r\nPING")
+            raw.close()
+
+            async def no_conns() -> bool:
+                return srv.connection_count == 1
+
+            await until(no_conns)
+            assert await obs.call(b"PING") == b"+PONG\r\n"
+            await obs.close()
+
+    run(main)
+
+
+# -- lifecycle -----------------------------------------------------------------------------------
+
+
+def test_graceful_shutdown_ends_waiting_clients() -> None:
+    async def main() -> None:
+        srv = EmbeddedServer(port=0)
+        await srv.start()
+        c = await Client.open(srv)
+        await c.call(b"QREGISTER", b"sq")
+        await c.send(cmd(b"QNOTIFY", b"100"))
+        idle = await Client.open(srv)
+        await asyncio.sleep(0.05)
+        start = time.monotonic()
+        await srv.aclose()
+        assert time.monotonic() - start < 2.0
+        await c.expect_eof()
+        await idle.expect_eof()
+        await srv.aclose()  # idempotent
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(srv.host, srv.port)
+        await c.close()
+        await idle.close()
+
+    run(main)
+
+
+@pytest.mark.slow
+def test_redelivery_with_fast_sweep() -> None:
+    async def main() -> None:
+        async with EmbeddedServer(port=0, sweep_interval_s=0.2) as srv:
+            c = await Client.open(srv)
+            await c.call(b"QLPUSH", b"rq", b"e1", b"c1")
+            await c.send(cmd(b"QRPOP", b"rq", b"EX", b"1"))
+            await c.expect(b"*2\r\n$2\r\ne1\r\n$2\r\nc1\r\n")
+
+            async def back() -> bool:
+                await c.send(cmd(b"QRPEEK", b"rq"))
+                first = await c.reader.readuntil(b"\r\n")
+                if first == b"$-1\r\n":
+                    return False
+                await c.expect(b"$2\r\ne1\r\n$2\r\nc1\r\n")
+                return True
+
+            start = time.monotonic()
+            await until(back)
+            assert 0.9 <= time.monotonic() - start < 2.0
+            await c.close()
+
+    run(main)
+
+
+def test_threaded_server_restart_same_port_same_storage() -> None:
+    storage = MemoryStorage()
+    with ThreadedServer(storage=storage) as srv:
+        port = srv.port
+        assert srv.address == f"127.0.0.1:{port}"
+        s = socket.create_connection((srv.host, port), timeout=TIMEOUT_S)
+        s.sendall(cmd(b"QLPUSH", b"tq", b"e1", b"keep"))
+        assert s.recv(100) == b"+OK\r\n"
+        srv.stop()
+        assert s.recv(100) == b""  # the client sees the close
+        s.close()
+        assert not srv.running
+        srv.start()
+        assert srv.port == port
+        s = socket.create_connection((srv.host, port), timeout=TIMEOUT_S)
+        s.sendall(cmd(b"QRPEEK", b"tq"))
+        assert s.recv(100) == b"*2\r\n$2\r\ne1\r\n$4\r\nkeep\r\n"
+        s.close()
+        srv.restart()
+        assert srv.port == port
+        with pytest.raises(RuntimeError):
+            srv.start()
+    assert not srv.running
+
+
+def test_threaded_start_failure_is_reported() -> None:
+    with run_in_thread() as first:
+        clash = ThreadedServer(port=first.port)
+        with pytest.raises(RuntimeError, match="did not start") as info:
+            clash.start()
+        assert isinstance(info.value.__cause__, OSError)
+        assert not clash.running
+
+
+def test_fixture_server(okq_server: ThreadedServer) -> None:
+    with socket.create_connection((okq_server.host, okq_server.port), timeout=TIMEOUT_S) as s:
+        s.sendall(cmd(b"PING"))
+        assert s.recv(100) == b"+PONG\r\n"
+
+
+def test_cli_serve_port_zero() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "okq_transports", "serve", "--host", "127.0.0.1", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        assert line.startswith("okq server listening on 127.0.0.1:"), line
+        port = int(line.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT_S) as s:
+            s.sendall(cmd(b"PING"))
+            assert s.recv(100) == b"+PONG\r\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT_S)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
