@@ -1,0 +1,396 @@
+"""Consuming, written once for asyncio and trio: a reconnecting delivery stream and workers.
+
+Owns: driving okq_proto's `Consumer` machine over an `AsyncStream` (flush, read, feed, with
+the read deadline the machine allows), reconnecting with capped backoff after a connection
+failure (re-registering on a fresh machine), abandoning a ``QNOTIFY`` wait when asked to stop,
+and the push-style `consume` built on the pull-style `DeliveryStream`: handlers (coroutine or
+plain functions) run until their claim's deadline and are cancelled there.
+Must not know: okq's consumer rules (that is `okq_proto._consumer`), asyncio or trio (that is
+`_backends`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from types import TracebackType
+from typing import Final
+
+from okq_proto import (
+    NEED_DATA,
+    Backoff,
+    Delivery,
+    LocalProtocolError,
+    RemoteProtocolError,
+    TransportError,
+)
+from okq_proto._consumer import AckSettled, Consumer, ConsumerStopped, Delivered, LateAck
+from okq_proto._consumer_state import ConsumerState
+
+from ._async_driver import (
+    NOTIFY_MARGIN_S,
+    AsyncClientCore,
+    ConnectionBusyError,
+    call_hook,
+    close_quietly,
+    log,
+)
+from ._backends import READ_SIZE, STOPPED, AsyncStream, StopEvent
+
+__all__ = ["DeliveryStream", "Handler", "consume"]
+
+#: A consumer handler: ``handler(delivery) -> bool``, plain or ``async``; true acks.
+Handler = Callable[[Delivery], bool | Awaitable[bool]]
+
+_WAITING: Final = ConsumerState.WAITING
+_REGISTERING: Final = ConsumerState.REGISTERING
+_STOPPING: Final = frozenset(
+    {
+        ConsumerState.STOP_POPPING,
+        ConsumerState.FINISHING,
+        ConsumerState.ACKING,
+        ConsumerState.STOPPED,
+    }
+)
+
+
+class DeliveryStream:
+    """Deliveries from one or more queues on one dedicated connection, pulled one at a time.
+
+    Use ``async with`` and ``async for``; report each delivery before taking the next with
+    `ack` (or by leaving ``async with stream.handling(delivery):`` without an exception).  A
+    delivery not acked when the next one is taken is left to expire (redelivered by the
+    server).  Acks are pipelined: an ack leaves in the same write as the next pop.
+
+    The stream reconnects by itself after a connection failure (capped exponential backoff
+    with full jitter, failing over along the client's addresses) and registers again; what
+    was claimed and not acked then is logged and comes back once its claim expires.  It ends
+    (``StopAsyncIteration``) when `stop` is set or after `aclose`; a ``QNOTIFY`` wait is
+    abandoned at once, a claimed delivery is always handed out and its final ack sent.
+
+    Not safe for two tasks at once: each consuming task needs its own stream.
+    """
+
+    def __init__(
+        self,
+        core: AsyncClientCore,
+        queues: Sequence[str],
+        *,
+        expire_seconds: int,
+        stop: StopEvent | None = None,
+        on_registered: Callable[[], None] | None = None,
+    ) -> None:
+        if isinstance(queues, str):
+            raise LocalProtocolError("queues must be a list of names, not one name")
+        self._core = core
+        self._backend = core.backend
+        self._queues = list(queues)
+        self._expire_s = expire_seconds
+        self._stop = stop
+        self._on_registered = on_registered
+        self._consumer: Consumer | None = None
+        self._stream: AsyncStream | None = None
+        self._address: tuple[str, int] | None = None
+        self._in_hand: Delivery | None = None
+        self._verdict = False
+        self._reported = False
+        self._closing = False
+        self._busy = False
+        self._backoff: Backoff = core.new_backoff()
+        # Validate the arguments now, not at the first pop.
+        Consumer(self._queues, expire_s=expire_seconds, notify_timeout_s=core.notify_timeout_s)
+
+    async def __aenter__(self) -> DeliveryStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> DeliveryStream:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        delivery = await self.next_delivery()
+        if delivery is None:
+            raise StopAsyncIteration
+        return delivery
+
+    def ack(self, delivery: Delivery) -> None:
+        """Mark the delivery in hand as handled: its ``QACK`` leaves with the next pop (or when
+        the stream closes).  At-most-once deliveries need no ack (this is then a no-op).
+
+        Raises:
+            LocalProtocolError: `delivery` is not the one in hand (each delivery must be
+                reported before the next is taken).
+        """
+        if delivery is not self._in_hand:
+            raise LocalProtocolError(
+                f"cannot ack {delivery!r}: it is not the delivery in hand (ack each delivery "
+                "before taking the next)"
+            )
+        self._verdict = True
+
+    def fail(self, delivery: Delivery, error: BaseException | None = None) -> None:
+        """Mark the delivery in hand as failed (no ack: redelivered once its claim expires)
+        and report it to ``hooks.handler_failed`` now.  Not calling `ack` does the same,
+        reported when the next delivery is taken."""
+        if delivery is self._in_hand and not self._reported:
+            self._reported = True
+            self._verdict = False
+            call_hook(self._core.hooks, "handler_failed", delivery, error)
+
+    @contextlib.asynccontextmanager
+    async def handling(self, delivery: Delivery) -> AsyncIterator[Delivery]:
+        """``async with stream.handling(d):`` acks `d` when the block exits without an
+        exception; with one, the event is left to expire and be redelivered."""
+        try:
+            yield delivery
+        except BaseException as exc:
+            self.fail(delivery, exc)
+            raise
+        self.ack(delivery)
+
+    async def next_delivery(self) -> Delivery | None:
+        """The next delivery, or None once the stream is stopped (or closed).
+
+        Raises:
+            ReplyError: the server refused a consumer command (not retried: okq-go ends its
+                consumer too).
+            ConnectionBusyError: another task is inside this call on the same stream.
+        """
+        if self._busy:
+            raise ConnectionBusyError(
+                "another task is taking deliveries from this stream: each consuming task "
+                "needs its own stream"
+            )
+        self._busy = True
+        try:
+            return await self._next_delivery()
+        finally:
+            self._busy = False
+
+    async def _next_delivery(self) -> Delivery | None:
+        while True:
+            consumer = self._consumer
+            if consumer is None:
+                if self._stopping():
+                    return None
+                if not await self._connect():
+                    return None
+                continue
+            if self._stopping() and consumer.state not in _STOPPING:
+                consumer.stop()
+            in_hand = self._in_hand
+            if in_hand is not None:
+                self._in_hand = None
+                if not self._verdict and not self._reported:
+                    call_hook(self._core.hooks, "handler_failed", in_hand, None)
+                consumer.handled(in_hand, self._verdict)
+            try:
+                event = await self._pump(consumer)
+            except (TransportError, RemoteProtocolError) as exc:
+                await self._lost(consumer, exc)
+                continue
+            except BaseException:
+                await self._drop()
+                raise
+            kind = type(event)
+            if kind is Delivered:
+                delivery = event.delivery  # type: ignore[union-attr]  # narrowed by kind
+                self._in_hand = delivery
+                self._verdict = self._reported = False
+                call_hook(self._core.hooks, "delivered", delivery)
+                return delivery
+            if kind is AckSettled:
+                call_hook(self._core.hooks, "acked", event.delivery)  # type: ignore[union-attr]
+            elif kind is LateAck:
+                log.warning(
+                    "okq late ack: the event's claim had expired",
+                    extra={"okq_queue": event.delivery.queue, "okq_id": event.delivery.id},  # type: ignore[union-attr]
+                )
+                call_hook(self._core.hooks, "late_ack", event.delivery)  # type: ignore[union-attr]
+            else:  # ConsumerStopped
+                await self._drop()
+                return None
+
+    def _stopping(self) -> bool:
+        return self._closing or (self._stop is not None and self._stop.is_set())
+
+    async def _pump(self, consumer: Consumer) -> Delivered | AckSettled | LateAck | ConsumerStopped:
+        """Move bytes until the machine has something for us (STYLE §7's loop)."""
+        stream = self._stream
+        assert stream is not None
+        backend = self._backend
+        read_timeout_s = self._core.pool.read_timeout_s
+        while True:
+            event = consumer.next_event(backend.now())
+            out = consumer.data_to_send()  # flush after every call into the machine
+            if out:
+                await stream.send_all(out)
+            if event is not NEED_DATA:
+                return event
+            state = consumer.state
+            if self._on_registered is not None and state is not _REGISTERING:
+                self._on_registered()
+                self._on_registered = None
+            silence = consumer.allowed_silence_s()
+            timeout_s = read_timeout_s
+            if silence:  # the QNOTIFY wait the client chose, plus a margin
+                timeout_s = silence + NOTIFY_MARGIN_S + (read_timeout_s or 0.0)
+            stop = self._stop
+            if state is _WAITING and stop is not None:
+                # Nothing is popped while waiting: a stop may abandon the wait at once (the
+                # connection is closed then, so its late reply reaches nobody).
+                data = await backend.race_stop(
+                    functools.partial(stream.receive_some, READ_SIZE, timeout_s), stop
+                )
+                if data is STOPPED:
+                    consumer.stop()
+                    continue  # STOPPED: next_event says ConsumerStopped
+            else:
+                data = await stream.receive_some(READ_SIZE, timeout_s)
+            if data:
+                consumer.receive_data(data)
+            else:
+                consumer.receive_eof()
+
+    async def _connect(self) -> bool:
+        """Open a stream and start a fresh machine on it; on failure sleep the backoff.
+        Returns False when stopped while waiting."""
+        core = self._core
+        try:
+            self._stream, self._address = await core.pool.open_stream()
+        except TransportError as exc:
+            return await self._pause(exc)
+        self._consumer = Consumer(
+            self._queues, expire_s=self._expire_s, notify_timeout_s=core.notify_timeout_s
+        )
+        return True
+
+    async def _pause(self, exc: BaseException) -> bool:
+        delay = self._backoff.next_delay()
+        address = self._address or self._core.addresses[0]
+        log.warning(
+            "okq consumer connection failed, reconnecting in %.2f s: %s",
+            delay,
+            exc,
+            extra={"okq_address": address, "okq_attempt": self._backoff.attempt},
+        )
+        call_hook(self._core.hooks, "reconnect", address, self._backoff.attempt, delay)
+        call_hook(self._core.hooks, "error", exc)
+        if self._stop is None:
+            await self._backend.sleep(delay)
+            return True
+        return await self._backend.race_stop(lambda: self._backend.sleep(delay), self._stop) is None
+
+    async def _lost(self, consumer: Consumer, exc: BaseException) -> None:
+        unacked = consumer.unacked
+        if unacked or consumer.pop_in_flight:
+            log.warning(
+                "okq consumer lost its connection with %d event(s) unacked; the server hands "
+                "them out again once their claims expire",
+                len(unacked),
+                extra={
+                    "okq_unacked": [(d.queue, d.id) for d in unacked],
+                    "okq_pop_in_flight": consumer.pop_in_flight,
+                },
+            )
+        registered = consumer.state is not _REGISTERING
+        await self._drop()
+        if registered:
+            self._backoff.reset()  # it worked for a while: retry soon
+        await self._pause(exc)
+
+    async def _drop(self) -> None:
+        self._consumer = None
+        self._in_hand = None
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await close_quietly(stream)
+
+    async def aclose(self) -> None:
+        """Stop: the delivery in hand is reported (acked if `ack` was called), the final ack
+        is sent, then the connection is closed.  Idempotent."""
+        self._closing = True
+        try:
+            if self._consumer is not None and self._stream is not None:
+                with contextlib.suppress(TransportError, RemoteProtocolError):
+                    # Stopping: the final ack leaves; a delivery claimed by a pop already in
+                    # flight is handed back unacked (bounded: one pop at most is in flight).
+                    for _ in range(3):
+                        if await self.next_delivery() is None:
+                            break
+        finally:
+            await self._drop()
+
+
+async def _call_handler(handler: Handler, delivery: Delivery) -> bool:
+    result = handler(delivery)
+    if inspect.isawaitable(result):
+        result = await result
+    return bool(result)
+
+
+async def consume(
+    core: AsyncClientCore,
+    handler: Handler,
+    queues: Sequence[str],
+    *,
+    expire_seconds: int,
+    concurrency: int,
+    stop: StopEvent | None,
+    on_registered: Callable[[], None] | None = None,
+) -> None:
+    """Run `concurrency` consumer connections until `stop` is set (or cancellation).
+
+    Each handler call runs until its delivery's claim deadline and is cancelled there (no
+    ack; the server redelivers).  A handler that raises or returns false is reported through
+    the log and ``hooks.handler_failed``; the consumer carries on.
+    """
+    if concurrency < 1:
+        raise LocalProtocolError(f"concurrency must be at least 1, not {concurrency}")
+    backend = core.backend
+    pending = [concurrency]
+
+    def registered() -> None:
+        pending[0] -= 1
+        if pending[0] == 0 and on_registered is not None:
+            on_registered()
+
+    async def worker() -> None:
+        async with DeliveryStream(
+            core, queues, expire_seconds=expire_seconds, stop=stop, on_registered=registered
+        ) as stream:
+            async for delivery in stream:
+                error: BaseException | None = None
+                try:
+                    if delivery.needs_ack:
+                        finished, ok = await backend.run_until(
+                            functools.partial(_call_handler, handler, delivery), delivery.deadline
+                        )
+                    else:
+                        finished, ok = True, await _call_handler(handler, delivery)
+                except Exception as exc:
+                    finished, ok, error = True, False, exc
+                    log.exception(
+                        "okq handler raised",
+                        extra={"okq_queue": delivery.queue, "okq_id": delivery.id},
+                    )
+                if not finished:
+                    log.warning(
+                        "okq handler cancelled: its claim expired",
+                        extra={"okq_queue": delivery.queue, "okq_id": delivery.id},
+                    )
+                if finished and ok:
+                    stream.ack(delivery)
+                else:
+                    stream.fail(delivery, error)
+
+    await backend.run_all([worker] * concurrency)

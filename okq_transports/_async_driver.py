@@ -1,0 +1,460 @@
+"""The one async driver behind the asyncio and trio clients: connection, pool, client methods.
+
+Owns: moving bytes between a `ClientConnection` and an `AsyncStream` (pipelining included),
+poisoning a connection whose request was interrupted, the busy check (two tasks on one
+connection), a bounded connection pool with address failover, and the client methods (push,
+peeks, status...) with okq_proto's retry policy.  Written once, against `_backends.Backend`;
+`asyncio.py` and `trio.py` only pick a backend and add their own conventions.
+Must not know: asyncio or trio (that is `_backends`), okq's reply shapes (that is okq_proto).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from typing import Any, Final, TypeVar
+
+from okq_proto import (
+    NEED_DATA,
+    Backoff,
+    ClientConnection,
+    Command,
+    CommandReplied,
+    ConnectError,
+    ConnectionClosed,
+    ConnectionState,
+    Event,
+    Hooks,
+    IdFactory,
+    LocalProtocolError,
+    OkqError,
+    Ping,
+    PushFlag,
+    PushOutcome,
+    QFlush,
+    QInfo,
+    QLPeek,
+    QRPeek,
+    QStatus,
+    QueueStatus,
+    TransportError,
+    contents_bytes,
+    new_event_id,
+    parse_addresses,
+    push_command,
+    retry_safe,
+    settle_retried_push,
+    to_wire,
+)
+
+from ._backends import READ_SIZE, AsyncStream, Backend
+
+__all__ = [
+    "AsyncClientCore",
+    "AsyncConnection",
+    "AsyncPool",
+    "ConnectionBusyError",
+    "call_hook",
+    "close_quietly",
+]
+
+T = TypeVar("T")
+
+log: Final = logging.getLogger("okq")
+
+#: Extra read time granted above a blocking command's own wait (QNOTIFY t): a reply that
+#: comes exactly at the server's deadline must still be read.
+NOTIFY_MARGIN_S: Final = 5.0
+
+OPEN: Final = ConnectionState.OPEN
+
+
+class ConnectionBusyError(LocalProtocolError):
+    """Two tasks used one connection at the same time (trio's ``BusyResourceError`` idea).
+
+    Nothing was sent for the second task; the first one carries on undisturbed.
+    """
+
+
+def call_hook(hooks: Hooks, name: str, *args: object, **kwargs: object) -> None:
+    """Call ``hooks.<name>(...)``; a hook that raises is logged and ignored (see `Hooks`)."""
+    try:
+        getattr(hooks, name)(*args, **kwargs)
+    except Exception:
+        log.exception("okq hook %s raised", name, extra={"okq_hook": name})
+
+
+class AsyncConnection:
+    """One okq connection driven over an `AsyncStream`; requests may be pipelined.
+
+    A request interrupted after its bytes were written and before its reply was read
+    (cancellation, timeout, error) **poisons** the connection: it is closed at once and every
+    later call raises `ConnectionClosed`, so no later caller can read another caller's reply
+    (the bug class of CVE-2023-28858).  Two tasks calling at once get `ConnectionBusyError`.
+
+    Args:
+        stream: the byte stream (closed by `aclose`).
+        read_timeout_s: how long the server may stay silent beyond the waits of blocking
+            commands in flight; None for no deadline of our own (trio: cancel scopes rule).
+        address: where the stream goes, for messages.
+    """
+
+    __slots__ = ("_busy", "_closed", "_conn", "_stream", "address", "read_timeout_s")
+
+    def __init__(
+        self,
+        stream: AsyncStream,
+        *,
+        read_timeout_s: float | None = None,
+        address: tuple[str, int] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._conn = ClientConnection()
+        self._busy = False
+        self._closed = False
+        self.read_timeout_s = read_timeout_s
+        self.address = address
+
+    @property
+    def usable(self) -> bool:
+        """False once poisoned, broken or closed: such a connection is never reused."""
+        conn = self._conn
+        return not (self._closed or self._busy or conn.in_flight) and conn.state is OPEN
+
+    async def request(
+        self, command: Command[Any], timeout_s: float | None = None
+    ) -> CommandReplied:
+        """Send one command and return its reply (an error reply is in ``.error``).
+
+        Args:
+            command: what to send.
+            timeout_s: the read deadline; default: ``read_timeout_s`` plus the command's own
+                blocking wait.
+
+        Raises:
+            ConnectionBusyError: another task is using this connection.
+            ConnectionClosed, TimeoutError: the connection failed (it is now closed).
+        """
+        return (await self.request_many((command,), timeout_s))[0]
+
+    async def request_many(
+        self, commands: Iterable[Command[Any]], timeout_s: float | None = None
+    ) -> list[CommandReplied]:
+        """Send the commands in one write and return their replies in order (pipelining)."""
+        if self._busy:
+            raise ConnectionBusyError(
+                "another task is using this okq connection: each task needs its own "
+                "(take one from the client's pool)"
+            )
+        if self._closed:
+            raise ConnectionClosed(
+                "this okq connection is closed (a request on it was interrupted, or it failed)"
+            )
+        self._busy = True
+        conn = self._conn
+        stream = self._stream
+        try:
+            conn.send_many(commands)
+            count = len(conn.in_flight)
+            if timeout_s is None and self.read_timeout_s is not None:
+                timeout_s = self.read_timeout_s + conn.allowed_silence_s()
+            await stream.send_all(conn.data_to_send())
+            replies: list[CommandReplied] = []
+            while len(replies) < count:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    data = await stream.receive_some(READ_SIZE, timeout_s)
+                    if data:
+                        conn.receive_data(data)
+                    else:
+                        conn.receive_eof()
+                elif type(event) is CommandReplied:
+                    replies.append(event)
+                else:  # CLOSED cannot come with replies owed; the machine raises instead
+                    raise ConnectionClosed("the server closed the connection")
+            return replies
+        except BaseException:
+            # Interrupted mid-request (cancelled, timed out, broken): the stream may still
+            # carry our reply, so nobody may use it again.
+            self._busy = False
+            self._closed = True
+            await close_quietly(stream)
+            raise
+        finally:
+            self._busy = False
+
+    async def aclose(self) -> None:
+        """Close the connection (idempotent)."""
+        self._closed = True
+        await close_quietly(self._stream)
+
+
+async def close_quietly(stream: AsyncStream) -> None:
+    """Close a stream that may already be failing; errors are dropped (nothing to report)."""
+    with contextlib.suppress(Exception):
+        await stream.aclose()
+
+
+class AsyncPool:
+    """A bounded pool of `AsyncConnection`s, with failover along the server addresses.
+
+    At most `size` connections exist at once; a task wanting more waits.  A connection that
+    is not `usable` when given back is dropped, never handed out again.
+    """
+
+    def __init__(
+        self,
+        backend: Backend,
+        addresses: Sequence[tuple[str, int]],
+        *,
+        size: int,
+        connect_timeout_s: float | None,
+        read_timeout_s: float | None,
+        connect: Callable[[tuple[str, int]], Awaitable[AsyncStream]] | None = None,
+    ) -> None:
+        if size < 1:
+            raise LocalProtocolError(f"pool size must be at least 1, not {size}")
+        self._backend = backend
+        self._addresses = list(addresses)
+        self._sem = backend.semaphore(size)
+        self._idle: list[AsyncConnection] = []
+        self._closed = False
+        self._current = 0
+        self._connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self._connect = connect
+
+    async def open_stream(self) -> tuple[AsyncStream, tuple[str, int]]:
+        """A new stream outside the pool's count (consumers own theirs), trying each address
+        in turn from the last one that worked.  Returns the stream and its address.
+
+        Raises:
+            ConnectError: no address accepted a connection (the last failure is chained).
+        """
+        if self._closed:
+            raise ConnectionClosed("the client is closed")
+        failure: OkqError | None = None
+        n = len(self._addresses)
+        for i in range(n):
+            index = (self._current + i) % n
+            address = self._addresses[index]
+            try:
+                if self._connect is not None:
+                    stream = await self._connect(address)
+                else:
+                    stream = await self._backend.connect(*address, self._connect_timeout_s)
+            except TransportError as exc:
+                failure = exc
+                continue
+            self._current = index
+            return stream, address
+        raise ConnectError(f"no okq server reachable at {self._addresses}: {failure}") from failure
+
+    async def open_connection(self) -> AsyncConnection:
+        """A new `AsyncConnection` outside the pool's count (see `open_stream`)."""
+        stream, address = await self.open_stream()
+        return AsyncConnection(stream, read_timeout_s=self.read_timeout_s, address=address)
+
+    async def acquire(self) -> AsyncConnection:
+        """Take a connection (an idle one, else a new one); waits while `size` are out."""
+        await self._sem.acquire()
+        try:
+            idle = self._idle
+            while idle:
+                conn = idle.pop()
+                if conn.usable:
+                    return conn
+            return await self.open_connection()
+        except BaseException:
+            self._sem.release()
+            raise
+
+    async def release(self, conn: AsyncConnection) -> None:
+        """Give a connection back: kept if usable and the pool is open, else closed."""
+        self._sem.release()
+        if conn.usable and not self._closed:
+            self._idle.append(conn)
+        else:
+            await conn.aclose()
+
+    async def aclose(self) -> None:
+        """Close idle connections; connections still out are closed when given back."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for conn in idle:
+            await conn.aclose()
+
+
+class AsyncClientCore:
+    """The client methods, written once for asyncio and trio (same names and semantics as
+    ``okq_transports.sync.Client``).  See the front doors for constructor arguments."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        address: str | tuple[str, int] | Sequence[str | tuple[str, int]],
+        *,
+        pool_size: int,
+        connect_timeout_s: float | None,
+        read_timeout_s: float | None,
+        notify_timeout_s: int,
+        id_factory: IdFactory | None,
+        hooks: Hooks | None,
+        connect: Callable[[tuple[str, int]], Awaitable[AsyncStream]] | None = None,
+    ) -> None:
+        self._backend = backend
+        self.addresses = parse_addresses(address)
+        self._pool = AsyncPool(
+            backend,
+            self.addresses,
+            size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            connect=connect,
+        )
+        if notify_timeout_s < 1:
+            raise LocalProtocolError("notify_timeout_s must be at least 1 second")
+        self.notify_timeout_s = notify_timeout_s
+        self._id_factory = id_factory or new_event_id
+        self.hooks = hooks or Hooks()
+
+    @property
+    def backend(self) -> Backend:
+        """The backend in use."""
+        return self._backend
+
+    @property
+    def pool(self) -> AsyncPool:
+        """The connection pool."""
+        return self._pool
+
+    @contextlib.asynccontextmanager
+    async def connection(self) -> AsyncIterator[AsyncConnection]:
+        """Borrow a pooled `AsyncConnection` for raw or pipelined requests
+        (``await conn.request_many([...])``); it goes back to the pool after the block
+        (closed instead if a request on it was interrupted)."""
+        conn = await self._pool.acquire()
+        try:
+            yield conn
+        finally:
+            await self._pool.release(conn)
+
+    async def _run(self, commands: Sequence[Command[Any]]) -> tuple[list[CommandReplied], bool]:
+        """Run commands pipelined on one pooled connection; retry once on a fresh connection
+        when the first one failed and every command is retry-safe.  Returns (replies, retried).
+        """
+        retried = False
+        for attempt in range(2):
+            conn = await self._pool.acquire()
+            try:
+                return await conn.request_many(commands), retried
+            except TransportError as exc:
+                if attempt or not all(retry_safe(c) for c in commands):
+                    raise
+                log.info(
+                    "okq request failed, retrying on a new connection: %s",
+                    exc,
+                    extra={"okq_address": conn.address, "okq_error": repr(exc)},
+                )
+                retried = True
+            finally:
+                await self._pool.release(conn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _one(self, command: Command[T]) -> T:
+        replies, _ = await self._run((command,))
+        return replies[0].unwrap()  # type: ignore[return-value]  # the command's own result
+
+    async def push(
+        self,
+        queue: str,
+        contents: bytes | bytearray | memoryview | str,
+        flags: PushFlag = PushFlag.NORMAL,
+    ) -> str:
+        """Push an event with a fresh id (uuid4 by default) and return the id.
+
+        Raises:
+            DuplicateEventError: the id is already in the queue (only with a custom id factory).
+            TooBusyError: a NO_BLOCK push found every server worker busy.
+            TransportError: the connection failed (after one safe retry).
+        """
+        return await self.push_event(
+            Event(queue, self._id_factory(), contents_bytes(contents)), flags
+        )
+
+    async def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> str:
+        """Push `event` with its own id; returns the id.  Raises as `push` does.
+
+        A duplicate reply to our own retry means the first attempt landed: that is success.
+        """
+        command = push_command(to_wire(event.queue), to_wire(event.id), event.contents, flags)
+        replies, retried = await self._run((command,))
+        outcome = settle_retried_push(event.id, replies[0].error, retried)
+        if outcome.ok:
+            call_hook(self.hooks, "pushed", event.queue, event.id, retried=outcome.retried)
+        return outcome.unwrap()
+
+    async def push_many(
+        self,
+        queue: str,
+        contents: Iterable[bytes | bytearray | memoryview | str],
+        flags: PushFlag = PushFlag.NORMAL,
+    ) -> list[PushOutcome]:
+        """Push a batch in one write on one connection; one `PushOutcome` per item, in order.
+
+        Raises:
+            TransportError: the connection failed twice (the batch is retried once whole).
+        """
+        wire_queue = to_wire(queue)
+        ids: list[str] = []
+        commands = []
+        for item in contents:
+            event_id = self._id_factory()
+            ids.append(event_id)
+            commands.append(
+                push_command(wire_queue, to_wire(event_id), contents_bytes(item), flags)
+            )
+        if not commands:
+            return []
+        replies, retried = await self._run(commands)
+        outcomes = [
+            settle_retried_push(event_id, reply.error, retried)
+            for event_id, reply in zip(ids, replies, strict=True)
+        ]
+        for outcome in outcomes:
+            if outcome.ok:
+                call_hook(self.hooks, "pushed", queue, outcome.id, retried=outcome.retried)
+        return outcomes
+
+    async def peek_next(self, queue: str) -> Event | None:
+        """The event the next pop would return (``QRPEEK``), or None."""
+        return await self._one(QRPeek(to_wire(queue)))
+
+    async def peek_last(self, queue: str) -> Event | None:
+        """The event consumed last (``QLPEEK``), or None."""
+        return await self._one(QLPeek(to_wire(queue)))
+
+    async def status(self, *queues: str) -> list[QueueStatus]:
+        """Counters of these queues (every known queue when none are named)."""
+        return await self._one(QStatus(tuple(to_wire(q) for q in queues)))
+
+    async def info(self, *queues: str) -> list[str]:
+        """One human-readable line per queue (``QINFO``)."""
+        return await self._one(QInfo(tuple(to_wire(q) for q in queues)))
+
+    async def flush(self, queue: str) -> None:
+        """Delete every event of the queue, claimed ones included."""
+        await self._one(QFlush(to_wire(queue)))
+
+    async def ping(self) -> None:
+        """Check that the server answers."""
+        await self._one(Ping())
+
+    async def aclose(self) -> None:
+        """Close the pool's connections (consumers close their own when they end)."""
+        await self._pool.aclose()
+
+    def new_backoff(self) -> Backoff:
+        """The reconnect backoff consumers use (capped exponential, full jitter)."""
+        return Backoff()

@@ -1,0 +1,432 @@
+"""The two async backends of the one async driver: asyncio and trio (httpcore ``_backends``).
+
+Owns: a three-method byte stream (`AsyncStream`: ``receive_some``, ``send_all``, ``aclose``)
+over an asyncio Protocol and over any ``trio.abc.Stream``, connecting, and the handful of
+concurrency primitives the shared driver needs (a semaphore, sleeping, the clock, running a
+call until a deadline, racing a call against a stop event, running workers side by side).
+Every failure leaves here as an okq error (`map_os_error`): no ``OSError``,
+``trio.BrokenResourceError`` or ``TooSlowError`` escapes as is.
+Must not know: okq commands, pools, consumers.  An ``if`` about okq semantics here is a bug.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import enum
+import errno
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+
+from okq_proto import ConnectError, ConnectionClosed, OkqError, TimeoutError, TransportError
+
+if TYPE_CHECKING:
+    import trio
+
+__all__ = [
+    "ASYNCIO",
+    "STOPPED",
+    "AsyncStream",
+    "AsyncioBackend",
+    "Backend",
+    "StopEvent",
+    "Stopped",
+    "TrioBackend",
+    "TrioStream",
+    "map_os_error",
+    "trio_backend",
+]
+
+T = TypeVar("T")
+
+#: How much one ``receive_some`` asks for.
+READ_SIZE: Final = 65536
+
+
+class Stopped(enum.Enum):
+    """Returned by `Backend.race_stop` when the stop event won."""
+
+    STOPPED = enum.auto()
+
+
+STOPPED: Final = Stopped.STOPPED
+
+
+class StopEvent(Protocol):
+    """What a stop signal must offer: ``asyncio.Event`` and ``trio.Event`` both fit."""
+
+    def is_set(self) -> bool: ...
+
+    async def wait(self) -> object: ...
+
+
+class AsyncStream(Protocol):
+    """A bidirectional byte stream, as the driver sees it (httpcore's network stream).
+
+    ``timeout_s`` None means "no deadline of our own" (trio: the caller's cancel scopes rule).
+    Raises only okq errors: `ConnectionClosed`, `TimeoutError`.
+    """
+
+    async def receive_some(self, max_bytes: int, timeout_s: float | None) -> bytes:
+        """Bytes from the peer (at most `max_bytes`), or ``b""`` at end of file."""
+        ...
+
+    async def send_all(self, data: bytes) -> None:
+        """Write all of `data`."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close at once, even when cancelled; idempotent."""
+        ...
+
+
+class Semaphore(Protocol):
+    """What the pool needs of a semaphore."""
+
+    async def acquire(self) -> object: ...
+
+    def release(self) -> None: ...
+
+
+def map_os_error(exc: BaseException, what: str) -> OkqError:
+    """Our error for a transport library's failure (httpcore ``map_exceptions``).
+
+    Args:
+        exc: the exception raised by the socket or stream library.
+        what: what was being done, for the message (``"connect to 127.0.0.1:4777"``).
+    """
+    if isinstance(exc, OkqError):
+        return exc
+    if isinstance(exc, builtins.TimeoutError):
+        return TimeoutError(f"{what}: timed out")
+    if what.startswith("connect"):
+        return ConnectError(f"{what}: {exc}")
+    if isinstance(exc, OSError) and exc.errno in (errno.ETIMEDOUT,):
+        return TimeoutError(f"{what}: {exc}")
+    return ConnectionClosed(f"{what}: {exc or type(exc).__name__}")
+
+
+class Backend(Protocol):
+    """The primitives the shared driver uses; one implementation per event loop library."""
+
+    name: str
+
+    async def connect(self, host: str, port: int, timeout_s: float | None) -> AsyncStream:
+        """Open a TCP stream (TCP_NODELAY, keepalive).  Raises `ConnectError`/`TimeoutError`."""
+        ...
+
+    def semaphore(self, value: int) -> Semaphore:
+        """A semaphore with `value` tokens."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep (a checkpoint)."""
+        ...
+
+    def now(self) -> float:
+        """The loop's monotonic clock, in seconds (what `Delivery.deadline` is measured in)."""
+        ...
+
+    async def run_until(self, fn: Callable[[], Awaitable[T]], deadline: float) -> tuple[bool, T]:
+        """Run ``fn()``; cancel it at `deadline`.  Returns (finished in time, its result)."""
+        ...
+
+    async def race_stop(self, fn: Callable[[], Awaitable[T]], stop: StopEvent) -> T | Stopped:
+        """Run ``fn()`` but cancel it as soon as `stop` is set (then return `STOPPED`)."""
+        ...
+
+    async def run_all(self, fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
+        """Run the functions side by side; the first error cancels the others and is raised."""
+        ...
+
+
+# ---------------------------------------------------------------------------------- asyncio
+
+
+class _AsyncioStream(asyncio.Protocol):
+    """An asyncio Protocol used as an `AsyncStream`: cheaper than asyncio streams (no
+    StreamReader buffer copies, no ``drain`` call when the transport is not paused)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._transport: asyncio.Transport | None = None
+        self._chunks: list[bytes] = []
+        self._eof = False
+        self._lost: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._paused = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self._transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        self._chunks.append(data)
+        self._wake()
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        self._wake()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._eof = True
+        self._lost = exc if exc is not None else ConnectionClosed("connection closed")
+        self._wake()
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def pause_writing(self) -> None:
+        self._paused = True
+
+    def resume_writing(self) -> None:
+        self._paused = False
+        if self._drain is not None and not self._drain.done():
+            self._drain.set_result(None)
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _expire(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_exception(TimeoutError("no reply from the server in time"))
+
+    async def receive_some(self, max_bytes: int, timeout_s: float | None) -> bytes:
+        if not self._chunks and not self._eof:
+            waiter = self._waiter = self._loop.create_future()
+            timer = None if timeout_s is None else self._loop.call_later(timeout_s, self._expire)
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+                if timer is not None:
+                    timer.cancel()
+        chunks = self._chunks
+        if chunks:
+            data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            chunks.clear()
+            return data
+        if isinstance(self._lost, OSError):
+            raise map_os_error(self._lost, "receive")
+        return b""
+
+    async def send_all(self, data: bytes) -> None:
+        transport = self._transport
+        if transport is None or transport.is_closing():
+            raise ConnectionClosed("send: the connection is closed")
+        transport.write(data)
+        if self._paused:
+            self._drain = self._loop.create_future()
+            try:
+                await self._drain
+            finally:
+                self._drain = None
+            if self._lost is not None:
+                raise map_os_error(self._lost, "send")
+
+    async def aclose(self) -> None:
+        if self._transport is not None:
+            self._transport.abort()
+
+
+class AsyncioBackend:
+    """The asyncio implementation of `Backend`."""
+
+    name = "asyncio"
+
+    async def connect(self, host: str, port: int, timeout_s: float | None) -> AsyncStream:
+        loop = asyncio.get_running_loop()
+        what = f"connect to {host}:{port}"
+        try:
+            _, protocol = await asyncio.wait_for(
+                loop.create_connection(lambda: _AsyncioStream(loop), host, port), timeout_s
+            )
+        except OSError as exc:  # builtin TimeoutError is an OSError too
+            raise map_os_error(exc, what) from exc
+        return protocol
+
+    def semaphore(self, value: int) -> Semaphore:
+        return asyncio.Semaphore(value)
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    async def run_until(self, fn: Callable[[], Awaitable[T]], deadline: float) -> tuple[bool, T]:
+        task = asyncio.ensure_future(fn())
+        done, _ = await asyncio.wait((task,), timeout=max(0.0, deadline - self.now()))
+        if done:
+            return True, task.result()
+        task.cancel()
+        await asyncio.wait((task,))  # let it unwind; its outcome is dropped on purpose
+        if not task.cancelled() and task.exception() is None:
+            return True, task.result()  # it finished while being cancelled
+        return False, None  # type: ignore[return-value]  # (False, _) carries no result
+
+    async def race_stop(self, fn: Callable[[], Awaitable[T]], stop: StopEvent) -> T | Stopped:
+        if stop.is_set():
+            return STOPPED
+        task = asyncio.ensure_future(fn())
+        stopper = asyncio.ensure_future(stop.wait())
+        try:
+            await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopper.cancel()
+            if not task.done():
+                task.cancel()
+                await asyncio.wait((task,))
+        return STOPPED if task.cancelled() else task.result()
+
+    async def run_all(self, fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
+        tasks = [asyncio.ensure_future(fn()) for fn in fns]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+        for task in tasks:
+            if not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]  # checked not None just above
+
+
+ASYNCIO: Final = AsyncioBackend()
+
+
+# ------------------------------------------------------------------------------------- trio
+
+
+class TrioStream:
+    """Any ``trio.abc.Stream`` as an `AsyncStream` (so ``memory_stream_pair`` works too)."""
+
+    __slots__ = ("_stream", "_trio")
+
+    def __init__(self, stream: trio.abc.Stream) -> None:
+        import trio
+
+        self._trio = trio
+        self._stream = stream
+
+    async def receive_some(self, max_bytes: int, timeout_s: float | None) -> bytes:
+        trio = self._trio
+        try:
+            if timeout_s is None:
+                return bytes(await self._stream.receive_some(max_bytes))
+            with trio.fail_after(timeout_s):
+                return bytes(await self._stream.receive_some(max_bytes))
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise map_os_error(exc, "receive") from exc
+        except trio.TooSlowError as exc:
+            raise TimeoutError("no reply from the server in time") from exc
+        except trio.BusyResourceError as exc:
+            raise TransportError(f"stream used by two tasks at once: {exc}") from exc
+
+    async def send_all(self, data: bytes) -> None:
+        trio = self._trio
+        try:
+            await self._stream.send_all(data)
+        except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise map_os_error(exc, "send") from exc
+        except trio.BusyResourceError as exc:
+            raise TransportError(f"stream used by two tasks at once: {exc}") from exc
+
+    async def aclose(self) -> None:
+        await self._trio.aclose_forcefully(self._stream)
+
+
+class TrioBackend:
+    """The trio implementation of `Backend`."""
+
+    name = "trio"
+
+    def __init__(self) -> None:
+        import trio
+
+        self._trio = trio
+
+    async def connect(self, host: str, port: int, timeout_s: float | None) -> AsyncStream:
+        trio = self._trio
+        what = f"connect to {host}:{port}"
+        try:
+            if timeout_s is None:
+                stream = await trio.open_tcp_stream(host, port)
+            else:
+                with trio.fail_after(timeout_s):
+                    stream = await trio.open_tcp_stream(host, port)
+        except (OSError, trio.TooSlowError) as exc:
+            raise ConnectError(f"{what}: {exc or 'timed out'}") from exc
+        return TrioStream(stream)
+
+    def semaphore(self, value: int) -> Semaphore:
+        return self._trio.Semaphore(value)
+
+    async def sleep(self, seconds: float) -> None:
+        await self._trio.sleep(seconds)
+
+    def now(self) -> float:
+        return self._trio.current_time()
+
+    async def run_until(self, fn: Callable[[], Awaitable[T]], deadline: float) -> tuple[bool, T]:
+        with self._trio.move_on_at(deadline) as scope:
+            return True, await fn()
+        assert scope.cancelled_caught
+        return False, None  # type: ignore[return-value]  # (False, _) carries no result
+
+    async def race_stop(self, fn: Callable[[], Awaitable[T]], stop: StopEvent) -> T | Stopped:
+        result: list[T] = []
+        with unwrap_single_group():
+            async with self._trio.open_nursery() as nursery:
+
+                async def run() -> None:
+                    result.append(await fn())
+                    nursery.cancel_scope.cancel()
+
+                async def watch() -> None:
+                    await stop.wait()
+                    nursery.cancel_scope.cancel()
+
+                nursery.start_soon(run)
+                nursery.start_soon(watch)
+        return result[0] if result else STOPPED
+
+    async def run_all(self, fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
+        with unwrap_single_group():
+            async with self._trio.open_nursery() as nursery:
+                for fn in fns:
+                    nursery.start_soon(fn)
+
+
+@contextlib.contextmanager
+def unwrap_single_group() -> Iterator[None]:
+    """Re-raise the one exception of an exception group that holds exactly one (trio's
+    nurseries always group), so callers can write plain ``except ConnectionClosed``."""
+    try:
+        yield
+    except BaseException as exc:
+        leaves = getattr(exc, "exceptions", None)
+        if (
+            type(exc).__name__ in ("ExceptionGroup", "BaseExceptionGroup")
+            and isinstance(leaves, tuple)
+            and len(leaves) == 1
+            and isinstance(leaves[0], BaseException)
+            and not hasattr(leaves[0], "exceptions")
+        ):
+            raise leaves[0] from exc
+        raise
+
+
+_TRIO: list[TrioBackend] = []
+
+
+def trio_backend() -> TrioBackend:
+    """The trio backend (trio is imported on first use: it is an optional dependency)."""
+    if not _TRIO:
+        _TRIO.append(TrioBackend())
+    return _TRIO[0]

@@ -1,0 +1,142 @@
+"""The trio okq client, following trio's conventions, over the one shared async driver.
+
+Owns: only what is trio's own: `open_client` (an async context manager), no timeout
+arguments (the caller's cancel scopes, ``trio.fail_after``, bound every call; the one
+exception is the ``QNOTIFY`` wait the consumer chooses, read with a margin on top), any
+``trio.abc.Stream`` as transport (``memory_stream_pair`` in tests), and ``nursery.start``
+support for `Client.consume`.  No task is started outside the caller's nursery.
+
+::
+
+    async with open_client("127.0.0.1:4777") as client:
+        await client.push("jobs", b"payload")
+
+    async with trio.open_nursery() as nursery:
+        await nursery.start(client.consume, handle, ["jobs"])   # returns once registered
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from contextlib import asynccontextmanager
+
+import trio
+
+from okq_proto import DEFAULT_EXPIRE_S, Delivery, Hooks, IdFactory
+
+from ._async_consume import DeliveryStream, Handler, consume
+from ._async_driver import AsyncClientCore, AsyncConnection, ConnectionBusyError
+from ._backends import AsyncStream, TrioStream, trio_backend
+
+__all__ = [
+    "AsyncConnection",
+    "Client",
+    "ConnectionBusyError",
+    "Delivery",
+    "DeliveryStream",
+    "Handler",
+    "open_client",
+]
+
+#: Opens a ``trio.abc.Stream`` to ``(host, port)``; replaces TCP (tests: memory streams).
+StreamFactory = Callable[[tuple[str, int]], Awaitable[trio.abc.Stream]]
+
+
+class Client(AsyncClientCore):
+    """A trio okq client; make it with `open_client`.
+
+    Methods (async, same names and semantics as ``okq_transports.sync.Client``): `push`,
+    `push_event`, `push_many`, `peek_next`, `peek_last`, `status`, `info`, `flush`, `ping`,
+    `consume`; plus `deliveries` (pull consumer) and `connection` (borrow a pooled
+    connection).  Each call is bounded by the caller's cancel scopes; a request cancelled
+    after it was written closes its connection, which is never reused.
+    """
+
+    async def consume(
+        self,
+        handler: Handler,
+        queues: Sequence[str],
+        expire_seconds: int = DEFAULT_EXPIRE_S,
+        concurrency: int = 1,
+        stop: trio.Event | None = None,
+        *,
+        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Consume from `queues` until `stop` is set, or until cancelled.
+
+        Use ``await nursery.start(client.consume, handler, ["q"])``: it returns once every
+        consumer connection is registered.  Each handler call (``async def`` or plain) runs
+        in a cancel scope whose deadline is its event's claim expiry
+        (``delivery.deadline``, trio time).  True acks; false or an exception leaves the
+        event to be redelivered.  Setting `stop` abandons ``QNOTIFY`` waits, lets running
+        handlers finish and sends their acks; cancelling cancels handlers too.  Connection
+        failures reconnect with backoff.  Handlers and connections all live in this call's
+        own nursery, inside the caller's.
+
+        Raises:
+            ReplyError: the server refused a consumer command.
+        """
+        await consume(
+            self,
+            handler,
+            queues,
+            expire_seconds=expire_seconds,
+            concurrency=concurrency,
+            stop=stop,
+            on_registered=task_status.started,
+        )
+
+    def deliveries(
+        self,
+        *queues: str,
+        expire_seconds: int = DEFAULT_EXPIRE_S,
+        stop: trio.Event | None = None,
+    ) -> DeliveryStream:
+        """A pull consumer on its own connection: ``async with client.deliveries("q") as
+        stream: async for delivery in stream: ... stream.ack(delivery)``."""
+        return DeliveryStream(self, queues, expire_seconds=expire_seconds, stop=stop)
+
+
+@asynccontextmanager
+async def open_client(
+    address: str | tuple[str, int] | Sequence[str | tuple[str, int]] = "127.0.0.1:4777",
+    *,
+    pool_size: int = 10,
+    notify_timeout_s: int = 30,
+    id_factory: IdFactory | None = None,
+    hooks: Hooks | None = None,
+    stream_factory: StreamFactory | None = None,
+) -> AsyncIterator[Client]:
+    """Open an okq client for the ``async with`` block; its connections close at the end.
+
+    Args:
+        address: ``"host:port"``, a comma-separated list, or a list (failover order).
+        pool_size: most pooled connections open at once.
+        notify_timeout_s: the ``QNOTIFY`` wait of consumers, in whole seconds.
+        id_factory: makes event ids for `Client.push` (uuid4 text by default).
+        hooks: metrics hooks (`okq_proto.Hooks`).
+        stream_factory: opens a ``trio.abc.Stream`` per connection instead of TCP.
+    """
+    connect: Callable[[tuple[str, int]], Awaitable[AsyncStream]] | None = None
+    if stream_factory is not None:
+        factory = stream_factory
+
+        async def connect(address: tuple[str, int]) -> AsyncStream:
+            return TrioStream(await factory(address))
+
+    client = Client(
+        trio_backend(),
+        address,
+        pool_size=pool_size,
+        connect_timeout_s=None,
+        read_timeout_s=None,
+        notify_timeout_s=notify_timeout_s,
+        id_factory=id_factory,
+        hooks=hooks,
+        connect=connect,
+    )
+    try:
+        yield client
+    finally:
+        with trio.CancelScope(shield=True):
+            await client.aclose()
