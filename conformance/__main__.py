@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--quick",
         action="store_true",
-        help="skip the slow defect probe that waits ~13 s for a redelivery sweep",
+        help="skip D3's redelivery check (which waits ~13 s for a restore sweep)",
     )
     return parser
 
