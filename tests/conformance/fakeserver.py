@@ -1,6 +1,6 @@
 """A tiny fake okq server on loopback, for testing the conformance runner itself.
 
-It understands just enough to exercise the runner: ``PING``, ``QFLUSH``,
+It understands just enough to exercise the runner: ``PING``, ``QFLUSH``, ``FLUSHALL``,
 ``QLPUSH`` with duplicate detection, ``SLOW`` (replies after 0.3 s), ``DOUBLE``
 (two replies to one command) and ``SILENT`` (no reply). Inline commands and
 unparsable headers close the connection. With ``crash_on_bad_header`` it behaves
@@ -31,6 +31,7 @@ class FakeServer:
         self.queues: dict[bytes, dict[bytes, bytes]] = {}
         self.lock = threading.Lock()
         self.clients: set[socket.socket] = set()
+        self.flushes = 0
         self.stopped = threading.Event()
         self.thread = threading.Thread(target=self._accept_loop, daemon=True)
 
@@ -114,6 +115,11 @@ class FakeServer:
         name = argv[0].upper()
         if name == b"PING":
             return b"+PONG\r\n"
+        if name == b"FLUSHALL":
+            with self.lock:
+                self.queues.clear()
+                self.flushes += 1
+            return b"+OK\r\n"
         if name == b"SLOW":
             time.sleep(0.3)
             return b"+PONG\r\n"

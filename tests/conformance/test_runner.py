@@ -414,6 +414,32 @@ def test_requires_redis_is_not_applicable_without_redis(server: FakeServer) -> N
     assert not result.failed
 
 
+def test_redis_steps_and_flushall(server: FakeServer) -> None:
+    # The fake server plays both okq and "its Redis" here.
+    sc = scenario(
+        [
+            {"redis": True, "send": PING, "expect": "+PONG\r\n"},
+            {"conn": 0, "send": PING, "expect": "+PONG\r\n"},
+            {"redis": True, "send": PING, "expect_pattern": r"\+P[O]NG\r\n"},
+        ],
+        requires_redis=True,
+    )
+    redis = (server.host, server.port)
+    result = replay_scenario(server.host, server.port, sc, redis=redis, pause_s=0)
+    assert result.outcome is Outcome.PASS, result.details
+    assert server.flushes == 1
+    report = run_scenarios(server.host, server.port, [sc, sc], redis=f"127.0.0.1:{server.port}")
+    assert report.summary_line() == "2 passed, 0 failed"
+    assert server.flushes == 3
+    with FakeServer() as other:
+        failing = scenario(
+            [{"redis": True, "send": PING, "expect": "+OK\r\n"}], requires_redis=True
+        )
+        result = replay_scenario(server.host, server.port, failing, redis=(other.host, other.port))
+    assert result.outcome is Outcome.FAIL
+    assert result.details[0] == "step 0 (redis), after sending b'*1\\r\\n$4\\r\\nPING\\r\\n':"
+
+
 def test_run_scenarios_parallel_keeps_order_and_counts(server: FakeServer) -> None:
     names = [
         "ping_basic",
