@@ -1,0 +1,227 @@
+"""What the ``okq`` command's subcommands share: exit codes, errors, output helpers.
+
+Owns: the exit-code contract, `CliError`, the server address resolution (``--server`` /
+``OKQ_SERVER``), showing events and names on a terminal, a one-line progress bar, and a
+one-shot call of any core command over a plain socket (`call`), used where the sync client has
+no method (``QRPOP`` with a chosen expiry, ``QACK``).
+Must not know: argparse, what each subcommand does.
+"""
+
+from __future__ import annotations
+
+import base64
+import builtins
+import json
+import os
+import socket
+import sys
+import time
+from typing import IO, Final, TypeVar, cast
+
+from okq_proto import (
+    CLOSED,
+    NEED_DATA,
+    ClientConnection,
+    Command,
+    ConnectError,
+    ConnectionClosed,
+    Event,
+    OkqError,
+    TimeoutError,
+    parse_address,
+)
+
+__all__ = [
+    "DEFAULT_SERVER",
+    "ENV_SERVER",
+    "EXIT_EMPTY",
+    "EXIT_ERROR",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "CliError",
+    "Progress",
+    "call",
+    "event_json",
+    "event_line",
+    "one_line",
+    "percentile",
+    "resolve_server",
+    "show",
+]
+
+T = TypeVar("T")
+
+#: Exit status: success.
+EXIT_OK: Final = 0
+#: Exit status: the command failed (connection refused, unknown host, error reply...).
+EXIT_ERROR: Final = 1
+#: Exit status: bad command line (unknown option, bad number, bad address).
+EXIT_USAGE: Final = 2
+#: Exit status: nothing there (``peek``/``pop`` of an empty queue, ``ack`` of an unknown id).
+EXIT_EMPTY: Final = 3
+
+#: The server used when neither ``--server`` nor ``OKQ_SERVER`` names one.
+DEFAULT_SERVER: Final = "127.0.0.1:4777"
+#: The environment variable naming the server.
+ENV_SERVER: Final = "OKQ_SERVER"
+
+_CALL_TIMEOUT_S: Final = 10.0
+
+
+class CliError(Exception):
+    """A failure to report as one line on stderr, exiting with `code`.
+
+    Args:
+        message: what went wrong, one line.
+        code: the exit status (`EXIT_ERROR` unless said otherwise).
+    """
+
+    def __init__(self, message: str, code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def one_line(text: object) -> str:
+    """`text` as a single line (newlines and runs of spaces collapsed)."""
+    return " ".join(str(text).split())
+
+
+def resolve_server(given: str | None) -> tuple[str, bool]:
+    """The server address to use and whether the user chose it.
+
+    ``--server`` wins, then ``OKQ_SERVER``, then `DEFAULT_SERVER`.  ``demo`` and ``bench`` start
+    an embedded server unless the user chose one.
+
+    Raises:
+        CliError: (usage) for an address that does not parse.
+    """
+    chosen = given if given is not None else os.environ.get(ENV_SERVER) or None
+    address = chosen if chosen is not None else DEFAULT_SERVER
+    try:
+        parse_address(address)
+    except OkqError as exc:
+        raise CliError(one_line(exc), EXIT_USAGE) from None
+    return address, chosen is not None
+
+
+def show(data: bytes | str) -> str:
+    """Bytes or a name made safe for one terminal line: UTF-8, other bytes and control
+    characters escaped (``\\n``, ``\\x00``...)."""
+    text = data.decode("utf-8", "backslashreplace") if isinstance(data, bytes) else data
+    out = []
+    for char in text:
+        if char == "\\" or char.isprintable():
+            out.append(char)
+        else:
+            out.append(char.encode("unicode_escape", "backslashreplace").decode("ascii"))
+    return "".join(out)
+
+
+def event_line(event: Event, *, with_queue: bool = False) -> str:
+    """``[QUEUE<TAB>]ID<TAB>CONTENTS`` with every field made safe by `show`."""
+    fields = [show(event.queue)] if with_queue else []
+    return "\t".join([*fields, show(event.id), show(event.contents)])
+
+
+def event_json(event: Event) -> str:
+    """One JSON object: ``queue``, ``id`` and ``contents`` (text when the contents are UTF-8,
+    else ``contents_base64``)."""
+    record: dict[str, str] = {"queue": event.queue, "id": event.id}
+    try:
+        record["contents"] = event.contents.decode("utf-8")
+    except UnicodeDecodeError:
+        record["contents_base64"] = base64.b64encode(event.contents).decode("ascii")
+    return json.dumps(record, ensure_ascii=False)
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """The value at `fraction` (0..1) of an already sorted list (nearest rank); 0.0 if empty."""
+    if not sorted_values:
+        return 0.0
+    index = min(len(sorted_values) - 1, max(0, round(fraction * len(sorted_values)) - 1))
+    return sorted_values[index]
+
+
+class Progress:
+    """A one-line progress bar redrawn in place on a terminal (``\\r``).
+
+    On a stream that is not a terminal it prints nothing until `close`, which writes the final
+    state once, so logs and tests get one clean line.
+
+    Args:
+        label: shown before the bar.
+        total: the count that means done.
+        stream: where to draw (stderr by default).
+        width: the bar's width in characters.
+    """
+
+    def __init__(self, label: str, total: int, stream: IO[str] | None = None, width: int = 30):
+        self.label = label
+        self.total = max(total, 1)
+        self.stream = stream if stream is not None else sys.stderr
+        self.width = width
+        self._live = self.stream.isatty()
+        self._last_draw = 0.0
+        self._done = 0
+        self._note = ""
+
+    def update(self, done: int, note: str = "", *, force: bool = False) -> None:
+        """Record progress; redraws at most 20 times a second (always when `force`)."""
+        self._done, self._note = done, note
+        now = time.monotonic()
+        if self._live and (force or now - self._last_draw >= 0.05):
+            self._last_draw = now
+            self.stream.write("\r" + self._render())
+            self.stream.flush()
+
+    def _render(self) -> str:
+        fraction = min(1.0, self._done / self.total)
+        filled = int(fraction * self.width)
+        bar = "#" * filled + "-" * (self.width - filled)
+        note = f"  {self._note}" if self._note else ""
+        return f"{self.label} [{bar}] {self._done}/{self.total} {fraction:4.0%}{note}"
+
+    def close(self) -> None:
+        """Draw the final state and end the line."""
+        prefix = "\r" if self._live else ""
+        self.stream.write(prefix + self._render() + "\n")
+        self.stream.flush()
+
+
+def call(address: str, command: Command[T], timeout_s: float = _CALL_TIMEOUT_S) -> T:
+    """Send one core command on a fresh connection and return its typed result.
+
+    A thin sans-I/O driver (`ClientConnection` over a blocking socket), used for the commands
+    the sync client keeps to its consumer (``QRPOP`` with a chosen expiry, ``QACK``).
+
+    Raises:
+        ConnectError: the server cannot be reached.
+        TimeoutError: no reply within `timeout_s`.
+        ConnectionClosed: the server closed the connection before replying.
+        ReplyError: the server replied with an error.
+    """
+    host, port = parse_address(address)
+    try:
+        sock = socket.create_connection((host, port), timeout=timeout_s)
+    except OSError as exc:
+        raise ConnectError(f"cannot connect to {address}: {exc.strerror or exc}") from exc
+    with sock:
+        conn = ClientConnection()
+        conn.send(command)
+        try:
+            sock.sendall(conn.data_to_send())
+            while True:
+                event = conn.next_event()
+                if event is CLOSED:
+                    raise ConnectionClosed(f"{address} closed the connection")
+                if event is not NEED_DATA:
+                    return cast(T, event.unwrap())  # the reply to `command`
+                data = sock.recv(65536)
+                if data:
+                    conn.receive_data(data)
+                else:
+                    conn.receive_eof()
+        except builtins.TimeoutError as exc:  # socket.timeout; ours shadows the name
+            raise TimeoutError(f"no reply from {address} within {timeout_s} s") from exc
+        except OSError as exc:
+            raise ConnectionClosed(f"connection to {address} failed: {exc}") from exc

@@ -1,0 +1,288 @@
+"""``okq demo``: watch events flow through okq, with every client front door at once.
+
+Owns: the demo's options and story.  An embedded server starts in this process (unless
+``--server``/``OKQ_SERVER`` names one); a sync, an asyncio and (when installed) a trio consumer
+share one queue; a sync producer pushes N events (one of them high priority); one event fails
+on its first delivery on purpose, so its claim expires and the server hands it out again
+(at-least-once).  A progress bar runs on stderr; the summary goes to stdout.  Exit status 0
+when every event was handled and acknowledged.
+Must not know: the wire protocol.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+import threading
+import time
+import uuid
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Final
+
+from okq_proto import Delivery, PushFlag
+
+from ._cli_bench import embedded_or_given
+from ._cli_common import EXIT_ERROR, EXIT_OK, CliError, Progress, one_line
+
+__all__ = ["add_arguments", "run"]
+
+_EXPIRE_S: Final = 1  # short claims, so the failed event comes back quickly
+_SWEEP_S: Final = 0.25  # the embedded server's restore sweep (okq's own: 10 s)
+_FLAKY: Final = 5  # the event that fails once, on purpose
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    """Add the ``demo`` options to its subparser."""
+    from .cli import _count, _seconds
+
+    p.add_argument("-n", "--events", type=_count, default=30, help="events to push (30)")
+    p.add_argument("--work", type=float, default=0.02, help="seconds of 'work' per event (0.02)")
+    p.add_argument("--timeout", type=_seconds, default=60.0, help="give up after N s (60)")
+    p.add_argument("--no-trio", action="store_true", help="leave the trio consumer out")
+
+
+@dataclass
+class _Tally:
+    """What the consumers did, shared between their threads."""
+
+    total: int
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: set[str] = field(default_factory=set)
+    by_client: Counter[str] = field(default_factory=Counter)
+    attempts: Counter[str] = field(default_factory=Counter)
+    failed_once: set[str] = field(default_factory=set)
+    redelivered: set[str] = field(default_factory=set)
+    all_done: threading.Event = field(default_factory=threading.Event)
+
+    def handle(self, client: str, delivery: Delivery) -> bool:
+        """Record one delivery; False (no ack) for the flaky event's first try."""
+        with self.lock:
+            self.attempts[delivery.id] += 1
+            if self.attempts[delivery.id] > 1:
+                self.redelivered.add(delivery.id)
+            if delivery.contents.startswith(b"flaky") and delivery.id not in self.failed_once:
+                self.failed_once.add(delivery.id)
+                return False
+            self.by_client[client] += 1
+            self.done.add(delivery.id)
+            if len(self.done) >= self.total:
+                self.all_done.set()
+            return True
+
+    def note(self) -> str:
+        with self.lock:
+            return "  ".join(f"{name} {count}" for name, count in sorted(self.by_client.items()))
+
+
+Runner = Callable[[str, str, _Tally, float, threading.Event], None]
+
+
+def _sync_consumer(
+    address: str, queue: str, tally: _Tally, work_s: float, stop: threading.Event
+) -> None:
+    from .sync import Client
+
+    def handler(delivery: Delivery) -> bool:
+        time.sleep(work_s)
+        return tally.handle("sync", delivery)
+
+    with Client(address=address) as client:
+        client.consume(handler, [queue], expire_seconds=_EXPIRE_S, stop=stop)
+
+
+def _asyncio_consumer(
+    address: str, queue: str, tally: _Tally, work_s: float, stop: threading.Event
+) -> None:
+    from .asyncio import Client
+
+    async def main() -> None:
+        async def handler(delivery: Delivery) -> bool:
+            await asyncio.sleep(work_s)
+            return tally.handle("asyncio", delivery)
+
+        async_stop = asyncio.Event()
+
+        async def relay() -> None:
+            while not stop.is_set():
+                await asyncio.sleep(0.02)
+            async_stop.set()
+
+        relay_task = asyncio.create_task(relay())
+        try:
+            async with Client(address=address) as client:
+                await client.consume(handler, [queue], expire_seconds=_EXPIRE_S, stop=async_stop)
+        finally:
+            relay_task.cancel()
+
+    asyncio.run(main())
+
+
+def _trio_consumer(
+    address: str, queue: str, tally: _Tally, work_s: float, stop: threading.Event
+) -> None:
+    import trio
+
+    from .trio import open_client
+
+    async def main() -> None:
+        async def handler(delivery: Delivery) -> bool:
+            await trio.sleep(work_s)
+            return tally.handle("trio", delivery)
+
+        trio_stop = trio.Event()
+
+        async def relay() -> None:
+            while not stop.is_set():
+                await trio.sleep(0.02)
+            trio_stop.set()
+
+        async with open_client(address=address) as client, trio.open_nursery() as nursery:
+            nursery.start_soon(relay)
+            await client.consume(handler, [queue], expire_seconds=_EXPIRE_S, stop=trio_stop)
+
+    trio.run(main)
+
+
+def _runners(no_trio: bool) -> dict[str, Runner]:
+    runners: dict[str, Runner] = {"sync": _sync_consumer, "asyncio": _asyncio_consumer}
+    if not no_trio:
+        try:
+            import trio  # noqa: F401  # only: is it installed?
+        except ImportError:
+            pass
+        else:
+            runners["trio"] = _trio_consumer
+    return runners
+
+
+def _wait_for_consumers(client: object, queue: str, count: int, stop_at: float) -> None:
+    from .sync import Client
+
+    assert isinstance(client, Client)
+    while time.monotonic() < stop_at:
+        (entry,) = client.status(queue)
+        if entry.consumers >= count:
+            return
+        time.sleep(0.02)
+    raise CliError(f"demo: the consumers did not register on {queue} in time")
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the demo; returns the exit status."""
+    from .sync import Client
+
+    runners = _runners(args.no_trio)
+    total: int = args.events
+    tally = _Tally(total)
+    stop = threading.Event()
+    errors: list[str] = []
+    started = time.monotonic()
+    deadline = started + args.timeout
+    with embedded_or_given(getattr(args, "server", None), sweep_interval_s=_SWEEP_S) as (
+        address,
+        embedded,
+    ):
+        queue = "demo" if embedded else f"okq-demo-{uuid.uuid4().hex[:6]}"
+        where = "embedded server, in this process" if embedded else "server from --server"
+        print(f"okq demo: {address} ({where}); queue {queue!r}")
+        print(f"  consumers: {', '.join(runners)} clients; producer: sync client")
+
+        def guarded(name: str, runner: Runner) -> Callable[[], None]:
+            def target() -> None:
+                try:
+                    runner(address, queue, tally, args.work, stop)
+                except BaseException as exc:  # reported below, never a traceback
+                    errors.append(f"{name} consumer: {one_line(exc) or type(exc).__name__}")
+
+            return target
+
+        threads = [
+            threading.Thread(target=guarded(name, runner), name=f"okq-demo-{name}", daemon=True)
+            for name, runner in runners.items()
+        ]
+        with Client(address=address) as client:
+            for thread in threads:
+                thread.start()
+            try:
+                _wait_for_consumers(client, queue, len(threads), deadline)
+                pushed, urgent = _produce(client, queue, total, tally)
+                progress = Progress("demo", total)
+                while not tally.all_done.wait(0.05) and time.monotonic() < deadline:
+                    if errors:
+                        break
+                    progress.update(len(tally.done), tally.note())
+                progress.update(len(tally.done), tally.note(), force=True)
+                progress.close()
+            finally:
+                stop.set()
+                for thread in threads:
+                    thread.join(10)
+            (status,) = client.status(queue)
+            if not embedded:
+                with contextlib.suppress(Exception):
+                    client.flush(queue)
+    elapsed = time.monotonic() - started
+    return _summary(tally, runners, pushed, urgent, status, elapsed, errors)
+
+
+def _produce(client: object, queue: str, total: int, tally: _Tally) -> tuple[int, int]:
+    """Push `total` events at a gentle pace: one high priority, one that fails once."""
+    from .sync import Client
+
+    assert isinstance(client, Client)
+    urgent = 0
+    for n in range(1, total + 1):
+        if n == _FLAKY:
+            client.push(queue, b"flaky %d: fails on its first try" % n)
+        elif n == total // 2:
+            client.push(queue, b"urgent %d: jumps the queue" % n, PushFlag.HIGH_PRIORITY)
+            urgent += 1
+        else:
+            client.push(queue, b"job %d: resize photo %d.jpg" % (n, n))
+        time.sleep(0.01)
+    del tally
+    return total, urgent
+
+
+def _summary(
+    tally: _Tally,
+    runners: dict[str, Runner],
+    pushed: int,
+    urgent: int,
+    status: object,
+    elapsed: float,
+    errors: list[str],
+) -> int:
+    from okq_proto import QueueStatus
+
+    assert isinstance(status, QueueStatus)
+    out = sys.stdout
+    print(f"\nSummary ({elapsed:.1f} s)", file=out)
+    print(f"  producer  sync     pushed  {pushed:4d} events ({urgent} high priority)", file=out)
+    for name in runners:
+        print(f"  consumer  {name:<8} handled {tally.by_client[name]:4d} events", file=out)
+    print(
+        f"  at-least-once: {len(tally.failed_once)} event failed on purpose, its claim "
+        f"({_EXPIRE_S} s) expired, and it was delivered again "
+        f"({len(tally.redelivered)} redelivered)",
+        file=out,
+    )
+    print(
+        f"  queue {status.name!r}: total {status.total}, processing {status.processing}, "
+        f"consumers {status.consumers}",
+        file=out,
+    )
+    for error in errors:
+        print(f"okq: error: {error}", file=sys.stderr)
+    if len(tally.done) < tally.total or errors:
+        print(
+            f"okq: error: demo incomplete: {len(tally.done)} of {tally.total} events handled",
+            file=sys.stderr,
+        )
+        return EXIT_ERROR
+    print(f"All {tally.total} events handled and acknowledged. Next: okq --help, docs/.")
+    return EXIT_OK
