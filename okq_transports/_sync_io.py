@@ -1,0 +1,255 @@
+"""The blocking socket pump under the sync client: connect, write, read, keep time.
+
+Owns: one TCP socket per `SyncConnection` (TCP_NODELAY, keepalive), read deadlines, the loop
+that flushes a machine's ``data_to_send`` and feeds what it reads back, and turning socket
+errors into okq errors (through `okq_transports._exceptions`).
+Must not know: okq's rules (that is okq_proto), pools, retries, consumers.
+
+Timeouts are kernel socket options (``SO_RCVTIMEO`` / ``SO_SNDTIMEO``) on a *blocking* socket,
+not Python's ``settimeout``: Python's timeout mode polls before every ``recv`` (one extra
+system call per reply), the socket options cost nothing until they fire.  A read that hits the
+deadline fails with ``EAGAIN``, which becomes okq's `TimeoutError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import struct
+import sys
+import time
+from typing import Final
+
+from okq_proto import (
+    CLOSED,
+    NEED_DATA,
+    ClientConnection,
+    Command,
+    CommandReplied,
+    ConnectionClosed,
+    ConnectionState,
+    OkqError,
+    TimeoutError,
+)
+from okq_proto._commands import T
+
+from ._exceptions import to_okq_error
+
+__all__ = ["SyncConnection", "connect"]
+
+_READ_SIZE: Final = 65536
+_USE_SOCKOPT_TIMEOUTS: Final = sys.platform != "win32" and hasattr(socket, "SO_RCVTIMEO")
+# Linux keepalive tuning (seconds): first probe after 60 s idle, then every 10 s, 6 probes.
+_KEEPALIVE: Final = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6))
+
+
+_NO_TIMEOUT: Final = bytes(struct.calcsize("ll"))  # a zero timeval: wait forever
+
+
+def _timeval(seconds: float) -> bytes:
+    seconds = max(seconds, 0.001)  # 0 would mean "no timeout"
+    whole = int(seconds)
+    return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+
+
+def connect(
+    host: str, port: int, *, connect_timeout_s: float | None, read_timeout_s: float | None
+) -> SyncConnection:
+    """Open a TCP connection to an okq server and wrap it.
+
+    Raises:
+        ConnectError: the connection was refused or failed.
+        TimeoutError: connecting took longer than `connect_timeout_s`.
+    """
+    what = f"connect to {host}:{port}"
+    try:
+        sock = socket.create_connection((host, port), timeout=connect_timeout_s)
+    except OSError as exc:
+        raise to_okq_error(exc, what, connecting=True) from exc
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for name, value in _KEEPALIVE:
+            option = getattr(socket, name, None)
+            if option is not None:
+                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+        if _USE_SOCKOPT_TIMEOUTS:
+            sock.settimeout(None)
+    except OSError as exc:
+        sock.close()
+        raise to_okq_error(exc, what, connecting=True) from exc
+    return SyncConnection(sock, (host, port), read_timeout_s)
+
+
+class SyncConnection:
+    """A blocking socket driving a `ClientConnection`.
+
+    Not thread-safe: one thread at a time (the pool hands it out exclusively).  After any
+    error it is `broken` and must be closed, never reused: a reply may still be owed.
+
+    Args:
+        sock: a connected socket.
+        address: ``(host, port)``, for messages and failover.
+        read_timeout_s: how long a reply may take (plus, for ``QNOTIFY``, its wait).
+    """
+
+    __slots__ = (
+        "_buf",
+        "_timeout_now",
+        "_view",
+        "address",
+        "broken",
+        "conn",
+        "read_timeout_s",
+        "sock",
+    )
+
+    def __init__(
+        self, sock: socket.socket, address: tuple[str, int], read_timeout_s: float | None
+    ) -> None:
+        self.sock = sock
+        self.address = address
+        self.read_timeout_s = read_timeout_s
+        self.conn = ClientConnection()
+        self.broken = False
+        self._buf = bytearray(_READ_SIZE)
+        self._view = memoryview(self._buf)
+        self._timeout_now: float | None = -1.0  # forces the first set_read_timeout
+        self.set_read_timeout(read_timeout_s)
+
+    def set_read_timeout(self, seconds: float | None) -> None:
+        """Let the next reads (and writes) wait at most `seconds` (None: forever)."""
+        if seconds == self._timeout_now:
+            return
+        self._timeout_now = seconds
+        try:
+            if not _USE_SOCKOPT_TIMEOUTS:
+                self.sock.settimeout(seconds)
+                return
+            value = _timeval(seconds) if seconds is not None else _NO_TIMEOUT
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        except OSError as exc:
+            self.broken = True
+            raise to_okq_error(exc, f"configure {self._where()}") from exc
+
+    def _where(self) -> str:
+        return f"{self.address[0]}:{self.address[1]}"
+
+    def flush(self, data: bytes) -> None:
+        """Write all of `data`.
+
+        Raises:
+            TransportError: the write failed (the connection is then broken).
+        """
+        try:
+            self.sock.sendall(data)
+        except OSError as exc:
+            self.broken = True
+            raise to_okq_error(exc, f"send to {self._where()}") from exc
+
+    def fill(self) -> None:
+        """Read once (blocking up to the read timeout) and feed the connection machine.
+
+        Raises:
+            TransportError: the read failed or timed out (the connection is then broken).
+        """
+        try:
+            n = self.sock.recv_into(self._buf)
+        except OSError as exc:
+            self.broken = True
+            raise to_okq_error(exc, f"read from {self._where()}") from exc
+        if n:
+            self.conn.receive_data(self._view[:n])
+        else:
+            self.conn.receive_eof()
+
+    def fill_by(self, deadline: float) -> bool:
+        """Read once, waiting until `deadline` (monotonic) at most.  False if nothing came."""
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        self.set_read_timeout(remaining)
+        try:
+            n = self.sock.recv_into(self._buf)
+        except OSError as exc:
+            error = to_okq_error(exc, f"read from {self._where()}")
+            if isinstance(error, TimeoutError):
+                return False
+            self.broken = True
+            raise error from exc
+        if n:
+            self.conn.receive_data(self._view[:n])
+        else:
+            self.conn.receive_eof()
+        return True
+
+    def request(self, command: Command[T]) -> CommandReplied:
+        """Send one command and return its reply (an error reply is in ``.error``).
+
+        Raises:
+            TransportError: the connection failed (broken).
+            RemoteProtocolError: the server broke the protocol (broken).
+        """
+        conn = self.conn
+        try:
+            conn.send(command)
+            self.flush(conn.data_to_send())
+            while True:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    self.fill()
+                    continue
+                if event is CLOSED:
+                    raise ConnectionClosed(f"{self._where()} closed the connection")
+                return event
+        except OkqError:
+            self.broken = True
+            raise
+
+    def request_many(self, commands: list[Command[T]]) -> list[CommandReplied]:
+        """Send `commands` in one write and return their replies, in order.
+
+        Raises:
+            ConnectionClosed: the connection failed; ``.unanswered`` lists what got no reply
+                (the replies received before are lost with it: use `read_replies`).
+        """
+        conn = self.conn
+        conn.send_many(commands)
+        self.flush(conn.data_to_send())
+        return self.read_replies(len(commands))
+
+    def read_replies(
+        self, count: int, into: list[CommandReplied] | None = None
+    ) -> list[CommandReplied]:
+        """Read `count` replies to commands already sent, appending to `into` as they come
+        (so a caller keeps what arrived before a failure)."""
+        replies = into if into is not None else []
+        conn = self.conn
+        try:
+            while count:
+                event = conn.next_event()
+                if event is NEED_DATA:
+                    self.fill()
+                    continue
+                if event is CLOSED:
+                    raise ConnectionClosed(f"{self._where()} closed the connection")
+                replies.append(event)
+                count -= 1
+        except OkqError:
+            self.broken = True
+            raise
+        return replies
+
+    @property
+    def usable(self) -> bool:
+        """True when the connection may go back to a pool: nothing owed, nothing broken."""
+        return (
+            not self.broken and self.conn.state is ConnectionState.OPEN and not self.conn.in_flight
+        )
+
+    def close(self) -> None:
+        """Close the socket.  Idempotent."""
+        self.broken = True
+        with contextlib.suppress(OSError):
+            self.sock.close()

@@ -1,0 +1,834 @@
+"""The synchronous okq client: a thread-safe connection pool, okq-go v2's methods, consumers.
+
+Owns: the connection pool (bounded, thread-safe, address failover), retrying what is safe to
+retry, running handlers, consumer threads with reconnects, logging and hooks.
+Must not know: okq's wire rules.  Commands and their replies are `okq_proto` commands, the
+consumer loop is `okq_proto.Consumer`, retry and backoff policies are `okq_proto` functions;
+bytes move through `okq_transports._sync_io`.
+
+::
+
+    from okq_transports.sync import Client
+
+    with Client("127.0.0.1:4777") as client:
+        event_id = client.push("jobs", b"hello")
+        client.consume(lambda event: print(event.contents) or True, ["jobs"], stop=stop)
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from types import FrameType, TracebackType
+from typing import Final, Protocol, TypeVar
+
+from okq_proto import (
+    NEED_DATA,
+    AckSettled,
+    Backoff,
+    Command,
+    CommandReplied,
+    ConnectError,
+    Consumer,
+    ConsumerStopped,
+    Delivered,
+    Delivery,
+    Event,
+    Hooks,
+    IdFactory,
+    LateAck,
+    LocalProtocolError,
+    OkqError,
+    Ping,
+    PushFlag,
+    PushOutcome,
+    QFlush,
+    QInfo,
+    QLPeek,
+    QRPeek,
+    QStatus,
+    QueueStatus,
+    RemoteProtocolError,
+    ReplyError,
+    TimeoutError,
+    TransportError,
+    contents_bytes,
+    new_event_id,
+    parse_addresses,
+    push_command,
+    retry_safe,
+    settle_retried_push,
+    to_wire,
+)
+from okq_proto._consumer import DEFAULT_NOTIFY_TIMEOUT_S
+
+from ._sync_io import SyncConnection, connect
+
+__all__ = ["Client", "Handler", "StopFlag", "expired", "remaining", "stop_on_signals"]
+
+T = TypeVar("T")
+
+log: Final = logging.getLogger("okq")
+
+#: A consumer's handler: returns true to ack the event; false or an exception: no ack.
+Handler = Callable[[Delivery], bool]
+
+_STOP_POLL_S: Final = 0.1  # how often a consumer waiting in QNOTIFY looks at its stop flag
+_BATCH: Final = 4096  # push_many writes at most this many pushes at once
+_SERVER_SIDE: Final = b"ERR unexpected server-side error"
+
+
+class StopFlag(Protocol):
+    """What `Client.consume` needs of its ``stop``: a `threading.Event` fits."""
+
+    def is_set(self) -> bool: ...
+
+    def set(self) -> None: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+def remaining(delivery: Delivery) -> float:
+    """Seconds left before `delivery`'s claim expires (negative once it has; ``inf`` for
+    at-most-once deliveries).
+
+    okq-go cancels a handler's context at that moment; a sync handler cannot be interrupted,
+    so check this between steps of long work and give up (return False) when it runs out:
+    after expiry the server hands the event to another consumer.
+    """
+    return delivery.remaining(time.monotonic())
+
+
+def expired(delivery: Delivery) -> bool:
+    """True once `delivery`'s claim has expired (see `remaining`)."""
+    return delivery.remaining(time.monotonic()) <= 0
+
+
+def stop_on_signals(
+    stop: StopFlag | None = None,
+    signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+) -> StopFlag:
+    """Make SIGINT and SIGTERM stop consumers gracefully; returns the flag to pass as ``stop``.
+
+    The first signal sets the flag (in-flight handlers finish, their acks are sent) and puts
+    the previous handlers back, so a second Ctrl-C interrupts at once.  Call it from the main
+    thread (Python only installs signal handlers there)::
+
+        client.consume(handler, ["jobs"], stop=stop_on_signals())
+
+    Args:
+        stop: the flag to set (a new `threading.Event` by default).
+        signals: which signals to catch.
+    """
+    flag: StopFlag = stop if stop is not None else threading.Event()
+    previous: dict[signal.Signals, object] = {}
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("okq: signal %s, stopping consumers", signum, extra={"okq_signal": signum})
+        flag.set()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)  # type: ignore[arg-type]  # what signal.signal returned
+
+    for sig in signals:
+        previous[sig] = signal.signal(sig, on_signal)
+    return flag
+
+
+def _where(address: tuple[str, int]) -> str:
+    return f"{address[0]}:{address[1]}"
+
+
+def _hook(method: Callable[..., None], *args: object, **kwargs: object) -> None:
+    try:
+        method(*args, **kwargs)
+    except Exception:
+        log.exception("okq: hook %s raised", getattr(method, "__name__", method))
+
+
+class _Pool:
+    """A bounded, thread-safe pool of `SyncConnection` with address failover."""
+
+    def __init__(
+        self,
+        addresses: list[tuple[str, int]],
+        size: int,
+        connect_timeout_s: float | None,
+        read_timeout_s: float | None,
+        wait_timeout_s: float | None,
+    ) -> None:
+        self.addresses = addresses
+        self.size = size
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.wait_timeout_s = wait_timeout_s
+        self._idle: deque[SyncConnection] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._open = 0
+        self._waiters = 0
+        self._preferred = 0
+        self.closed = False
+
+    @property
+    def open_count(self) -> int:
+        return self._open
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    def connect_any(self, read_timeout_s: float | None) -> SyncConnection:
+        """Connect to the preferred address, failing over along the list."""
+        errors: list[OkqError] = []
+        count = len(self.addresses)
+        start = self._preferred
+        for step in range(count):
+            index = (start + step) % count
+            host, port = self.addresses[index]
+            try:
+                connection = connect(
+                    host,
+                    port,
+                    connect_timeout_s=self.connect_timeout_s,
+                    read_timeout_s=read_timeout_s,
+                )
+            except (ConnectError, TimeoutError) as exc:
+                errors.append(exc)
+                log.warning(
+                    "okq: cannot connect to %s:%s: %s",
+                    host,
+                    port,
+                    exc,
+                    extra={"okq_address": f"{host}:{port}"},
+                )
+                continue
+            self._preferred = index
+            return connection
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConnectError("; ".join(str(e) for e in errors)) from errors[-1]
+
+    def acquire(self) -> SyncConnection:
+        try:
+            return self._idle.pop()  # deque.pop is atomic: the fast path takes no lock
+        except IndexError:
+            return self._acquire_slow()
+
+    def _acquire_slow(self) -> SyncConnection:
+        deadline = None if self.wait_timeout_s is None else time.monotonic() + self.wait_timeout_s
+        with self._cond:
+            self._waiters += 1
+            try:
+                while True:
+                    if self.closed:
+                        raise LocalProtocolError("the client is closed")
+                    try:
+                        return self._idle.pop()
+                    except IndexError:
+                        pass
+                    if self._open < self.size:
+                        self._open += 1
+                        break
+                    timeout = None if deadline is None else deadline - time.monotonic()
+                    if timeout is not None and timeout <= 0:
+                        raise TimeoutError(
+                            f"no pooled connection free within {self.wait_timeout_s} s "
+                            f"(pool size {self.size})"
+                        )
+                    self._cond.wait(timeout)
+            finally:
+                self._waiters -= 1
+        try:
+            return self.connect_any(self.read_timeout_s)
+        except BaseException:
+            self._forget_one()
+            raise
+
+    def release(self, connection: SyncConnection) -> None:
+        """Return a connection; one that is broken or owes a reply is closed instead."""
+        if self.closed or not connection.usable:
+            self.discard(connection)
+            return
+        self._idle.append(connection)
+        if self._waiters:
+            with self._cond:
+                self._cond.notify()
+
+    def discard(self, connection: SyncConnection) -> None:
+        connection.close()
+        self._forget_one()
+
+    def _forget_one(self) -> None:
+        with self._cond:
+            self._open -= 1
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            idle = list(self._idle)
+            self._idle.clear()
+            self._open -= len(idle)
+            self._cond.notify_all()
+        for connection in idle:
+            connection.close()
+
+
+class Client:
+    """A synchronous okq client over a bounded, thread-safe connection pool.
+
+    Args:
+        address: ``"host:port"``, a comma-separated list of them, or a list of addresses
+            (``"host:port"`` or ``(host, port)``).  okq servers sharing one Redis are
+            interchangeable: connections fail over along the list.
+        pool_size: most connections open at once for requests (consumers have their own).
+        connect_timeout_s: how long connecting may take.
+        read_timeout_s: how long a reply may take (None: forever).
+        notify_timeout_s: the ``QNOTIFY`` wait of consumers, in whole seconds.  Their read
+            deadline is always this plus `read_timeout_s`, so a wait never times out a read.
+        pool_timeout_s: how long a request waits for a free pooled connection.
+        retries: how many times a retry-safe request (push with the same id, peeks, status,
+            info, flush, ping) is sent again on a new connection after a transport failure.
+        id_factory: makes event ids for `push` (UUID4 text by default).
+        hooks: metrics callbacks (`okq_proto.Hooks`).
+
+    Raises:
+        LocalProtocolError: for a bad address or argument.
+    """
+
+    def __init__(
+        self,
+        address: str | tuple[str, int] | Sequence[str | tuple[str, int]] = "127.0.0.1:4777",
+        *,
+        pool_size: int = 10,
+        connect_timeout_s: float | None = 5.0,
+        read_timeout_s: float | None = 10.0,
+        notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
+        pool_timeout_s: float | None = 30.0,
+        retries: int = 1,
+        id_factory: IdFactory = new_event_id,
+        hooks: Hooks | None = None,
+    ) -> None:
+        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
+            raise LocalProtocolError(f"pool_size must be an int >= 1, not {pool_size!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise LocalProtocolError(f"retries must be an int >= 0, not {retries!r}")
+        for name, value in (
+            ("connect_timeout_s", connect_timeout_s),
+            ("read_timeout_s", read_timeout_s),
+            ("pool_timeout_s", pool_timeout_s),
+        ):
+            if value is not None and not value > 0:
+                raise LocalProtocolError(f"{name} must be > 0 or None, not {value!r}")
+        if isinstance(notify_timeout_s, bool) or not isinstance(notify_timeout_s, int):
+            raise LocalProtocolError(f"notify_timeout_s must be an int, not {notify_timeout_s!r}")
+        if notify_timeout_s < 0:
+            raise LocalProtocolError(f"notify_timeout_s must be >= 0, not {notify_timeout_s}")
+        self.addresses: list[tuple[str, int]] = parse_addresses(address)
+        """The server addresses, in failover order."""
+        self.read_timeout_s = read_timeout_s
+        self.notify_timeout_s = notify_timeout_s
+        self.retries = retries
+        self.id_factory = id_factory
+        self.hooks = hooks if hooks is not None else Hooks()
+        self._hooked = type(self.hooks) is not Hooks
+        self._pool = _Pool(
+            self.addresses, pool_size, connect_timeout_s, read_timeout_s, pool_timeout_s
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the pooled connections; connections in use are closed when released.
+        Running consumers are not affected (stop them with their ``stop`` flag).  Idempotent.
+        """
+        self._pool.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    @property
+    def open_connections(self) -> int:
+        """Pooled connections open now (idle or in use)."""
+        return self._pool.open_count
+
+    @property
+    def idle_connections(self) -> int:
+        """Pooled connections open and idle now."""
+        return self._pool.idle_count
+
+    # -- requests --------------------------------------------------------------------------
+
+    def _request(self, command: Command[T]) -> tuple[CommandReplied, bool]:
+        """Send one command on a pooled connection; retry it on a new one if it is safe.
+
+        Returns the reply and whether it answers a retry."""
+        pool = self._pool
+        attempt = 0
+        while True:
+            connection = pool.acquire()
+            try:
+                replied = connection.request(command)
+            except (TransportError, RemoteProtocolError) as exc:
+                pool.discard(connection)
+                if attempt >= self.retries or not retry_safe(command):
+                    raise
+                attempt += 1
+                log.warning(
+                    "okq: %r failed on %s:%s (%s); retrying on a new connection",
+                    command,
+                    *connection.address,
+                    exc,
+                    extra={"okq_address": _where(connection.address), "okq_retry": attempt},
+                )
+                if self._hooked:
+                    _hook(self.hooks.error, exc)
+                continue
+            except BaseException:
+                pool.discard(connection)
+                raise
+            pool.release(connection)
+            return replied, attempt > 0
+
+    def push(self, queue: str, contents: bytes | str, flags: PushFlag = PushFlag.NORMAL) -> str:
+        """Push a new event with a fresh id (okq-go's ``Push``).
+
+        Args:
+            queue: the queue's name.
+            contents: the payload; `str` is sent as UTF-8.
+            flags: `PushFlag.HIGH_PRIORITY` (``QRPUSH``: consumed next) and/or
+                `PushFlag.NO_BLOCK` (the server replies before storing; duplicates are not
+                reported).
+
+        Returns:
+            The new event's id (from `id_factory`).
+
+        Raises:
+            LocalProtocolError: bad arguments (nothing was sent).
+            DuplicateEventError: the id is already in the queue (only with a custom
+                `id_factory`).
+            TooBusyError: ``NO_BLOCK`` and the server's workers are all busy.
+            TransportError: the server could not be reached, even after a retry.
+        """
+        event_id = self.id_factory()
+        self._push(to_wire(queue), event_id, contents_bytes(contents), flags, queue)
+        return event_id
+
+    def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> None:
+        """Push `event` with its own id (okq-go's ``PushEvent``).
+
+        Raises:
+            DuplicateEventError: the queue already holds an event with this id (`is_dup`).
+            LocalProtocolError, TooBusyError, TransportError: as for `push`.
+        """
+        if not isinstance(event, Event):
+            raise LocalProtocolError(f"push_event needs an okq Event, not {type(event)!r}")
+        self._push(to_wire(event.queue), event.id, event.contents, flags, event.queue)
+
+    def _push(
+        self, queue: bytes, event_id: str, contents: bytes, flags: PushFlag, name: str
+    ) -> None:
+        replied, retried = self._request(push_command(queue, to_wire(event_id), contents, flags))
+        outcome = settle_retried_push(event_id, replied.error, retried)
+        if outcome.error is not None:
+            raise outcome.error
+        if retried:
+            log.info(
+                "okq: push of %s to %s retried; it landed",
+                event_id,
+                name,
+                extra={"okq_queue": name, "okq_event_id": event_id, "okq_retried": True},
+            )
+        if self._hooked:
+            _hook(self.hooks.pushed, name, event_id, retried=retried)
+
+    def push_many(
+        self,
+        queue: str,
+        contents: Iterable[bytes | str],
+        flags: PushFlag = PushFlag.NORMAL,
+    ) -> list[PushOutcome]:
+        """Push one new event per item, pipelined: a batch leaves in one write.
+
+        Never raises for one item: each `PushOutcome` says whether its event is stored
+        (``ok``), carries the error otherwise (`is_dup`, `TooBusyError`...), and says whether
+        it was sent again after a connection failure (``retried``; a duplicate reply to our
+        own retry means the first attempt landed and counts as success).
+
+        Raises:
+            LocalProtocolError: a bad argument (nothing was sent).
+            TransportError: the server could not be reached even after `retries`.
+        """
+        wire_queue = to_wire(queue)
+        factory = self.id_factory
+        items = [(factory(), contents_bytes(item)) for item in contents]
+        commands = [push_command(wire_queue, to_wire(i), c, flags) for i, c in items]
+        outcomes: list[PushOutcome] = []
+        for start in range(0, len(commands), _BATCH):
+            outcomes += self._push_batch(queue, items, commands, start, start + _BATCH)
+        return outcomes
+
+    def _push_batch(
+        self,
+        name: str,
+        items: list[tuple[str, bytes]],
+        commands: Sequence[Command[None]],
+        start: int,
+        stop: int,
+    ) -> list[PushOutcome]:
+        pending = list(commands[start:stop])
+        ids = [event_id for event_id, _ in items[start:stop]]
+        outcomes: list[PushOutcome] = []
+        attempt = 0
+        pool = self._pool
+        while pending:
+            connection = pool.acquire()
+            replies: list[CommandReplied] = []
+            try:
+                connection.conn.send_many(pending)
+                connection.flush(connection.conn.data_to_send())
+                connection.read_replies(len(pending), replies)
+            except (TransportError, RemoteProtocolError) as exc:
+                pool.discard(connection)
+                self._settle(name, ids, replies, outcomes, attempt > 0)
+                del pending[: len(replies)]
+                del ids[: len(replies)]
+                if attempt >= self.retries:
+                    raise
+                attempt += 1
+                log.warning(
+                    "okq: push_many lost its connection to %s:%s (%s); resending %d pushes",
+                    *connection.address,
+                    exc,
+                    len(pending),
+                    extra={"okq_queue": name, "okq_retry": attempt},
+                )
+                continue
+            except BaseException:
+                pool.discard(connection)
+                raise
+            pool.release(connection)
+            self._settle(name, ids, replies, outcomes, attempt > 0)
+            break
+        return outcomes
+
+    def _settle(
+        self,
+        name: str,
+        ids: list[str],
+        replies: list[CommandReplied],
+        outcomes: list[PushOutcome],
+        retried: bool,
+    ) -> None:
+        hooked = self._hooked
+        for event_id, replied in zip(ids, replies, strict=False):
+            outcome = settle_retried_push(event_id, replied.error, retried)
+            outcomes.append(outcome)
+            if hooked and outcome.error is None:
+                _hook(self.hooks.pushed, name, event_id, retried=retried)
+
+    def _call(self, command: Command[T]) -> T:
+        replied, _ = self._request(command)
+        if replied.error is not None:
+            raise replied.error
+        return replied.result  # type: ignore[return-value]  # the command's own result type
+
+    def peek_next(self, queue: str) -> Event | None:
+        """The event a consumer would get next (``QRPEEK``), or None (okq-go's ``PeekNext``)."""
+        return self._call(QRPeek(to_wire(queue)))
+
+    def peek_last(self, queue: str) -> Event | None:
+        """The event consumed last (``QLPEEK``), or None (okq-go's ``PeekLast``)."""
+        return self._call(QLPeek(to_wire(queue)))
+
+    def status(self, *queues: str) -> list[QueueStatus]:
+        """Counters of these queues (unknown ones report zeros), or of every known queue when
+        none is named (``QSTATUS``)."""
+        return self._call(QStatus(tuple(to_wire(q) for q in queues)))
+
+    def info(self, *queues: str) -> list[str]:
+        """One human-readable line per queue (``QINFO``), selected like `status`."""
+        return self._call(QInfo(tuple(to_wire(q) for q in queues)))
+
+    def flush(self, queue: str) -> None:
+        """Delete every event of `queue`, claimed ones included (``QFLUSH``)."""
+        self._call(QFlush(to_wire(queue)))
+
+    def ping(self) -> None:
+        """Check the server answers (``PING``)."""
+        self._call(Ping())
+
+    # -- consumers -------------------------------------------------------------------------
+
+    def consume(
+        self,
+        handler: Handler,
+        queues: Sequence[str],
+        *,
+        expire_seconds: int = 30,
+        concurrency: int = 1,
+        stop: StopFlag | None = None,
+        backoff: Callable[[], Backoff] = Backoff,
+    ) -> None:
+        """Consume events until `stop` is set (or an unrecoverable error).
+
+        Each consumer is its own connection: it registers for `queues`, waits with ``QNOTIFY``,
+        claims events with ``QRPOP q EX expire_seconds`` and calls ``handler(event)`` with a
+        `Delivery` (an `Event` plus its claim ``deadline`` in `time.monotonic` seconds; see
+        `remaining`).  True acks the event; false, or an exception, leaves it claimed, and the
+        server hands it out again once the claim expires.  Exceptions are logged (logger
+        ``"okq"``) and reported to ``hooks.handler_failed``; they do not stop the consumer.
+
+        A consumer that loses its connection (server restart, network) reconnects with
+        capped exponential backoff and full jitter, failing over along the addresses, and
+        re-registers.  What it had claimed and not acked is logged; the server redelivers it.
+
+        Stopping is graceful: a consumer waiting for work stops at once; a handler that is
+        running finishes, and its ack is sent before `consume` returns.
+
+        Args:
+            handler: called with each `Delivery`, from the consumer's thread.
+            queues: the queues to consume from.
+            expire_seconds: the claim length; -1 for at-most-once delivery (popped with
+                ``EX 0``, never acked, a failed handler loses the event).
+            concurrency: consumer connections, each in its own thread (the calling thread
+                waits for all of them).
+            stop: set it to stop (`threading.Event`, or `stop_on_signals`).  None: run until
+                an unrecoverable error.
+            backoff: makes the reconnect `Backoff` of each consumer.
+
+        Raises:
+            LocalProtocolError: bad arguments (before anything is sent).
+            ReplyError: the server refused the consumer's commands (other than with its
+                transient ``unexpected server-side error``).
+        """
+        queue_list = [queues] if isinstance(queues, str) else list(queues)
+        # Validates queues and expire_seconds before anything is sent (the machine is pure).
+        Consumer(queue_list, expire_s=expire_seconds, notify_timeout_s=self.notify_timeout_s)
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise LocalProtocolError(f"concurrency must be an int >= 1, not {concurrency!r}")
+        if not callable(handler):
+            raise LocalProtocolError(f"handler must be callable, not {handler!r}")
+        flag: StopFlag = stop if stop is not None else threading.Event()
+        if concurrency == 1:
+            self._consume_forever(handler, queue_list, expire_seconds, flag, backoff(), 0)
+            return
+        failures: list[BaseException] = []
+        halt = _AnyStop(flag)
+
+        def run(index: int) -> None:
+            try:
+                self._consume_forever(handler, queue_list, expire_seconds, halt, backoff(), index)
+            except BaseException as exc:
+                failures.append(exc)
+                halt.set()
+
+        threads = [
+            threading.Thread(target=run, args=(i,), name=f"okq-consumer-{i}", daemon=True)
+            for i in range(concurrency)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+        except BaseException:
+            halt.set()
+            for thread in threads:
+                thread.join()
+            raise
+        if failures:
+            raise failures[0]
+
+    def _consume_forever(
+        self,
+        handler: Handler,
+        queues: list[str],
+        expire_s: int,
+        stop: StopFlag,
+        backoff: Backoff,
+        index: int,
+    ) -> None:
+        pool = self._pool
+        while not stop.is_set():
+            try:
+                connection = pool.connect_any(self.read_timeout_s)
+            except (ConnectError, TimeoutError) as exc:
+                self._pause(stop, backoff, exc, index)
+                continue
+            consumer = Consumer(
+                queues,
+                expire_s=expire_s,
+                notify_timeout_s=self.notify_timeout_s,
+                connection=connection.conn,
+            )
+            try:
+                _run_consumer(self, connection, consumer, handler, stop, backoff)
+                return
+            except (TransportError, RemoteProtocolError, ReplyError) as exc:
+                if isinstance(exc, ReplyError) and exc.reply.message != _SERVER_SIDE:
+                    raise
+                _report_lost(consumer, connection, exc)
+                self._pause(stop, backoff, exc, index)
+            finally:
+                connection.close()
+
+    def _pause(self, stop: StopFlag, backoff: Backoff, exc: OkqError, index: int) -> None:
+        delay = backoff.next_delay()
+        address = self.addresses[self._pool._preferred]
+        log.warning(
+            "okq: consumer %d: %s; reconnecting in %.2f s",
+            index,
+            exc,
+            delay,
+            extra={"okq_address": _where(address), "okq_attempt": backoff.attempt},
+        )
+        if self._hooked:
+            _hook(self.hooks.error, exc)
+            _hook(self.hooks.reconnect, address, backoff.attempt, delay)
+        stop.wait(delay)
+
+
+class _AnyStop:
+    """A stop flag set by the user's flag or by a failing sibling consumer."""
+
+    def __init__(self, outer: StopFlag) -> None:
+        self._outer = outer
+        self._inner = threading.Event()
+
+    def is_set(self) -> bool:
+        return self._inner.is_set() or self._outer.is_set()
+
+    def set(self) -> None:
+        self._inner.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = (
+                _STOP_POLL_S if deadline is None else min(_STOP_POLL_S, deadline - time.monotonic())
+            )
+            if left <= 0:
+                return False
+            self._inner.wait(left)
+        return True
+
+
+def _report_lost(consumer: Consumer, connection: SyncConnection, exc: OkqError) -> None:
+    where = _where(connection.address)
+    for delivery in consumer.unacked:
+        log.warning(
+            "okq: event %s of %s claimed and not acked when the connection failed; the server "
+            "hands it out again after its claim expires",
+            delivery.id,
+            delivery.queue,
+            extra={"okq_queue": delivery.queue, "okq_event_id": delivery.id, "okq_address": where},
+        )
+    if consumer.pop_in_flight is not None:
+        log.info(
+            "okq: a pop of %s was in flight when the connection failed (%s)",
+            consumer.pop_in_flight,
+            exc,
+            extra={"okq_queue": consumer.pop_in_flight, "okq_address": where},
+        )
+
+
+def _run_consumer(
+    client: Client,
+    connection: SyncConnection,
+    consumer: Consumer,
+    handler: Handler,
+    stop: StopFlag,
+    backoff: Backoff,
+) -> None:
+    """Drive one consumer machine over one connection until it stops or fails."""
+    hooks, hooked = client.hooks, client._hooked
+    read_timeout = client.read_timeout_s
+    monotonic = time.monotonic
+    registered = False
+    while True:
+        # Flush after every call into the machine: next_event queues the next command itself.
+        out = consumer.data_to_send()
+        if out:
+            connection.flush(out)
+        event = consumer.next_event(monotonic())
+        if event is NEED_DATA:
+            out = consumer.data_to_send()
+            if out:
+                connection.flush(out)
+            silence = consumer.allowed_silence_s()
+            if not silence:
+                connection.set_read_timeout(read_timeout)
+                connection.fill()
+                continue
+            # Waiting in QNOTIFY: nothing is claimed, so a stop may end the wait at once.
+            if not registered:
+                registered = True
+                backoff.reset()
+            deadline = monotonic() + silence + (read_timeout or 0.0)
+            while not stop.is_set():
+                if connection.fill_by(min(deadline, monotonic() + _STOP_POLL_S)):
+                    break
+                if monotonic() >= deadline and read_timeout is not None:
+                    raise TimeoutError(
+                        f"no reply to QNOTIFY from {connection.address[0]}:"
+                        f"{connection.address[1]} within {silence + read_timeout:.1f} s"
+                    )
+            else:
+                consumer.stop()
+            continue
+        kind = type(event)
+        if kind is Delivered:
+            delivery = event.delivery  # type: ignore[union-attr]  # narrowed by kind
+            ok = _handle(handler, delivery, hooks, hooked)
+            if stop.is_set():
+                consumer.stop()
+            consumer.handled(delivery, ok)
+        elif kind is AckSettled:
+            if hooked:
+                _hook(hooks.acked, event.delivery)  # type: ignore[union-attr]
+        elif kind is LateAck:
+            delivery = event.delivery  # type: ignore[union-attr]
+            log.warning(
+                "okq: late ack of %s in %s: its claim had expired and it was gone",
+                delivery.id,
+                delivery.queue,
+                extra={"okq_queue": delivery.queue, "okq_event_id": delivery.id},
+            )
+            if hooked:
+                _hook(hooks.late_ack, delivery)
+        else:
+            assert kind is ConsumerStopped
+            return
+
+
+def _handle(handler: Handler, delivery: Delivery, hooks: Hooks, hooked: bool) -> bool:
+    if hooked:
+        _hook(hooks.delivered, delivery)
+    try:
+        ok = bool(handler(delivery))
+    except Exception as exc:
+        log.exception(
+            "okq: handler failed on %s of %s; not acked",
+            delivery.id,
+            delivery.queue,
+            extra={"okq_queue": delivery.queue, "okq_event_id": delivery.id},
+        )
+        if hooked:
+            _hook(hooks.handler_failed, delivery, exc)
+        return False
+    if not ok and hooked:
+        _hook(hooks.handler_failed, delivery, None)
+    return ok
