@@ -16,33 +16,32 @@ import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Final
+from typing import Final, Protocol
 
 from okq_proto import (
     NEED_DATA,
     Backoff,
+    ClientConnection,
     Delivery,
     LocalProtocolError,
     RemoteProtocolError,
+    ReplyError,
     TransportError,
 )
 from okq_proto._consumer import AckSettled, Consumer, ConsumerStopped, Delivered, LateAck
 from okq_proto._consumer_state import ConsumerState
 
-from ._async_driver import (
-    NOTIFY_MARGIN_S,
-    AsyncClientCore,
-    ConnectionBusyError,
-    call_hook,
-    close_quietly,
-    log,
-)
+from ._async_driver import NOTIFY_MARGIN_S, AsyncClientCore, ConnectionBusyError, close_quietly
 from ._backends import READ_SIZE, STOPPED, AsyncStream, StopEvent
+from ._plans import call_hook, log
 
-__all__ = ["DeliveryStream", "Handler", "consume"]
+__all__ = ["ConsumerLink", "DeliveryStream", "Handler", "StreamLink", "consume"]
 
 #: A consumer handler: ``handler(delivery) -> bool``, plain or ``async``; true acks.
 Handler = Callable[[Delivery], bool | Awaitable[bool]]
+
+#: okq's reply when its storage failed: worth reconnecting, unlike other error replies.
+SERVER_SIDE_ERROR: Final = b"ERR unexpected server-side error"
 
 _WAITING: Final = ConsumerState.WAITING
 _REGISTERING: Final = ConsumerState.REGISTERING
@@ -54,6 +53,56 @@ _STOPPING: Final = frozenset(
         ConsumerState.STOPPED,
     }
 )
+
+
+class ConsumerLink(Protocol):
+    """How a `DeliveryStream` reaches the server: bytes over an `AsyncStream`
+    (`StreamLink`), or replies parsed by redis-py (``okq_transports.redis``)."""
+
+    address: tuple[str, int] | None
+    #: The `ClientConnection` the consumer machine must wrap (None: a fresh default one).
+    connection: ClientConnection | None
+    #: Read deadline when nothing blocks (None: none of our own).
+    read_timeout_s: float | None
+
+    async def send(self, data: bytes) -> None:
+        """Send the machine's outbound bytes."""
+        ...
+
+    async def receive(self, consumer: Consumer, timeout_s: float | None) -> None:
+        """Read once and feed what arrived to `consumer` (``receive_eof`` at end of file)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Close (and never reuse) the connection."""
+        ...
+
+
+class StreamLink:
+    """A `ConsumerLink` over an `AsyncStream` (asyncio and trio)."""
+
+    __slots__ = ("_stream", "address", "connection", "read_timeout_s")
+
+    def __init__(
+        self, stream: AsyncStream, address: tuple[str, int] | None, read_timeout_s: float | None
+    ) -> None:
+        self._stream = stream
+        self.address = address
+        self.connection: ClientConnection | None = None
+        self.read_timeout_s = read_timeout_s
+
+    async def send(self, data: bytes) -> None:
+        await self._stream.send_all(data)
+
+    async def receive(self, consumer: Consumer, timeout_s: float | None) -> None:
+        data = await self._stream.receive_some(READ_SIZE, timeout_s)
+        if data:
+            consumer.receive_data(data)
+        else:
+            consumer.receive_eof()
+
+    async def aclose(self) -> None:
+        await close_quietly(self._stream)
 
 
 class DeliveryStream:
@@ -81,6 +130,7 @@ class DeliveryStream:
         expire_seconds: int,
         stop: StopEvent | None = None,
         on_registered: Callable[[], None] | None = None,
+        open_link: Callable[[], Awaitable[ConsumerLink]] | None = None,
     ) -> None:
         if isinstance(queues, str):
             raise LocalProtocolError("queues must be a list of names, not one name")
@@ -91,7 +141,8 @@ class DeliveryStream:
         self._stop = stop
         self._on_registered = on_registered
         self._consumer: Consumer | None = None
-        self._stream: AsyncStream | None = None
+        self._link: ConsumerLink | None = None
+        self._open_link = open_link or self._open_stream_link
         self._address: tuple[str, int] | None = None
         self._in_hand: Delivery | None = None
         self._verdict = False
@@ -198,6 +249,12 @@ class DeliveryStream:
             except (TransportError, RemoteProtocolError) as exc:
                 await self._lost(consumer, exc)
                 continue
+            except ReplyError as exc:
+                if exc.reply.message != SERVER_SIDE_ERROR:
+                    await self._drop()
+                    raise
+                await self._lost(consumer, exc)  # storage trouble: okq recovers, so do we
+                continue
             except BaseException:
                 await self._drop()
                 raise
@@ -225,15 +282,15 @@ class DeliveryStream:
 
     async def _pump(self, consumer: Consumer) -> Delivered | AckSettled | LateAck | ConsumerStopped:
         """Move bytes until the machine has something for us (STYLE §7's loop)."""
-        stream = self._stream
-        assert stream is not None
+        link = self._link
+        assert link is not None
         backend = self._backend
-        read_timeout_s = self._core.pool.read_timeout_s
+        read_timeout_s = link.read_timeout_s
         while True:
             event = consumer.next_event(backend.now())
             out = consumer.data_to_send()  # flush after every call into the machine
             if out:
-                await stream.send_all(out)
+                await link.send(out)
             if event is not NEED_DATA:
                 return event
             state = consumer.state
@@ -248,31 +305,31 @@ class DeliveryStream:
             if state is _WAITING and stop is not None:
                 # Nothing is popped while waiting: a stop may abandon the wait at once (the
                 # connection is closed then, so its late reply reaches nobody).
-                data = await backend.race_stop(
-                    functools.partial(stream.receive_some, READ_SIZE, timeout_s), stop
-                )
-                if data is STOPPED:
-                    consumer.stop()
-                    continue  # STOPPED: next_event says ConsumerStopped
+                read = functools.partial(link.receive, consumer, timeout_s)
+                if await backend.race_stop(read, stop) is STOPPED:
+                    consumer.stop()  # STOPPED: the next next_event says ConsumerStopped
             else:
-                data = await stream.receive_some(READ_SIZE, timeout_s)
-            if data:
-                consumer.receive_data(data)
-            else:
-                consumer.receive_eof()
+                await link.receive(consumer, timeout_s)
 
     async def _connect(self) -> bool:
-        """Open a stream and start a fresh machine on it; on failure sleep the backoff.
+        """Open a link and start a fresh machine on it; on failure sleep the backoff.
         Returns False when stopped while waiting."""
-        core = self._core
         try:
-            self._stream, self._address = await core.pool.open_stream()
+            link = self._link = await self._open_link()
         except TransportError as exc:
             return await self._pause(exc)
+        self._address = link.address
         self._consumer = Consumer(
-            self._queues, expire_s=self._expire_s, notify_timeout_s=core.notify_timeout_s
+            self._queues,
+            expire_s=self._expire_s,
+            notify_timeout_s=self._core.notify_timeout_s,
+            connection=link.connection,
         )
         return True
+
+    async def _open_stream_link(self) -> ConsumerLink:
+        stream, address = await self._core.pool.open_stream()
+        return StreamLink(stream, address, self._core.pool.read_timeout_s)
 
     async def _pause(self, exc: BaseException) -> bool:
         delay = self._backoff.next_delay()
@@ -311,16 +368,16 @@ class DeliveryStream:
     async def _drop(self) -> None:
         self._consumer = None
         self._in_hand = None
-        stream, self._stream = self._stream, None
-        if stream is not None:
-            await close_quietly(stream)
+        link, self._link = self._link, None
+        if link is not None:
+            await link.aclose()
 
     async def aclose(self) -> None:
         """Stop: the delivery in hand is reported (acked if `ack` was called), the final ack
         is sent, then the connection is closed.  Idempotent."""
         self._closing = True
         try:
-            if self._consumer is not None and self._stream is not None:
+            if self._consumer is not None and self._link is not None:
                 with contextlib.suppress(TransportError, RemoteProtocolError):
                     # Stopping: the final ack leaves; a delivery claimed by a pop already in
                     # flight is handed back unacked (bounded: one pop at most is in flight).
@@ -347,6 +404,7 @@ async def consume(
     concurrency: int,
     stop: StopEvent | None,
     on_registered: Callable[[], None] | None = None,
+    open_link: Callable[[], Awaitable[ConsumerLink]] | None = None,
 ) -> None:
     """Run `concurrency` consumer connections until `stop` is set (or cancellation).
 
@@ -366,7 +424,12 @@ async def consume(
 
     async def worker() -> None:
         async with DeliveryStream(
-            core, queues, expire_seconds=expire_seconds, stop=stop, on_registered=registered
+            core,
+            queues,
+            expire_seconds=expire_seconds,
+            stop=stop,
+            on_registered=registered,
+            open_link=open_link,
         ) as stream:
             async for delivery in stream:
                 error: BaseException | None = None

@@ -11,7 +11,6 @@ Must not know: asyncio or trio (that is `_backends`), okq's reply shapes (that i
 from __future__ import annotations
 
 import contextlib
-import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
@@ -29,26 +28,18 @@ from okq_proto import (
     IdFactory,
     LocalProtocolError,
     OkqError,
-    Ping,
     PushFlag,
     PushOutcome,
-    QFlush,
-    QInfo,
-    QLPeek,
-    QRPeek,
-    QStatus,
     QueueStatus,
     TransportError,
-    contents_bytes,
     new_event_id,
     parse_addresses,
-    push_command,
     retry_safe,
-    settle_retried_push,
-    to_wire,
 )
 
+from . import _plans as plans
 from ._backends import READ_SIZE, AsyncStream, Backend
+from ._plans import Contents, Plan, call_hook, log
 
 __all__ = [
     "AsyncClientCore",
@@ -61,7 +52,6 @@ __all__ = [
 
 T = TypeVar("T")
 
-log: Final = logging.getLogger("okq")
 
 #: Extra read time granted above a blocking command's own wait (QNOTIFY t): a reply that
 #: comes exactly at the server's deadline must still be read.
@@ -75,14 +65,6 @@ class ConnectionBusyError(LocalProtocolError):
 
     Nothing was sent for the second task; the first one carries on undisturbed.
     """
-
-
-def call_hook(hooks: Hooks, name: str, *args: object, **kwargs: object) -> None:
-    """Call ``hooks.<name>(...)``; a hook that raises is logged and ignored (see `Hooks`)."""
-    try:
-        getattr(hooks, name)(*args, **kwargs)
-    except Exception:
-        log.exception("okq hook %s raised", name, extra={"okq_hook": name})
 
 
 class AsyncConnection:
@@ -362,16 +344,13 @@ class AsyncClientCore:
                 await self._pool.release(conn)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _one(self, command: Command[T]) -> T:
-        replies, _ = await self._run((command,))
-        return replies[0].unwrap()  # type: ignore[return-value]  # the command's own result
+    async def _execute(self, plan: Plan[T]) -> T:
+        if not plan.commands:
+            return plan.finish([], False)
+        replies, retried = await self._run(plan.commands)
+        return plan.finish(replies, retried)
 
-    async def push(
-        self,
-        queue: str,
-        contents: bytes | bytearray | memoryview | str,
-        flags: PushFlag = PushFlag.NORMAL,
-    ) -> str:
+    async def push(self, queue: str, contents: Contents, flags: PushFlag = PushFlag.NORMAL) -> str:
         """Push an event with a fresh id (uuid4 by default) and return the id.
 
         Raises:
@@ -379,77 +358,51 @@ class AsyncClientCore:
             TooBusyError: a NO_BLOCK push found every server worker busy.
             TransportError: the connection failed (after one safe retry).
         """
-        return await self.push_event(
-            Event(queue, self._id_factory(), contents_bytes(contents)), flags
-        )
+        event = plans.new_event(queue, contents, self._id_factory)
+        await self._execute(plans.push_event(event, flags, self.hooks))
+        return event.id
 
-    async def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> str:
-        """Push `event` with its own id; returns the id.  Raises as `push` does.
+    async def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> None:
+        """Push `event` with its own id (okq-go's ``PushEvent``).  Raises as `push` does.
 
         A duplicate reply to our own retry means the first attempt landed: that is success.
         """
-        command = push_command(to_wire(event.queue), to_wire(event.id), event.contents, flags)
-        replies, retried = await self._run((command,))
-        outcome = settle_retried_push(event.id, replies[0].error, retried)
-        if outcome.ok:
-            call_hook(self.hooks, "pushed", event.queue, event.id, retried=outcome.retried)
-        return outcome.unwrap()
+        await self._execute(plans.push_event(event, flags, self.hooks))
 
     async def push_many(
-        self,
-        queue: str,
-        contents: Iterable[bytes | bytearray | memoryview | str],
-        flags: PushFlag = PushFlag.NORMAL,
+        self, queue: str, contents: Iterable[Contents], flags: PushFlag = PushFlag.NORMAL
     ) -> list[PushOutcome]:
         """Push a batch in one write on one connection; one `PushOutcome` per item, in order.
 
         Raises:
             TransportError: the connection failed twice (the batch is retried once whole).
         """
-        wire_queue = to_wire(queue)
-        ids: list[str] = []
-        commands = []
-        for item in contents:
-            event_id = self._id_factory()
-            ids.append(event_id)
-            commands.append(
-                push_command(wire_queue, to_wire(event_id), contents_bytes(item), flags)
-            )
-        if not commands:
-            return []
-        replies, retried = await self._run(commands)
-        outcomes = [
-            settle_retried_push(event_id, reply.error, retried)
-            for event_id, reply in zip(ids, replies, strict=True)
-        ]
-        for outcome in outcomes:
-            if outcome.ok:
-                call_hook(self.hooks, "pushed", queue, outcome.id, retried=outcome.retried)
-        return outcomes
+        plan = plans.push_many(queue, contents, flags, self._id_factory, self.hooks)
+        return await self._execute(plan)
 
     async def peek_next(self, queue: str) -> Event | None:
         """The event the next pop would return (``QRPEEK``), or None."""
-        return await self._one(QRPeek(to_wire(queue)))
+        return await self._execute(plans.peek_next(queue))
 
     async def peek_last(self, queue: str) -> Event | None:
         """The event consumed last (``QLPEEK``), or None."""
-        return await self._one(QLPeek(to_wire(queue)))
+        return await self._execute(plans.peek_last(queue))
 
     async def status(self, *queues: str) -> list[QueueStatus]:
         """Counters of these queues (every known queue when none are named)."""
-        return await self._one(QStatus(tuple(to_wire(q) for q in queues)))
+        return await self._execute(plans.status(queues))
 
     async def info(self, *queues: str) -> list[str]:
         """One human-readable line per queue (``QINFO``)."""
-        return await self._one(QInfo(tuple(to_wire(q) for q in queues)))
+        return await self._execute(plans.info(queues))
 
     async def flush(self, queue: str) -> None:
         """Delete every event of the queue, claimed ones included."""
-        await self._one(QFlush(to_wire(queue)))
+        await self._execute(plans.flush(queue))
 
     async def ping(self) -> None:
         """Check that the server answers."""
-        await self._one(Ping())
+        await self._execute(plans.ping())
 
     async def aclose(self) -> None:
         """Close the pool's connections (consumers close their own when they end)."""

@@ -105,6 +105,7 @@ class Client(AsyncClientCore):
         self,
         handler: Handler,
         queues: Sequence[str],
+        *,
         expire_seconds: int = DEFAULT_EXPIRE_S,
         concurrency: int = 1,
         stop: asyncio.Event | None = None,

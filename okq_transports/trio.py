@@ -56,10 +56,10 @@ class Client(AsyncClientCore):
         self,
         handler: Handler,
         queues: Sequence[str],
+        *,
         expire_seconds: int = DEFAULT_EXPIRE_S,
         concurrency: int = 1,
         stop: trio.Event | None = None,
-        *,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """Consume from `queues` until `stop` is set, or until cancelled.

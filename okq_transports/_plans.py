@@ -1,0 +1,173 @@
+"""What each client method sends and how it reads the answers, for sync and async alike.
+
+Owns: the body of every request method (`push`, `push_event`, `push_many`, peeks, `status`,
+`info`, `flush`, `ping`) as a `Plan`: the commands to pipeline, and a function that turns
+their replies (and whether they were retried) into the method's result.  A client only runs
+the commands (``await`` or not) and calls ``finish``; so the sync redis-py adapter and the
+async driver share one body per method instead of keeping twins.
+Must not know: I/O, pools, event loops.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Generic, TypeVar
+
+from okq_proto import (
+    Command,
+    CommandReplied,
+    Event,
+    Hooks,
+    IdFactory,
+    LocalProtocolError,
+    Ping,
+    PushFlag,
+    PushOutcome,
+    QFlush,
+    QInfo,
+    QLPeek,
+    QRPeek,
+    QStatus,
+    QueueStatus,
+    contents_bytes,
+    push_command,
+    settle_retried_push,
+    to_wire,
+)
+
+__all__ = [
+    "Contents",
+    "Plan",
+    "call_hook",
+    "flush",
+    "info",
+    "log",
+    "new_event",
+    "peek_last",
+    "peek_next",
+    "ping",
+    "push_event",
+    "push_many",
+    "status",
+]
+
+T = TypeVar("T")
+
+log: Final = logging.getLogger("okq")
+
+
+def call_hook(hooks: Hooks, name: str, *args: object, **kwargs: object) -> None:
+    """Call ``hooks.<name>(...)``; a hook that raises is logged and ignored (see `Hooks`)."""
+    try:
+        getattr(hooks, name)(*args, **kwargs)
+    except Exception:
+        log.exception("okq hook %s raised", name, extra={"okq_hook": name})
+
+
+#: What a push accepts as contents (`str` is sent as UTF-8).
+Contents = bytes | bytearray | memoryview | str
+
+
+@dataclass(frozen=True, slots=True)
+class Plan(Generic[T]):
+    """Commands to send in one write, and how to turn their replies into the result.
+
+    Attributes:
+        commands: sent pipelined, on one connection.
+        finish: ``finish(replies, retried) -> result``; raises the method's errors.
+    """
+
+    commands: tuple[Command[Any], ...]
+    finish: Callable[[list[CommandReplied], bool], T]
+
+
+def _unwrap(replies: list[CommandReplied], retried: bool) -> Any:
+    return replies[0].unwrap()
+
+
+def _one(command: Command[Any]) -> Plan[Any]:
+    return Plan((command,), _unwrap)
+
+
+def push_event(event: Event, flags: PushFlag, hooks: Hooks) -> Plan[None]:
+    """`push_event`: ``QLPUSH``/``QRPUSH``; a duplicate after our own retry is success."""
+    if not isinstance(event, Event):
+        raise LocalProtocolError(f"push_event needs an okq Event, not {type(event)!r}")
+
+    def finish(replies: list[CommandReplied], retried: bool) -> None:
+        outcome = settle_retried_push(event.id, replies[0].error, retried)
+        if outcome.error is not None:
+            raise outcome.error
+        if retried:
+            log.info(
+                "okq: push of %s to %s retried; it landed",
+                event.id,
+                event.queue,
+                extra={"okq_queue": event.queue, "okq_event_id": event.id, "okq_retried": True},
+            )
+        call_hook(hooks, "pushed", event.queue, event.id, retried=retried)
+
+    command = push_command(to_wire(event.queue), to_wire(event.id), event.contents, flags)
+    return Plan((command,), finish)
+
+
+def new_event(queue: str, contents: Contents, id_factory: IdFactory) -> Event:
+    """The event `push` sends: a fresh id from `id_factory`."""
+    return Event(queue, id_factory(), contents_bytes(contents))
+
+
+def push_many(
+    queue: str, contents: Iterable[Contents], flags: PushFlag, id_factory: IdFactory, hooks: Hooks
+) -> Plan[list[PushOutcome]]:
+    """`push_many`: one push per item, pipelined; one `PushOutcome` per item, in order."""
+    wire_queue = to_wire(queue)
+    ids: list[str] = []
+    commands: list[Command[Any]] = []
+    for item in contents:
+        event_id = id_factory()
+        ids.append(event_id)
+        commands.append(push_command(wire_queue, to_wire(event_id), contents_bytes(item), flags))
+
+    def finish(replies: list[CommandReplied], retried: bool) -> list[PushOutcome]:
+        outcomes = [
+            settle_retried_push(event_id, reply.error, retried)
+            for event_id, reply in zip(ids, replies, strict=True)
+        ]
+        for outcome in outcomes:
+            if outcome.ok:
+                call_hook(hooks, "pushed", queue, outcome.id, retried=outcome.retried)
+        return outcomes
+
+    return Plan(tuple(commands), finish)
+
+
+def peek_next(queue: str) -> Plan[Event | None]:
+    """`peek_next`: ``QRPEEK``."""
+    return _one(QRPeek(to_wire(queue)))
+
+
+def peek_last(queue: str) -> Plan[Event | None]:
+    """`peek_last`: ``QLPEEK``."""
+    return _one(QLPeek(to_wire(queue)))
+
+
+def status(queues: Iterable[str]) -> Plan[list[QueueStatus]]:
+    """`status`: ``QSTATUS``."""
+    return _one(QStatus(tuple(to_wire(q) for q in queues)))
+
+
+def info(queues: Iterable[str]) -> Plan[list[str]]:
+    """`info`: ``QINFO``."""
+    return _one(QInfo(tuple(to_wire(q) for q in queues)))
+
+
+def flush(queue: str) -> Plan[None]:
+    """`flush`: ``QFLUSH``."""
+    return _one(QFlush(to_wire(queue)))
+
+
+def ping() -> Plan[None]:
+    """`ping`: ``PING``."""
+    return _one(Ping())
