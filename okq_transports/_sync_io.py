@@ -3,7 +3,8 @@
 Owns: one TCP socket per `SyncConnection` (TCP_NODELAY, keepalive), read deadlines, the loop
 that flushes a machine's ``data_to_send`` and feeds what it reads back, and turning socket
 errors into okq errors (through `okq_transports._exceptions`).
-Must not know: okq's rules (that is okq_proto), pools, retries, consumers.
+Also the bounded, thread-safe `Pool` of such connections with address failover.
+Must not know: okq's rules (that is okq_proto), retries, consumers.
 
 Timeouts are kernel socket options (``SO_RCVTIMEO`` / ``SO_SNDTIMEO``) on a *blocking* socket,
 not Python's ``settimeout``: Python's timeout mode polls before every ``recv`` (one extra
@@ -14,10 +15,13 @@ deadline fails with ``EAGAIN``, which becomes okq's `TimeoutError`.
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import struct
 import sys
+import threading
 import time
+from collections import deque
 from typing import Final
 
 from okq_proto import (
@@ -26,8 +30,10 @@ from okq_proto import (
     ClientConnection,
     Command,
     CommandReplied,
+    ConnectError,
     ConnectionClosed,
     ConnectionState,
+    LocalProtocolError,
     OkqError,
     TimeoutError,
 )
@@ -35,7 +41,9 @@ from okq_proto._commands import T
 
 from ._exceptions import to_okq_error
 
-__all__ = ["SyncConnection", "connect"]
+__all__ = ["Pool", "SyncConnection", "connect", "log", "where"]
+
+log: Final = logging.getLogger("okq")
 
 _READ_SIZE: Final = 65536
 _USE_SOCKOPT_TIMEOUTS: Final = sys.platform != "win32" and hasattr(socket, "SO_RCVTIMEO")
@@ -253,3 +261,146 @@ class SyncConnection:
         self.broken = True
         with contextlib.suppress(OSError):
             self.sock.close()
+
+
+def where(address: tuple[str, int]) -> str:
+    """``"host:port"`` for messages and log fields."""
+    return f"{address[0]}:{address[1]}"
+
+
+class Pool:
+    """A bounded, thread-safe pool of `SyncConnection` with address failover.
+
+    `acquire` takes an idle connection without a lock (``deque.pop`` is atomic) or opens one
+    while fewer than `size` are open, else waits; `release` closes a connection that is
+    broken or still owes a reply instead of pooling it.
+    """
+
+    def __init__(
+        self,
+        addresses: list[tuple[str, int]],
+        size: int,
+        connect_timeout_s: float | None,
+        read_timeout_s: float | None,
+        wait_timeout_s: float | None,
+    ) -> None:
+        self.addresses = addresses
+        self.size = size
+        self.connect_timeout_s = connect_timeout_s
+        self.read_timeout_s = read_timeout_s
+        self.wait_timeout_s = wait_timeout_s
+        self._idle: deque[SyncConnection] = deque()
+        self._cond = threading.Condition(threading.Lock())
+        self._open = 0
+        self._waiters = 0
+        self._preferred = 0
+        self.closed = False
+
+    @property
+    def preferred_address(self) -> tuple[str, int]:
+        """The address of the last successful connection (failover starts there)."""
+        return self.addresses[self._preferred]
+
+    @property
+    def open_count(self) -> int:
+        return self._open
+
+    @property
+    def idle_count(self) -> int:
+        return len(self._idle)
+
+    def connect_any(self, read_timeout_s: float | None) -> SyncConnection:
+        """Connect to the preferred address, failing over along the list."""
+        errors: list[OkqError] = []
+        count = len(self.addresses)
+        start = self._preferred
+        for step in range(count):
+            index = (start + step) % count
+            host, port = self.addresses[index]
+            try:
+                connection = connect(
+                    host,
+                    port,
+                    connect_timeout_s=self.connect_timeout_s,
+                    read_timeout_s=read_timeout_s,
+                )
+            except (ConnectError, TimeoutError) as exc:
+                errors.append(exc)
+                log.warning(
+                    "okq: cannot connect to %s:%s: %s",
+                    host,
+                    port,
+                    exc,
+                    extra={"okq_address": f"{host}:{port}"},
+                )
+                continue
+            self._preferred = index
+            return connection
+        if len(errors) == 1:
+            raise errors[0]
+        raise ConnectError("; ".join(str(e) for e in errors)) from errors[-1]
+
+    def acquire(self) -> SyncConnection:
+        try:
+            return self._idle.pop()  # deque.pop is atomic: the fast path takes no lock
+        except IndexError:
+            return self._acquire_slow()
+
+    def _acquire_slow(self) -> SyncConnection:
+        deadline = None if self.wait_timeout_s is None else time.monotonic() + self.wait_timeout_s
+        with self._cond:
+            self._waiters += 1
+            try:
+                while True:
+                    if self.closed:
+                        raise LocalProtocolError("the client is closed")
+                    try:
+                        return self._idle.pop()
+                    except IndexError:
+                        pass
+                    if self._open < self.size:
+                        self._open += 1
+                        break
+                    timeout = None if deadline is None else deadline - time.monotonic()
+                    if timeout is not None and timeout <= 0:
+                        raise TimeoutError(
+                            f"no pooled connection free within {self.wait_timeout_s} s "
+                            f"(pool size {self.size})"
+                        )
+                    self._cond.wait(timeout)
+            finally:
+                self._waiters -= 1
+        try:
+            return self.connect_any(self.read_timeout_s)
+        except BaseException:
+            self._forget_one()
+            raise
+
+    def release(self, connection: SyncConnection) -> None:
+        """Return a connection; one that is broken or owes a reply is closed instead."""
+        if self.closed or not connection.usable:
+            self.discard(connection)
+            return
+        self._idle.append(connection)
+        if self._waiters:
+            with self._cond:
+                self._cond.notify()
+
+    def discard(self, connection: SyncConnection) -> None:
+        connection.close()
+        self._forget_one()
+
+    def _forget_one(self) -> None:
+        with self._cond:
+            self._open -= 1
+            self._cond.notify()
+
+    def close(self) -> None:
+        with self._cond:
+            self.closed = True
+            idle = list(self._idle)
+            self._idle.clear()
+            self._open -= len(idle)
+            self._cond.notify_all()
+        for connection in idle:
+            connection.close()

@@ -17,32 +17,23 @@ bytes move through `okq_transports._sync_io`.
 
 from __future__ import annotations
 
-import logging
 import signal
 import threading
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from types import FrameType, TracebackType
-from typing import Final, Protocol, TypeVar
+from typing import Final, TypeVar
 
 from okq_proto import (
-    NEED_DATA,
-    AckSettled,
     Backoff,
     Command,
     CommandReplied,
-    ConnectError,
     Consumer,
-    ConsumerStopped,
-    Delivered,
     Delivery,
     Event,
     Hooks,
     IdFactory,
-    LateAck,
     LocalProtocolError,
-    OkqError,
     Ping,
     PushFlag,
     PushOutcome,
@@ -53,8 +44,6 @@ from okq_proto import (
     QStatus,
     QueueStatus,
     RemoteProtocolError,
-    ReplyError,
-    TimeoutError,
     TransportError,
     contents_bytes,
     new_event_id,
@@ -66,30 +55,21 @@ from okq_proto import (
 )
 from okq_proto._consumer import DEFAULT_NOTIFY_TIMEOUT_S
 
-from ._sync_io import SyncConnection, connect
+from ._sync_consume import (
+    AnyStop,
+    ConsumerSettings,
+    Handler,
+    StopFlag,
+    call_hook,
+    consume_forever,
+)
+from ._sync_io import Pool, log, where
 
 __all__ = ["Client", "Handler", "StopFlag", "expired", "remaining", "stop_on_signals"]
 
 T = TypeVar("T")
 
-log: Final = logging.getLogger("okq")
-
-#: A consumer's handler: returns true to ack the event; false or an exception: no ack.
-Handler = Callable[[Delivery], bool]
-
-_STOP_POLL_S: Final = 0.1  # how often a consumer waiting in QNOTIFY looks at its stop flag
 _BATCH: Final = 4096  # push_many writes at most this many pushes at once
-_SERVER_SIDE: Final = b"ERR unexpected server-side error"
-
-
-class StopFlag(Protocol):
-    """What `Client.consume` needs of its ``stop``: a `threading.Event` fits."""
-
-    def is_set(self) -> bool: ...
-
-    def set(self) -> None: ...
-
-    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 def remaining(delivery: Delivery) -> float:
@@ -136,145 +116,6 @@ def stop_on_signals(
     for sig in signals:
         previous[sig] = signal.signal(sig, on_signal)
     return flag
-
-
-def _where(address: tuple[str, int]) -> str:
-    return f"{address[0]}:{address[1]}"
-
-
-def _hook(method: Callable[..., None], *args: object, **kwargs: object) -> None:
-    try:
-        method(*args, **kwargs)
-    except Exception:
-        log.exception("okq: hook %s raised", getattr(method, "__name__", method))
-
-
-class _Pool:
-    """A bounded, thread-safe pool of `SyncConnection` with address failover."""
-
-    def __init__(
-        self,
-        addresses: list[tuple[str, int]],
-        size: int,
-        connect_timeout_s: float | None,
-        read_timeout_s: float | None,
-        wait_timeout_s: float | None,
-    ) -> None:
-        self.addresses = addresses
-        self.size = size
-        self.connect_timeout_s = connect_timeout_s
-        self.read_timeout_s = read_timeout_s
-        self.wait_timeout_s = wait_timeout_s
-        self._idle: deque[SyncConnection] = deque()
-        self._cond = threading.Condition(threading.Lock())
-        self._open = 0
-        self._waiters = 0
-        self._preferred = 0
-        self.closed = False
-
-    @property
-    def open_count(self) -> int:
-        return self._open
-
-    @property
-    def idle_count(self) -> int:
-        return len(self._idle)
-
-    def connect_any(self, read_timeout_s: float | None) -> SyncConnection:
-        """Connect to the preferred address, failing over along the list."""
-        errors: list[OkqError] = []
-        count = len(self.addresses)
-        start = self._preferred
-        for step in range(count):
-            index = (start + step) % count
-            host, port = self.addresses[index]
-            try:
-                connection = connect(
-                    host,
-                    port,
-                    connect_timeout_s=self.connect_timeout_s,
-                    read_timeout_s=read_timeout_s,
-                )
-            except (ConnectError, TimeoutError) as exc:
-                errors.append(exc)
-                log.warning(
-                    "okq: cannot connect to %s:%s: %s",
-                    host,
-                    port,
-                    exc,
-                    extra={"okq_address": f"{host}:{port}"},
-                )
-                continue
-            self._preferred = index
-            return connection
-        if len(errors) == 1:
-            raise errors[0]
-        raise ConnectError("; ".join(str(e) for e in errors)) from errors[-1]
-
-    def acquire(self) -> SyncConnection:
-        try:
-            return self._idle.pop()  # deque.pop is atomic: the fast path takes no lock
-        except IndexError:
-            return self._acquire_slow()
-
-    def _acquire_slow(self) -> SyncConnection:
-        deadline = None if self.wait_timeout_s is None else time.monotonic() + self.wait_timeout_s
-        with self._cond:
-            self._waiters += 1
-            try:
-                while True:
-                    if self.closed:
-                        raise LocalProtocolError("the client is closed")
-                    try:
-                        return self._idle.pop()
-                    except IndexError:
-                        pass
-                    if self._open < self.size:
-                        self._open += 1
-                        break
-                    timeout = None if deadline is None else deadline - time.monotonic()
-                    if timeout is not None and timeout <= 0:
-                        raise TimeoutError(
-                            f"no pooled connection free within {self.wait_timeout_s} s "
-                            f"(pool size {self.size})"
-                        )
-                    self._cond.wait(timeout)
-            finally:
-                self._waiters -= 1
-        try:
-            return self.connect_any(self.read_timeout_s)
-        except BaseException:
-            self._forget_one()
-            raise
-
-    def release(self, connection: SyncConnection) -> None:
-        """Return a connection; one that is broken or owes a reply is closed instead."""
-        if self.closed or not connection.usable:
-            self.discard(connection)
-            return
-        self._idle.append(connection)
-        if self._waiters:
-            with self._cond:
-                self._cond.notify()
-
-    def discard(self, connection: SyncConnection) -> None:
-        connection.close()
-        self._forget_one()
-
-    def _forget_one(self) -> None:
-        with self._cond:
-            self._open -= 1
-            self._cond.notify()
-
-    def close(self) -> None:
-        with self._cond:
-            self.closed = True
-            idle = list(self._idle)
-            self._idle.clear()
-            self._open -= len(idle)
-            self._cond.notify_all()
-        for connection in idle:
-            connection.close()
 
 
 class Client:
@@ -335,7 +176,7 @@ class Client:
         self.id_factory = id_factory
         self.hooks = hooks if hooks is not None else Hooks()
         self._hooked = type(self.hooks) is not Hooks
-        self._pool = _Pool(
+        self._pool = Pool(
             self.addresses, pool_size, connect_timeout_s, read_timeout_s, pool_timeout_s
         )
 
@@ -390,10 +231,10 @@ class Client:
                     command,
                     *connection.address,
                     exc,
-                    extra={"okq_address": _where(connection.address), "okq_retry": attempt},
+                    extra={"okq_address": where(connection.address), "okq_retry": attempt},
                 )
                 if self._hooked:
-                    _hook(self.hooks.error, exc)
+                    call_hook(self.hooks.error, exc)
                 continue
             except BaseException:
                 pool.discard(connection)
@@ -451,7 +292,7 @@ class Client:
                 extra={"okq_queue": name, "okq_event_id": event_id, "okq_retried": True},
             )
         if self._hooked:
-            _hook(self.hooks.pushed, name, event_id, retried=retried)
+            call_hook(self.hooks.pushed, name, event_id, retried=retried)
 
     def push_many(
         self,
@@ -536,7 +377,7 @@ class Client:
             outcome = settle_retried_push(event_id, replied.error, retried)
             outcomes.append(outcome)
             if hooked and outcome.error is None:
-                _hook(self.hooks.pushed, name, event_id, retried=retried)
+                call_hook(self.hooks.pushed, name, event_id, retried=retried)
 
     def _call(self, command: Command[T]) -> T:
         replied, _ = self._request(command)
@@ -621,15 +462,25 @@ class Client:
         if not callable(handler):
             raise LocalProtocolError(f"handler must be callable, not {handler!r}")
         flag: StopFlag = stop if stop is not None else threading.Event()
+        settings = ConsumerSettings(
+            self._pool,
+            handler,
+            queue_list,
+            expire_seconds,
+            self.notify_timeout_s,
+            self.read_timeout_s,
+            self.hooks,
+            self._hooked,
+        )
         if concurrency == 1:
-            self._consume_forever(handler, queue_list, expire_seconds, flag, backoff(), 0)
+            consume_forever(settings, flag, backoff(), 0)
             return
         failures: list[BaseException] = []
-        halt = _AnyStop(flag)
+        halt = AnyStop(flag)
 
         def run(index: int) -> None:
             try:
-                self._consume_forever(handler, queue_list, expire_seconds, halt, backoff(), index)
+                consume_forever(settings, halt, backoff(), index)
             except BaseException as exc:
                 failures.append(exc)
                 halt.set()
@@ -651,184 +502,3 @@ class Client:
             raise
         if failures:
             raise failures[0]
-
-    def _consume_forever(
-        self,
-        handler: Handler,
-        queues: list[str],
-        expire_s: int,
-        stop: StopFlag,
-        backoff: Backoff,
-        index: int,
-    ) -> None:
-        pool = self._pool
-        while not stop.is_set():
-            try:
-                connection = pool.connect_any(self.read_timeout_s)
-            except (ConnectError, TimeoutError) as exc:
-                self._pause(stop, backoff, exc, index)
-                continue
-            consumer = Consumer(
-                queues,
-                expire_s=expire_s,
-                notify_timeout_s=self.notify_timeout_s,
-                connection=connection.conn,
-            )
-            try:
-                _run_consumer(self, connection, consumer, handler, stop, backoff)
-                return
-            except (TransportError, RemoteProtocolError, ReplyError) as exc:
-                if isinstance(exc, ReplyError) and exc.reply.message != _SERVER_SIDE:
-                    raise
-                _report_lost(consumer, connection, exc)
-                self._pause(stop, backoff, exc, index)
-            finally:
-                connection.close()
-
-    def _pause(self, stop: StopFlag, backoff: Backoff, exc: OkqError, index: int) -> None:
-        delay = backoff.next_delay()
-        address = self.addresses[self._pool._preferred]
-        log.warning(
-            "okq: consumer %d: %s; reconnecting in %.2f s",
-            index,
-            exc,
-            delay,
-            extra={"okq_address": _where(address), "okq_attempt": backoff.attempt},
-        )
-        if self._hooked:
-            _hook(self.hooks.error, exc)
-            _hook(self.hooks.reconnect, address, backoff.attempt, delay)
-        stop.wait(delay)
-
-
-class _AnyStop:
-    """A stop flag set by the user's flag or by a failing sibling consumer."""
-
-    def __init__(self, outer: StopFlag) -> None:
-        self._outer = outer
-        self._inner = threading.Event()
-
-    def is_set(self) -> bool:
-        return self._inner.is_set() or self._outer.is_set()
-
-    def set(self) -> None:
-        self._inner.set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self.is_set():
-            left = (
-                _STOP_POLL_S if deadline is None else min(_STOP_POLL_S, deadline - time.monotonic())
-            )
-            if left <= 0:
-                return False
-            self._inner.wait(left)
-        return True
-
-
-def _report_lost(consumer: Consumer, connection: SyncConnection, exc: OkqError) -> None:
-    where = _where(connection.address)
-    for delivery in consumer.unacked:
-        log.warning(
-            "okq: event %s of %s claimed and not acked when the connection failed; the server "
-            "hands it out again after its claim expires",
-            delivery.id,
-            delivery.queue,
-            extra={"okq_queue": delivery.queue, "okq_event_id": delivery.id, "okq_address": where},
-        )
-    if consumer.pop_in_flight is not None:
-        log.info(
-            "okq: a pop of %s was in flight when the connection failed (%s)",
-            consumer.pop_in_flight,
-            exc,
-            extra={"okq_queue": consumer.pop_in_flight, "okq_address": where},
-        )
-
-
-def _run_consumer(
-    client: Client,
-    connection: SyncConnection,
-    consumer: Consumer,
-    handler: Handler,
-    stop: StopFlag,
-    backoff: Backoff,
-) -> None:
-    """Drive one consumer machine over one connection until it stops or fails."""
-    hooks, hooked = client.hooks, client._hooked
-    read_timeout = client.read_timeout_s
-    monotonic = time.monotonic
-    registered = False
-    while True:
-        # Flush after every call into the machine: next_event queues the next command itself.
-        out = consumer.data_to_send()
-        if out:
-            connection.flush(out)
-        event = consumer.next_event(monotonic())
-        if event is NEED_DATA:
-            out = consumer.data_to_send()
-            if out:
-                connection.flush(out)
-            silence = consumer.allowed_silence_s()
-            if not silence:
-                connection.set_read_timeout(read_timeout)
-                connection.fill()
-                continue
-            # Waiting in QNOTIFY: nothing is claimed, so a stop may end the wait at once.
-            if not registered:
-                registered = True
-                backoff.reset()
-            deadline = monotonic() + silence + (read_timeout or 0.0)
-            while not stop.is_set():
-                if connection.fill_by(min(deadline, monotonic() + _STOP_POLL_S)):
-                    break
-                if monotonic() >= deadline and read_timeout is not None:
-                    raise TimeoutError(
-                        f"no reply to QNOTIFY from {connection.address[0]}:"
-                        f"{connection.address[1]} within {silence + read_timeout:.1f} s"
-                    )
-            else:
-                consumer.stop()
-            continue
-        kind = type(event)
-        if kind is Delivered:
-            delivery = event.delivery  # type: ignore[union-attr]  # narrowed by kind
-            ok = _handle(handler, delivery, hooks, hooked)
-            if stop.is_set():
-                consumer.stop()
-            consumer.handled(delivery, ok)
-        elif kind is AckSettled:
-            if hooked:
-                _hook(hooks.acked, event.delivery)  # type: ignore[union-attr]
-        elif kind is LateAck:
-            delivery = event.delivery  # type: ignore[union-attr]
-            log.warning(
-                "okq: late ack of %s in %s: its claim had expired and it was gone",
-                delivery.id,
-                delivery.queue,
-                extra={"okq_queue": delivery.queue, "okq_event_id": delivery.id},
-            )
-            if hooked:
-                _hook(hooks.late_ack, delivery)
-        else:
-            assert kind is ConsumerStopped
-            return
-
-
-def _handle(handler: Handler, delivery: Delivery, hooks: Hooks, hooked: bool) -> bool:
-    if hooked:
-        _hook(hooks.delivered, delivery)
-    try:
-        ok = bool(handler(delivery))
-    except Exception as exc:
-        log.exception(
-            "okq: handler failed on %s of %s; not acked",
-            delivery.id,
-            delivery.queue,
-            extra={"okq_queue": delivery.queue, "okq_event_id": delivery.id},
-        )
-        if hooked:
-            _hook(hooks.handler_failed, delivery, exc)
-        return False
-    if not ok and hooked:
-        _hook(hooks.handler_failed, delivery, None)
-    return ok
