@@ -4,22 +4,22 @@ Owns: a three-method byte stream (`AsyncStream`: ``receive_some``, ``send_all``,
 over an asyncio Protocol and over any ``trio.abc.Stream``, connecting, and the handful of
 concurrency primitives the shared driver needs (a semaphore, sleeping, the clock, running a
 call until a deadline, racing a call against a stop event, running workers side by side).
-Every failure leaves here as an okq error (`map_os_error`): no ``OSError``,
-``trio.BrokenResourceError`` or ``TooSlowError`` escapes as is.
+Every failure leaves here as an okq error (`_exceptions.to_okq_error`, plus trio's own
+types): no ``OSError``, ``trio.BrokenResourceError`` or ``TooSlowError`` escapes as is.
 Must not know: okq commands, pools, consumers.  An ``if`` about okq semantics here is a bug.
 """
 
 from __future__ import annotations
 
 import asyncio
-import builtins
 import contextlib
 import enum
-import errno
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Final, Protocol, TypeVar
 
-from okq_proto import ConnectError, ConnectionClosed, OkqError, TimeoutError, TransportError
+from okq_proto import ConnectError, ConnectionClosed, TimeoutError, TransportError
+
+from ._exceptions import to_okq_error
 
 if TYPE_CHECKING:
     import trio
@@ -34,7 +34,6 @@ __all__ = [
     "Stopped",
     "TrioBackend",
     "TrioStream",
-    "map_os_error",
     "trio_backend",
 ]
 
@@ -87,24 +86,6 @@ class Semaphore(Protocol):
     async def acquire(self) -> object: ...
 
     def release(self) -> None: ...
-
-
-def map_os_error(exc: BaseException, what: str) -> OkqError:
-    """Our error for a transport library's failure (httpcore ``map_exceptions``).
-
-    Args:
-        exc: the exception raised by the socket or stream library.
-        what: what was being done, for the message (``"connect to 127.0.0.1:4777"``).
-    """
-    if isinstance(exc, OkqError):
-        return exc
-    if isinstance(exc, builtins.TimeoutError):
-        return TimeoutError(f"{what}: timed out")
-    if what.startswith("connect"):
-        return ConnectError(f"{what}: {exc}")
-    if isinstance(exc, OSError) and exc.errno in (errno.ETIMEDOUT,):
-        return TimeoutError(f"{what}: {exc}")
-    return ConnectionClosed(f"{what}: {exc or type(exc).__name__}")
 
 
 class Backend(Protocol):
@@ -212,7 +193,7 @@ class _AsyncioStream(asyncio.Protocol):
             chunks.clear()
             return data
         if isinstance(self._lost, OSError):
-            raise map_os_error(self._lost, "receive")
+            raise to_okq_error(self._lost, "receive")
         return b""
 
     async def send_all(self, data: bytes) -> None:
@@ -227,7 +208,7 @@ class _AsyncioStream(asyncio.Protocol):
             finally:
                 self._drain = None
             if self._lost is not None:
-                raise map_os_error(self._lost, "send")
+                raise to_okq_error(self._lost, "send")
 
     async def aclose(self) -> None:
         if self._transport is not None:
@@ -247,7 +228,7 @@ class AsyncioBackend:
                 loop.create_connection(lambda: _AsyncioStream(loop), host, port), timeout_s
             )
         except OSError as exc:  # builtin TimeoutError is an OSError too
-            raise map_os_error(exc, what) from exc
+            raise to_okq_error(exc, what, connecting=True) from exc
         return protocol
 
     def semaphore(self, value: int) -> Semaphore:
@@ -322,7 +303,7 @@ class TrioStream:
             with trio.fail_after(timeout_s):
                 return bytes(await self._stream.receive_some(max_bytes))
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise map_os_error(exc, "receive") from exc
+            raise to_okq_error(exc, "receive") from exc
         except trio.TooSlowError as exc:
             raise TimeoutError("no reply from the server in time") from exc
         except trio.BusyResourceError as exc:
@@ -333,7 +314,7 @@ class TrioStream:
         try:
             await self._stream.send_all(data)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise map_os_error(exc, "send") from exc
+            raise to_okq_error(exc, "send") from exc
         except trio.BusyResourceError as exc:
             raise TransportError(f"stream used by two tasks at once: {exc}") from exc
 

@@ -1,0 +1,598 @@
+"""okq over a user's redis-py pool (sync and ``redis.asyncio``): okq-go v2's ``RedisPool``.
+
+Owns: checking that a redis-py pool can talk to okq, borrowing its connections
+(``get_connection`` / ``send_packed_command([data])`` / ``read_response(disable_decoding=True)``
+/ ``release``, after ``disconnect()`` when a reply may still be owed), and turning redis-py's
+raised ``ResponseError`` back into an `ErrorReply` value.
+Must not know: okq's reply shapes or consumer rules.  The replies redis-py parsed are fed to
+okq_proto's own machines through `ParsedReplies`, a decoder that hands out already-decoded
+replies, so commands, pipelining and the consumer machine are the core's, unchanged.
+
+okq speaks RESP2 only and treats ``HELLO``, ``AUTH``, ``SELECT`` and ``CLIENT`` as unknown
+commands.  redis-py 8 defaults to RESP3 (it sends ``HELLO 3`` on connect), so pools must be
+made with ``protocol=2``; the client refuses other pools with a message saying so.  redis-py's
+``CLIENT SETINFO`` on connect is answered with an error that redis-py ignores, so it is
+harmless.  redis-py's default ``socket_timeout`` (5 s) is shorter than a ``QNOTIFY`` wait:
+consumers read that one reply with a per-read timeout (``read_response(timeout=...)``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Final, TypeVar
+
+import redis
+import redis.asyncio
+
+from okq_proto import (
+    DEFAULT_EXPIRE_S,
+    NEED_DATA,
+    AckSettled,
+    Backoff,
+    ClientConnection,
+    Command,
+    CommandReplied,
+    ConnectionClosed,
+    Consumer,
+    ConsumerState,
+    Delivered,
+    Delivery,
+    ErrorReply,
+    Event,
+    Hooks,
+    IdFactory,
+    LateAck,
+    LocalProtocolError,
+    NeedData,
+    OkqError,
+    PushFlag,
+    PushOutcome,
+    QueueStatus,
+    RemoteProtocolError,
+    Reply,
+    TimeoutError,
+    TransportError,
+    new_event_id,
+    retry_safe,
+)
+
+from . import _plans as plans
+from ._async_consume import DeliveryStream, Handler, consume
+from ._async_driver import NOTIFY_MARGIN_S, AsyncClientCore
+from ._backends import ASYNCIO
+from ._plans import call_hook, log
+
+T = TypeVar("T")
+
+#: How often a sync consumer waiting in QNOTIFY looks at its stop flag.
+_POLL_S: Final = 0.1
+_REGISTERED_WAITING: Final = ConsumerState.WAITING
+_STOPPING: Final = frozenset(
+    {
+        ConsumerState.STOP_POPPING,
+        ConsumerState.FINISHING,
+        ConsumerState.ACKING,
+        ConsumerState.STOPPED,
+    }
+)
+
+__all__ = ["AsyncRedisPoolClient", "ParsedReplies", "RedisPoolClient", "check_pool"]
+
+_RESP2_ONLY: Final = (
+    "okq speaks RESP2 only (it answers HELLO with an error): create the redis-py pool with "
+    "protocol=2, e.g. redis.ConnectionPool(host=..., port=..., protocol=2)"
+)
+
+
+def check_pool(connection_kwargs: Mapping[str, object]) -> None:
+    """Refuse a redis-py pool configuration that cannot talk to okq, with the reason.
+
+    Raises:
+        LocalProtocolError: RESP3 (redis-py 8's default), credentials (okq has no AUTH), a
+            database other than 0 (no SELECT) or a client name (no CLIENT SETNAME).
+    """
+    protocol = connection_kwargs.get("protocol")
+    if protocol is None:
+        protocol = getattr(redis.utils, "DEFAULT_RESP_VERSION", 2)
+    if str(protocol) != "2":
+        raise LocalProtocolError(f"{_RESP2_ONLY}; this pool uses protocol={protocol}")
+    for key in ("username", "password", "credential_provider"):
+        if connection_kwargs.get(key):
+            raise LocalProtocolError(f"okq has no AUTH command: remove {key}= from the pool")
+    if connection_kwargs.get("db") not in (None, 0, "0"):
+        raise LocalProtocolError("okq has no SELECT command: use db=0 (the default)")
+    if connection_kwargs.get("client_name"):
+        raise LocalProtocolError("okq has no CLIENT SETNAME command: remove client_name=")
+
+
+class ParsedReplies:
+    """A `ReplyDecoder` that hands out replies another library already parsed.
+
+    `ClientConnection` (and so the consumer machine) pairs them with its commands in FIFO
+    order exactly as it pairs replies it decoded itself.  Bytes are never fed to it.
+    """
+
+    __slots__ = ("_replies",)
+
+    def __init__(self) -> None:
+        self._replies: deque[Reply] = deque()
+
+    def push(self, reply: Reply) -> None:
+        """Queue one parsed reply."""
+        self._replies.append(reply)
+
+    def feed(self, data: bytes | bytearray | memoryview) -> None:
+        """Not used: replies arrive parsed.
+
+        Raises:
+            LocalProtocolError: always.
+        """
+        raise LocalProtocolError("ParsedReplies takes parsed replies (push), not bytes")
+
+    def next_reply(self) -> Reply | NeedData:
+        """The next queued reply, or `NEED_DATA`."""
+        return self._replies.popleft() if self._replies else NEED_DATA
+
+    def has_partial(self) -> bool:
+        """Never: a parsed reply is whole."""
+        return False
+
+
+def _error_reply(exc: redis.ResponseError) -> ErrorReply:
+    # redis-py strips a known error code ("ERR ") off the message; okq only sends ERR.
+    code = getattr(exc, "status_code", None) or "ERR"
+    return ErrorReply(f"{code} {exc}".encode("utf-8", "surrogateescape"))
+
+
+def _okq_error(exc: BaseException, what: str) -> OkqError:
+    if isinstance(exc, OkqError):
+        return exc
+    if isinstance(exc, (redis.TimeoutError, TimeoutError)):
+        return TimeoutError(f"{what}: {exc}")
+    return ConnectionClosed(f"{what}: {exc}")
+
+
+#: What redis-py raises when a connection fails (ours are passed through).
+_FAILURES: Final = (redis.ConnectionError, redis.TimeoutError, OSError)
+
+
+def _get_connection(pool: Any) -> Any:
+    try:
+        return pool.get_connection()
+    except TypeError:  # redis-py < 5.1 wants a command name
+        return pool.get_connection("_")
+
+
+def _sync_read(rconn: Any) -> Reply:
+    """One parsed reply (read within redis-py's socket timeout); an error reply comes back
+    as an `ErrorReply` value."""
+    try:
+        reply: Reply = rconn.read_response(disable_decoding=True)
+        return reply
+    except redis.ResponseError as exc:
+        return _error_reply(exc)
+
+
+async def _async_read(rconn: Any, timeout_s: float | None) -> Reply:
+    """`_sync_read` for ``redis.asyncio``."""
+    try:
+        reply: Reply = await rconn.read_response(disable_decoding=True, timeout=timeout_s)
+        return reply
+    except redis.ResponseError as exc:
+        return _error_reply(exc)
+
+
+class RedisPoolClient:
+    """The sync okq client over a user's ``redis.ConnectionPool`` (same methods as
+    ``okq_transports.sync.Client``: `push`, `push_event`, `push_many`, `peek_next`,
+    `peek_last`, `status`, `info`, `flush`, `ping`, `consume`).
+
+    The pool stays the caller's: `close` does not close it.  Each request borrows a
+    connection, pipelines its commands in one ``send_packed_command``, reads the replies
+    redis-py parsed, and gives the connection back (disconnected first if a reply might
+    still be owed, so no later user can read it).
+
+    Args:
+        pool: a ``redis.ConnectionPool`` made with ``protocol=2`` (see `check_pool`).
+        notify_timeout_s: the ``QNOTIFY`` wait of consumers, in whole seconds.
+        id_factory: makes event ids for `push` (uuid4 text by default).
+        hooks: metrics hooks.
+
+    Raises:
+        LocalProtocolError: the pool cannot talk to okq (`check_pool`).
+    """
+
+    def __init__(
+        self,
+        pool: redis.ConnectionPool,
+        *,
+        notify_timeout_s: int = 30,
+        id_factory: IdFactory | None = None,
+        hooks: Hooks | None = None,
+    ) -> None:
+        check_pool(pool.connection_kwargs)
+        self._pool: Any = pool
+        self.notify_timeout_s = notify_timeout_s
+        self._id_factory = id_factory or new_event_id
+        self.hooks = hooks or Hooks()
+
+    def __enter__(self) -> RedisPoolClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to close: the pool belongs to the caller."""
+
+    def _run(self, commands: Sequence[Command[Any]]) -> tuple[list[CommandReplied], bool]:
+        retried = False
+        for attempt in range(2):
+            rconn = _get_connection(self._pool)
+            owed = True
+            try:
+                feed = ParsedReplies()
+                machine = ClientConnection(feed)
+                machine.send_many(commands)
+                rconn.send_packed_command([machine.data_to_send()])
+                replies: list[CommandReplied] = []
+                for _ in range(len(commands)):
+                    while (event := machine.next_event()) is NEED_DATA:
+                        feed.push(_sync_read(rconn))
+                    assert type(event) is CommandReplied
+                    replies.append(event)
+                owed = False
+                return replies, retried
+            except _FAILURES as exc:
+                error = _okq_error(exc, "okq over redis-py")
+                if attempt or not all(retry_safe(c) for c in commands):
+                    raise error from exc
+                retried = True
+            finally:
+                if owed:
+                    rconn.disconnect()
+                self._pool.release(rconn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _execute(self, plan: plans.Plan[T]) -> T:
+        if not plan.commands:
+            return plan.finish([], False)
+        return plan.finish(*self._run(plan.commands))
+
+    def push(self, queue: str, contents: plans.Contents, flags: PushFlag = PushFlag.NORMAL) -> str:
+        """Push an event with a fresh id and return the id (as the sync client does)."""
+        event = plans.new_event(queue, contents, self._id_factory)
+        self._execute(plans.push_event(event, flags, self.hooks))
+        return event.id
+
+    def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> None:
+        """Push `event` with its own id (as the sync client does)."""
+        self._execute(plans.push_event(event, flags, self.hooks))
+
+    def push_many(
+        self, queue: str, contents: Iterable[plans.Contents], flags: PushFlag = PushFlag.NORMAL
+    ) -> list[PushOutcome]:
+        """Push a batch in one write; one `PushOutcome` per item, in order."""
+        return self._execute(plans.push_many(queue, contents, flags, self._id_factory, self.hooks))
+
+    def peek_next(self, queue: str) -> Event | None:
+        """The event the next pop would return, or None."""
+        return self._execute(plans.peek_next(queue))
+
+    def peek_last(self, queue: str) -> Event | None:
+        """The event consumed last, or None."""
+        return self._execute(plans.peek_last(queue))
+
+    def status(self, *queues: str) -> list[QueueStatus]:
+        """Counters of these queues (every known queue when none are named)."""
+        return self._execute(plans.status(queues))
+
+    def info(self, *queues: str) -> list[str]:
+        """One human-readable line per queue."""
+        return self._execute(plans.info(queues))
+
+    def flush(self, queue: str) -> None:
+        """Delete every event of the queue."""
+        self._execute(plans.flush(queue))
+
+    def ping(self) -> None:
+        """Check that the server answers."""
+        self._execute(plans.ping())
+
+    def consume(
+        self,
+        handler: Callable[[Delivery], bool],
+        queues: Sequence[str],
+        *,
+        expire_seconds: int = DEFAULT_EXPIRE_S,
+        concurrency: int = 1,
+        stop: threading.Event | None = None,
+    ) -> None:
+        """Consume until `stop` is set, as ``okq_transports.sync.Client.consume`` does: one
+        borrowed redis-py connection per consumer thread, driven by okq_proto's `Consumer`.
+
+        A ``QNOTIFY`` wait is polled in short slices (``can_read``) so a stop is noticed at
+        once; handlers run to completion (threads cannot be cancelled: check
+        ``delivery.deadline`` against `time.monotonic`).  Connection failures reconnect with
+        backoff.
+        """
+        if concurrency < 1:
+            raise LocalProtocolError(f"concurrency must be at least 1, not {concurrency}")
+        stop = stop or threading.Event()
+        Consumer(queues, expire_s=expire_seconds)  # validate before starting threads
+        errors: list[BaseException] = []
+
+        def run() -> None:
+            try:
+                self._consume_one(handler, queues, expire_seconds, stop)
+            except BaseException as exc:
+                errors.append(exc)
+                stop.set()
+
+        threads = [threading.Thread(target=run, daemon=True) for _ in range(concurrency - 1)]
+        for thread in threads:
+            thread.start()
+        run()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise errors[0]
+
+    def _consume_one(
+        self,
+        handler: Callable[[Delivery], bool],
+        queues: Sequence[str],
+        expire_s: int,
+        stop: threading.Event,
+    ) -> None:
+        backoff = Backoff()
+        while not stop.is_set():
+            feed = ParsedReplies()
+            consumer = Consumer(
+                queues,
+                expire_s=expire_s,
+                notify_timeout_s=self.notify_timeout_s,
+                connection=ClientConnection(feed),
+            )
+            try:
+                rconn = _get_connection(self._pool)
+            except _FAILURES as exc:
+                self._pause(stop, backoff, exc)
+                continue
+            owed = True
+            try:
+                owed = self._serve(rconn, consumer, feed, handler, stop, backoff)
+                return
+            except (*_FAILURES, TransportError, RemoteProtocolError) as exc:
+                _report_unacked(consumer)
+                self._pause(stop, backoff, exc)
+            finally:
+                if owed:
+                    rconn.disconnect()
+                self._pool.release(rconn)
+
+    def _serve(
+        self,
+        rconn: Any,
+        consumer: Consumer,
+        feed: ParsedReplies,
+        handler: Callable[[Delivery], bool],
+        stop: threading.Event,
+        backoff: Backoff,
+    ) -> bool:
+        """Drive one consumer until it stops; returns whether a reply is still owed."""
+        while True:
+            if stop.is_set() and consumer.state not in _STOPPING:
+                consumer.stop()
+            event = consumer.next_event(time.monotonic())
+            out = consumer.data_to_send()
+            if out:
+                rconn.send_packed_command([out])
+            if event is NEED_DATA:
+                if consumer.state is _REGISTERED_WAITING:
+                    backoff.reset()
+                    if not _wait_readable(rconn, consumer, stop):
+                        consumer.stop()  # nothing popped: abandon the wait
+                        continue
+                feed.push(_sync_read(rconn))
+            elif type(event) is Delivered:
+                delivery = event.delivery
+                call_hook(self.hooks, "delivered", delivery)
+                consumer.handled(delivery, _handle_sync(handler, delivery, self.hooks))
+            elif type(event) is AckSettled:
+                call_hook(self.hooks, "acked", event.delivery)
+            elif type(event) is LateAck:
+                call_hook(self.hooks, "late_ack", event.delivery)
+            else:
+                return bool(consumer.connection.in_flight)
+
+    def _pause(self, stop: threading.Event, backoff: Backoff, exc: BaseException) -> None:
+        delay = backoff.next_delay()
+        log.warning("okq consumer over redis-py failed, reconnecting in %.2f s: %s", delay, exc)
+        call_hook(self.hooks, "error", exc)
+        stop.wait(delay)
+
+
+def _wait_readable(rconn: Any, consumer: Consumer, stop: threading.Event) -> bool:
+    """Wait for the ``QNOTIFY`` reply in short slices, watching `stop`; False if stopped.
+
+    Raises:
+        TimeoutError: nothing came within the wait plus a margin.
+    """
+    limit = consumer.allowed_silence_s() + NOTIFY_MARGIN_S
+    deadline = time.monotonic() + limit
+    while not rconn.can_read(timeout=_POLL_S):
+        if stop.is_set():
+            return False
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"no QNOTIFY reply within {limit} s")
+    return True
+
+
+def _handle_sync(handler: Callable[[Delivery], bool], delivery: Delivery, hooks: Hooks) -> bool:
+    try:
+        ok = bool(handler(delivery))
+    except Exception as exc:
+        log.exception("okq handler raised", extra={"okq_queue": delivery.queue})
+        call_hook(hooks, "handler_failed", delivery, exc)
+        return False
+    if not ok:
+        call_hook(hooks, "handler_failed", delivery, None)
+    return ok
+
+
+def _report_unacked(consumer: Consumer) -> None:
+    unacked = consumer.unacked
+    if unacked:
+        log.warning(
+            "okq consumer lost its connection with %d event(s) unacked; they come back once "
+            "their claims expire",
+            len(unacked),
+            extra={"okq_unacked": [(d.queue, d.id) for d in unacked]},
+        )
+
+
+class _RedisLink:
+    """A `ConsumerLink` over a borrowed ``redis.asyncio`` connection."""
+
+    def __init__(self, pool: Any, rconn: Any) -> None:
+        self._pool = pool
+        self._rconn = rconn
+        self._feed = ParsedReplies()
+        self.connection: ClientConnection | None = ClientConnection(self._feed)
+        self.address: tuple[str, int] | None = None
+        self.read_timeout_s: float | None = None  # None: redis-py's socket_timeout
+
+    async def send(self, data: bytes) -> None:
+        try:
+            await self._rconn.send_packed_command([data])
+        except _FAILURES as exc:
+            raise _okq_error(exc, "okq over redis.asyncio") from exc
+
+    async def receive(self, consumer: Consumer, timeout_s: float | None) -> None:
+        try:
+            self._feed.push(await _async_read(self._rconn, timeout_s))
+        except _FAILURES as exc:
+            raise _okq_error(exc, "okq over redis.asyncio") from exc
+
+    async def aclose(self) -> None:
+        # A consumer connection may owe a QNOTIFY reply: never hand it back as is.
+        try:
+            await self._rconn.disconnect()
+        finally:
+            await self._pool.release(self._rconn)
+
+
+class AsyncRedisPoolClient(AsyncClientCore):
+    """The asyncio okq client over a user's ``redis.asyncio.ConnectionPool``: the same
+    coroutines as ``okq_transports.asyncio.Client`` (`consume` and `deliveries` included,
+    handlers cancelled at claim expiry), with requests and consumers on connections
+    borrowed from the pool.  `aclose` leaves the pool to its owner.
+
+    Raises:
+        LocalProtocolError: the pool cannot talk to okq (`check_pool`).
+    """
+
+    def __init__(
+        self,
+        pool: redis.asyncio.ConnectionPool,
+        *,
+        notify_timeout_s: int = 30,
+        id_factory: IdFactory | None = None,
+        hooks: Hooks | None = None,
+    ) -> None:
+        kwargs = pool.connection_kwargs
+        check_pool(kwargs)
+        host = str(kwargs.get("host", "localhost"))
+        port = int(kwargs.get("port", 6379))
+        super().__init__(
+            ASYNCIO,
+            (host, port),
+            pool_size=1,
+            connect_timeout_s=None,
+            read_timeout_s=None,
+            notify_timeout_s=notify_timeout_s,
+            id_factory=id_factory,
+            hooks=hooks,
+        )
+        self._redis_pool: Any = pool
+
+    async def __aenter__(self) -> AsyncRedisPoolClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Nothing to close: the pool belongs to the caller."""
+
+    async def _run(self, commands: Sequence[Command[Any]]) -> tuple[list[CommandReplied], bool]:
+        retried = False
+        for attempt in range(2):
+            rconn = await self._redis_pool.get_connection()
+            owed = True
+            try:
+                feed = ParsedReplies()
+                machine = ClientConnection(feed)
+                machine.send_many(commands)
+                await rconn.send_packed_command([machine.data_to_send()])
+                replies: list[CommandReplied] = []
+                for _ in range(len(commands)):
+                    while (event := machine.next_event()) is NEED_DATA:
+                        feed.push(await _async_read(rconn, None))
+                    assert type(event) is CommandReplied
+                    replies.append(event)
+                owed = False
+                return replies, retried
+            except _FAILURES as exc:
+                error = _okq_error(exc, "okq over redis.asyncio")
+                if attempt or not all(retry_safe(c) for c in commands):
+                    raise error from exc
+                retried = True
+            finally:
+                if owed:  # cancelled or failed mid-request: the reply must reach nobody
+                    await rconn.disconnect()
+                await self._redis_pool.release(rconn)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _open_link(self) -> _RedisLink:
+        try:
+            rconn = await self._redis_pool.get_connection()
+        except _FAILURES as exc:
+            raise _okq_error(exc, "okq over redis.asyncio") from exc
+        return _RedisLink(self._redis_pool, rconn)
+
+    async def consume(
+        self,
+        handler: Handler,
+        queues: Sequence[str],
+        *,
+        expire_seconds: int = DEFAULT_EXPIRE_S,
+        concurrency: int = 1,
+        stop: asyncio.Event | None = None,
+    ) -> None:
+        """As ``okq_transports.asyncio.Client.consume``, on connections from the pool."""
+        await consume(
+            self,
+            handler,
+            queues,
+            expire_seconds=expire_seconds,
+            concurrency=concurrency,
+            stop=stop,
+            open_link=self._open_link,
+        )
+
+    def deliveries(
+        self,
+        *queues: str,
+        expire_seconds: int = DEFAULT_EXPIRE_S,
+        stop: asyncio.Event | None = None,
+    ) -> DeliveryStream:
+        """As ``okq_transports.asyncio.Client.deliveries``, on a connection from the pool."""
+        return DeliveryStream(
+            self, queues, expire_seconds=expire_seconds, stop=stop, open_link=self._open_link
+        )
