@@ -449,7 +449,7 @@ class HalfReplyServer:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen()
         self.sock.settimeout(WAIT_S)
-        self.address = "127.0.0.1:%d" % self.sock.getsockname()[1]
+        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
         self.accepted = 0
         self.thread = threading.Thread(target=self._serve, daemon=True)
         self.thread.start()
