@@ -40,7 +40,7 @@ __all__ = [
     "push_command",
 ]
 
-T = TypeVar("T")
+T = TypeVar("T", covariant=True)
 
 #: okq-go v2's default claim length for consumers, in seconds.
 DEFAULT_EXPIRE_S: Final = 30

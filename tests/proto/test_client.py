@@ -26,7 +26,7 @@ BACKENDS = ["python", "hiredis"]
 
 
 def replies(conn: ClientConnection) -> list[CommandReplied]:
-    out = []
+    out: list[CommandReplied] = []
     while True:
         event = conn.next_event()
         if event is NEED_DATA or event is CLOSED:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 import okq_proto as okq
@@ -32,6 +34,12 @@ EVERY_ERROR = [
     b"ERR bad timeout value: -1 < 0",
     b"ERR unexpected server-side error",
 ]
+
+
+def _r(*values: Any) -> list[okq.Reply]:
+    """Reply values for a loop (typed as Reply so hostile shapes can be listed)."""
+    return list(values)
+
 
 ALL_COMMANDS: list[okq.Command[object]] = [
     okq.QLPush(b"q", b"id", b"c"),
@@ -155,13 +163,13 @@ def test_blocking_only_for_qnotify() -> None:
 )
 def test_ok_commands(command: okq.Command[None]) -> None:
     assert command.read_reply(b"OK") is None
-    for bad in (None, 1, b"PONG", [b"OK"], b""):
+    for bad in _r(None, 1, b"PONG", [b"OK"], b""):
         with pytest.raises(RemoteProtocolError):
             command.read_reply(bad)
 
 
 def test_register_reply() -> None:
-    assert okq.QRegister().read_reply(b"OK") is None
+    okq.QRegister().read_reply(b"OK")  # returns None, raises nothing
     with pytest.raises(RemoteProtocolError):
         okq.QRegister().read_reply(None)
 
@@ -212,7 +220,7 @@ def test_peek_replies(cls: type[okq.QLPeek]) -> None:
     assert command.read_reply(None) is None
     event = command.read_reply([b"id", b"\x00\r\n"])
     assert event == Event("q\udcff", "id", b"\x00\r\n")
-    for bad in ([b"id"], [b"id", 1], [b"a", b"b", b"c"], b"x", 1, [None, b"x"]):
+    for bad in _r([b"id"], [b"id", 1], [b"a", b"b", b"c"], b"x", 1, [None, b"x"]):
         with pytest.raises(RemoteProtocolError):
             command.read_reply(bad)
 
@@ -229,7 +237,7 @@ def test_qack_replies() -> None:
     command = okq.QAck(b"q", b"i")
     assert command.read_reply(1) == 1
     assert command.read_reply(0) == 0
-    for bad in (2, -1, None, b"1", [1]):
+    for bad in _r(2, -1, None, b"1", [1]):
         with pytest.raises(RemoteProtocolError):
             command.read_reply(bad)
 
@@ -240,7 +248,7 @@ def test_qnotify_replies() -> None:
     assert command.read_reply(b"nm-a") == "nm-a"
     assert command.read_reply(b"\xff") == "\udcff"
     assert command.read_reply(b"") == ""  # the empty name is a valid queue name
-    for bad in (1, [b"q"]):
+    for bad in _r(1, [b"q"]):
         with pytest.raises(RemoteProtocolError):
             command.read_reply(bad)
 
@@ -253,7 +261,7 @@ def test_qstatus_replies() -> None:
     assert result == [QueueStatus("a", 3, 1, 2), QueueStatus("b", 0, 0, 0)]
     assert result[0].waiting == 2
     assert result[1].extra == (b"future", 7)
-    for bad in ([[b"a", 1, 2]], [[1, 1, 2, 3]], [[b"a", b"1", 2, 3]], None, [b"a"], 5):
+    for bad in _r([[b"a", 1, 2]], [[1, 1, 2, 3]], [[b"a", b"1", 2, 3]], None, [b"a"], 5):
         with pytest.raises(RemoteProtocolError):
             command.read_reply(bad)
 
@@ -263,13 +271,13 @@ def test_qinfo_replies() -> None:
     assert command.read_reply([]) == []
     line = b"q  total: 1  processing: 0  consumers: 0"
     assert command.read_reply([line]) == [line.decode()]
-    for bad in ([1], None, b"x"):
+    for bad in _r([1], None, b"x"):
         with pytest.raises(RemoteProtocolError):
             command.read_reply(bad)
 
 
 def test_ping_replies() -> None:
-    assert okq.Ping().read_reply(b"PONG") is None
+    okq.Ping().read_reply(b"PONG")  # returns None, raises nothing
     with pytest.raises(RemoteProtocolError):
         okq.Ping().read_reply(b"OK")
 
