@@ -175,13 +175,17 @@ _STAR: Final = 42  # ord("*")
 _VIEW_THRESHOLD: Final = 64 * 1024
 
 
+_INT64_MAX: Final = 2**63 - 1
+
+
 def _parse_int(line: bytes | bytearray) -> int | None:
-    """Strict RESP integer: an optional ``-`` then ASCII digits, nothing else."""
-    if line.isdigit():
-        return int(line)
-    if line[:1] == b"-" and line[1:].isdigit():
-        return -int(line[1:])
-    return None
+    """Strict RESP integer, as hiredis reads it: ``0`` or an optional ``-`` then ASCII digits
+    without a leading zero, within a signed 64-bit integer; nothing else."""
+    digits = line[1:] if line[:1] == b"-" else line
+    if not digits.isdigit() or (digits[:1] == b"0" and len(line) > 1):
+        return None
+    value = int(line)
+    return value if -_INT64_MAX - 1 <= value <= _INT64_MAX else None
 
 
 class Decoder:
@@ -273,7 +277,9 @@ class Decoder:
             else:
                 nl = buf.find(b"\r\n", pos)
                 if nl < 0:
-                    if len(buf) - pos > limits.max_line_length + 1:
+                    # Type byte + line + the CR of a CR LF still on its way: anything longer
+                    # cannot become a line within the limit.
+                    if len(buf) - pos > limits.max_line_length + 2:
                         raise self._fail(
                             f"no line end within {limits.max_line_length} bytes (max_line_length)"
                         )
@@ -283,6 +289,9 @@ class Decoder:
                 kind = buf[pos]
                 if kind == _PLUS:
                     value = bytes(buf[pos + 1 : nl])
+                    if b"\r" in value or b"\n" in value:
+                        # RESP2 simple strings cannot hold CR or LF (hiredis refuses them too).
+                        raise self._fail(f"CR or LF inside simple string {value!r}")
                     pos = nl + 2
                 elif kind == _DOLLAR:
                     length = _parse_int(buf[pos + 1 : nl])
@@ -330,7 +339,10 @@ class Decoder:
                     value = number
                     pos = nl + 2
                 elif kind == _MINUS:
-                    value = ErrorReply(bytes(buf[pos + 1 : nl]))
+                    message = bytes(buf[pos + 1 : nl])
+                    if b"\r" in message or b"\n" in message:
+                        raise self._fail(f"CR or LF inside error reply {message!r}")
+                    value = ErrorReply(message)
                     pos = nl + 2
                 else:
                     raise self._fail(f"unknown RESP2 type byte {bytes(buf[pos : pos + 1])!r}")
