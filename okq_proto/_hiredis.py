@@ -60,7 +60,7 @@ _KIND_ARRAY: Final = 3
 _KIND_ERROR: Final = 4
 _KIND_DEEP: Final = 5
 
-_STREAK: Final = re.compile(rb"(?:\*[1-9][0-9]*\r\n)*")
+_STREAK: Final = re.compile(rb"\*[1-9][0-9]*\r\n")
 
 
 def _candidate_pattern(limits: Limits) -> re.Pattern[bytes]:
@@ -115,6 +115,8 @@ class HiredisDecoder:
         self._gets: Callable[[], Reply | NeedData] = self._reader.gets
         self._has_data: Callable[[], bool] = self._reader.has_data
         self._pattern = _candidate_pattern(limits)
+        # At most max_depth + 1 array header lines, so the match stays small.
+        self._lead = re.compile(rb"(?:\*[1-9][0-9]*\r\n){0,%d}" % (limits.max_depth + 1))
         # Normal mode: a CR LF (virtual at the start of the stream) followed by the bytes after
         # it, which hiredis has not been given yet: holding them back bounds lines before
         # hiredis buffers them.  Payload mode (a long run known to be bulk payload, all given to
@@ -211,8 +213,7 @@ class HiredisDecoder:
             lead = -1
         else:
             fed = 2
-            streak = _STREAK.match(buf, 2)
-            lead = streak.end() if streak is not None else 2
+            lead = 0
         match = self._pattern.search(buf, 0, cut + 64)
         at = match.start() if match is not None and match.start() <= cut - 2 else cut
         if cut - fed > self._limits.max_line_length:
@@ -221,6 +222,9 @@ class HiredisDecoder:
             self._hold(buf, at, fed)
             return
         # Array headers in a row across chunks (a run inside one chunk matches the pattern).
+        if lead == 0:
+            streak = self._lead.match(buf, 2)
+            lead = streak.end() if streak is not None else 2
         if self._streak and lead > fed:
             lines = buf.count(_CRLF, fed, lead)
             if self._streak + lines > self._limits.max_depth:
