@@ -195,7 +195,8 @@ class ClientConnection:
             LocalProtocolError: the connection is broken, or `command` is not a `Command`.
             ConnectionClosed: the server already closed the connection.
         """
-        self._check_usable(f"send {command!r}")
+        if self._state is not ConnectionState.OPEN:  # the message is built only when needed
+            self._check_usable(f"send {command!r}")
         if self._eof:
             raise ConnectionClosed(f"cannot send {command!r}: the server closed the connection")
         if not isinstance(command, Command):

@@ -126,6 +126,8 @@ class Consumer:
             is popped instead.
         connection: the `ClientConnection` to drive (a fresh one by default); it must have
             nothing in flight.
+        report_acks: hand out `AckSettled` for every successful ack (False: only `LateAck`
+            is reported, which saves a step per event when nobody counts acks).
 
     Raises:
         LocalProtocolError: for no queues or a bad argument.  Nothing is queued then.
@@ -143,6 +145,7 @@ class Consumer:
         "_notify",
         "_pop_queue",
         "_queues",
+        "_report_acks",
         "_state",
         "_streak",
         "_wire",
@@ -156,6 +159,7 @@ class Consumer:
         notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
         max_drain: int = DEFAULT_MAX_DRAIN,
         connection: ClientConnection | None = None,
+        report_acks: bool = True,
     ) -> None:
         if isinstance(queues, (str, bytes)):
             raise LocalProtocolError("queues must be a list of names, not one name")
@@ -175,6 +179,7 @@ class Consumer:
         self._queues = tuple(from_wire(q) for q in wire)
         self._expire_s = expire_s
         self._max_drain = max_drain
+        self._report_acks = bool(report_acks)
         # One QRPOP per queue, built once: the busy path only looks them up.
         self._pop_queue: str | None = None
         self._next = [QRPop(q, expire_s) for q in wire]
@@ -223,8 +228,12 @@ class Consumer:
 
     def allowed_silence_s(self) -> float:
         """How long the server may stay silent with the commands now in flight (the
-        ``QNOTIFY`` wait): a transport's read deadline is its read timeout plus this."""
-        return self._conn.allowed_silence_s()
+        ``QNOTIFY`` wait): a transport's read deadline is its read timeout plus this.
+
+        Only WAITING has a ``QNOTIFY`` in flight that is still read (what `stop` abandons is
+        never read), so this is the notify timeout there and 0 elsewhere.
+        """
+        return self._notify.blocking_s if self._state is _S.WAITING else 0.0
 
     def next_deadline(self) -> float | None:
         """The claim deadline of the delivery with the application, else None.
@@ -382,7 +391,9 @@ class Consumer:
         if kind is QAck:
             self._move(_I.ACK_REPLY)
             delivery = self._acks.popleft()
-            return AckSettled(delivery) if result == 1 else LateAck(delivery)
+            if result == 1:
+                return AckSettled(delivery) if self._report_acks else None
+            return LateAck(delivery)
         if kind is QNotify:
             if result is None:
                 self._move(_I.NOTIFY_TIMEOUT)

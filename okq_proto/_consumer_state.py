@@ -129,6 +129,14 @@ for _state in (_S.REGISTERING, _S.WAITING, _S.POPPING, _S.STOP_POPPING, _S.ACKIN
 MOVES: Final[Mapping[tuple[ConsumerState, ConsumerInput], ConsumerState]] = _LEGAL
 
 
+# The same table keyed by one int: hashing two enum members (a Python-level __hash__) costs
+# more than the rest of a move on the consumer's hot path.
+_STRIDE: Final = 64
+_FAST: Final[Mapping[int, ConsumerState]] = {
+    state._value_ * _STRIDE + event._value_: target for (state, event), target in MOVES.items()
+}
+
+
 def next_state(state: ConsumerState, event: ConsumerInput) -> ConsumerState:
     """The state after `event` in `state`, or raise if the pair is not in `MOVES`.
 
@@ -136,12 +144,12 @@ def next_state(state: ConsumerState, event: ConsumerInput) -> ConsumerState:
         RemoteProtocolError: a peer input that is illegal in `state`.
         LocalProtocolError: a user input that is illegal in `state`.
     """
-    try:
-        return MOVES[state, event]
-    except KeyError:
+    target = _FAST.get(state._value_ * _STRIDE + event._value_)
+    if target is None:
         error: ProtocolError
         if event in PEER_INPUTS:
             error = RemoteProtocolError(f"unexpected {event.name} while {state.name}")
         else:
             error = LocalProtocolError(f"cannot {event.name} while {state.name}")
-        raise error from None
+        raise error
+    return target

@@ -132,6 +132,7 @@ def consume_forever(
             expire_s=settings.expire_s,
             notify_timeout_s=settings.notify_timeout_s,
             connection=connection.conn,
+            report_acks=settings.hooked,  # AckSettled only matters to the acked hook
         )
         try:
             _run(settings, connection, consumer, stop, backoff)

@@ -203,6 +203,9 @@ class SyncConnection:
         try:
             conn.send(command)
             self.flush(conn.data_to_send())
+            # Nothing else is in flight on a pooled connection, so no reply can be complete
+            # yet: read first, parse after.
+            self.fill()
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
@@ -251,10 +254,12 @@ class SyncConnection:
 
     @property
     def usable(self) -> bool:
-        """True when the connection may go back to a pool: nothing owed, nothing broken."""
-        return (
-            not self.broken and self.conn.state is ConnectionState.OPEN and not self.conn.in_flight
-        )
+        """True when the connection may go back to a pool: nothing owed, nothing broken.
+
+        Every failure marks the connection `broken`, and `request` / `read_replies` read every
+        reply they asked for, so ``broken`` alone decides on the hot path.
+        """
+        return not self.broken and self.conn.state is ConnectionState.OPEN
 
     def close(self) -> None:
         """Close the socket.  Idempotent."""

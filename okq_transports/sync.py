@@ -281,6 +281,10 @@ class Client:
         self, queue: bytes, event_id: str, contents: bytes, flags: PushFlag, name: str
     ) -> None:
         replied, retried = self._request(push_command(queue, to_wire(event_id), contents, flags))
+        if replied.error is None and not retried:  # the common case, without an outcome object
+            if self._hooked:
+                call_hook(self.hooks.pushed, name, event_id, retried=False)
+            return
         outcome = settle_retried_push(event_id, replied.error, retried)
         if outcome.error is not None:
             raise outcome.error

@@ -465,3 +465,30 @@ def test_connection_must_be_idle() -> None:
     c = Consumer([b"raw\xff"], connection=conn2)
     assert c.connection is conn2
     assert c.queues == ("raw\udcff",)
+
+
+def test_successful_acks_can_go_unreported_but_late_acks_never_do() -> None:
+    c = Consumer([Q], report_acks=False)
+    c.data_to_send()
+    feed(c, OK)
+    feed(c, name_reply())
+    first = feed(c, event_reply(b"e1"))
+    assert isinstance(first, Delivered)
+    c.handled(first.delivery, True)
+    c.receive_data(b":1\r\n" + event_reply(b"e2"))
+    second = c.next_event(0.0)  # the ack's reply went by silently
+    assert isinstance(second, Delivered)
+    c.handled(second.delivery, True)
+    c.receive_data(b":0\r\n" + NIL)
+    assert c.next_event(0.0) == LateAck(second.delivery)
+    c.stop()
+    assert c.next_event(0.0) == ConsumerStopped()
+
+
+def test_allowed_silence_is_the_notify_wait_only_while_waiting() -> None:
+    c = make_consumer_in(S.POPPING)
+    assert c.allowed_silence_s() == 0.0
+    c = make_consumer_in(S.WAITING)
+    assert c.allowed_silence_s() == 5.0
+    c.stop()
+    assert c.allowed_silence_s() == 0.0

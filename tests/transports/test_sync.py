@@ -342,7 +342,12 @@ def test_a_notify_wait_longer_than_the_read_timeout_does_not_raise(server: Threa
     hooks = Recorder()
     got: list[Delivery] = []
     with Client(server.address, read_timeout_s=0.2, notify_timeout_s=1, hooks=hooks) as client:
-        run = Consuming(client, lambda d: got.append(d) is None, queues=["q"])
+
+        def handler(delivery: Delivery) -> bool:
+            got.append(delivery)
+            return True
+
+        run = Consuming(client, handler, queues=["q"])
         time.sleep(1.6)  # more than one QNOTIFY round, each far longer than the read timeout
         client.push("q", b"late")
         wait_until(lambda: bool(got))
