@@ -145,6 +145,13 @@ def _skip_reexports(
     return None
 
 
+def _reread_index(
+    _app: Any, _env: Any, _added: set[str], _changed: set[str], _removed: set[str]
+) -> list[str]:
+    """The index's toctrees depend on which pages exist: read it again on every build."""
+    return ["index"]
+
+
 def _generate_diagram(_app: Any) -> None:
     import gen_state_diagram
 
@@ -155,6 +162,7 @@ def setup(app: Any) -> None:
     """Regenerate the consumer state diagram before reading any page."""
     app.connect("builder-inited", _generate_diagram)
     app.connect("source-read", _index_toctrees)
+    app.connect("env-get-outdated", _reread_index)
     app.connect("autodoc-skip-member", _skip_reexports)
     # before napoleon (priority 500) turns Google sections into reST
     app.connect("autodoc-process-docstring", _process_docstring, priority=400)

@@ -16,6 +16,7 @@ import os
 import socket
 import sys
 import time
+from collections.abc import Sequence
 from typing import IO, Final, TypeVar, cast
 
 from okq_proto import (
@@ -27,6 +28,7 @@ from okq_proto import (
     ConnectionClosed,
     Event,
     OkqError,
+    QueueStatus,
     TimeoutError,
     parse_address,
 )
@@ -47,6 +49,8 @@ __all__ = [
     "percentile",
     "resolve_server",
     "show",
+    "status_json",
+    "status_table",
 ]
 
 T = TypeVar("T")
@@ -225,3 +229,40 @@ def call(address: str, command: Command[T], timeout_s: float = _CALL_TIMEOUT_S) 
             raise TimeoutError(f"no reply from {address} within {timeout_s} s") from exc
         except OSError as exc:
             raise ConnectionClosed(f"connection to {address} failed: {exc}") from exc
+
+
+_COLUMNS: Final = ("QUEUE", "TOTAL", "PROCESSING", "WAITING", "CONSUMERS")
+
+
+def status_table(entries: Sequence[QueueStatus]) -> list[str]:
+    """`entries` as aligned lines: a header, then one line per queue (names left, numbers
+    right); ``(no queues)`` when there are none."""
+    rows = [
+        (show(s.name), str(s.total), str(s.processing), str(s.waiting), str(s.consumers))
+        for s in entries
+    ]
+    widths = [max([len(c), *(len(r[i]) for r in rows)]) for i, c in enumerate(_COLUMNS)]
+
+    def line(cells: Sequence[str]) -> str:
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
+        return "  ".join([first, *rest]).rstrip()
+
+    return [line(_COLUMNS), *(line(r) for r in rows)] if rows else [line(_COLUMNS), "(no queues)"]
+
+
+def status_json(entries: Sequence[QueueStatus]) -> str:
+    """`entries` as a JSON array of objects."""
+    return json.dumps(
+        [
+            {
+                "queue": s.name,
+                "total": s.total,
+                "processing": s.processing,
+                "waiting": s.waiting,
+                "consumers": s.consumers,
+            }
+            for s in entries
+        ],
+        ensure_ascii=False,
+    )

@@ -33,6 +33,10 @@ __all__ = ["add_arguments", "run"]
 _EXPIRE_S: Final = 1  # short claims, so the failed event comes back quickly
 _SWEEP_S: Final = 0.25  # the embedded server's restore sweep (okq's own: 10 s)
 _FLAKY: Final = 5  # the event that fails once, on purpose
+# A redelivered event wakes no consumer blocked in QNOTIFY (okq publishes only on push): it is
+# seen at the next QNOTIFY.  A short wait makes that within a second instead of okq-go's 30.
+_NOTIFY_S: Final = 1
+_PACE_S: Final = 0.04  # between two pushes
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -90,7 +94,7 @@ def _sync_consumer(
         time.sleep(work_s)
         return tally.handle("sync", delivery)
 
-    with Client(address=address) as client:
+    with Client(address=address, notify_timeout_s=_NOTIFY_S) as client:
         client.consume(handler, [queue], expire_seconds=_EXPIRE_S, stop=stop)
 
 
@@ -113,7 +117,7 @@ def _asyncio_consumer(
 
         relay_task = asyncio.create_task(relay())
         try:
-            async with Client(address=address) as client:
+            async with Client(address=address, notify_timeout_s=_NOTIFY_S) as client:
                 await client.consume(handler, [queue], expire_seconds=_EXPIRE_S, stop=async_stop)
         finally:
             relay_task.cancel()
@@ -140,7 +144,10 @@ def _trio_consumer(
                 await trio.sleep(0.02)
             trio_stop.set()
 
-        async with open_client(address=address) as client, trio.open_nursery() as nursery:
+        async with (
+            open_client(address=address, notify_timeout_s=_NOTIFY_S) as client,
+            trio.open_nursery() as nursery,
+        ):
             nursery.start_soon(relay)
             await client.consume(handler, [queue], expire_seconds=_EXPIRE_S, stop=trio_stop)
 
@@ -209,19 +216,21 @@ def run(args: argparse.Namespace) -> int:
                 thread.start()
             try:
                 _wait_for_consumers(client, queue, len(threads), deadline)
-                pushed, urgent = _produce(client, queue, total, tally)
                 progress = Progress("demo", total)
+                pushed, urgent = _produce(
+                    client, queue, total, lambda: progress.update(len(tally.done), tally.note())
+                )
                 while not tally.all_done.wait(0.05) and time.monotonic() < deadline:
                     if errors:
                         break
                     progress.update(len(tally.done), tally.note())
                 progress.update(len(tally.done), tally.note(), force=True)
                 progress.close()
+                (status,) = client.status(queue)  # while the consumers are still registered
             finally:
                 stop.set()
                 for thread in threads:
                     thread.join(10)
-            (status,) = client.status(queue)
             if not embedded:
                 with contextlib.suppress(Exception):
                     client.flush(queue)
@@ -229,8 +238,11 @@ def run(args: argparse.Namespace) -> int:
     return _summary(tally, runners, pushed, urgent, status, elapsed, errors)
 
 
-def _produce(client: object, queue: str, total: int, tally: _Tally) -> tuple[int, int]:
-    """Push `total` events at a gentle pace: one high priority, one that fails once."""
+def _produce(
+    client: object, queue: str, total: int, pushed_one: Callable[[], None]
+) -> tuple[int, int]:
+    """Push `total` events at a gentle pace (so you can watch): one high priority, one that
+    fails once.  Calls `pushed_one` after each push."""
     from .sync import Client
 
     assert isinstance(client, Client)
@@ -243,8 +255,8 @@ def _produce(client: object, queue: str, total: int, tally: _Tally) -> tuple[int
             urgent += 1
         else:
             client.push(queue, b"job %d: resize photo %d.jpg" % (n, n))
-        time.sleep(0.01)
-    del tally
+        pushed_one()
+        time.sleep(_PACE_S)
     return total, urgent
 
 
@@ -272,8 +284,8 @@ def _summary(
         file=out,
     )
     print(
-        f"  queue {status.name!r}: total {status.total}, processing {status.processing}, "
-        f"consumers {status.consumers}",
+        f"  queue {status.name!r} at the end: total {status.total}, processing "
+        f"{status.processing}, consumers {status.consumers}",
         file=out,
     )
     for error in errors:

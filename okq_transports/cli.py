@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import logging
 import os
 import signal
@@ -34,7 +33,6 @@ from okq_proto import (
     PushFlag,
     QAck,
     QRPop,
-    QueueStatus,
     to_wire,
 )
 
@@ -50,6 +48,8 @@ from ._cli_common import (
     one_line,
     resolve_server,
     show,
+    status_json,
+    status_table,
 )
 
 if TYPE_CHECKING:
@@ -236,13 +236,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     Never raises for bad input or an unreachable server: the error goes to stderr as one line.
     """
+    logger = logging.getLogger("okq")
+    level = logger.level
     try:
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
         if args.command not in _CHATTY:
             # a one-shot command reports its failure as its one line; the client's own
             # warnings ("cannot connect ...") would only repeat it
-            logging.getLogger("okq").setLevel(logging.CRITICAL)
+            logger.setLevel(logging.CRITICAL)
         return handler(args)
     except CliError as exc:
         _error(str(exc), prefixed=str(exc).startswith("okq"))
@@ -264,6 +266,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _error("interrupted")
         return 130
+    finally:
+        logger.setLevel(level)
 
 
 def _error(message: str, *, prefixed: bool = False) -> None:
@@ -412,42 +416,6 @@ def _cmd_ping(args: argparse.Namespace) -> int:
 
 
 # -- status -----------------------------------------------------------------------------------
-
-_COLUMNS: Final = ("QUEUE", "TOTAL", "PROCESSING", "WAITING", "CONSUMERS")
-
-
-def status_table(entries: Sequence[QueueStatus]) -> list[str]:
-    """`entries` as aligned lines: a header, then one line per queue (names left, numbers
-    right); ``(no queues)`` when there are none."""
-    rows = [
-        (show(s.name), str(s.total), str(s.processing), str(s.waiting), str(s.consumers))
-        for s in entries
-    ]
-    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(_COLUMNS)]
-
-    def line(cells: Sequence[str]) -> str:
-        first = cells[0].ljust(widths[0])
-        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:], strict=True))
-        return "  ".join([first, *rest]).rstrip()
-
-    return [line(_COLUMNS), *(line(r) for r in rows)] if rows else [line(_COLUMNS), "(no queues)"]
-
-
-def status_json(entries: Sequence[QueueStatus]) -> str:
-    """`entries` as a JSON array of objects."""
-    return json.dumps(
-        [
-            {
-                "queue": s.name,
-                "total": s.total,
-                "processing": s.processing,
-                "waiting": s.waiting,
-                "consumers": s.consumers,
-            }
-            for s in entries
-        ],
-        ensure_ascii=False,
-    )
 
 
 def _cmd_status(args: argparse.Namespace) -> int:
