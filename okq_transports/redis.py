@@ -19,6 +19,7 @@ consumers read that one reply with a per-read timeout (``read_response(timeout=.
 from __future__ import annotations
 
 import asyncio
+import math
 import threading
 import time
 from collections import deque
@@ -178,9 +179,22 @@ def _sync_read(rconn: Any) -> Reply:
 
 
 async def _async_read(rconn: Any, timeout_s: float | None) -> Reply:
-    """`_sync_read` for ``redis.asyncio``."""
+    """`_sync_read` for ``redis.asyncio``; `timeout_s` (a QNOTIFY wait) replaces redis-py's
+    socket timeout for this read.
+
+    redis-py's own ``read_response(timeout=...)`` returns None when that timeout passes,
+    which reads exactly like okq's nil reply, so the read is timed here instead: redis-py
+    waits without limit and a timeout cancels it (redis-py then disconnects).
+    """
     try:
-        reply: Reply = await rconn.read_response(disable_decoding=True, timeout=timeout_s)
+        if timeout_s is None:
+            reply: Reply = await rconn.read_response(disable_decoding=True)
+        else:
+            read = rconn.read_response(disable_decoding=True, timeout=math.inf)
+            try:
+                reply = await asyncio.wait_for(read, timeout_s)
+            except asyncio.TimeoutError as exc:
+                raise TimeoutError(f"no QNOTIFY reply within {timeout_s} s") from exc
         return reply
     except redis.ResponseError as exc:
         return _error_reply(exc)

@@ -1,0 +1,297 @@
+"""The scenario list of `scenarios.py`, run against every transport over real TCP.
+
+Transports: the sync client, the asyncio client, the trio client, and the redis-py adapter
+(sync pool and ``redis.asyncio`` pool).  asyncio runs via `asyncio.run`, trio via
+`trio.run`; each run has an absolute deadline besides pytest-timeout's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+import trio
+
+import okq_proto
+from okq_transports import asyncio as okq_asyncio
+from okq_transports import sync as okq_sync
+from okq_transports import trio as okq_trio
+from okq_transports.redis import AsyncRedisPoolClient, RedisPoolClient
+from okq_transports.server import ThreadedServer
+
+from .scenarios import (
+    DEADLINE_S,
+    SCENARIOS,
+    Harness,
+    ThreadedHarness,
+    TrioHarness,
+    cancelled_at_every_byte,
+    server_restart,
+)
+
+TRANSPORTS = ["sync", "asyncio", "trio", "redis-sync", "redis-asyncio"]
+
+pytestmark = pytest.mark.timeout(60)
+
+#: Redelivered events do not wake a waiting QNOTIFY (okq protocol §4): a short wait lets
+#: consumers see them soon.
+NOTIFY_S = 1
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ThreadedServer]:
+    srv = ThreadedServer(sweep_interval_s=0.2)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+@contextlib.asynccontextmanager
+async def redis_async_client(address: str, max_connections: int = 10) -> AsyncIterator[Any]:
+    host, port = address.rsplit(":", 1)
+    pool = redis.asyncio.ConnectionPool(
+        host=host,
+        port=int(port),
+        protocol=2,
+        max_connections=max_connections,
+        driver_info=None,  # no CLIENT SETINFO: the scripted server answers only one request
+    )
+    try:
+        async with AsyncRedisPoolClient(pool, notify_timeout_s=NOTIFY_S) as client:
+            yield client
+    finally:
+        await pool.aclose()
+
+
+@contextlib.asynccontextmanager
+async def harness_for(kind: str, server: ThreadedServer) -> AsyncIterator[Harness]:
+    address = server.address
+    if kind == "asyncio":
+        async with okq_asyncio.Client(address, notify_timeout_s=NOTIFY_S) as client:
+            h = Harness(client, server)
+            h.name = kind
+            yield h
+    elif kind == "trio":
+        async with okq_trio.open_client(address, notify_timeout_s=NOTIFY_S) as client:
+            yield TrioHarness(client, server)
+    elif kind == "redis-asyncio":
+        async with redis_async_client(address) as client:
+            h = Harness(client, server)
+            h.name = kind
+            yield h
+    elif kind == "sync":
+        with okq_sync.Client(address, notify_timeout_s=NOTIFY_S) as client:
+            h = ThreadedHarness(client, server)
+            h.name = kind
+            yield h
+    else:
+        host, port = address.rsplit(":", 1)
+        pool = redis.ConnectionPool(host=host, port=int(port), protocol=2)
+        try:
+            h = ThreadedHarness(RedisPoolClient(pool, notify_timeout_s=NOTIFY_S), server)
+            h.name = kind
+            yield h
+        finally:
+            pool.disconnect()
+
+
+def client_factory(kind: str) -> Callable[[str], Any]:
+    """A pool-of-one client for `cancelled_at_every_byte` (a reused connection would show)."""
+    if kind == "asyncio":
+        return lambda address: okq_asyncio.Client(address, pool_size=1)
+    if kind == "trio":
+        return lambda address: okq_trio.open_client(address, pool_size=1)
+    return lambda address: redis_async_client(address, max_connections=1)
+
+
+def run_scenario(
+    kind: str, server: ThreadedServer, body: Callable[[Harness], Awaitable[None]]
+) -> None:
+    async def main() -> None:
+        async with harness_for(kind, server) as h:
+            await body(h)
+
+    if kind == "trio":
+
+        async def trio_main() -> None:
+            with trio.fail_after(DEADLINE_S * 2):
+                await main()
+
+        trio.run(trio_main)
+    else:
+
+        async def asyncio_main() -> None:
+            await asyncio.wait_for(main(), DEADLINE_S * 2)
+
+        asyncio.run(asyncio_main())
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+@pytest.mark.parametrize(
+    "scenario", [s for s in SCENARIOS if s is not server_restart], ids=lambda s: s.__name__
+)
+def test_scenario(
+    kind: str, scenario: Callable[[Harness], Awaitable[None]], server: ThreadedServer
+) -> None:
+    run_scenario(kind, server, scenario)
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_server_restart_under_running_consumer(kind: str) -> None:
+    srv = ThreadedServer(sweep_interval_s=0.2)
+    srv.start()
+    try:
+        run_scenario(kind, srv, server_restart)
+    finally:
+        srv.stop()
+
+
+@pytest.mark.parametrize("kind", ["asyncio", "trio", "redis-asyncio"])
+def test_cancelled_at_every_byte(kind: str, server: ThreadedServer) -> None:
+    make_client = client_factory(kind)
+    run_scenario(kind, server, lambda h: cancelled_at_every_byte(h, make_client))
+
+
+def _set_and_ack(stop: Any, delivery: Any) -> bool:
+    stop.set()
+    return True
+
+
+# -- beyond the shared list: what only some transports have ---------------------------------
+
+
+def test_trio_memory_stream_cancel_at_every_byte_and_busy() -> None:
+    """On trio's in-memory streams, deterministically: cancelling at each byte boundary of a
+    reply poisons the connection, and a second task on a busy connection gets a clear error."""
+    from trio.testing import memory_stream_pair, wait_all_tasks_blocked
+
+    from okq_proto import ConnectionClosed, Ping
+    from okq_transports._async_driver import AsyncConnection, ConnectionBusyError
+    from okq_transports._backends import TrioStream
+
+    reply = b"+PONG\r\n"
+
+    async def main() -> None:
+        for k in range(len(reply)):
+            client_side, server_side = memory_stream_pair()
+            conn = AsyncConnection(TrioStream(client_side))
+            async with trio.open_nursery() as nursery:
+                scope = trio.CancelScope()
+
+                async def request(
+                    conn: AsyncConnection = conn, scope: trio.CancelScope = scope
+                ) -> None:
+                    with scope:
+                        await conn.request(Ping())
+
+                nursery.start_soon(request)
+                assert await server_side.receive_some() == b"*1\r\n$4\r\nPING\r\n"
+                await server_side.send_all(reply[:k])
+                await wait_all_tasks_blocked()
+                with pytest.raises(ConnectionBusyError):
+                    await conn.request(Ping())  # the first task is still inside
+                scope.cancel()
+            assert not conn.usable
+            with pytest.raises(ConnectionClosed):
+                await conn.request(Ping())
+
+    trio.run(main)
+
+
+def test_asyncio_two_tasks_on_one_connection(server: ThreadedServer) -> None:
+    from okq_proto import QNotify
+    from okq_transports.asyncio import ConnectionBusyError
+
+    async def main() -> None:
+        async with (
+            okq_asyncio.Client(server.address) as client,
+            client.connection() as conn,
+        ):
+            waiting = asyncio.ensure_future(conn.request(QNotify(1)))
+            await asyncio.sleep(0.01)
+            with pytest.raises(ConnectionBusyError):
+                await conn.request(QNotify(0))
+            assert (await waiting).result is None
+            assert conn.usable
+
+    asyncio.run(asyncio.wait_for(main(), DEADLINE_S))
+
+
+def test_trio_consume_reports_started_once_registered(server: ThreadedServer) -> None:
+    async def main() -> None:
+        async with okq_trio.open_client(server.address, notify_timeout_s=1) as client:
+            stop = trio.Event()
+            async with trio.open_nursery() as nursery:
+                await nursery.start(
+                    functools.partial(client.consume, lambda d: True, ["started-q"], stop=stop)
+                )
+                (status,) = await client.status("started-q")
+                assert status.consumers == 1  # registered before start() returned
+                stop.set()
+
+    trio.run(main)
+
+
+def test_redis_pool_refused_with_reason() -> None:
+    from okq_proto import LocalProtocolError
+    from okq_transports.redis import check_pool
+
+    with pytest.raises(LocalProtocolError, match="protocol=2"):
+        RedisPoolClient(redis.ConnectionPool(host="127.0.0.1", port=1))  # RESP3 by default
+    for bad in ({"password": "x"}, {"db": 3}, {"client_name": "me"}, {"protocol": 3}):
+        with pytest.raises(LocalProtocolError):
+            check_pool({"protocol": 2, **bad})
+    check_pool({"protocol": 2, "socket_timeout": 5})
+
+
+@pytest.mark.parametrize("kind", ["redis-sync", "redis-asyncio"])
+def test_redis_qnotify_longer_than_socket_timeout(kind: str, server: ThreadedServer) -> None:
+    """redis-py's socket timeout (0.3 s here, 5 s by default) is shorter than the QNOTIFY
+    wait (1 s): the consumer must wait it out, not fail."""
+    q = f"slow-notify-{kind}"
+    errors: list[BaseException] = []
+
+    class Hooks(okq_proto.Hooks):
+        def error(self, error: BaseException) -> None:
+            errors.append(error)
+
+    if kind == "redis-sync":
+        pool = redis.ConnectionPool(
+            host=server.host, port=server.port, protocol=2, socket_timeout=0.3
+        )
+        client = RedisPoolClient(pool, notify_timeout_s=1, hooks=Hooks())
+        stop = threading.Event()
+        timer = threading.Timer(2.5, lambda: client.push(q, b"late"))
+        timer.start()
+        client.consume(functools.partial(_set_and_ack, stop), [q], stop=stop)
+        timer.join()
+        pool.disconnect()
+    else:
+
+        async def main() -> None:
+            pool = redis.asyncio.ConnectionPool(
+                host=server.host, port=server.port, protocol=2, socket_timeout=0.3
+            )
+            client = AsyncRedisPoolClient(pool, notify_timeout_s=1, hooks=Hooks())
+            stop = asyncio.Event()
+
+            async def later() -> None:
+                await asyncio.sleep(2.5)
+                await client.push(q, b"late")
+
+            pusher = asyncio.ensure_future(later())
+            await client.consume(functools.partial(_set_and_ack, stop), [q], stop=stop)
+            await pusher
+            await pool.aclose()
+
+        asyncio.run(asyncio.wait_for(main(), DEADLINE_S))
+    assert errors == []
