@@ -34,7 +34,7 @@ from ._errors import (
     RemoteProtocolError,
     ReplyError,
 )
-from ._resp import DEFAULT_LIMITS, NEED_DATA, Decoder, Limits, NeedData, Reply, encode_command_parts
+from ._resp import DEFAULT_LIMITS, NEED_DATA, Decoder, Limits, NeedData, Reply
 
 __all__ = [
     "CLOSED",
@@ -201,7 +201,7 @@ class ClientConnection:
             raise ConnectionClosed(f"cannot send {command!r}: the server closed the connection")
         if not isinstance(command, Command):
             raise LocalProtocolError(f"not an okq command: {command!r}")
-        self._out += encode_command_parts(command.argv())
+        self._out += command.encode()
         self._in_flight.append(command)
 
     def send_many(self, commands: Iterable[Command[Any]]) -> None:

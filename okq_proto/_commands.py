@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import ClassVar, Final, Generic, TypeVar, final
 
 from ._errors import ErrorReply, LocalProtocolError, RemoteProtocolError, reply_error
-from ._resp import Reply
+from ._resp import Reply, encode_command_parts
 from ._types import Event, PushFlag, QueueStatus, from_wire
 
 __all__ = [
@@ -44,6 +44,11 @@ T = TypeVar("T", covariant=True)
 
 #: okq-go v2's default claim length for consumers, in seconds.
 DEFAULT_EXPIRE_S: Final = 30
+# Fields shorter than this are formatted into the command; longer ones travel uncopied.
+_SMALL: Final = 1024
+_NOBLOCK_TAIL: Final = b"\r\n$7\r\nNOBLOCK\r\n"
+_QACK_FORMAT: Final = b"*3\r\n$4\r\nQACK\r\n" + b"$%d\r\n%s\r\n" * 2
+
 #: ``expire_s`` value meaning "at-most-once: never ack" (okq-go's ``ExpireSeconds = -1``),
 #: sent as ``EX 0`` so the server acknowledges the event as it pops it.
 NO_ACK: Final = -1
@@ -132,6 +137,12 @@ class Command(Generic[T]):
         """
         raise NotImplementedError
 
+    def encode(self) -> list[bytes | bytearray | memoryview]:
+        """The command's wire bytes, as parts that concatenate to them (payloads of 1 KiB or
+        more are separate, uncopied parts).  Commands sent often override this with a
+        pre-formatted fast path."""
+        return encode_command_parts(self.argv())
+
     @property
     def blocking_s(self) -> float:
         """How long the server may legitimately stay silent before replying (QNOTIFY's wait)."""
@@ -143,21 +154,44 @@ class Command(Generic[T]):
 
 @dataclass(frozen=True, slots=True, repr=False)
 class _Push(Command[None]):
+    _format: ClassVar[bytes]
+    _no_block_format: ClassVar[bytes]
+    _head_format: ClassVar[bytes]
     queue: bytes
     id: bytes
     contents: bytes
     no_block: bool = False
 
     def __post_init__(self) -> None:
-        cls = type(self).__name__
-        _bytes_field(cls, "queue", self.queue)
-        _bytes_field(cls, "id", self.id)
-        _bytes_field(cls, "contents", self.contents)
+        # One combined test on the hot path; the helpful message only when it fails.
+        if (
+            type(self.queue) is not bytes
+            or type(self.id) is not bytes
+            or type(self.contents) is not bytes
+        ):
+            cls = type(self).__name__
+            _bytes_field(cls, "queue", self.queue)
+            _bytes_field(cls, "id", self.id)
+            _bytes_field(cls, "contents", self.contents)
 
     def argv(self) -> tuple[bytes, ...]:
         if self.no_block:
             return (self.name, self.queue, self.id, self.contents, b"NOBLOCK")
         return (self.name, self.queue, self.id, self.contents)
+
+    def encode(self) -> list[bytes | bytearray | memoryview]:
+        queue, event_id, contents = self.queue, self.id, self.contents
+        if len(queue) >= _SMALL or len(event_id) >= _SMALL:
+            return encode_command_parts(self.argv())
+        if len(contents) >= _SMALL:
+            # Large contents travel as their own part: joining the output copies them once.
+            head = self._head_format % (len(queue), queue, len(event_id), event_id, len(contents))
+            if self.no_block:
+                return [b"*5" + head[2:], contents, _NOBLOCK_TAIL]
+            return [head, contents, b"\r\n"]
+        fmt = self._no_block_format if self.no_block else self._format
+        fields = (len(queue), queue, len(event_id), event_id, len(contents), contents)
+        return [fmt % fields]
 
     def read_reply(self, reply: Reply) -> None:
         """``+OK`` -> None.  Raises `DuplicateEventError` or `TooBusyError` on those replies."""
@@ -170,6 +204,11 @@ class QLPush(_Push):
     """``QLPUSH q id contents [NOBLOCK]``: add an event at the end consumed last (FIFO)."""
 
     name: ClassVar[bytes] = b"QLPUSH"
+    _format: ClassVar[bytes] = b"*4\r\n$6\r\nQLPUSH\r\n" + b"$%d\r\n%s\r\n" * 3
+    _no_block_format: ClassVar[bytes] = (
+        b"*5\r\n$6\r\nQLPUSH\r\n" + b"$%d\r\n%s\r\n" * 3 + b"$7\r\nNOBLOCK\r\n"
+    )
+    _head_format: ClassVar[bytes] = b"*4\r\n$6\r\nQLPUSH\r\n" + b"$%d\r\n%s\r\n" * 2 + b"$%d\r\n"
 
 
 @final
@@ -178,6 +217,11 @@ class QRPush(_Push):
     """``QRPUSH q id contents [NOBLOCK]``: add an event at the end consumed next (priority)."""
 
     name: ClassVar[bytes] = b"QRPUSH"
+    _format: ClassVar[bytes] = b"*4\r\n$6\r\nQRPUSH\r\n" + b"$%d\r\n%s\r\n" * 3
+    _no_block_format: ClassVar[bytes] = (
+        b"*5\r\n$6\r\nQRPUSH\r\n" + b"$%d\r\n%s\r\n" * 3 + b"$7\r\nNOBLOCK\r\n"
+    )
+    _head_format: ClassVar[bytes] = b"*4\r\n$6\r\nQRPUSH\r\n" + b"$%d\r\n%s\r\n" * 2 + b"$%d\r\n"
 
 
 def push_command(queue: bytes, event_id: bytes, contents: bytes, flags: PushFlag) -> _Push:
@@ -241,10 +285,16 @@ class QRPop(Command[Event | None]):
     queue: bytes
     expire_s: int = DEFAULT_EXPIRE_S
     _ex: bytes = field(init=False, compare=False)
+    _wire: list[bytes | bytearray | memoryview] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         _bytes_field("QRPop", "queue", self.queue)
         object.__setattr__(self, "_ex", b"%d" % expire_argument(self.expire_s))
+        # A consumer sends the same pop over and over: encode it once.
+        object.__setattr__(self, "_wire", encode_command_parts(self.argv()))
+
+    def encode(self) -> list[bytes | bytearray | memoryview]:
+        return list(self._wire)
 
     @property
     def acks_on_pop(self) -> bool:
@@ -270,11 +320,18 @@ class QAck(Command[int]):
     id: bytes
 
     def __post_init__(self) -> None:
-        _bytes_field("QAck", "queue", self.queue)
-        _bytes_field("QAck", "id", self.id)
+        if type(self.queue) is not bytes or type(self.id) is not bytes:
+            _bytes_field("QAck", "queue", self.queue)
+            _bytes_field("QAck", "id", self.id)
 
     def argv(self) -> tuple[bytes, ...]:
         return (b"QACK", self.queue, self.id)
+
+    def encode(self) -> list[bytes | bytearray | memoryview]:
+        queue, event_id = self.queue, self.id
+        if len(queue) >= _SMALL or len(event_id) >= _SMALL:
+            return encode_command_parts(self.argv())
+        return [_QACK_FORMAT % (len(queue), queue, len(event_id), event_id)]
 
     def read_reply(self, reply: Reply) -> int:
         if type(reply) is int and reply in (0, 1):

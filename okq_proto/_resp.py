@@ -15,9 +15,10 @@ poisoned: every later call raises the same error.
 from __future__ import annotations
 
 import enum
+from collections import deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Final, Union, final
+from typing import Any, Final, Union, final
 
 from ._errors import ErrorReply, LocalProtocolError, RemoteProtocolError
 
@@ -96,6 +97,10 @@ def _format(n: int) -> bytes:
     return fmt
 
 
+for _n in range(1, 9):
+    _format(_n)
+
+
 def _arg_bytes(arg: Arg) -> bytes | bytearray | memoryview:
     if isinstance(arg, (bytes, bytearray)):
         return arg
@@ -135,24 +140,30 @@ def encode_command_parts(args: Sequence[Arg]) -> list[bytes | bytearray | memory
     Raises:
         LocalProtocolError: for an empty command or an argument of another type.
     """
-    if not args:
+    flat: list[Any] = []  # alternating size (int) and data (bytes-like)
+    big = False
+    for arg in args:
+        data = arg if type(arg) is bytes else _arg_bytes(arg)
+        size = len(data)
+        if size >= _COPY_THRESHOLD:
+            big = True
+        flat += (size, data)
+    if not flat:
         raise LocalProtocolError("a command needs at least its name")
-    datas = [_arg_bytes(arg) for arg in args]
-    if max(map(len, datas)) < _COPY_THRESHOLD:
-        flat: list[object] = []
-        for data in datas:
-            flat.append(len(data))
-            flat.append(data)
-        return [_format(len(datas)) % tuple(flat)]
+    if not big:
+        return [_format(len(flat) >> 1) % tuple(flat)]
+    # Large arguments present: small ones are formatted into the head, large ones follow it
+    # as their own parts.
     parts: list[bytes | bytearray | memoryview] = []
-    head = b"*%d\r\n" % len(datas)
-    for data in datas:
-        if len(data) >= _COPY_THRESHOLD:
-            parts.append(head + b"$%d\r\n" % len(data))
-            parts.append(data)
+    head = b"*%d\r\n" % (len(flat) >> 1)
+    it = iter(flat)
+    for size in it:
+        data = next(it)
+        if size >= _COPY_THRESHOLD:
+            parts += (head + b"$%d\r\n" % size, data)
             head = b"\r\n"
         else:
-            head += b"$%d\r\n%s\r\n" % (len(data), data)
+            head += b"$%d\r\n%s\r\n" % (size, data)
     parts.append(head)
     return parts
 
@@ -171,10 +182,6 @@ _COLON: Final = 58  # ord(":")
 _DOLLAR: Final = 36  # ord("$")
 _STAR: Final = 42  # ord("*")
 
-# Bulk strings at least this long are copied out through a memoryview (one copy, not two).
-_VIEW_THRESHOLD: Final = 64 * 1024
-
-
 _INT64_MAX: Final = 2**63 - 1
 
 
@@ -188,26 +195,49 @@ def _parse_int(line: bytes | bytearray) -> int | None:
     return value if -_INT64_MAX - 1 <= value <= _INT64_MAX else None
 
 
+# Lengths and small integers as they appear on the wire, already parsed: one dict look-up
+# instead of a strict parse for the values okq replies are made of.  Only canonical forms are
+# keys, so ``007`` or ``-0`` still go through `_parse_int` and are refused there.
+_SMALL_INTS: Final[dict[bytes, int]] = {b"%d" % i: i for i in range(-1, 2048)}
+
+_OK_LINE: Final = b"+OK\r\n"
+# Bulk payloads at least this long that arrive in pieces are copied out of the buffer
+# through a memoryview: one copy instead of two.
+_VIEW_THRESHOLD: Final = 64 * 1024
+_OK: Final = b"OK"
+
+
 class Decoder:
     """An incremental, pure-Python RESP2 reply decoder.
 
     Feed bytes in any chunking with `feed`; take complete replies out, one per call, with
     `next_reply`.  Error replies are values (`ErrorReply`), never exceptions.
 
+    When it runs out of parsed replies, `next_reply` parses every complete reply the buffer
+    holds in one pass and hands them out one by one; a protocol error met in that pass is
+    raised once the replies before it have been taken, so the sequence of values and errors
+    is the same as parsing one reply per call.
+
     Args:
         limits: bounds on lengths and nesting (`Limits`); the defaults are safe.
     """
 
-    __slots__ = ("_buf", "_bulk", "_error", "_limits", "_pos", "_stack")
+    __slots__ = ("_buf", "_bulk", "_error", "_limits", "_pending", "_ready", "_stack")
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
+        # Unparsed bytes; parsing always starts at offset 0 (parsed bytes are dropped).
         self._buf = bytearray()
-        self._pos = 0
-        # Partly built arrays, outermost first: [elements, count].
+        # Complete replies parsed ahead, oldest first.
+        self._ready: deque[Reply] = deque()
+        # Partly built arrays, outermost first: (elements so far, element count).
         self._stack: list[tuple[list[Reply], int]] = []
-        # Length of a bulk payload whose header was read but whose bytes have not all arrived.
+        # Length of a bulk payload whose header was read and dropped but whose bytes (at the
+        # start of the buffer) have not all arrived; -1 when no payload is awaited.
         self._bulk = -1
+        # An error met while parsing ahead, raised once `_ready` is empty.
+        self._pending: RemoteProtocolError | None = None
+        # The error raised, once raised: every later call raises it again.
         self._error: RemoteProtocolError | None = None
 
     @property
@@ -223,14 +253,15 @@ class Decoder:
         """
         if self._error is not None:
             raise self._error
-        self._buf += data
+        if self._pending is None:
+            self._buf += data
 
     def has_partial(self) -> bool:
         """True when some bytes of a reply that is not complete yet have been received."""
-        return bool(self._stack) or self._bulk >= 0 or len(self._buf) > self._pos
+        return bool(self._stack) or self._bulk >= 0 or bool(self._buf)
 
     def next_reply(self) -> Reply | NeedData:
-        """Parse and return the next complete reply, or `NEED_DATA`.
+        """Return the next complete reply, or `NEED_DATA`.
 
         Returns:
             the reply, or `NEED_DATA` when the bytes fed so far end inside a reply (or there
@@ -240,131 +271,197 @@ class Decoder:
             RemoteProtocolError: the bytes are not RESP2 or break a limit.  The decoder then
                 refuses further use.
         """
+        ready = self._ready
+        if ready:
+            return ready.popleft()
+        return self._fill()
+
+    def _fill(self) -> Reply | NeedData:
         if self._error is not None:
             raise self._error
-        try:
-            return self._next()
-        except RemoteProtocolError as exc:
-            self._error = exc
-            self._buf = bytearray()
-            self._stack.clear()
-            raise
-
-    def _fail(self, message: str) -> RemoteProtocolError:
-        return RemoteProtocolError(message)
-
-    def _next(self) -> Reply | NeedData:
-        buf = self._buf
-        pos = self._pos
-        stack = self._stack
-        limits = self._limits
-        while True:
-            value: Reply
-            if self._bulk >= 0:
-                # Waiting for the payload of a bulk string whose header was read.
-                end = pos + self._bulk
-                if len(buf) < end + 2:
-                    return self._need(pos)
-                if buf[end : end + 2] != b"\r\n":
-                    raise self._fail("bulk string payload not followed by CR LF")
-                if self._bulk >= _VIEW_THRESHOLD:
-                    with memoryview(buf) as view:
-                        value = view[pos:end].tobytes()
-                else:
-                    value = bytes(buf[pos:end])
-                pos = end + 2
+        if self._pending is None:
+            try:
+                self._parse()
+            except RemoteProtocolError as exc:
+                self._pending = exc
+                self._buf = bytearray()
+                self._stack.clear()
                 self._bulk = -1
-            else:
-                nl = buf.find(b"\r\n", pos)
-                if nl < 0:
-                    # Type byte + line + the CR of a CR LF still on its way: anything longer
-                    # cannot become a line within the limit.
-                    if len(buf) - pos > limits.max_line_length + 2:
-                        raise self._fail(
-                            f"no line end within {limits.max_line_length} bytes (max_line_length)"
-                        )
-                    return self._need(pos)
-                if nl - pos > limits.max_line_length + 1:
-                    raise self._fail(f"line longer than {limits.max_line_length} bytes")
-                kind = buf[pos]
-                if kind == _PLUS:
-                    value = bytes(buf[pos + 1 : nl])
-                    if b"\r" in value or b"\n" in value:
-                        # RESP2 simple strings cannot hold CR or LF (hiredis refuses them too).
-                        raise self._fail(f"CR or LF inside simple string {value!r}")
-                    pos = nl + 2
-                elif kind == _DOLLAR:
-                    length = _parse_int(buf[pos + 1 : nl])
-                    if length is None:
-                        raise self._fail(f"bad bulk length {bytes(buf[pos:nl])!r}")
-                    pos = nl + 2
-                    if length < 0:
-                        if length != -1:
-                            raise self._fail(f"bad bulk length {length}")
-                        value = None
-                    elif length > limits.max_bulk_length:
-                        raise self._fail(
-                            f"bulk length {length} exceeds max_bulk_length {limits.max_bulk_length}"
-                        )
-                    else:
-                        self._bulk = length
-                        continue
-                elif kind == _STAR:
-                    count = _parse_int(buf[pos + 1 : nl])
-                    if count is None:
-                        raise self._fail(f"bad array length {bytes(buf[pos:nl])!r}")
-                    pos = nl + 2
-                    if count < 0:
-                        if count != -1:
-                            raise self._fail(f"bad array length {count}")
-                        value = None
-                    elif count > limits.max_array_length:
-                        raise self._fail(
-                            f"array length {count} exceeds max_array_length "
-                            f"{limits.max_array_length}"
-                        )
-                    elif count == 0:
-                        value = []
-                    else:
-                        if len(stack) >= limits.max_depth:
-                            raise self._fail(
-                                f"arrays nested deeper than max_depth {limits.max_depth}"
-                            )
-                        stack.append(([], count))
-                        continue
-                elif kind == _COLON:
-                    number = _parse_int(buf[pos + 1 : nl])
-                    if number is None:
-                        raise self._fail(f"bad integer {bytes(buf[pos:nl])!r}")
-                    value = number
-                    pos = nl + 2
-                elif kind == _MINUS:
-                    message = bytes(buf[pos + 1 : nl])
-                    if b"\r" in message or b"\n" in message:
-                        raise self._fail(f"CR or LF inside error reply {message!r}")
-                    value = ErrorReply(message)
-                    pos = nl + 2
-                else:
-                    raise self._fail(f"unknown RESP2 type byte {bytes(buf[pos : pos + 1])!r}")
-            # A value is complete: hand it to the innermost open array, or return it.
-            while stack:
-                items, count = stack[-1]
-                items.append(value)
-                if len(items) < count:
-                    break
-                stack.pop()
-                value = items
-            else:
-                if pos >= len(buf):
-                    buf.clear()
-                    self._pos = 0
-                else:
-                    self._pos = pos
-                return value
-
-    def _need(self, pos: int) -> NeedData:
-        # Drop what has been parsed, so a reply arriving in pieces keeps only its tail.
-        if pos:
-            del self._buf[:pos]
-        self._pos = 0
+        if self._ready:
+            return self._ready.popleft()
+        if self._pending is not None:
+            self._error = self._pending
+            raise self._error
         return NEED_DATA
+
+    def _deliver(self, value: Reply) -> None:
+        """Hand a complete value to the innermost open array, or to the ready queue."""
+        stack = self._stack
+        while stack:
+            items, count = stack[-1]
+            items.append(value)
+            if len(items) < count:
+                return
+            stack.pop()
+            value = items
+        self._ready.append(value)
+
+    def _parse(self) -> None:
+        buf = self._buf
+        n = len(buf)
+        bulk = self._bulk
+        if not n or (bulk >= 0 and n < bulk + 2):
+            return  # nothing new can complete: no copy, no work (a large bulk arriving)
+        if bulk >= _VIEW_THRESHOLD:
+            # A large payload that arrived in pieces: copy it out once, straight from the
+            # buffer, rather than copying the whole buffer first.
+            if buf[bulk : bulk + 2] != b"\r\n":
+                raise RemoteProtocolError("bulk string payload not followed by CR LF")
+            with memoryview(buf) as view:
+                payload: Reply = view[:bulk].tobytes()
+            del buf[: bulk + 2]
+            self._bulk = -1
+            self._deliver(payload)
+            self._parse()
+            return
+        data = bytes(buf)  # one copy; slices of bytes are then bytes, not bytearrays
+        find = data.find
+        startswith = data.startswith
+        append = self._ready.append
+        stack = self._stack
+        ints = _SMALL_INTS
+        limits = self._limits
+        max_line = limits.max_line_length
+        max_bulk = limits.max_bulk_length
+        max_array = limits.max_array_length
+        pos = 0
+        value: Reply
+        try:
+            while True:
+                if bulk >= 0:
+                    end = pos + bulk
+                    if n < end + 2:
+                        break
+                    if not startswith(b"\r\n", end):
+                        raise RemoteProtocolError("bulk string payload not followed by CR LF")
+                    value = data[pos:end]
+                    pos = end + 2
+                    bulk = -1
+                else:
+                    if pos >= n:
+                        break
+                    kind = data[pos]
+                    if kind == _PLUS and startswith(_OK_LINE, pos):
+                        # The commonest reply of all, a run of them handled in one place.
+                        if not stack:
+                            append(_OK)
+                            pos += 5
+                            while startswith(_OK_LINE, pos):
+                                append(_OK)
+                                pos += 5
+                            continue
+                        value = _OK
+                        pos += 5
+                    else:
+                        nl = find(b"\r\n", pos)
+                        if nl < 0:
+                            # Type byte + line + the CR of a CR LF still on its way: anything
+                            # longer cannot become a line within the limit.
+                            if n - pos > max_line + 2:
+                                raise RemoteProtocolError(
+                                    f"no line end within {max_line} bytes (max_line_length)"
+                                )
+                            break
+                        if nl - pos > max_line + 1:
+                            raise RemoteProtocolError(f"line longer than {max_line} bytes")
+                        if kind == _DOLLAR:
+                            line = data[pos + 1 : nl]
+                            length = ints.get(line)
+                            if length is None:
+                                length = _parse_int(line)
+                                if length is None or length < -1:
+                                    raise RemoteProtocolError(f"bad bulk length {line!r}")
+                            if length > max_bulk:
+                                raise RemoteProtocolError(
+                                    f"bulk length {length} exceeds max_bulk_length {max_bulk}"
+                                )
+                            pos = nl + 2
+                            if length < 0:
+                                value = None
+                            else:
+                                end = pos + length
+                                if n < end + 2:
+                                    bulk = length
+                                    break
+                                if not startswith(b"\r\n", end):
+                                    raise RemoteProtocolError(
+                                        "bulk string payload not followed by CR LF"
+                                    )
+                                value = data[pos:end]
+                                pos = end + 2
+                        elif kind == _STAR:
+                            line = data[pos + 1 : nl]
+                            count = ints.get(line)
+                            if count is None:
+                                count = _parse_int(line)
+                                if count is None or count < -1:
+                                    raise RemoteProtocolError(f"bad array length {line!r}")
+                            if count > max_array:
+                                raise RemoteProtocolError(
+                                    f"array length {count} exceeds max_array_length {max_array}"
+                                )
+                            pos = nl + 2
+                            if count > 0:
+                                if len(stack) >= limits.max_depth:
+                                    raise RemoteProtocolError(
+                                        f"arrays nested deeper than max_depth {limits.max_depth}"
+                                    )
+                                stack.append(([], count))
+                                continue
+                            value = None if count < 0 else []
+                        elif kind == _COLON:
+                            line = data[pos + 1 : nl]
+                            number = ints.get(line)
+                            if number is None:
+                                number = _parse_int(line)
+                                if number is None:
+                                    raise RemoteProtocolError(f"bad integer {line!r}")
+                            value = number
+                            pos = nl + 2
+                        elif kind == _PLUS:
+                            value = data[pos + 1 : nl]
+                            if b"\r" in value or b"\n" in value:
+                                # RESP2 simple strings cannot hold CR or LF (hiredis agrees).
+                                raise RemoteProtocolError(
+                                    f"CR or LF inside simple string {value!r}"
+                                )
+                            pos = nl + 2
+                        elif kind == _MINUS:
+                            message = data[pos + 1 : nl]
+                            if b"\r" in message or b"\n" in message:
+                                raise RemoteProtocolError(
+                                    f"CR or LF inside error reply {message!r}"
+                                )
+                            value = ErrorReply(message)
+                            pos = nl + 2
+                        else:
+                            raise RemoteProtocolError(
+                                f"unknown RESP2 type byte {data[pos : pos + 1]!r}"
+                            )
+                # A value is complete: hand it to the innermost open array, or deliver it.
+                while stack:
+                    items, count = stack[-1]
+                    items.append(value)
+                    if len(items) < count:
+                        break
+                    stack.pop()
+                    value = items
+                else:
+                    append(value)
+        finally:
+            # Drop what was parsed (deleting a prefix of a bytearray is cheap in CPython).
+            self._bulk = bulk
+            if pos >= n:
+                buf.clear()
+            elif pos:
+                del buf[:pos]

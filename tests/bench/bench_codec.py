@@ -31,7 +31,7 @@ from redis._parsers.resp2 import _RESP2Parser
 from redis._parsers.socket import SocketBuffer
 from redis.connection import PythonRespSerializer
 
-from okq_proto import NEED_DATA, Decoder, encode_command_parts
+from okq_proto import NEED_DATA, Decoder, QLPush, encode_command_parts
 from okq_proto._hiredis import HiredisDecoder
 
 # redis-py ships no types for these; keep them as Any here.
@@ -162,13 +162,29 @@ def bench_decode(name: str, data: bytes, chunk: int, repeats: int, redis_py: boo
     return Row(name, times)
 
 
-def bench_encode(name: str, argv: list[bytes], count: int, repeats: int) -> Row:
-    """Encode one command `count` times with every implementation."""
+def bench_encode(
+    name: str,
+    argv: list[bytes],
+    count: int,
+    repeats: int,
+    typed: Callable[[], list[bytes | bytearray | memoryview]] | None = None,
+) -> Row:
+    """Encode one command `count` times with every implementation.
+
+    With `typed`, "okq pure" is the typed command the client sends (built and encoded,
+    e.g. ``QLPush(q, id, c).encode()``) rather than the generic `encode_command_parts`.
+    """
     serializer = _Serializer(6000, _Encoder("utf-8", "strict", False).encode)
     assert b"".join(encode_command_parts(argv)) == b"".join(serializer.pack(*argv))
+    if typed is not None:
+        assert b"".join(typed()) == b"".join(serializer.pack(*argv))
     args = tuple(argv)
 
     def ours() -> None:
+        if typed is not None:
+            for _ in range(count):
+                typed()
+            return
         for _ in range(count):
             encode_command_parts(argv)
 
@@ -216,6 +232,27 @@ def run(scale: float = 1.0, repeats: int = 7) -> list[Row]:
         bench_encode("encode QLPUSH 10 KB", [*qlpush, b"x" * 10_000], n(100_000), repeats),
         bench_encode(
             "encode QRPOP q EX 30", [b"QRPOP", b"queue", b"EX", b"30"], n(100_000), repeats
+        ),
+        bench_encode(
+            "QLPush.encode() 100 B",
+            [*qlpush, b"x" * 100],
+            n(100_000),
+            repeats,
+            typed=QLPush(b"queue", EVENT_ID, b"x" * 100).encode,
+        ),
+        bench_encode(
+            "QLPush.encode() 10 KB",
+            [*qlpush, b"x" * 10_000],
+            n(100_000),
+            repeats,
+            typed=QLPush(b"queue", EVENT_ID, b"x" * 10_000).encode,
+        ),
+        bench_encode(
+            "QLPush(...) new+encode 100 B",
+            [*qlpush, b"x" * 100],
+            n(100_000),
+            repeats,
+            typed=lambda: QLPush(b"queue", EVENT_ID, b"x" * 100).encode(),
         ),
         bench_decode("decode +OK x100k", ok_stream(n(100_000)), CHUNK, repeats),
         bench_decode("decode QRPOP x100k", qrpop_stream(n(100_000)), CHUNK, repeats),
