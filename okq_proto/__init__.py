@@ -70,6 +70,7 @@ from ._ops import (
     new_event_id,
     parse_address,
     parse_addresses,
+    refuse_connection_state,
     retry_safe,
     settle_retried_push,
 )
@@ -155,6 +156,7 @@ __all__ = [
     "parse_address",
     "parse_addresses",
     "push_command",
+    "refuse_connection_state",
     "reply_error",
     "retry_safe",
     "settle_retried_push",

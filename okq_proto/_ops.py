@@ -15,7 +15,19 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
-from ._commands import Command, Ping, QFlush, QInfo, QLPeek, QLPush, QRPeek, QRPush, QStatus
+from ._commands import (
+    Command,
+    Ping,
+    QFlush,
+    QInfo,
+    QLPeek,
+    QLPush,
+    QNotify,
+    QRegister,
+    QRPeek,
+    QRPush,
+    QStatus,
+)
 from ._errors import DuplicateEventError, LocalProtocolError, OkqError
 from ._types import Event
 
@@ -29,6 +41,7 @@ __all__ = [
     "new_event_id",
     "parse_address",
     "parse_addresses",
+    "refuse_connection_state",
     "retry_safe",
     "settle_retried_push",
 ]
@@ -116,6 +129,25 @@ def retry_safe(command: Command[Any]) -> bool:
     first), nor QNOTIFY/QREGISTER (connection state) nor QACK (its 0/1 answer would lie).
     """
     return isinstance(command, _RETRY_SAFE)
+
+
+def refuse_connection_state(command: Command[Any]) -> None:
+    """Refuse commands that must not run on a shared, pooled connection.
+
+    ``QREGISTER`` would leave the pooled connection registered as a consumer (counted by
+    ``QSTATUS`` and woken by pushes); ``QNOTIFY`` only makes sense after it.  Consumers own
+    their connection instead (``consume``).
+
+    Raises:
+        LocalProtocolError: for `QRegister` and `QNotify`; also for non-commands.
+    """
+    if not isinstance(command, Command):
+        raise LocalProtocolError(f"not an okq command: {command!r}")
+    if isinstance(command, (QRegister, QNotify)):
+        raise LocalProtocolError(
+            f"{command.name.decode()} changes a connection's consumer state and cannot run on "
+            "a pooled connection: use consume() for consumers"
+        )
 
 
 class Backoff:

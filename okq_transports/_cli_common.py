@@ -10,26 +10,17 @@ Must not know: argparse, what each subcommand does.
 from __future__ import annotations
 
 import base64
-import builtins
 import json
 import os
-import socket
 import sys
 import time
 from collections.abc import Sequence
-from typing import IO, Final, TypeVar, cast
+from typing import IO, Final, TypeVar
 
 from okq_proto import (
-    CLOSED,
-    NEED_DATA,
-    ClientConnection,
-    Command,
-    ConnectError,
-    ConnectionClosed,
     Event,
     OkqError,
     QueueStatus,
-    TimeoutError,
     parse_address,
 )
 
@@ -42,7 +33,6 @@ __all__ = [
     "EXIT_USAGE",
     "CliError",
     "Progress",
-    "call",
     "event_json",
     "event_line",
     "one_line",
@@ -68,8 +58,6 @@ EXIT_EMPTY: Final = 3
 DEFAULT_SERVER: Final = "127.0.0.1:4777"
 #: The environment variable naming the server.
 ENV_SERVER: Final = "OKQ_SERVER"
-
-_CALL_TIMEOUT_S: Final = 10.0
 
 
 class CliError(Exception):
@@ -190,45 +178,6 @@ class Progress:
         prefix = "\r" if self._live else ""
         self.stream.write(prefix + self._render() + "\n")
         self.stream.flush()
-
-
-def call(address: str, command: Command[T], timeout_s: float = _CALL_TIMEOUT_S) -> T:
-    """Send one core command on a fresh connection and return its typed result.
-
-    A thin sans-I/O driver (`ClientConnection` over a blocking socket), used for the commands
-    the sync client keeps to its consumer (``QRPOP`` with a chosen expiry, ``QACK``).
-
-    Raises:
-        ConnectError: the server cannot be reached.
-        TimeoutError: no reply within `timeout_s`.
-        ConnectionClosed: the server closed the connection before replying.
-        ReplyError: the server replied with an error.
-    """
-    host, port = parse_address(address)
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout_s)
-    except OSError as exc:
-        raise ConnectError(f"cannot connect to {address}: {exc.strerror or exc}") from exc
-    with sock:
-        conn = ClientConnection()
-        conn.send(command)
-        try:
-            sock.sendall(conn.data_to_send())
-            while True:
-                event = conn.next_event()
-                if event is CLOSED:
-                    raise ConnectionClosed(f"{address} closed the connection")
-                if event is not NEED_DATA:
-                    return cast(T, event.unwrap())  # the reply to `command`
-                data = sock.recv(65536)
-                if data:
-                    conn.receive_data(data)
-                else:
-                    conn.receive_eof()
-        except builtins.TimeoutError as exc:  # socket.timeout; ours shadows the name
-            raise TimeoutError(f"no reply from {address} within {timeout_s} s") from exc
-        except OSError as exc:
-            raise ConnectionClosed(f"connection to {address} failed: {exc}") from exc
 
 
 _COLUMNS: Final = ("QUEUE", "TOTAL", "PROCESSING", "WAITING", "CONSUMERS")

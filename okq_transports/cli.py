@@ -42,7 +42,6 @@ from ._cli_common import (
     EXIT_OK,
     EXIT_USAGE,
     CliError,
-    call,
     event_json,
     event_line,
     one_line,
@@ -374,7 +373,8 @@ def _cmd_peek(args: argparse.Namespace) -> int:
 
 
 def _cmd_pop(args: argparse.Namespace) -> int:
-    event = call(_server(args), QRPop(to_wire(args.queue), args.ex))
+    with _client(args) as client:
+        event = client.execute(QRPop(to_wire(args.queue), args.ex))
     if event is None:
         _error(f"queue {show(args.queue)} has no waiting event")
         return EXIT_EMPTY
@@ -388,7 +388,8 @@ def _cmd_pop(args: argparse.Namespace) -> int:
 
 
 def _cmd_ack(args: argparse.Namespace) -> int:
-    removed = call(_server(args), QAck(to_wire(args.queue), to_wire(args.event_id)))
+    with _client(args) as client:
+        removed = client.execute(QAck(to_wire(args.queue), to_wire(args.event_id)))
     if not removed:
         _error(
             f"no event {show(args.event_id)} in queue {show(args.queue)} "

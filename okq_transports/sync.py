@@ -49,6 +49,7 @@ from okq_proto import (
     new_event_id,
     parse_addresses,
     push_command,
+    refuse_connection_state,
     retry_safe,
     settle_retried_push,
     to_wire,
@@ -388,6 +389,27 @@ class Client:
         if replied.error is not None:
             raise replied.error
         return replied.result  # type: ignore[return-value]  # the command's own result type
+
+    def execute(self, command: Command[T]) -> T:
+        """Send any okq command from `okq_proto` on a pooled connection; return its result.
+
+        The escape hatch for what the named methods do not cover, e.g. a one-off claim and
+        acknowledgement::
+
+            event = client.execute(QRPop(to_wire("jobs"), 60))
+            ...
+            client.execute(QAck(to_wire("jobs"), to_wire(event.id)))
+
+        Retry-safe commands are retried like the named methods; ``QRPOP`` and ``QACK`` never.
+
+        Raises:
+            LocalProtocolError: for ``QREGISTER`` / ``QNOTIFY``, which change or need a
+                connection's consumer state: use `consume` for those.
+            ReplyError: the server replied with an error.
+            TransportError: the connection failed.
+        """
+        refuse_connection_state(command)
+        return self._call(command)
 
     def peek_next(self, queue: str) -> Event | None:
         """The event a consumer would get next (``QRPEEK``), or None (okq-go's ``PeekNext``)."""

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import okq_proto as okq
 from okq_proto import (
     ConnectError,
     ConnectionClosed,
@@ -568,3 +569,20 @@ def test_stop_on_signals_sets_the_flag_and_restores_handlers() -> None:
     assert flag.is_set()
     assert signal.getsignal(signal.SIGINT) is before
     assert signal.getsignal(signal.SIGTERM) is not None
+
+
+def test_execute_runs_any_command_and_refuses_consumer_state(okq_server: ThreadedServer) -> None:
+    with Client(okq_server.address) as client:
+        client.push("exec-q", b"one")
+        event = client.execute(okq.QRPop(okq.to_wire("exec-q"), 60))
+        assert event is not None
+        assert event.contents == b"one"
+        assert client.status("exec-q")[0].processing == 1
+        assert client.execute(okq.QAck(okq.to_wire("exec-q"), okq.to_wire(event.id))) == 1
+        assert client.execute(okq.QAck(okq.to_wire("exec-q"), okq.to_wire(event.id))) == 0
+        for command in (okq.QRegister((b"exec-q",)), okq.QNotify(1)):
+            with pytest.raises(okq.LocalProtocolError, match="consume"):
+                client.execute(command)
+        with pytest.raises(okq.LocalProtocolError):
+            client.execute(b"PING")  # type: ignore[arg-type]
+        assert client.status("exec-q")[0].consumers == 0
