@@ -11,6 +11,7 @@ Must not know: asyncio or trio (that is `_backends`), okq's reply shapes (that i
 from __future__ import annotations
 
 import contextlib
+from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
@@ -32,13 +33,17 @@ from okq_proto import (
     PushOutcome,
     QueueStatus,
     TransportError,
+    contents_bytes,
     new_event_id,
     parse_addresses,
+    push_command,
     retry_safe,
+    to_wire,
 )
+from okq_proto._client import Backend as Backend_
 
 from . import _plans as plans
-from ._backends import READ_SIZE, AsyncStream, Backend
+from ._backends import READ_SIZE, AsyncStream, Backend, Waiter
 from ._plans import Contents, Plan, call_hook, log
 
 __all__ = [
@@ -90,9 +95,11 @@ class AsyncConnection:
         *,
         read_timeout_s: float | None = None,
         address: tuple[str, int] | None = None,
+        decoder: Backend_ = "python",
     ) -> None:
         self._stream = stream
-        self._conn = ClientConnection()
+        # The pure decoder: for okq's small replies it beats hiredis's call overhead.
+        self._conn = ClientConnection(backend=decoder)
         self._busy = False
         self._closed = False
         self.read_timeout_s = read_timeout_s
@@ -101,8 +108,7 @@ class AsyncConnection:
     @property
     def usable(self) -> bool:
         """False once poisoned, broken or closed: such a connection is never reused."""
-        conn = self._conn
-        return not (self._closed or self._busy or conn.in_flight) and conn.state is OPEN
+        return not (self._closed or self._busy) and self._conn.state is OPEN
 
     async def request(
         self, command: Command[Any], timeout_s: float | None = None
@@ -121,29 +127,27 @@ class AsyncConnection:
         return (await self.request_many((command,), timeout_s))[0]
 
     async def request_many(
-        self, commands: Iterable[Command[Any]], timeout_s: float | None = None
+        self, commands: Sequence[Command[Any]], timeout_s: float | None = None
     ) -> list[CommandReplied]:
         """Send the commands in one write and return their replies in order (pipelining)."""
-        if self._busy:
-            raise ConnectionBusyError(
-                "another task is using this okq connection: each task needs its own "
-                "(take one from the client's pool)"
-            )
-        if self._closed:
-            raise ConnectionClosed(
-                "this okq connection is closed (a request on it was interrupted, or it failed)"
-            )
+        if self._busy or self._closed:
+            raise self._unusable()
         self._busy = True
         conn = self._conn
         stream = self._stream
         try:
-            conn.send_many(commands)
-            count = len(conn.in_flight)
+            count = len(commands)
+            if count == 1:
+                conn.send(commands[0])
+            else:
+                conn.send_many(commands)
             if timeout_s is None and self.read_timeout_s is not None:
-                timeout_s = self.read_timeout_s + conn.allowed_silence_s()
+                timeout_s = self.read_timeout_s
+                for command in commands:  # a QNOTIFY may keep the server silent that long
+                    timeout_s += command.blocking_s
             await stream.send_all(conn.data_to_send())
             replies: list[CommandReplied] = []
-            while len(replies) < count:
+            while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
                     data = await stream.receive_some(READ_SIZE, timeout_s)
@@ -151,11 +155,14 @@ class AsyncConnection:
                         conn.receive_data(data)
                     else:
                         conn.receive_eof()
-                elif type(event) is CommandReplied:
-                    replies.append(event)
-                else:  # CLOSED cannot come with replies owed; the machine raises instead
+                    continue
+                if type(event) is not CommandReplied:
+                    # CLOSED cannot come with replies owed (the machine raises); be safe
                     raise ConnectionClosed("the server closed the connection")
-            return replies
+                replies.append(event)
+                if len(replies) == count:
+                    self._busy = False
+                    return replies
         except BaseException:
             # Interrupted mid-request (cancelled, timed out, broken): the stream may still
             # carry our reply, so nobody may use it again.
@@ -163,8 +170,16 @@ class AsyncConnection:
             self._closed = True
             await close_quietly(stream)
             raise
-        finally:
-            self._busy = False
+
+    def _unusable(self) -> OkqError:
+        if self._busy:
+            return ConnectionBusyError(
+                "another task is using this okq connection: each task needs its own "
+                "(take one from the client's pool)"
+            )
+        return ConnectionClosed(
+            "this okq connection is closed (a request on it was interrupted, or it failed)"
+        )
 
     async def aclose(self) -> None:
         """Close the connection (idempotent)."""
@@ -199,7 +214,9 @@ class AsyncPool:
             raise LocalProtocolError(f"pool size must be at least 1, not {size}")
         self._backend = backend
         self._addresses = list(addresses)
-        self._sem = backend.semaphore(size)
+        self._size = size
+        self._out = 0  # connections handed out (bounded by size)
+        self._waiters: deque[Waiter] = deque()
         self._idle: list[AsyncConnection] = []
         self._closed = False
         self._current = 0
@@ -238,9 +255,38 @@ class AsyncPool:
         stream, address = await self.open_stream()
         return AsyncConnection(stream, read_timeout_s=self.read_timeout_s, address=address)
 
+    def try_acquire(self) -> AsyncConnection | None:
+        """An idle usable connection at once, or None (then `acquire`): the hot path, with
+        no coroutine at all."""
+        if self._out < self._size and not self._waiters:
+            idle = self._idle
+            while idle:
+                conn = idle.pop()
+                if conn.usable:
+                    self._out += 1
+                    return conn
+        return None
+
+    def release_nowait(self, conn: AsyncConnection) -> bool:
+        """Give back a connection whose last request just completed (so it is usable);
+        False (nothing done) when the pool is closed: then call `release`."""
+        if self._closed:
+            return False
+        if self._waiters:
+            self._waiters.popleft().set()
+        else:
+            self._out -= 1
+        self._idle.append(conn)
+        return True
+
     async def acquire(self) -> AsyncConnection:
-        """Take a connection (an idle one, else a new one); waits while `size` are out."""
-        await self._sem.acquire()
+        """Take a connection (an idle one, else a new one); waits while `size` are out.
+
+        The fast path does not yield: the request that follows is the checkpoint."""
+        if self._out < self._size and not self._waiters:
+            self._out += 1
+        else:
+            await self._wait_for_slot()
         try:
             idle = self._idle
             while idle:
@@ -249,12 +295,30 @@ class AsyncPool:
                     return conn
             return await self.open_connection()
         except BaseException:
-            self._sem.release()
+            self._give_back_slot()
             raise
+
+    async def _wait_for_slot(self) -> None:
+        waiter = self._backend.event()
+        self._waiters.append(waiter)
+        try:
+            await waiter.wait()  # a release handed its slot over
+        except BaseException:
+            if waiter.is_set():
+                self._give_back_slot()  # handed over just as we were cancelled
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def _give_back_slot(self) -> None:
+        if self._waiters:
+            self._waiters.popleft().set()  # the slot passes to the oldest waiter
+        else:
+            self._out -= 1
 
     async def release(self, conn: AsyncConnection) -> None:
         """Give a connection back: kept if usable and the pool is open, else closed."""
-        self._sem.release()
+        self._give_back_slot()
         if conn.usable and not self._closed:
             self._idle.append(conn)
         else:
@@ -300,6 +364,8 @@ class AsyncClientCore:
         self.notify_timeout_s = notify_timeout_s
         self._id_factory = id_factory or new_event_id
         self.hooks = hooks or Hooks()
+        # None when no hook is overridden: the hot paths then skip calling no-ops.
+        self._hooks: Hooks | None = self.hooks if type(self.hooks) is not Hooks else None
 
     @property
     def backend(self) -> Backend:
@@ -326,23 +392,31 @@ class AsyncClientCore:
         """Run commands pipelined on one pooled connection; retry once on a fresh connection
         when the first one failed and every command is retry-safe.  Returns (replies, retried).
         """
-        retried = False
-        for attempt in range(2):
-            conn = await self._pool.acquire()
-            try:
-                return await conn.request_many(commands), retried
-            except TransportError as exc:
-                if attempt or not all(retry_safe(c) for c in commands):
-                    raise
-                log.info(
-                    "okq request failed, retrying on a new connection: %s",
-                    exc,
-                    extra={"okq_address": conn.address, "okq_error": repr(exc)},
-                )
-                retried = True
-            finally:
-                await self._pool.release(conn)
-        raise AssertionError("unreachable")  # pragma: no cover
+        pool = self._pool
+        conn = pool.try_acquire() or await pool.acquire()
+        try:
+            replies = await conn.request_many(commands)
+        except TransportError as exc:
+            await pool.release(conn)
+            if not all(retry_safe(c) for c in commands):
+                raise
+            log.info(
+                "okq request failed, retrying on a new connection: %s",
+                exc,
+                extra={"okq_address": conn.address, "okq_error": repr(exc)},
+            )
+        except BaseException:
+            await pool.release(conn)
+            raise
+        else:
+            if not pool.release_nowait(conn):
+                await pool.release(conn)
+            return replies, False
+        conn = await pool.acquire()
+        try:
+            return await conn.request_many(commands), True
+        finally:
+            await pool.release(conn)
 
     async def _execute(self, plan: Plan[T]) -> T:
         if not plan.commands:
@@ -358,16 +432,18 @@ class AsyncClientCore:
             TooBusyError: a NO_BLOCK push found every server worker busy.
             TransportError: the connection failed (after one safe retry).
         """
-        event = plans.new_event(queue, contents, self._id_factory)
-        await self._execute(plans.push_event(event, flags, self.hooks))
-        return event.id
+        event_id = self._id_factory()
+        command = push_command(to_wire(queue), to_wire(event_id), contents_bytes(contents), flags)
+        replies, retried = await self._run((command,))
+        plans.settle_push(queue, event_id, replies[0], retried, self._hooks)
+        return event_id
 
     async def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> None:
         """Push `event` with its own id (okq-go's ``PushEvent``).  Raises as `push` does.
 
         A duplicate reply to our own retry means the first attempt landed: that is success.
         """
-        await self._execute(plans.push_event(event, flags, self.hooks))
+        await self._execute(plans.push_event(event, flags, self._hooks))
 
     async def push_many(
         self, queue: str, contents: Iterable[Contents], flags: PushFlag = PushFlag.NORMAL
@@ -377,7 +453,7 @@ class AsyncClientCore:
         Raises:
             TransportError: the connection failed twice (the batch is retried once whole).
         """
-        plan = plans.push_many(queue, contents, flags, self._id_factory, self.hooks)
+        plan = plans.push_many(queue, contents, flags, self._id_factory, self._hooks)
         return await self._execute(plan)
 
     async def peek_next(self, queue: str) -> Event | None:

@@ -2,7 +2,7 @@
 
 Owns: a three-method byte stream (`AsyncStream`: ``receive_some``, ``send_all``, ``aclose``)
 over an asyncio Protocol and over any ``trio.abc.Stream``, connecting, and the handful of
-concurrency primitives the shared driver needs (a semaphore, sleeping, the clock, running a
+concurrency primitives the shared driver needs (an event, sleeping, the clock, running a
 call until a deadline, racing a call against a stop event, running workers side by side).
 Every failure leaves here as an okq error (`_exceptions.to_okq_error`, plus trio's own
 types): no ``OSError``, ``trio.BrokenResourceError`` or ``TooSlowError`` escapes as is.
@@ -80,12 +80,14 @@ class AsyncStream(Protocol):
         ...
 
 
-class Semaphore(Protocol):
-    """What the pool needs of a semaphore."""
+class Waiter(Protocol):
+    """A one-shot event (``asyncio.Event``, ``trio.Event``): what the pool's waiters park on."""
 
-    async def acquire(self) -> object: ...
+    def is_set(self) -> bool: ...
 
-    def release(self) -> None: ...
+    def set(self) -> None: ...
+
+    async def wait(self) -> object: ...
 
 
 class Backend(Protocol):
@@ -97,8 +99,8 @@ class Backend(Protocol):
         """Open a TCP stream (TCP_NODELAY, keepalive).  Raises `ConnectError`/`TimeoutError`."""
         ...
 
-    def semaphore(self, value: int) -> Semaphore:
-        """A semaphore with `value` tokens."""
+    def event(self) -> Waiter:
+        """A fresh one-shot event."""
         ...
 
     async def sleep(self, seconds: float) -> None:
@@ -138,6 +140,8 @@ class _AsyncioStream(asyncio.Protocol):
         self._waiter: asyncio.Future[None] | None = None
         self._drain: asyncio.Future[None] | None = None
         self._paused = False
+        self._deadline: float | None = None
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -172,21 +176,34 @@ class _AsyncioStream(asyncio.Protocol):
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
-    def _expire(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
+    def _check_deadline(self) -> None:
+        # One timer per stream, re-armed lazily: a busy connection pays a clock read per
+        # request, not a timer handle (call_later + cancel) per read.
+        self._timer = None
+        waiter, deadline = self._waiter, self._deadline
+        if waiter is None or waiter.done() or deadline is None:
+            return
+        if self._loop.time() >= deadline:
             waiter.set_exception(TimeoutError("no reply from the server in time"))
+        else:
+            self._timer = self._loop.call_at(deadline, self._check_deadline)
 
     async def receive_some(self, max_bytes: int, timeout_s: float | None) -> bytes:
         if not self._chunks and not self._eof:
             waiter = self._waiter = self._loop.create_future()
-            timer = None if timeout_s is None else self._loop.call_later(timeout_s, self._expire)
+            if timeout_s is None:
+                self._deadline = None
+            else:
+                deadline = self._deadline = self._loop.time() + timeout_s
+                timer = self._timer
+                if timer is None or timer.when() > deadline:
+                    if timer is not None:
+                        timer.cancel()
+                    self._timer = self._loop.call_at(deadline, self._check_deadline)
             try:
                 await waiter
             finally:
                 self._waiter = None
-                if timer is not None:
-                    timer.cancel()
         chunks = self._chunks
         if chunks:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
@@ -211,6 +228,9 @@ class _AsyncioStream(asyncio.Protocol):
                 raise to_okq_error(self._lost, "send")
 
     async def aclose(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         if self._transport is not None:
             self._transport.abort()
 
@@ -231,8 +251,8 @@ class AsyncioBackend:
             raise to_okq_error(exc, what, connecting=True) from exc
         return protocol
 
-    def semaphore(self, value: int) -> Semaphore:
-        return asyncio.Semaphore(value)
+    def event(self) -> Waiter:
+        return asyncio.Event()
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -345,8 +365,8 @@ class TrioBackend:
             raise ConnectError(f"{what}: {exc or 'timed out'}") from exc
         return TrioStream(stream)
 
-    def semaphore(self, value: int) -> Semaphore:
-        return self._trio.Semaphore(value)
+    def event(self) -> Waiter:
+        return self._trio.Event()
 
     async def sleep(self, seconds: float) -> None:
         await self._trio.sleep(seconds)

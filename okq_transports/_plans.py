@@ -50,6 +50,7 @@ __all__ = [
     "ping",
     "push_event",
     "push_many",
+    "settle_push",
     "status",
 ]
 
@@ -91,23 +92,36 @@ def _one(command: Command[Any]) -> Plan[Any]:
     return Plan((command,), _unwrap)
 
 
-def push_event(event: Event, flags: PushFlag, hooks: Hooks) -> Plan[None]:
+def settle_push(
+    queue: str, event_id: str, replied: CommandReplied, retried: bool, hooks: Hooks | None
+) -> None:
+    """Judge a push reply (a duplicate after our own retry means it landed), log a retry,
+    call ``hooks.pushed``; raise the push's error if it failed."""
+    error = replied.error
+    if error is None and not retried:  # the hot path
+        if hooks is not None:
+            call_hook(hooks, "pushed", queue, event_id, retried=False)
+        return
+    outcome = settle_retried_push(event_id, error, retried)
+    if outcome.error is not None:
+        raise outcome.error
+    log.info(
+        "okq: push of %s to %s retried; it landed",
+        event_id,
+        queue,
+        extra={"okq_queue": queue, "okq_event_id": event_id, "okq_retried": True},
+    )
+    if hooks is not None:
+        call_hook(hooks, "pushed", queue, event_id, retried=True)
+
+
+def push_event(event: Event, flags: PushFlag, hooks: Hooks | None) -> Plan[None]:
     """`push_event`: ``QLPUSH``/``QRPUSH``; a duplicate after our own retry is success."""
     if not isinstance(event, Event):
         raise LocalProtocolError(f"push_event needs an okq Event, not {type(event)!r}")
 
     def finish(replies: list[CommandReplied], retried: bool) -> None:
-        outcome = settle_retried_push(event.id, replies[0].error, retried)
-        if outcome.error is not None:
-            raise outcome.error
-        if retried:
-            log.info(
-                "okq: push of %s to %s retried; it landed",
-                event.id,
-                event.queue,
-                extra={"okq_queue": event.queue, "okq_event_id": event.id, "okq_retried": True},
-            )
-        call_hook(hooks, "pushed", event.queue, event.id, retried=retried)
+        settle_push(event.queue, event.id, replies[0], retried, hooks)
 
     command = push_command(to_wire(event.queue), to_wire(event.id), event.contents, flags)
     return Plan((command,), finish)
@@ -119,7 +133,11 @@ def new_event(queue: str, contents: Contents, id_factory: IdFactory) -> Event:
 
 
 def push_many(
-    queue: str, contents: Iterable[Contents], flags: PushFlag, id_factory: IdFactory, hooks: Hooks
+    queue: str,
+    contents: Iterable[Contents],
+    flags: PushFlag,
+    id_factory: IdFactory,
+    hooks: Hooks | None,
 ) -> Plan[list[PushOutcome]]:
     """`push_many`: one push per item, pipelined; one `PushOutcome` per item, in order."""
     wire_queue = to_wire(queue)
@@ -135,9 +153,10 @@ def push_many(
             settle_retried_push(event_id, reply.error, retried)
             for event_id, reply in zip(ids, replies, strict=True)
         ]
-        for outcome in outcomes:
-            if outcome.ok:
-                call_hook(hooks, "pushed", queue, outcome.id, retried=outcome.retried)
+        if hooks is not None:
+            for outcome in outcomes:
+                if outcome.ok:
+                    call_hook(hooks, "pushed", queue, outcome.id, retried=outcome.retried)
         return outcomes
 
     return Plan(tuple(commands), finish)

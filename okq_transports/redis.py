@@ -233,6 +233,7 @@ class RedisPoolClient:
         self.notify_timeout_s = notify_timeout_s
         self._id_factory = id_factory or new_event_id
         self.hooks = hooks or Hooks()
+        self._hooks: Hooks | None = self.hooks if type(self.hooks) is not Hooks else None
 
     def __enter__(self) -> RedisPoolClient:
         return self
@@ -280,18 +281,18 @@ class RedisPoolClient:
     def push(self, queue: str, contents: plans.Contents, flags: PushFlag = PushFlag.NORMAL) -> str:
         """Push an event with a fresh id and return the id (as the sync client does)."""
         event = plans.new_event(queue, contents, self._id_factory)
-        self._execute(plans.push_event(event, flags, self.hooks))
+        self._execute(plans.push_event(event, flags, self._hooks))
         return event.id
 
     def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> None:
         """Push `event` with its own id (as the sync client does)."""
-        self._execute(plans.push_event(event, flags, self.hooks))
+        self._execute(plans.push_event(event, flags, self._hooks))
 
     def push_many(
         self, queue: str, contents: Iterable[plans.Contents], flags: PushFlag = PushFlag.NORMAL
     ) -> list[PushOutcome]:
         """Push a batch in one write; one `PushOutcome` per item, in order."""
-        return self._execute(plans.push_many(queue, contents, flags, self._id_factory, self.hooks))
+        return self._execute(plans.push_many(queue, contents, flags, self._id_factory, self._hooks))
 
     def peek_next(self, queue: str) -> Event | None:
         """The event the next pop would return, or None."""
