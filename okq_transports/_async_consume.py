@@ -16,9 +16,10 @@ import functools
 import inspect
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from types import TracebackType
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
 from okq_proto import (
+    DEFAULT_EXPIRE_S,
     NEED_DATA,
     Backoff,
     ClientConnection,
@@ -35,7 +36,17 @@ from ._async_driver import NOTIFY_MARGIN_S, AsyncClientCore, ConnectionBusyError
 from ._backends import READ_SIZE, STOPPED, AsyncStream, StopEvent
 from ._plans import call_hook, log
 
-__all__ = ["ConsumerLink", "DeliveryStream", "Handler", "StreamLink", "consume"]
+__all__ = [
+    "STOPPING_STATES",
+    "AsyncClient",
+    "ConsumerLink",
+    "DeliveryStream",
+    "Handler",
+    "StreamLink",
+    "consume",
+]
+
+_C = TypeVar("_C", bound="AsyncClient")
 
 #: A consumer handler: ``handler(delivery) -> bool``, plain or ``async``; true acks.
 Handler = Callable[[Delivery], bool | Awaitable[bool]]
@@ -45,7 +56,8 @@ SERVER_SIDE_ERROR: Final = b"ERR unexpected server-side error"
 
 _WAITING: Final = ConsumerState.WAITING
 _REGISTERING: Final = ConsumerState.REGISTERING
-_STOPPING: Final = frozenset(
+#: States in which a stop was already asked (`Consumer.stop` is then not called again).
+STOPPING_STATES: Final = frozenset(
     {
         ConsumerState.STOP_POPPING,
         ConsumerState.FINISHING,
@@ -236,7 +248,7 @@ class DeliveryStream:
                 if not await self._connect():
                     return None
                 continue
-            if self._stopping() and consumer.state not in _STOPPING:
+            if self._stopping() and consumer.state not in STOPPING_STATES:
                 consumer.stop()
             in_hand = self._in_hand
             if in_hand is not None:
@@ -457,3 +469,96 @@ async def consume(
                     stream.fail(delivery, error)
 
     await backend.run_all([worker] * concurrency)
+
+
+class AsyncClient(AsyncClientCore):
+    """`AsyncClientCore` plus consuming: the base of the asyncio, trio and ``redis.asyncio``
+    clients.  Subclasses that reach the server otherwise than by a byte stream set
+    ``_open_link``."""
+
+    _open_link: Callable[[], Awaitable[ConsumerLink]] | None = None
+
+    async def __aenter__(self: _C) -> _C:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def consume(
+        self,
+        handler: Handler,
+        queues: Sequence[str],
+        *,
+        expire_seconds: int = DEFAULT_EXPIRE_S,
+        concurrency: int = 1,
+        stop: StopEvent | None = None,
+    ) -> None:
+        """Consume from `queues` until `stop` is set, or until cancelled.
+
+        Each delivery goes to ``handler(delivery)`` (``async def`` or plain; a plain function
+        runs on the event loop, so keep it short).  True acks it; false or an exception
+        leaves it to be redelivered (reported through logging and ``hooks.handler_failed``).
+        The handler is cancelled when the event's claim expires (``delivery.deadline``, loop
+        time), as okq-go cancels the handler's context.
+
+        Stop: setting `stop` abandons ``QNOTIFY`` waits at once, lets running handlers finish
+        and sends their acks, then returns.  Cancelling instead cancels handlers too (their
+        events are redelivered).  Connection failures reconnect with backoff.
+
+        Args:
+            handler: called with each `Delivery`.
+            queues: the queue names.
+            expire_seconds: claim length; -1 for at-most-once (never acked, never cancelled).
+            concurrency: consumer connections (and handlers) running side by side.
+            stop: an ``asyncio.Event`` (asyncio) or ``trio.Event`` (trio).
+
+        Raises:
+            ReplyError: the server refused a consumer command.
+        """
+        await self._consume(handler, queues, expire_seconds, concurrency, stop, None)
+
+    async def _consume(
+        self,
+        handler: Handler,
+        queues: Sequence[str],
+        expire_seconds: int,
+        concurrency: int,
+        stop: StopEvent | None,
+        on_registered: Callable[[], None] | None,
+    ) -> None:
+        await consume(
+            self,
+            handler,
+            queues,
+            expire_seconds=expire_seconds,
+            concurrency=concurrency,
+            stop=stop,
+            on_registered=on_registered,
+            open_link=self._open_link,
+        )
+
+    def deliveries(
+        self,
+        *queues: str,
+        expire_seconds: int = DEFAULT_EXPIRE_S,
+        stop: StopEvent | None = None,
+    ) -> DeliveryStream:
+        """A pull consumer on its own connection: use as ``async with`` and ``async for``.
+
+        ::
+
+            async with client.deliveries("q1", "q2", expire_seconds=30) as stream:
+                async for delivery in stream:
+                    async with stream.handling(delivery):   # acks unless the block raises
+                        await work(delivery)
+
+        Or call ``stream.ack(delivery)``.  The ack leaves with the next pop.
+        """
+        return DeliveryStream(
+            self, queues, expire_seconds=expire_seconds, stop=stop, open_link=self._open_link
+        )

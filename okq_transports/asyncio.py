@@ -26,12 +26,11 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Sequence
-from types import TracebackType
 
-from okq_proto import DEFAULT_EXPIRE_S, Delivery, Hooks, IdFactory
+from okq_proto import Delivery, Hooks, IdFactory
 
-from ._async_consume import DeliveryStream, Handler, consume
-from ._async_driver import AsyncClientCore, AsyncConnection, ConnectionBusyError
+from ._async_consume import AsyncClient, DeliveryStream, Handler
+from ._async_driver import AsyncConnection, ConnectionBusyError
 from ._backends import ASYNCIO
 
 __all__ = [
@@ -45,7 +44,7 @@ __all__ = [
 ]
 
 
-class Client(AsyncClientCore):
+class Client(AsyncClient):
     """An asyncio okq client with a bounded connection pool.
 
     Methods (coroutines, same names and semantics as ``okq_transports.sync.Client``):
@@ -89,76 +88,6 @@ class Client(AsyncClientCore):
             id_factory=id_factory,
             hooks=hooks,
         )
-
-    async def __aenter__(self) -> Client:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def consume(
-        self,
-        handler: Handler,
-        queues: Sequence[str],
-        *,
-        expire_seconds: int = DEFAULT_EXPIRE_S,
-        concurrency: int = 1,
-        stop: asyncio.Event | None = None,
-    ) -> None:
-        """Consume from `queues` until `stop` is set, or until cancelled.
-
-        Each delivery goes to ``handler(delivery)`` (``async def`` or plain; a plain function
-        runs on the loop, so keep it short).  True acks it; false or an exception leaves it
-        to be redelivered (reported through logging and ``hooks.handler_failed``).  The
-        handler is cancelled when the event's claim expires (``delivery.deadline``, loop
-        time), as okq-go cancels the handler's context.
-
-        Stop: setting `stop` abandons ``QNOTIFY`` waits at once, lets running handlers finish
-        and sends their acks, then returns.  Cancelling the task instead cancels handlers
-        too (their events are redelivered).  Connection failures reconnect with backoff.
-
-        Args:
-            handler: called with each `Delivery`.
-            queues: the queue names.
-            expire_seconds: claim length; -1 for at-most-once (never acked, never cancelled).
-            concurrency: consumer connections (and handlers) running side by side.
-            stop: an `asyncio.Event`; see `stop_on_signals`.
-
-        Raises:
-            ReplyError: the server refused a consumer command.
-        """
-        await consume(
-            self,
-            handler,
-            queues,
-            expire_seconds=expire_seconds,
-            concurrency=concurrency,
-            stop=stop,
-        )
-
-    def deliveries(
-        self,
-        *queues: str,
-        expire_seconds: int = DEFAULT_EXPIRE_S,
-        stop: asyncio.Event | None = None,
-    ) -> DeliveryStream:
-        """A pull consumer on its own connection: use as ``async with`` and ``async for``.
-
-        ::
-
-            async with client.deliveries("q1", "q2", expire_seconds=30) as stream:
-                async for delivery in stream:
-                    async with stream.handling(delivery):   # acks unless the block raises
-                        await work(delivery)
-
-        Or call ``stream.ack(delivery)`` explicitly.  The ack leaves with the next pop.
-        """
-        return DeliveryStream(self, queues, expire_seconds=expire_seconds, stop=stop)
 
 
 def stop_on_signals(

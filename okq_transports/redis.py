@@ -37,6 +37,7 @@ from okq_proto import (
     ClientConnection,
     Command,
     CommandReplied,
+    ConnectError,
     ConnectionClosed,
     Consumer,
     ConsumerState,
@@ -55,6 +56,7 @@ from okq_proto import (
     QueueStatus,
     RemoteProtocolError,
     Reply,
+    ReplyError,
     TimeoutError,
     TransportError,
     new_event_id,
@@ -62,8 +64,8 @@ from okq_proto import (
 )
 
 from . import _plans as plans
-from ._async_consume import DeliveryStream, Handler, consume
-from ._async_driver import NOTIFY_MARGIN_S, AsyncClientCore
+from ._async_consume import SERVER_SIDE_ERROR, STOPPING_STATES, AsyncClient, ConsumerLink
+from ._async_driver import NOTIFY_MARGIN_S
 from ._backends import ASYNCIO
 from ._plans import call_hook, log
 
@@ -72,14 +74,6 @@ T = TypeVar("T")
 #: How often a sync consumer waiting in QNOTIFY looks at its stop flag.
 _POLL_S: Final = 0.1
 _REGISTERED_WAITING: Final = ConsumerState.WAITING
-_STOPPING: Final = frozenset(
-    {
-        ConsumerState.STOP_POPPING,
-        ConsumerState.FINISHING,
-        ConsumerState.ACKING,
-        ConsumerState.STOPPED,
-    }
-)
 
 __all__ = ["AsyncRedisPoolClient", "ParsedReplies", "RedisPoolClient", "check_pool"]
 
@@ -161,11 +155,67 @@ def _okq_error(exc: BaseException, what: str) -> OkqError:
 _FAILURES: Final = (redis.ConnectionError, redis.TimeoutError, OSError)
 
 
+class _Exchange:
+    """One pipelined request over a redis-py connection, for the sync and async clients:
+    the bytes to send, then parsed replies pushed one at a time until all are in."""
+
+    __slots__ = ("_count", "_feed", "_machine", "replies")
+
+    def __init__(self, commands: Sequence[Command[Any]]) -> None:
+        self._feed = ParsedReplies()
+        self._machine = ClientConnection(self._feed)
+        self._machine.send_many(commands)
+        self._count = len(commands)
+        self.replies: list[CommandReplied] = []
+
+    @property
+    def owed(self) -> bool:
+        """True until every reply was read: the connection must then not be reused."""
+        return len(self.replies) < self._count
+
+    def data_to_send(self) -> bytes:
+        """The request's bytes (send them with ``send_packed_command([data])``)."""
+        return self._machine.data_to_send()
+
+    def wants_reply(self) -> bool:
+        """Collect the replies available; True while one more parsed reply is needed."""
+        while self.owed:
+            event = self._machine.next_event()
+            if event is NEED_DATA:
+                return True
+            assert type(event) is CommandReplied
+            self.replies.append(event)
+        return False
+
+    def push(self, reply: Reply) -> None:
+        """Hand over one reply redis-py parsed."""
+        self._feed.push(reply)
+
+
+def _retry_or_raise(exc: BaseException, attempt: int, commands: Sequence[Command[Any]]) -> bool:
+    """After a failed attempt: True (retry) for a first failure of retry-safe commands, else
+    raise the okq error."""
+    error = _okq_error(exc, "okq over redis-py")
+    if attempt or not all(retry_safe(c) for c in commands):
+        raise error from exc
+    return True
+
+
 def _get_connection(pool: Any) -> Any:
     try:
-        return pool.get_connection()
-    except TypeError:  # redis-py < 5.1 wants a command name
-        return pool.get_connection("_")
+        try:
+            return pool.get_connection()
+        except TypeError:  # redis-py < 5.1 wants a command name
+            return pool.get_connection("_")
+    except _FAILURES as exc:
+        raise ConnectError(f"okq over redis-py: cannot connect: {exc}") from exc
+
+
+async def _aget_connection(pool: Any) -> Any:
+    try:
+        return await pool.get_connection()
+    except _FAILURES as exc:
+        raise ConnectError(f"okq over redis.asyncio: cannot connect: {exc}") from exc
 
 
 def _sync_read(rconn: Any) -> Reply:
@@ -248,27 +298,16 @@ class RedisPoolClient:
         retried = False
         for attempt in range(2):
             rconn = _get_connection(self._pool)
-            owed = True
+            exchange = _Exchange(commands)
             try:
-                feed = ParsedReplies()
-                machine = ClientConnection(feed)
-                machine.send_many(commands)
-                rconn.send_packed_command([machine.data_to_send()])
-                replies: list[CommandReplied] = []
-                for _ in range(len(commands)):
-                    while (event := machine.next_event()) is NEED_DATA:
-                        feed.push(_sync_read(rconn))
-                    assert type(event) is CommandReplied
-                    replies.append(event)
-                owed = False
-                return replies, retried
+                rconn.send_packed_command([exchange.data_to_send()])
+                while exchange.wants_reply():
+                    exchange.push(_sync_read(rconn))
+                return exchange.replies, retried
             except _FAILURES as exc:
-                error = _okq_error(exc, "okq over redis-py")
-                if attempt or not all(retry_safe(c) for c in commands):
-                    raise error from exc
-                retried = True
+                retried = _retry_or_raise(exc, attempt, commands)
             finally:
-                if owed:
+                if exchange.owed:
                     rconn.disconnect()
                 self._pool.release(rconn)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -375,14 +414,16 @@ class RedisPoolClient:
             )
             try:
                 rconn = _get_connection(self._pool)
-            except _FAILURES as exc:
+            except TransportError as exc:
                 self._pause(stop, backoff, exc)
                 continue
             owed = True
             try:
                 owed = self._serve(rconn, consumer, feed, handler, stop, backoff)
                 return
-            except (*_FAILURES, TransportError, RemoteProtocolError) as exc:
+            except (*_FAILURES, TransportError, RemoteProtocolError, ReplyError) as exc:
+                if isinstance(exc, ReplyError) and exc.reply.message != SERVER_SIDE_ERROR:
+                    raise
                 _report_unacked(consumer)
                 self._pause(stop, backoff, exc)
             finally:
@@ -401,7 +442,7 @@ class RedisPoolClient:
     ) -> bool:
         """Drive one consumer until it stops; returns whether a reply is still owed."""
         while True:
-            if stop.is_set() and consumer.state not in _STOPPING:
+            if stop.is_set() and consumer.state not in STOPPING_STATES:
                 consumer.stop()
             event = consumer.next_event(time.monotonic())
             out = consumer.data_to_send()
@@ -502,7 +543,7 @@ class _RedisLink:
             await self._pool.release(self._rconn)
 
 
-class AsyncRedisPoolClient(AsyncClientCore):
+class AsyncRedisPoolClient(AsyncClient):
     """The asyncio okq client over a user's ``redis.asyncio.ConnectionPool``: the same
     coroutines as ``okq_transports.asyncio.Client`` (`consume` and `deliveries` included,
     handlers cancelled at claim expiry), with requests and consumers on connections
@@ -535,12 +576,7 @@ class AsyncRedisPoolClient(AsyncClientCore):
             hooks=hooks,
         )
         self._redis_pool: Any = pool
-
-    async def __aenter__(self) -> AsyncRedisPoolClient:
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.aclose()
+        self._open_link = self._open_redis_link
 
     async def aclose(self) -> None:
         """Nothing to close: the pool belongs to the caller."""
@@ -548,66 +584,21 @@ class AsyncRedisPoolClient(AsyncClientCore):
     async def _run(self, commands: Sequence[Command[Any]]) -> tuple[list[CommandReplied], bool]:
         retried = False
         for attempt in range(2):
-            rconn = await self._redis_pool.get_connection()
-            owed = True
+            rconn = await _aget_connection(self._redis_pool)
+            exchange = _Exchange(commands)
             try:
-                feed = ParsedReplies()
-                machine = ClientConnection(feed)
-                machine.send_many(commands)
-                await rconn.send_packed_command([machine.data_to_send()])
-                replies: list[CommandReplied] = []
-                for _ in range(len(commands)):
-                    while (event := machine.next_event()) is NEED_DATA:
-                        feed.push(await _async_read(rconn, None))
-                    assert type(event) is CommandReplied
-                    replies.append(event)
-                owed = False
-                return replies, retried
+                await rconn.send_packed_command([exchange.data_to_send()])
+                while exchange.wants_reply():
+                    exchange.push(await _async_read(rconn, None))
+                return exchange.replies, retried
             except _FAILURES as exc:
-                error = _okq_error(exc, "okq over redis.asyncio")
-                if attempt or not all(retry_safe(c) for c in commands):
-                    raise error from exc
-                retried = True
+                retried = _retry_or_raise(exc, attempt, commands)
             finally:
-                if owed:  # cancelled or failed mid-request: the reply must reach nobody
+                if exchange.owed:  # cancelled or failed mid-request: reply to nobody
                     await rconn.disconnect()
                 await self._redis_pool.release(rconn)
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _open_link(self) -> _RedisLink:
-        try:
-            rconn = await self._redis_pool.get_connection()
-        except _FAILURES as exc:
-            raise _okq_error(exc, "okq over redis.asyncio") from exc
+    async def _open_redis_link(self) -> ConsumerLink:
+        rconn = await _aget_connection(self._redis_pool)
         return _RedisLink(self._redis_pool, rconn)
-
-    async def consume(
-        self,
-        handler: Handler,
-        queues: Sequence[str],
-        *,
-        expire_seconds: int = DEFAULT_EXPIRE_S,
-        concurrency: int = 1,
-        stop: asyncio.Event | None = None,
-    ) -> None:
-        """As ``okq_transports.asyncio.Client.consume``, on connections from the pool."""
-        await consume(
-            self,
-            handler,
-            queues,
-            expire_seconds=expire_seconds,
-            concurrency=concurrency,
-            stop=stop,
-            open_link=self._open_link,
-        )
-
-    def deliveries(
-        self,
-        *queues: str,
-        expire_seconds: int = DEFAULT_EXPIRE_S,
-        stop: asyncio.Event | None = None,
-    ) -> DeliveryStream:
-        """As ``okq_transports.asyncio.Client.deliveries``, on a connection from the pool."""
-        return DeliveryStream(
-            self, queues, expire_seconds=expire_seconds, stop=stop, open_link=self._open_link
-        )

@@ -24,9 +24,9 @@ import trio
 
 from okq_proto import DEFAULT_EXPIRE_S, Delivery, Hooks, IdFactory
 
-from ._async_consume import DeliveryStream, Handler, consume
-from ._async_driver import AsyncClientCore, AsyncConnection, ConnectionBusyError
-from ._backends import AsyncStream, TrioStream, trio_backend
+from ._async_consume import AsyncClient, DeliveryStream, Handler
+from ._async_driver import AsyncConnection, ConnectionBusyError
+from ._backends import AsyncStream, StopEvent, TrioStream, trio_backend
 
 __all__ = [
     "AsyncConnection",
@@ -42,7 +42,7 @@ __all__ = [
 StreamFactory = Callable[[tuple[str, int]], Awaitable[trio.abc.Stream]]
 
 
-class Client(AsyncClientCore):
+class Client(AsyncClient):
     """A trio okq client; make it with `open_client`.
 
     Methods (async, same names and semantics as ``okq_transports.sync.Client``): `push`,
@@ -59,42 +59,18 @@ class Client(AsyncClientCore):
         *,
         expire_seconds: int = DEFAULT_EXPIRE_S,
         concurrency: int = 1,
-        stop: trio.Event | None = None,
+        stop: StopEvent | None = None,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
-        """Consume from `queues` until `stop` is set, or until cancelled.
+        """`AsyncClient.consume`, reporting to ``nursery.start`` once registered.
 
-        Use ``await nursery.start(client.consume, handler, ["q"])``: it returns once every
-        consumer connection is registered.  Each handler call (``async def`` or plain) runs
-        in a cancel scope whose deadline is its event's claim expiry
-        (``delivery.deadline``, trio time).  True acks; false or an exception leaves the
-        event to be redelivered.  Setting `stop` abandons ``QNOTIFY`` waits, lets running
-        handlers finish and sends their acks; cancelling cancels handlers too.  Connection
-        failures reconnect with backoff.  Handlers and connections all live in this call's
-        own nursery, inside the caller's.
-
-        Raises:
-            ReplyError: the server refused a consumer command.
+        Use ``await nursery.start(functools.partial(client.consume, handler, ["q"]))``.
+        Each handler call (``async def`` or plain) runs in a cancel scope whose deadline is
+        its event's claim expiry (``delivery.deadline``, trio time).  Handlers and
+        connections all live in this call's own nursery, inside the caller's; `stop` is a
+        ``trio.Event``.
         """
-        await consume(
-            self,
-            handler,
-            queues,
-            expire_seconds=expire_seconds,
-            concurrency=concurrency,
-            stop=stop,
-            on_registered=task_status.started,
-        )
-
-    def deliveries(
-        self,
-        *queues: str,
-        expire_seconds: int = DEFAULT_EXPIRE_S,
-        stop: trio.Event | None = None,
-    ) -> DeliveryStream:
-        """A pull consumer on its own connection: ``async with client.deliveries("q") as
-        stream: async for delivery in stream: ... stream.ack(delivery)``."""
-        return DeliveryStream(self, queues, expire_seconds=expire_seconds, stop=stop)
+        await self._consume(handler, queues, expire_seconds, concurrency, stop, task_status.started)
 
 
 @asynccontextmanager
