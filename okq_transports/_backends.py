@@ -157,6 +157,9 @@ class _AsyncioStream(asyncio.Protocol):
         return False
 
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         self._eof = True
         self._lost = exc if exc is not None else ConnectionClosed("connection closed")
         self._wake()

@@ -35,6 +35,7 @@ __all__ = [
     "Delivery",
     "DeliveryStream",
     "Handler",
+    "connection_over",
     "open_client",
 ]
 
@@ -71,6 +72,13 @@ class Client(AsyncClient):
         ``trio.Event``.
         """
         await self._consume(handler, queues, expire_seconds, concurrency, stop, task_status.started)
+
+
+def connection_over(stream: trio.abc.Stream) -> AsyncConnection:
+    """An okq connection over any ``trio.abc.Stream`` (a TCP stream, TLS, or
+    ``trio.testing.memory_stream_pair()`` in tests), without a pool: one task at a time
+    (a second one gets `ConnectionBusyError`); a request cancelled half way closes it."""
+    return AsyncConnection(TrioStream(stream))
 
 
 @asynccontextmanager

@@ -295,3 +295,29 @@ def test_redis_qnotify_longer_than_socket_timeout(kind: str, server: ThreadedSer
 
         asyncio.run(asyncio.wait_for(main(), DEADLINE_S))
     assert errors == []
+
+
+def test_trio_open_client_over_memory_streams() -> None:
+    """`open_client(stream_factory=...)` runs the whole client over in-memory streams."""
+    from trio.testing import memory_stream_pair
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+
+            async def factory(address: tuple[str, int]) -> trio.abc.Stream:
+                client_side, server_side = memory_stream_pair()
+
+                async def fake_server() -> None:
+                    while data := await server_side.receive_some():
+                        await server_side.send_all(b"+PONG\r\n" * data.count(b"PING"))
+
+                nursery.start_soon(fake_server)
+                return client_side
+
+            async with okq_trio.open_client("memory:1", stream_factory=factory) as client:
+                with trio.fail_after(5):
+                    await client.ping()
+                    await client.ping()
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
