@@ -255,6 +255,16 @@ class AsyncPool:
         stream, address = await self.open_stream()
         return AsyncConnection(stream, read_timeout_s=self.read_timeout_s, address=address)
 
+    @property
+    def open_count(self) -> int:
+        """Connections open: handed out plus idle."""
+        return self._out + len(self._idle)
+
+    @property
+    def idle(self) -> tuple[AsyncConnection, ...]:
+        """The idle connections."""
+        return tuple(self._idle)
+
     def try_acquire(self) -> AsyncConnection | None:
         """An idle usable connection at once, or None (then `acquire`): the hot path, with
         no coroutine at all."""
@@ -373,6 +383,16 @@ class AsyncClientCore:
         return self._backend
 
     @property
+    def open_connections(self) -> int:
+        """Pooled connections open now (idle or in use)."""
+        return self._pool.open_count
+
+    @property
+    def idle_connections(self) -> int:
+        """Pooled connections open and idle now."""
+        return len(self._pool.idle)
+
+    @property
     def pool(self) -> AsyncPool:
         """The connection pool."""
         return self._pool
@@ -455,6 +475,18 @@ class AsyncClientCore:
         """
         plan = plans.push_many(queue, contents, flags, self._id_factory, self._hooks)
         return await self._execute(plan)
+
+    async def execute(self, command: Command[T]) -> T:
+        """Send any okq command from `okq_proto` on a pooled connection; return its result
+        (the sync client's escape hatch).  Retry-safe commands are retried like the named
+        methods; ``QRPOP`` and ``QACK`` never.
+
+        Raises:
+            LocalProtocolError: for ``QREGISTER`` / ``QNOTIFY``: use `consume` for those.
+            ReplyError: the server replied with an error.
+            TransportError: the connection failed.
+        """
+        return await self._execute(plans.execute(command))
 
     async def peek_next(self, queue: str) -> Event | None:
         """The event the next pop would return (``QRPEEK``), or None."""

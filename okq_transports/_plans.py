@@ -33,6 +33,7 @@ from okq_proto import (
     QueueStatus,
     contents_bytes,
     push_command,
+    refuse_connection_state,
     settle_retried_push,
     to_wire,
 )
@@ -160,6 +161,12 @@ def push_many(
         return outcomes
 
     return Plan(tuple(commands), finish)
+
+
+def execute(command: Command[T]) -> Plan[T]:
+    """`execute`: any okq command but ``QREGISTER`` / ``QNOTIFY`` (consumer state)."""
+    refuse_connection_state(command)
+    return _one(command)
 
 
 def peek_next(queue: str) -> Plan[Event | None]:

@@ -333,6 +333,10 @@ class RedisPoolClient:
         """Push a batch in one write; one `PushOutcome` per item, in order."""
         return self._execute(plans.push_many(queue, contents, flags, self._id_factory, self._hooks))
 
+    def execute(self, command: Command[T]) -> T:
+        """Send any okq command but ``QREGISTER`` / ``QNOTIFY``; return its result."""
+        return self._execute(plans.execute(command))
+
     def peek_next(self, queue: str) -> Event | None:
         """The event the next pop would return, or None."""
         return self._execute(plans.peek_next(queue))

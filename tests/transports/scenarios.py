@@ -22,7 +22,17 @@ from typing import Any
 import pytest
 import trio
 
-from okq_proto import DuplicateEventError, Event, PushFlag, is_dup
+from okq_proto import (
+    DuplicateEventError,
+    Event,
+    LocalProtocolError,
+    PushFlag,
+    QAck,
+    QRegister,
+    QRPop,
+    is_dup,
+    to_wire,
+)
 from okq_transports.server import ThreadedServer
 
 DEADLINE_S = 20.0
@@ -192,6 +202,11 @@ async def every_method(h: Harness) -> None:
     assert [o.ok for o in outcomes] == [True] * 3
     assert len({o.id for o in outcomes}) == 3
     assert await h.call("push_many", q, []) == []
+    claimed = await h.call("execute", QRPop(to_wire(q), 60))  # the escape hatch
+    assert claimed.id == first
+    assert await h.call("execute", QAck(to_wire(q), to_wire(first))) == 1
+    with pytest.raises(LocalProtocolError):
+        await h.call("execute", QRegister((to_wire(q),)))  # consumer state: use consume()
     await h.call("flush", q)
     assert (await h.call("status", q))[0].total == 0
 
