@@ -265,7 +265,11 @@ class AsyncioBackend:
 
     async def run_until(self, fn: Callable[[], Awaitable[T]], deadline: float) -> tuple[bool, T]:
         task = asyncio.ensure_future(fn())
-        done, _ = await asyncio.wait((task,), timeout=max(0.0, deadline - self.now()))
+        try:
+            done, _ = await asyncio.wait((task,), timeout=max(0.0, deadline - self.now()))
+        except BaseException:  # we are cancelled: so is the handler
+            task.cancel()
+            raise
         if done:
             return True, task.result()
         task.cancel()

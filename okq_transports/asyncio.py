@@ -48,8 +48,8 @@ class Client(AsyncClient):
     """An asyncio okq client with a bounded connection pool.
 
     Methods (coroutines, same names and semantics as ``okq_transports.sync.Client``):
-    `push`, `push_event`, `push_many`, `peek_next`, `peek_last`, `status`, `info`, `flush`,
-    `ping`, `consume`; plus `deliveries` (pull consumer), `connection` (borrow a pooled
+    `push`, `push_event`, `push_many`, `execute`, `peek_next`, `peek_last`, `status`, `info`,
+    `flush`, `ping`, `consume`; plus `deliveries` (pull consumer), `connection` (borrow a pooled
     connection) and `aclose`.
 
     A request cancelled after it was written and before its reply was read closes its

@@ -47,8 +47,8 @@ class Client(AsyncClient):
     """A trio okq client; make it with `open_client`.
 
     Methods (async, same names and semantics as ``okq_transports.sync.Client``): `push`,
-    `push_event`, `push_many`, `peek_next`, `peek_last`, `status`, `info`, `flush`, `ping`,
-    `consume`; plus `deliveries` (pull consumer) and `connection` (borrow a pooled
+    `push_event`, `push_many`, `execute`, `peek_next`, `peek_last`, `status`, `info`,
+    `flush`, `ping`, `consume`; plus `deliveries` (pull consumer) and `connection` (borrow a pooled
     connection).  Each call is bounded by the caller's cancel scopes; a request cancelled
     after it was written closes its connection, which is never reused.
     """
