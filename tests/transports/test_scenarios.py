@@ -321,3 +321,30 @@ def test_trio_open_client_over_memory_streams() -> None:
             nursery.cancel_scope.cancel()
 
     trio.run(main)
+
+
+def test_asyncio_cancelling_consume_cancels_its_handler(server: ThreadedServer) -> None:
+    async def main() -> None:
+        async with okq_asyncio.Client(server.address, notify_timeout_s=1) as client:
+            await client.push("cancel-consume", b"slow")
+            started, cancelled = asyncio.Event(), []
+
+            async def handler(delivery: Any) -> bool:
+                started.set()
+                try:
+                    await asyncio.sleep(30)
+                except asyncio.CancelledError:
+                    cancelled.append(delivery.id)
+                    raise
+                return True
+
+            task = asyncio.ensure_future(client.consume(handler, ["cancel-consume"]))
+            await started.wait()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            assert len(cancelled) == 1
+            (status,) = await client.status("cancel-consume")
+            assert status.processing == 1  # not acked: it comes back after its claim
+
+    asyncio.run(asyncio.wait_for(main(), DEADLINE_S))
