@@ -1,4 +1,4 @@
-"""A RESP2 reply decoder running on ``hiredis.Reader``, with the pure decoder's limits and rules.
+"""A RESP2 reply decoder running on ``hiredis.Reader``, with the pure decoder's limits.
 
 Owns: the adapter between hiredis-py 3.x and the `Decoder` API (`feed`, `next_reply`,
 `has_partial`, `limits`).  Must not know: okq commands, sockets, clocks.
@@ -6,33 +6,50 @@ Owns: the adapter between hiredis-py 3.x and the `Decoder` API (`feed`, `next_re
 Speed: while nothing suspicious arrives, `next_reply` *is* the bound ``hiredis.Reader.gets``
 (``notEnoughData=NEED_DATA``, error replies built by a ``replyError`` hook, protocol errors raised
 as `RemoteProtocolError` by a ``protocolError`` hook), so a reply costs exactly what raw hiredis
-costs.  All checking happens in `feed`, with C-speed byte searches.
+costs.  All checking happens in `feed`:
 
-Where hiredis differs from the pure `Decoder`, and what we do (see also ``docs/codec.md``):
+* **Known bulk payloads are not looked at.**  Where the decoder knows an element starts (the
+  start of the stream, the end of a skipped payload, or any chunk boundary at which hiredis has
+  consumed everything), it reads ``$<n>`` headers of bulk strings of at least `_BIG_BULK` bytes
+  itself and hands the next ``n + 2`` bytes to hiredis unseen: a chunk inside such a payload
+  costs one comparison in `feed`.
+* **Everything else is searched for hazards** with literal-led regexes (CPython's ``re`` skips
+  to the lead byte at C speed): ``*`` followed by as many digits as ``max_array_length`` has,
+  or starting ``max_depth + 1`` array headers in a row; ``$`` followed by as many digits as
+  ``max_bulk_length`` has; a RESP3 aggregate byte (``~ > |``) followed by a digit; and, only in
+  chunks that are not pure ASCII, an error line holding a byte >= 0x80.  The bytes after the
+  last CR LF are held back, so a line that runs past ``max_line_length`` never reaches hiredis.
 
-* **Limits.**  hiredis has no bulk, array, depth or line limit, and allocates a list for an
-  array header up front (``*2147483648`` allocates 16 GiB).  `feed` looks for header-like tokens
-  right after a CR LF whose digit count could break ``max_bulk_length`` / ``max_array_length``,
-  and for ``max_depth + 1`` array headers in a row; it holds back the bytes after the last CR LF,
-  so a line that runs past ``max_line_length`` is caught before hiredis buffers it.
-* **RESP3 type bytes** (``_ , # % ~ > | ( =``): hiredis parses them; we refuse them.
-* **Error replies**: hiredis decodes the message as UTF-8 with ``replace``.  Error lines with
-  bytes >= 0x80 are found in `feed` and their exact bytes are handed to the ``replyError`` hook.
-* Where hiredis is *stricter* (a simple string containing CR or LF, integers with leading zeros,
-  ``-0``, or outside 64 bits) the pure decoder applies the same rules, so both refuse.
+A token found this way may be payload (a bulk string can hold ``\\r\\n*123456789``).  It is
+resolved exactly: hiredis is fed up to the token and drained; if hiredis then has unread bytes
+it is inside an element that covers the token (data), otherwise the token starts an element and
+the pure decoder's rule applies.  A token not right after a CR LF is resolved at the start of
+its line first: if that line is an element, the token is inside it (data).
 
-A candidate token may just be payload bytes (a bulk string can contain ``\\r\\n*123456789``).  It
-is resolved exactly: hiredis is fed up to the token and drained; if hiredis then has unread bytes
-it is inside a bulk payload (it only ever leaves a bulk item unread, because the token follows a
-CR LF, which ends any line), so the token is data; otherwise the token starts a RESP element and
-the pure decoder's rule applies to it.
+Where hiredis and the pure `Decoder` differ (also in ``docs/codec.md``; each is pinned by a test
+in ``tests/proto/test_hiredis.py``):
 
-Two places stay looser than the pure decoder, because hiredis-py exposes neither its parse
-position nor its nesting: it does not check the CR LF after a bulk payload (``$3\\r\\nabcXY``
-reads as ``b"abc"``), and nesting deeper than ``max_depth`` is only refused when the extra
-levels start as runs of array headers (``*1\\r\\n*1\\r\\n...``); nesting through last
-elements (``*2\\r\\n:1\\r\\n*2\\r\\n:1\\r\\n...``) is accepted.  okq servers send neither; use
-the pure backend (``make_decoder("python")``) to be strict about malformed streams.
+* **Limits** are the same and are refused before hiredis allocates anything of that size.
+  hiredis allocates an array header's list at once (``*2147483648`` asks for 16 GiB; so do the
+  RESP3 ``~ > |`` headers), which is why those headers are searched for in every byte that is
+  not known payload.
+* **Nesting deeper than ``max_depth``** is refused when the extra levels start as a run of array
+  headers (``*1\\r\\n*1\\r\\n...``).  Nesting through later elements
+  (``*2\\r\\n:1\\r\\n*2\\r\\n:1\\r\\n...``) is accepted up to hiredis's own cap of 1024 levels,
+  beyond which hiredis raises (memory stays bounded: one small list per level).
+* **The CR LF after a bulk payload is not checked** (``$3\\r\\nabcXY`` reads as ``b"abc"``).  An
+  element that starts right after such bad bytes is refused if it is a header (it cannot start
+  there in a valid stream); anything else after it is only guarded against allocation.
+* **RESP3 scalar types** (``_ , # ( = %``, none of which allocates by a count): hiredis
+  parses them (``_`` reads as ``None``, ``,1.5`` as ``1.5``, ``#t`` as ``True``, ``(1`` and
+  ``=`` as bytes, ``%`` as a dict); the pure decoder refuses them.  okq servers never send
+  them.  RESP3 aggregates (``~ > |``) are refused by both.
+* Error replies: hiredis decodes the message as UTF-8 with ``replace``; error lines with bytes
+  >= 0x80 are found in `feed` and their exact bytes handed to the ``replyError`` hook.
+* Where hiredis is *stricter* (a simple string containing CR or LF, integers with leading
+  zeros, ``-0``, or outside 64 bits) the pure decoder applies the same rules, so both refuse.
+
+Use the pure backend (``make_decoder("python")``) to be strict about malformed streams.
 """
 
 from __future__ import annotations
@@ -50,36 +67,26 @@ from ._resp import DEFAULT_LIMITS, NEED_DATA, Limits, NeedData, Reply
 __all__ = ["HiredisDecoder"]
 
 _CRLF: Final = b"\r\n"
-# RESP3 type bytes that hiredis parses and RESP2 does not have.
-_RESP3: Final = rb"_,#%~>|(="
+_DOLLAR: Final = 36  # ord("$")
 
-# Token kinds, by the regex group that matched.
-_KIND_RESP3: Final = 1
-_KIND_BULK: Final = 2
-_KIND_ARRAY: Final = 3
-_KIND_ERROR: Final = 4
-_KIND_DEEP: Final = 5
+# Bulk strings at least this long, met where an element is known to start, are skipped unseen.
+_BIG_BULK: Final = 4096
 
+# RESP3 aggregate headers: hiredis allocates a list for their count, as for "*".
+_AGGREGATE: Final = re.compile(rb"[~>|][-0-9]")
+_AGGREGATE_BYTES: Final = (b"~", b">", b"|")
+# An error line that hiredis would decode lossily.
+_ERROR_LINE: Final = re.compile(rb"\r\n-[^\r\n]*[\x80-\xff]")
 _STREAK: Final = re.compile(rb"\*[1-9][0-9]*\r\n")
+_INT64_MAX: Final = 2**63 - 1
 
 
-def _candidate_pattern(limits: Limits) -> re.Pattern[bytes]:
-    """One regex for every token at which hiredis could part ways with the pure decoder."""
-    bulk_digits = len(str(limits.max_bulk_length))
-    array_digits = len(str(limits.max_array_length))
-    deep = rb"\*[1-9][0-9]*\r\n" * limits.max_depth
-    return re.compile(
-        rb"\r\n(?:"
-        rb"([" + re.escape(_RESP3) + rb"])"  # 1: RESP3 type byte
-        rb"|(\$[0-9]{%d})"
-        % bulk_digits  # 2: bulk length that may break the limit
-        + rb"|(\*[0-9]{%d})" % array_digits  # 3: array length that may break the limit
-        + rb"|(-[^\r\n]*[\x80-\xff])"  # 4: error line that hiredis would decode lossily
-        + rb"|("
-        + deep
-        + rb"\*[1-9])"  # 5: max_depth + 1 array headers in a row
-        + rb")"
-    )
+def _length(digits: bytes | bytearray) -> int | None:
+    """A non-negative RESP length as hiredis reads it (no sign, no leading zero), else None."""
+    if not digits.isdigit() or (digits[:1] == b"0" and len(digits) > 1):
+        return None
+    value = int(digits)
+    return value if value <= _INT64_MAX else None
 
 
 class HiredisDecoder:
@@ -111,12 +118,25 @@ class HiredisDecoder:
             notEnoughData=NEED_DATA,
         )
         # hiredis-py's stub types feed() as taking bytes only; it takes any buffer.
-        self._feed = cast("Callable[[bytes | bytearray, int, int], None]", self._reader.feed)
+        self._feed = cast("Callable[..., None]", self._reader.feed)
         self._gets: Callable[[], Reply | NeedData] = self._reader.gets
         self._has_data: Callable[[], bool] = self._reader.has_data
-        self._pattern = _candidate_pattern(limits)
+        array_digits = len(str(limits.max_array_length))
+        self._star = re.compile(
+            rb"\*[0-9](?:[0-9]{%d}|[0-9]*+\r\n(?:\*[1-9][0-9]*+\r\n){%d}\*[1-9])"
+            % (array_digits - 1, limits.max_depth - 1)
+        )
+        self._dollar = re.compile(rb"\$[0-9]{%d}" % len(str(limits.max_bulk_length)))
+        # A range shorter than this holds no such header and no run of them.
+        self._short = min(array_digits + 1, len(str(limits.max_bulk_length)) + 1)
+        self._short = min(self._short, 4 * limits.max_depth + 2)
+        self._deep_run = re.compile(rb"(?:\*[1-9][0-9]*\r\n){%d}\*[1-9]" % limits.max_depth)
         # At most max_depth + 1 array header lines, so the match stays small.
         self._lead = re.compile(rb"(?:\*[1-9][0-9]*\r\n){0,%d}" % (limits.max_depth + 1))
+        # Bytes of a bulk payload (and its CR LF) known to come next; -1 once failed.
+        self._skip = 0
+        # The first byte after the tail's CR LF starts an element (so headers can be read).
+        self._sync = True
         # Normal mode: a CR LF (virtual at the start of the stream) followed by the bytes after
         # it, which hiredis has not been given yet: holding them back bounds lines before
         # hiredis buffers them.  Payload mode (a long run known to be bulk payload, all given to
@@ -128,6 +148,15 @@ class HiredisDecoder:
         # Bytes (starting with a CR LF) held back while the token after that CR LF is decided.
         self._held = bytearray()
         self._deep = False  # the held token is the (max_depth + 1)th array header in a row
+        # Offset in the held line of a token that is not at its start (-1: none), and whether
+        # the held token itself follows something other than a CR LF.
+        self._inner = -1
+        self._bare = False
+        # Nothing held, not in payload mode, not failed: a byte other than LF only extends the
+        # tail (the fast path for tiny chunks).
+        self._plain = True
+        # Longest tail (CR LF included) that cannot yet be an over-long line.
+        self._max_tail = limits.max_line_length + 4
         self.next_reply = self._gets
 
     @property
@@ -142,6 +171,8 @@ class HiredisDecoder:
         error = RemoteProtocolError(f"hiredis: {message}")
         if self._error is None:
             self._error = error
+            self._skip = -1
+            self._plain = False
         return error
 
     def _reply_error(self, message: str) -> ErrorReply:
@@ -158,7 +189,7 @@ class HiredisDecoder:
         hiredis does not tell whether it is inside an array whose received elements are all
         parsed, so that case reads as False (a client knows a reply is owed from its own queue).
         """
-        if self._held or (not self._payload and len(self._tail) > 2):
+        if self._held or self._skip > 0 or (not self._payload and len(self._tail) > 2):
             return True
         return bool(self._has_data())
 
@@ -168,6 +199,18 @@ class HiredisDecoder:
         Raises:
             RemoteProtocolError: if the decoder already failed.
         """
+        size = len(data)
+        if size <= self._skip:  # all inside a known bulk payload
+            self._skip -= size
+            self._feed(data)
+            return
+        if size == 1 and self._plain and data != b"\n":  # cannot end a line: extend the tail
+            tail = self._tail
+            tail += data
+            if len(tail) <= self._max_tail:
+                return
+            self._hold(tail, 2, 2)
+            return
         if self._error is not None:
             raise self._error
         if self._held:
@@ -180,6 +223,8 @@ class HiredisDecoder:
     def _fail(self, message: str) -> RemoteProtocolError:
         self._error = RemoteProtocolError(message)
         self._held = bytearray()
+        self._skip = -1
+        self._plain = False
         self.next_reply = self._failed
         return self._error
 
@@ -194,11 +239,72 @@ class HiredisDecoder:
 
     def _take(self, data: bytes) -> None:
         """Check new bytes (nothing held) and give hiredis everything that is safe."""
+        skip = self._skip
+        if skip > 0:  # a skipped payload ends inside `data`: an element starts after it
+            self._feed(data, 0, skip)
+            data = data[skip:]
+            self._skip = 0
+            self._sync = True
+            self._streak = 0
+        elif not self._sync and len(self._tail) == 2 and not self._payload:
+            # hiredis consumed all it was given: the next byte starts an element.
+            self._sync = not self._has_data()
+        if self._sync and not self._payload:
+            if len(self._tail) > 2:
+                data = bytes(self._tail[2:]) + data
+                self._tail = bytearray(_CRLF)
+            data = self._walk(data)
+            if not data:
+                return
+        self._scan(data)
+
+    def _walk(self, data: bytes) -> bytes:
+        """At an element start: skip big bulk strings; return the bytes from the first other
+        element on (empty when all of `data` went to hiredis)."""
+        pos = 0
+        end = len(data)
+        while pos < end and data[pos] == _DOLLAR:
+            line_end = data.find(_CRLF, pos, pos + 24)  # a valid bulk header is short
+            length = _length(data[pos + 1 : line_end]) if line_end > pos else None
+            if length is None or length < _BIG_BULK or length > self._limits.max_bulk_length:
+                break  # not a big bulk within the limit: the scan decides
+            stop = line_end + 4 + length
+            if stop > end:  # the payload goes on past this chunk
+                self._feed(data, 0, end)
+                self._skip = stop - end
+                self._streak = 0
+                return b""
+            pos = stop
+        if pos:
+            self._feed(data, 0, pos)
+            self._streak = 0
+            data = data[pos:]
+        return data
+
+    def _token(self, buf: bytearray, start: int, cut: int) -> int:
+        """Where the first possible hazard in ``buf[start:cut]`` starts (`cut` if none)."""
+        at = cut
+        if cut - start >= self._short:
+            for pattern in (self._star, self._dollar):
+                match = pattern.search(buf, start, cut)
+                if match is not None and match.start() < at:
+                    at = match.start()
+        if any(buf.find(byte, start, at) >= 0 for byte in _AGGREGATE_BYTES):
+            match = _AGGREGATE.search(buf, start, at)
+            if match is not None:
+                at = match.start()
+        if not buf.isascii():
+            match = _ERROR_LINE.search(buf, max(start - 2, 0), cut)
+            if match is not None and match.start() + 2 < at:
+                at = match.start() + 2
+        return at
+
+    def _scan(self, data: bytes) -> None:
         tail = self._tail
         if not self._payload and _CRLF not in data and not (tail[-1] == 13 and data[:1] == b"\n"):
             tail += data  # the line after the last CR LF goes on
             if self._too_long(len(tail) - 2):
-                self._hold(tail, 0, 2)
+                self._hold(tail, 2, 2)
             return
         buf = tail + data
         cut = buf.rfind(_CRLF) + 2
@@ -209,17 +315,25 @@ class HiredisDecoder:
                 self._tail = buf[-1:]
                 return
             self._payload = False
+            self._plain = True
             self._streak = 0
             lead = -1
+            bare = True  # the bytes before the first CR LF are payload
         else:
             fed = 2
             lead = 0
-        match = self._pattern.search(buf, 0, cut + 64)
-        at = match.start() if match is not None and match.start() <= cut - 2 else cut
+            bare = False
+        at = self._token(buf, fed, cut)
         if cut - fed > self._limits.max_line_length:
             at = min(at, self._long_line(buf, fed, at))
         if at < cut:
-            self._hold(buf, at, fed)
+            line = buf.rfind(_CRLF, 0, at) if at < 2 or buf[at - 2 : at] != _CRLF else at - 2
+            if line < 0 or (bare and buf.find(_CRLF, 0, at) < 0):
+                self._hold(buf, at, fed, bare=True)  # inside the leading payload run
+            elif line + 2 < at:
+                self._hold(buf, line + 2, fed, inner=at - line - 2)
+            else:
+                self._hold(buf, at, fed)
             return
         # Array headers in a row across chunks (a run inside one chunk matches the pattern).
         if lead == 0:
@@ -229,17 +343,18 @@ class HiredisDecoder:
             lines = buf.count(_CRLF, fed, lead)
             if self._streak + lines > self._limits.max_depth:
                 self._deep = True
-                self._hold(buf, fed - 2, fed)
+                self._hold(buf, fed, fed)
                 return
         if cut > fed:
             self._feed(buf, fed, cut - fed)
+            self._sync = False
         self._streak = self._count_streak(buf, fed, cut, lead)
         self._tail = buf[cut - 2 :]
         if self._too_long(len(self._tail) - 2):
-            self._hold(self._tail, 0, 2)
+            self._hold(self._tail, 2, 2)
 
     def _long_line(self, buf: bytearray, fed: int, cut: int) -> int:
-        """The CR LF before the first line in ``buf[:cut]`` longer than the limit, else `cut`.
+        """The start of the first line in ``buf[:cut]`` longer than the limit, else `cut`.
 
         A line that long holds a whole step-sized slice of a grid free of CR LF, so a handful of
         C-speed searches per chunk find the candidates; only those are measured.
@@ -252,7 +367,7 @@ class HiredisDecoder:
                 start = buf.rfind(_CRLF, 0, pos)
                 end = buf.find(_CRLF, pos)
                 if start >= 0 and end - start - 2 > limit + 1:
-                    return start
+                    return start + 2
             pos += step
         return cut
 
@@ -270,13 +385,24 @@ class HiredisDecoder:
             end = start - 2
         return streak
 
-    def _hold(self, buf: bytearray, at: int, fed: int) -> None:
-        """Give hiredis ``buf[fed:at+2]``; hold the rest until the token after `at` is decided."""
-        if at + 2 > fed:
-            self._feed(buf, fed, at + 2 - fed)
-        self._held = buf[at:]
+    def _hold(
+        self, buf: bytearray, at: int, fed: int, *, inner: int = -1, bare: bool = False
+    ) -> None:
+        """Give hiredis ``buf[fed:at]``; hold the rest until the token at `at` is decided."""
+        if at > fed:
+            self._feed(buf, fed, at - fed)
+        if at >= 2 and buf[at - 2 : at] == _CRLF:
+            self._held = buf[at - 2 :]
+        else:  # a token not after a CR LF: give it a virtual one, without a second copy
+            self._held = bytearray(_CRLF)
+            with memoryview(buf) as view:
+                self._held += view[at:]
+        self._inner = inner
+        self._bare = bare
         self._tail = bytearray(_CRLF)
         self._payload = False
+        self._plain = False
+        self._sync = False
         self._streak = 0
         self.next_reply = self._slow
 
@@ -289,35 +415,52 @@ class HiredisDecoder:
             if reply is not NEED_DATA or not self._held:
                 return reply
             held = self._held
-            in_payload = bool(self._has_data())
-            if not self._resolve(held, in_payload):
+            in_element = bool(self._has_data())
+            if in_element and self._inner > 0:
+                # The line start is inside a payload: decide the token within it next.
+                self._feed(held, 2, self._inner)
+                self._held = bytearray(_CRLF) + held[2 + self._inner :]
+                self._inner = -1
+                self._bare = True
+                continue
+            if self._bare and not in_element:
+                # An element starts where a valid stream cannot have one: the bytes after a
+                # bulk payload were not CR LF.
+                raise self._fail("bulk string payload not followed by CR LF")
+            if not self._resolve(held, in_element):
                 return NEED_DATA  # the token's line is not complete yet
             self._held = bytearray()
+            self._plain = True
             self.next_reply = self._gets
             self._deep = False
+            self._inner = -1
+            self._bare = False
             end = held.find(_CRLF, 2)
             if end < 0:  # a payload run with no line end yet
                 self._feed(held, 2, len(held) - 2)
                 self._tail = held[-1:]
                 self._payload = True
+                self._plain = False
             else:
                 self._feed(held, 2, end)
                 self._tail = bytearray(_CRLF)
+                # After a line element or an array header, the next byte starts an element.
+                self._sync = not in_element and bytes(held[2:3]) in (b"+", b"-", b":", b"*")
                 self._take(bytes(held[end + 2 :]))
             if self.next_reply is not self._slow:
                 return self.next_reply()
 
-    def _resolve(self, held: bytearray, in_payload: bool) -> bool:
+    def _resolve(self, held: bytearray, in_element: bool) -> bool:
         """Decide the token after the CR LF that starts `held`.
 
         Returns:
-            True when it is payload or passes the pure decoder's rules, False when its line is
-            not complete yet.
+            True when it is data or passes the pure decoder's rules, False when its line is not
+            complete yet.
 
         Raises:
             RemoteProtocolError: (sticky) where the pure decoder refuses the token.
         """
-        if in_payload:
+        if in_element:
             return True
         limits = self._limits
         line_end = held.find(_CRLF, 2)
@@ -326,21 +469,20 @@ class HiredisDecoder:
             raise self._fail(f"no line end within {limits.max_line_length} bytes (max_line_length)")
         if line_end >= 0 and len(line) > limits.max_line_length + 1:
             raise self._fail(f"line longer than {limits.max_line_length} bytes")
-        if self._deep:
+        if self._deep or (line[:1] == b"*" and self._deep_run.match(held, 2)):
             raise self._fail(f"arrays nested deeper than max_depth {limits.max_depth}")
-        match = self._pattern.match(held)
-        kind = match.lastindex if match is not None else None
-        if kind == _KIND_RESP3:
-            raise self._fail(f"unknown RESP2 type byte {line[:1]!r}")
-        if kind == _KIND_DEEP:
-            raise self._fail(f"arrays nested deeper than max_depth {limits.max_depth}")
-        if kind in (_KIND_BULK, _KIND_ARRAY):
+        if line_end < 0:
+            return False
+        kind = line[:1]
+        if kind in (b"$", b"*"):
             digits = line[1:]
-            limit = limits.max_bulk_length if kind == _KIND_BULK else limits.max_array_length
-            name = "bulk length" if kind == _KIND_BULK else "array length"
+            limit = limits.max_bulk_length if kind == b"$" else limits.max_array_length
+            name = "bulk length" if kind == b"$" else "array length"
             numeric = digits[: len(digits) - len(digits.lstrip(b"0123456789"))]
             if len(numeric) > len(str(limit)) or (numeric and int(numeric) > limit):
                 raise self._fail(f"{name} {numeric.decode()} exceeds the limit {limit}")
-        elif kind == _KIND_ERROR and line_end >= 0:
+        elif kind in _AGGREGATE_BYTES:
+            raise self._fail(f"unknown RESP2 type byte {kind!r}")
+        elif kind == b"-" and not line.isascii():
             self._raw_errors.append(line[1:])
-        return line_end >= 0
+        return True

@@ -241,6 +241,13 @@ HOSTILE: list[tuple[str, Callable[[], Iterable[bytes]]]] = [
     ("bulk $2147483647", lambda: [b"$2147483647\r\n", b"x" * 65536]),
     ("array *2147483648", lambda: [b"*2147483648\r\n"]),
     ("array *2147483647 after a payload", lambda: [b"$1\r\n*\r\n*2147483647\r\n"]),
+    ("array after a bad payload end", lambda: [b"$1\r\naXY*2147483648\r\n"]),
+    ("RESP3 set ~2147483648", lambda: [b"~2147483648\r\n"]),
+    ("RESP3 push >2147483648 bytewise", lambda: _chunked(b"+a\r\n>2147483648\r\n", 1)),
+    (
+        "bulk $2147483647 after a big bulk",
+        lambda: [b"$5000\r\n", b"x" * 5000, b"\r\n$2147483647\r\n"],
+    ),
     ("nesting 100 000", lambda: [b"*1\r\n" * 100_000]),
     ("nesting 100 000 in 64 KiB chunks", lambda: _chunked(b"*1\r\n" * 100_000, 65536)),
     ("nesting 100 000 bytewise", lambda: _chunked(b"*1\r\n" * 2_000, 1)),
