@@ -12,7 +12,8 @@ costs.  All checking happens in `feed`:
   start of the stream, the end of a skipped payload, or any chunk boundary at which hiredis has
   consumed everything), it reads ``$<n>`` headers of bulk strings of at least `_BIG_BULK` bytes
   itself and hands the next ``n + 2`` bytes to hiredis unseen: a chunk inside such a payload
-  costs one comparison in `feed`.
+  costs one comparison in `feed`.  Fed byte by byte, a LF that ends a short plain line hands it
+  to hiredis at once, and a short ``$<n>`` header at a known element start sets the skip too.
 * **Everything else is searched for hazards** with literal-led regexes (CPython's ``re`` skips
   to the lead byte at C speed): ``*`` followed by as many digits as ``max_array_length`` has,
   or starting ``max_depth + 1`` array headers in a row; ``$`` followed by as many digits as
@@ -68,6 +69,9 @@ __all__ = ["HiredisDecoder"]
 
 _CRLF: Final = b"\r\n"
 _DOLLAR: Final = 36  # ord("$")
+_STAR: Final = 42  # ord("*")
+_MINUS: Final = 45  # ord("-")
+_LINE_KINDS: Final = (43, 58)  # ord("+"), ord(":")
 
 # Bulk strings at least this long, met where an element is known to start, are skipped unseen.
 _BIG_BULK: Final = 4096
@@ -78,6 +82,7 @@ _AGGREGATE_BYTES: Final = (b"~", b">", b"|")
 # An error line that hiredis would decode lossily.
 _ERROR_LINE: Final = re.compile(rb"\r\n-[^\r\n]*[\x80-\xff]")
 _STREAK: Final = re.compile(rb"\*[1-9][0-9]*\r\n")
+_HEADER_CR: Final = re.compile(rb"\*[1-9][0-9]*\r")  # an array header line before its LF
 _INT64_MAX: Final = 2**63 - 1
 
 
@@ -204,13 +209,16 @@ class HiredisDecoder:
             self._skip -= size
             self._feed(data)
             return
-        if size == 1 and self._plain and data != b"\n":  # cannot end a line: extend the tail
+        if size == 1 and self._plain:
             tail = self._tail
-            tail += data
-            if len(tail) <= self._max_tail:
+            if data != b"\n":  # cannot end a line: extend the tail
+                tail += data
+                if len(tail) <= self._max_tail:
+                    return
+                self._hold(tail, 2, 2)
                 return
-            self._hold(tail, 2, 2)
-            return
+            if len(tail) <= self._short and tail[-1] == 13 and self._short_line(tail):
+                return
         if self._error is not None:
             raise self._error
         if self._held:
@@ -236,6 +244,41 @@ class HiredisDecoder:
         # A run without CR LF longer than this cannot be a line within the limit, even if its
         # last byte is the CR of a CR LF still on its way (type byte + line + CR).
         return run > self._limits.max_line_length + 2
+
+    def _short_line(self, tail: bytearray) -> bool:
+        """A LF ends the short line held in `tail`: give it to hiredis if it is plainly safe.
+
+        Too short for a count of enough digits; safe unless it is a RESP3 aggregate, an error
+        line with bytes >= 0x80 or one array header too many in a row (those take `_take`).  At
+        a known element start a bulk header also sets the payload to skip.
+        """
+        kind = tail[2]  # the tail holds at least its CR LF and the line's CR
+        # hiredis consumed all it was given: the held line starts an element.
+        sync = self._sync or not self._has_data()
+        length = None
+        if kind == _STAR:
+            if _HEADER_CR.fullmatch(tail, 2) is None:
+                self._streak = 0
+            elif self._streak >= self._limits.max_depth:
+                return False
+            else:
+                self._streak += 1
+        elif kind == _DOLLAR:
+            self._streak = 0
+            length = _length(tail[3:-1]) if sync else None
+            sync = False
+        elif kind in _LINE_KINDS or (kind == _MINUS and tail.isascii()):
+            self._streak = 0
+        else:
+            return False
+        tail += b"\n"
+        self._feed(tail, 2, len(tail) - 2)
+        del tail[2:]
+        if length is not None:  # the payload and its CR LF come next, then an element
+            self._skip = length + 2
+            sync = True
+        self._sync = sync
+        return True
 
     def _take(self, data: bytes) -> None:
         """Check new bytes (nothing held) and give hiredis everything that is safe."""

@@ -235,6 +235,16 @@ def test_big_bulks_are_skipped_exactly() -> None:
         assert decoder.has_partial()
 
 
+@pytest.mark.parametrize("first", [0, 1, 5, 9, 12, 20])
+def test_fake_headers_in_payloads_fed_bytewise(first: int) -> None:
+    # A bulk header inside a payload must never set a skip: the real header after it counts.
+    payload = b"ab\r\n$5\r\nxy\r\n*1\r\n+q"
+    wire = b"*2\r\n$%d\r\n%s\r\n*2147483648\r\n" % (len(payload), payload)
+    chunks = [wire[:first]] + [wire[i : i + 1] for i in range(first, len(wire))]
+    compare(chunks)
+    assert run(HiredisDecoder(), chunks)[1] is RemoteProtocolError
+
+
 def test_error_reply_values_are_exact() -> None:
     decoder = HiredisDecoder()
     decoder.feed(b"-ERR duplicate event \xff\xfe\r\n-ERR ok\r\n")
