@@ -27,6 +27,7 @@ from okq_transports.redis import AsyncRedisPoolClient, RedisPoolClient
 from okq_transports.server import ThreadedServer
 
 from .scenarios import (
+    ASYNC_ONLY,
     DEADLINE_S,
     SCENARIOS,
     Harness,
@@ -135,9 +136,18 @@ def run_scenario(
         asyncio.run(asyncio_main())
 
 
-@pytest.mark.parametrize("kind", TRANSPORTS)
+BLOCKING = {"sync", "redis-sync"}
+
+
 @pytest.mark.parametrize(
-    "scenario", [s for s in SCENARIOS if s is not server_restart], ids=lambda s: s.__name__
+    ("scenario", "kind"),
+    [
+        pytest.param(scenario, kind, id=f"{scenario.__name__}-{kind}")
+        for scenario in SCENARIOS
+        if scenario is not server_restart
+        for kind in TRANSPORTS
+        if not (kind in BLOCKING and scenario in ASYNC_ONLY)
+    ],
 )
 def test_scenario(
     kind: str, scenario: Callable[[Harness], Awaitable[None]], server: ThreadedServer
