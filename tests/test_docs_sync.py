@@ -9,7 +9,6 @@ works.
 from __future__ import annotations
 
 import os
-import re
 import signal
 import threading
 import time
@@ -19,13 +18,13 @@ from pathlib import Path
 import pytest
 
 from okq_transports.server import ThreadedServer
+from tests.test_docs_examples import python_blocks as page_blocks
 
 PAGE = Path(__file__).resolve().parent.parent / "docs" / "sync.md"
-_BLOCK = re.compile(r"^```python\n(.*?)^```\s*$", re.M | re.S)
 
 
 def python_blocks() -> list[str]:
-    return _BLOCK.findall(PAGE.read_text(encoding="utf-8"))
+    return [code for _, code in page_blocks(PAGE.read_text(encoding="utf-8"))]
 
 
 @pytest.fixture
