@@ -432,23 +432,21 @@ class QStatus(Command[list[QueueStatus]]):
         if type(reply) is list:
             result = []
             for entry in reply:
-                if not (
-                    type(entry) is list
-                    and len(entry) >= 4
-                    and type(entry[0]) is bytes
-                    and all(type(n) is int for n in entry[1:4])
-                ):
-                    raise RemoteProtocolError(f"QSTATUS: malformed entry {entry!r}")
-                name, total, processing, consumers = entry[:4]
-                result.append(
-                    QueueStatus(
-                        from_wire(name),  # type: ignore[arg-type]  # checked above
-                        total,  # type: ignore[arg-type]
-                        processing,  # type: ignore[arg-type]
-                        consumers,  # type: ignore[arg-type]
-                        tuple(entry[4:]),
-                    )
-                )
+                # okq may add fields after the first four: read those, keep the rest.
+                if type(entry) is list and len(entry) >= 4:
+                    name, total, processing, consumers = entry[:4]
+                    if (
+                        isinstance(name, bytes)
+                        and type(total) is int
+                        and type(processing) is int
+                        and type(consumers) is int
+                    ):
+                        status = QueueStatus(
+                            from_wire(name), total, processing, consumers, tuple(entry[4:])
+                        )
+                        result.append(status)
+                        continue
+                raise RemoteProtocolError(f"QSTATUS: malformed entry {entry!r}")
             return result
         _raise_if_error("QSTATUS", reply)
         raise _unexpected("QSTATUS", reply)
