@@ -2,9 +2,11 @@
 
 Owns: running the handler and turning its verdict into ``Consumer.handled``, waiting in
 ``QNOTIFY`` while watching a stop flag, reconnecting with `okq_proto.Backoff` after a failure
-(and logging what was left claimed), hooks and log records of consumers.
-Must not know: okq's wire rules.  What to send next, drain, pipelining, stop and failure
-reports are decisions of the machine; this module moves bytes and time.
+(and logging what was left claimed), consumer threads, hooks and log records of consumers.
+Must not know: okq's wire rules, or how bytes reach the server.  What to send next, drain,
+pipelining, stop and failure reports are decisions of the machine; a `Link` moves the bytes
+(a `SyncConnection` of the sync client, or a borrowed redis-py connection of
+``okq_transports.redis``), and this module moves time.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from okq_proto import (
     NEED_DATA,
     AckSettled,
     Backoff,
+    ClientConnection,
     ConnectError,
     Consumer,
     ConsumerStopped,
@@ -33,9 +36,19 @@ from okq_proto import (
     TransportError,
 )
 
-from ._sync_io import Pool, SyncConnection, log, where
+from ._sync_io import log, where
 
-__all__ = ["AnyStop", "ConsumerSettings", "Handler", "StopFlag", "call_hook", "consume_forever"]
+__all__ = [
+    "AnyStop",
+    "ConsumerSettings",
+    "Handler",
+    "Link",
+    "LinkSource",
+    "StopFlag",
+    "call_hook",
+    "consume_forever",
+    "run_consumers",
+]
 
 #: A consumer's handler: returns true to ack the event; false or an exception: no ack.
 Handler = Callable[[Delivery], bool]
@@ -58,6 +71,63 @@ class StopFlag(Protocol):
 
     def wait(self, timeout: float | None = None) -> bool:
         """Sleep until set or `timeout`; return `is_set()`."""
+        ...
+
+
+class Link(Protocol):
+    """One consumer's connection, as `consume_forever` drives it: a `SyncConnection`, or a
+    borrowed redis-py connection that feeds replies redis-py parsed (``okq_transports.redis``).
+
+    Every method but `close` raises okq's `TransportError` (or `RemoteProtocolError`) when the
+    connection fails; the link is then closed, never reused.
+    """
+
+    @property
+    def conn(self) -> ClientConnection:
+        """The connection machine the `Consumer` wraps (what `fill` feeds)."""
+        ...
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """``(host, port)``, for messages and log fields."""
+        ...
+
+    def set_read_timeout(self, seconds: float | None) -> None:
+        """Let the next `fill` wait at most `seconds` (None: forever)."""
+        ...
+
+    def flush(self, data: bytes) -> None:
+        """Send all of `data`."""
+        ...
+
+    def fill(self) -> None:
+        """Read once (within the read timeout) and feed `conn`."""
+        ...
+
+    def fill_by(self, deadline: float) -> bool:
+        """Read once, waiting until `deadline` (monotonic) at most.  False if nothing came."""
+        ...
+
+    def close(self) -> None:
+        """Close the link (a reply it may still owe reaches nobody)."""
+        ...
+
+
+class LinkSource(Protocol):
+    """Where consumers get their links: the sync client's `Pool`, or a redis-py pool."""
+
+    @property
+    def preferred_address(self) -> tuple[str, int]:
+        """The address a new link goes to first (for messages and hooks)."""
+        ...
+
+    def connect_any(self, read_timeout_s: float | None) -> Link:
+        """Open a link for one consumer.
+
+        Raises:
+            ConnectError: no address accepted the connection.
+            TimeoutError: connecting took too long.
+        """
         ...
 
 
@@ -100,9 +170,14 @@ class AnyStop:
 
 @dataclass(frozen=True, slots=True)
 class ConsumerSettings:
-    """What every consumer of one `consume` call shares."""
+    """What every consumer of one `consume` call shares.
 
-    pool: Pool
+    ``read_timeout_s`` is how long a reply may take (None: forever); a ``QNOTIFY`` reply may
+    take that long past its wait.  A link that times its reads itself (redis-py's
+    ``socket_timeout``) ignores it but for that bound on the wait.
+    """
+
+    links: LinkSource
     handler: Handler
     queues: list[str]
     expire_s: int
@@ -110,6 +185,49 @@ class ConsumerSettings:
     read_timeout_s: float | None
     hooks: Hooks
     hooked: bool
+
+
+def run_consumers(
+    settings: ConsumerSettings,
+    stop: StopFlag,
+    backoff: Callable[[], Backoff],
+    concurrency: int,
+) -> None:
+    """Run `concurrency` consumers (threads; the calling thread waits) until `stop` is set.
+
+    A consumer that fails for good stops its siblings (not the caller's `stop`) and its error
+    is raised once all have ended; so is a KeyboardInterrupt of the calling thread.
+    """
+    if concurrency == 1:
+        consume_forever(settings, stop, backoff(), 0)
+        return
+    failures: list[BaseException] = []
+    halt = AnyStop(stop)
+
+    def run(index: int) -> None:
+        try:
+            consume_forever(settings, halt, backoff(), index)
+        except BaseException as exc:
+            failures.append(exc)
+            halt.set()
+
+    threads = [
+        threading.Thread(target=run, args=(i,), name=f"okq-consumer-{i}", daemon=True)
+        for i in range(concurrency)
+    ]
+    for thread in threads:
+        thread.start()
+    try:
+        for thread in threads:
+            while thread.is_alive():
+                thread.join(0.2)
+    except BaseException:
+        halt.set()
+        for thread in threads:
+            thread.join()
+        raise
+    if failures:
+        raise failures[0]
 
 
 def consume_forever(
@@ -123,7 +241,7 @@ def consume_forever(
     """
     while not stop.is_set():
         try:
-            connection = settings.pool.connect_any(settings.read_timeout_s)
+            connection = settings.links.connect_any(settings.read_timeout_s)
         except (ConnectError, TimeoutError) as exc:
             _pause(settings, stop, backoff, exc, index)
             continue
@@ -150,7 +268,7 @@ def _pause(
     settings: ConsumerSettings, stop: StopFlag, backoff: Backoff, exc: OkqError, index: int
 ) -> None:
     delay = backoff.next_delay()
-    address = settings.pool.preferred_address
+    address = settings.links.preferred_address
     log.warning(
         "okq: consumer %d: %s; reconnecting in %.2f s",
         index,
@@ -164,7 +282,7 @@ def _pause(
     stop.wait(delay)
 
 
-def _report_lost(consumer: Consumer, connection: SyncConnection, exc: OkqError) -> None:
+def _report_lost(consumer: Consumer, connection: Link, exc: OkqError) -> None:
     address = where(connection.address)
     for delivery in consumer.unacked:
         log.warning(
@@ -189,7 +307,7 @@ def _report_lost(consumer: Consumer, connection: SyncConnection, exc: OkqError) 
 
 def _run(
     settings: ConsumerSettings,
-    connection: SyncConnection,
+    connection: Link,
     consumer: Consumer,
     stop: StopFlag,
     backoff: Backoff,

@@ -6,14 +6,17 @@ Owns: checking that a redis-py pool can talk to okq, borrowing its connections
 raised ``ResponseError`` back into an `ErrorReply` value.
 Must not know: okq's reply shapes or consumer rules.  The replies redis-py parsed are fed to
 okq_proto's own machines through `ParsedReplies`, a decoder that hands out already-decoded
-replies, so commands, pipelining and the consumer machine are the core's, unchanged.
+replies, so commands, pipelining and the consumer machine are the core's, unchanged; and
+consumers run on the clients' own consumer drivers (``_sync_consume`` over a `Link`,
+``_async_consume`` over a `ConsumerLink`).
 
 okq speaks RESP2 only and treats ``HELLO``, ``AUTH``, ``SELECT`` and ``CLIENT`` as unknown
 commands.  redis-py 8 defaults to RESP3 (it sends ``HELLO 3`` on connect), so pools must be
 made with ``protocol=2``; the client refuses other pools with a message saying so.  redis-py's
 ``CLIENT SETINFO`` on connect is answered with an error that redis-py ignores, so it is
 harmless.  redis-py's default ``socket_timeout`` (5 s) is shorter than a ``QNOTIFY`` wait:
-consumers read that one reply with a per-read timeout (``read_response(timeout=...)``).
+consumers wait for that one reply on their own (sync: polling ``can_read``; asyncio: a timed
+``read_response(timeout=math.inf)``).
 """
 
 from __future__ import annotations
@@ -32,7 +35,6 @@ import redis.asyncio
 from okq_proto import (
     DEFAULT_EXPIRE_S,
     NEED_DATA,
-    AckSettled,
     Backoff,
     ClientConnection,
     Command,
@@ -40,40 +42,30 @@ from okq_proto import (
     ConnectError,
     ConnectionClosed,
     Consumer,
-    ConsumerState,
-    Delivered,
     Delivery,
     ErrorReply,
     Event,
     Hooks,
     IdFactory,
-    LateAck,
     LocalProtocolError,
     NeedData,
     OkqError,
     PushFlag,
     PushOutcome,
     QueueStatus,
-    RemoteProtocolError,
     Reply,
-    ReplyError,
     TimeoutError,
-    TransportError,
     new_event_id,
     retry_safe,
 )
 
 from . import _plans as plans
-from ._async_consume import SERVER_SIDE_ERROR, STOPPING_STATES, AsyncClient, ConsumerLink
+from ._async_consume import AsyncClient, ConsumerLink
 from ._async_driver import NOTIFY_MARGIN_S
 from ._backends import ASYNCIO
-from ._plans import call_hook, log
+from ._sync_consume import ConsumerSettings, run_consumers
 
 T = TypeVar("T")
-
-#: How often a sync consumer waiting in QNOTIFY looks at its stop flag.
-_POLL_S: Final = 0.1
-_REGISTERED_WAITING: Final = ConsumerState.WAITING
 
 __all__ = ["AsyncRedisPoolClient", "ParsedReplies", "RedisPoolClient", "check_pool"]
 
@@ -199,6 +191,11 @@ def _retry_or_raise(exc: BaseException, attempt: int, commands: Sequence[Command
     if attempt or not all(retry_safe(c) for c in commands):
         raise error from exc
     return True
+
+
+def _address(pool: Any) -> tuple[str, int]:
+    kwargs = pool.connection_kwargs
+    return str(kwargs.get("host", "localhost")), int(kwargs.get("port", 6379))
 
 
 def _get_connection(pool: Any) -> Any:
@@ -370,150 +367,90 @@ class RedisPoolClient:
         concurrency: int = 1,
         stop: threading.Event | None = None,
     ) -> None:
-        """Consume until `stop` is set, as ``okq_transports.sync.Client.consume`` does: one
-        borrowed redis-py connection per consumer thread, driven by okq_proto's `Consumer`.
+        """Consume until `stop` is set, as ``okq_transports.sync.Client.consume`` does (the
+        same consumer driver): one borrowed redis-py connection per consumer thread.
 
         A ``QNOTIFY`` wait is polled in short slices (``can_read``) so a stop is noticed at
-        once; handlers run to completion (threads cannot be cancelled: check
-        ``delivery.deadline`` against `time.monotonic`).  Connection failures reconnect with
-        backoff.
+        once, and may outlast redis-py's ``socket_timeout``; handlers run to completion
+        (threads cannot be cancelled: check ``delivery.deadline`` against `time.monotonic`).
+        Connection failures reconnect with backoff.
         """
         if concurrency < 1:
             raise LocalProtocolError(f"concurrency must be at least 1, not {concurrency}")
-        stop = stop or threading.Event()
         Consumer(queues, expire_s=expire_seconds)  # validate before starting threads
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                self._consume_one(handler, queues, expire_seconds, stop)
-            except BaseException as exc:
-                errors.append(exc)
-                stop.set()
-
-        threads = [threading.Thread(target=run, daemon=True) for _ in range(concurrency - 1)]
-        for thread in threads:
-            thread.start()
-        run()
-        for thread in threads:
-            thread.join()
-        if errors:
-            raise errors[0]
-
-    def _consume_one(
-        self,
-        handler: Callable[[Delivery], bool],
-        queues: Sequence[str],
-        expire_s: int,
-        stop: threading.Event,
-    ) -> None:
-        backoff = Backoff()
-        while not stop.is_set():
-            feed = ParsedReplies()
-            consumer = Consumer(
-                queues,
-                expire_s=expire_s,
-                notify_timeout_s=self.notify_timeout_s,
-                connection=ClientConnection(feed),
-            )
-            try:
-                rconn = _get_connection(self._pool)
-            except TransportError as exc:
-                self._pause(stop, backoff, exc)
-                continue
-            owed = True
-            try:
-                owed = self._serve(rconn, consumer, feed, handler, stop, backoff)
-                return
-            except (*_FAILURES, TransportError, RemoteProtocolError, ReplyError) as exc:
-                if isinstance(exc, ReplyError) and exc.reply.message != SERVER_SIDE_ERROR:
-                    raise
-                _report_unacked(consumer)
-                self._pause(stop, backoff, exc)
-            finally:
-                if owed:
-                    rconn.disconnect()
-                self._pool.release(rconn)
-
-    def _serve(
-        self,
-        rconn: Any,
-        consumer: Consumer,
-        feed: ParsedReplies,
-        handler: Callable[[Delivery], bool],
-        stop: threading.Event,
-        backoff: Backoff,
-    ) -> bool:
-        """Drive one consumer until it stops; returns whether a reply is still owed."""
-        while True:
-            if stop.is_set() and consumer.state not in STOPPING_STATES:
-                consumer.stop()
-            event = consumer.next_event(time.monotonic())
-            out = consumer.data_to_send()
-            if out:
-                rconn.send_packed_command([out])
-            if event is NEED_DATA:
-                if consumer.state is _REGISTERED_WAITING:
-                    backoff.reset()
-                    if not _wait_readable(rconn, consumer, stop):
-                        consumer.stop()  # nothing popped: abandon the wait
-                        continue
-                feed.push(_sync_read(rconn))
-            elif type(event) is Delivered:
-                delivery = event.delivery
-                call_hook(self.hooks, "delivered", delivery)
-                consumer.handled(delivery, _handle_sync(handler, delivery, self.hooks))
-            elif type(event) is AckSettled:
-                call_hook(self.hooks, "acked", event.delivery)
-            elif type(event) is LateAck:
-                call_hook(self.hooks, "late_ack", event.delivery)
-            else:
-                return bool(consumer.connection.in_flight)
-
-    def _pause(self, stop: threading.Event, backoff: Backoff, exc: BaseException) -> None:
-        delay = backoff.next_delay()
-        log.warning("okq consumer over redis-py failed, reconnecting in %.2f s: %s", delay, exc)
-        call_hook(self.hooks, "error", exc)
-        stop.wait(delay)
-
-
-def _wait_readable(rconn: Any, consumer: Consumer, stop: threading.Event) -> bool:
-    """Wait for the ``QNOTIFY`` reply in short slices, watching `stop`; False if stopped.
-
-    Raises:
-        TimeoutError: nothing came within the wait plus a margin.
-    """
-    limit = consumer.allowed_silence_s() + NOTIFY_MARGIN_S
-    deadline = time.monotonic() + limit
-    while not rconn.can_read(timeout=_POLL_S):
-        if stop.is_set():
-            return False
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"no QNOTIFY reply within {limit} s")
-    return True
-
-
-def _handle_sync(handler: Callable[[Delivery], bool], delivery: Delivery, hooks: Hooks) -> bool:
-    try:
-        ok = bool(handler(delivery))
-    except Exception as exc:
-        log.exception("okq handler raised", extra={"okq_queue": delivery.queue})
-        call_hook(hooks, "handler_failed", delivery, exc)
-        return False
-    if not ok:
-        call_hook(hooks, "handler_failed", delivery, None)
-    return ok
-
-
-def _report_unacked(consumer: Consumer) -> None:
-    unacked = consumer.unacked
-    if unacked:
-        log.warning(
-            "okq consumer lost its connection with %d event(s) unacked; they come back once "
-            "their claims expire",
-            len(unacked),
-            extra={"okq_unacked": [(d.queue, d.id) for d in unacked]},
+        settings = ConsumerSettings(
+            _SyncRedisLinks(self._pool),
+            handler,
+            list(queues),
+            expire_seconds,
+            self.notify_timeout_s,
+            NOTIFY_MARGIN_S,  # bounds the QNOTIFY wait; other reads take redis-py's timeout
+            self.hooks,
+            self._hooks is not None,
         )
+        run_consumers(settings, stop or threading.Event(), Backoff, concurrency)
+
+
+class _SyncRedisLink:
+    """A `Link` of the sync consumer driver over a borrowed redis-py connection: redis-py
+    reads and parses, its replies reach the consumer machine through `ParsedReplies`."""
+
+    __slots__ = ("_feed", "_pool", "_rconn", "address", "conn")
+
+    def __init__(self, pool: Any, rconn: Any, address: tuple[str, int]) -> None:
+        self._pool = pool
+        self._rconn = rconn
+        self._feed = ParsedReplies()
+        self.conn = ClientConnection(self._feed)
+        self.address = address
+
+    def set_read_timeout(self, seconds: float | None) -> None:
+        """Nothing to set: redis-py reads within its own ``socket_timeout``."""
+
+    def flush(self, data: bytes) -> None:
+        try:
+            self._rconn.send_packed_command([data])
+        except _FAILURES as exc:
+            raise _okq_error(exc, "okq over redis-py") from exc
+
+    def fill(self) -> None:
+        try:
+            self._feed.push(_sync_read(self._rconn))
+        except _FAILURES as exc:
+            raise _okq_error(exc, "okq over redis-py") from exc
+
+    def fill_by(self, deadline: float) -> bool:
+        # Polled, not read with read_response(timeout=...): redis-py's timed-out read returns
+        # None, which reads exactly like okq's nil reply.
+        remaining = deadline - time.monotonic()
+        try:
+            ready = remaining > 0 and self._rconn.can_read(timeout=remaining)
+        except _FAILURES as exc:
+            raise _okq_error(exc, "okq over redis-py") from exc
+        if ready:
+            self.fill()
+        return bool(ready)
+
+    def close(self) -> None:
+        # Never hand a consumer connection back as is: it is registered (the server counts it
+        # as a consumer) and may owe a QNOTIFY reply.
+        try:
+            self._rconn.disconnect()
+        finally:
+            self._pool.release(self._rconn)
+
+
+class _SyncRedisLinks:
+    """The `LinkSource` of `RedisPoolClient.consume`: connections borrowed from its pool."""
+
+    __slots__ = ("_pool", "preferred_address")
+
+    def __init__(self, pool: Any) -> None:
+        self._pool = pool
+        self.preferred_address = _address(pool)
+
+    def connect_any(self, read_timeout_s: float | None) -> _SyncRedisLink:
+        return _SyncRedisLink(self._pool, _get_connection(self._pool), self.preferred_address)
 
 
 class _RedisLink:
@@ -565,13 +502,10 @@ class AsyncRedisPoolClient(AsyncClient):
         id_factory: IdFactory | None = None,
         hooks: Hooks | None = None,
     ) -> None:
-        kwargs = pool.connection_kwargs
-        check_pool(kwargs)
-        host = str(kwargs.get("host", "localhost"))
-        port = int(kwargs.get("port", 6379))
+        check_pool(pool.connection_kwargs)
         super().__init__(
             ASYNCIO,
-            (host, port),
+            _address(pool),
             pool_size=1,
             connect_timeout_s=None,
             read_timeout_s=None,

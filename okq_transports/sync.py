@@ -56,14 +56,7 @@ from okq_proto import (
 )
 from okq_proto._consumer import DEFAULT_NOTIFY_TIMEOUT_S
 
-from ._sync_consume import (
-    AnyStop,
-    ConsumerSettings,
-    Handler,
-    StopFlag,
-    call_hook,
-    consume_forever,
-)
+from ._sync_consume import ConsumerSettings, Handler, StopFlag, call_hook, run_consumers
 from ._sync_io import Pool, log, where
 
 __all__ = ["Client", "Handler", "StopFlag", "expired", "remaining", "stop_on_signals"]
@@ -498,33 +491,4 @@ class Client:
             self.hooks,
             self._hooked,
         )
-        if concurrency == 1:
-            consume_forever(settings, flag, backoff(), 0)
-            return
-        failures: list[BaseException] = []
-        halt = AnyStop(flag)
-
-        def run(index: int) -> None:
-            try:
-                consume_forever(settings, halt, backoff(), index)
-            except BaseException as exc:
-                failures.append(exc)
-                halt.set()
-
-        threads = [
-            threading.Thread(target=run, args=(i,), name=f"okq-consumer-{i}", daemon=True)
-            for i in range(concurrency)
-        ]
-        for thread in threads:
-            thread.start()
-        try:
-            for thread in threads:
-                while thread.is_alive():
-                    thread.join(0.2)
-        except BaseException:
-            halt.set()
-            for thread in threads:
-                thread.join()
-            raise
-        if failures:
-            raise failures[0]
+        run_consumers(settings, flag, backoff, concurrency)
