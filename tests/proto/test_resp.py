@@ -342,8 +342,16 @@ leaves = st.one_of(
     messages.map(ErrorReply),
 )
 replies = st.recursive(leaves, lambda children: st.lists(children, max_size=4), max_leaves=20)
+# str arguments are made from drawn bytes (any str, lone surrogates included), so hypothesis
+# never holds str and bytes choices side by side: comparing them while it shrinks or replays
+# examples raises BytesWarning under ``python -bb``.
 args = st.one_of(
-    st.binary(max_size=30), st.text(max_size=10), st.integers(min_value=-(10**12), max_value=10**12)
+    st.tuples(st.just("bytes"), st.binary(max_size=30)),
+    st.tuples(
+        st.just("str"),
+        st.binary(max_size=10).map(lambda raw: raw.decode("utf-8", "surrogateescape")),
+    ),
+    st.tuples(st.just("int"), st.integers(min_value=-(10**12), max_value=10**12)),
 )
 
 
@@ -355,8 +363,9 @@ def _arg_bytes(arg: bytes | str | int) -> bytes:
     return b"%d" % arg
 
 
-@given(argv=st.lists(args, min_size=1, max_size=6))
-def test_encoded_commands_decode_back(argv: list[bytes | str | int]) -> None:
+@given(tagged=st.lists(args, min_size=1, max_size=6))
+def test_encoded_commands_decode_back(tagged: list[tuple[str, bytes | str | int]]) -> None:
+    argv = [arg for _, arg in tagged]
     assert decode_chunks([encode_command(argv)]) == [[_arg_bytes(arg) for arg in argv]]
 
 
