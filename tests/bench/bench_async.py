@@ -9,6 +9,10 @@ busy queue, and 50 concurrent producers; for the okq asyncio and trio clients, f
 the baseline, and for bare floors (an asyncio Protocol with okq_proto's codec; trio streams
 with the codec).  Prints medians of ``--runs`` runs: operations per second and client CPU
 (process time) per operation, with ratios.
+
+Every run is bounded: its load loops stop after their count of operations, and the run has a
+time budget (``--run-timeout``: ``asyncio.wait_for`` / ``trio.fail_after`` around it); a lost
+connection raises ``ConnectionError`` at once, an overrun raises `Overrun`.
 """
 
 from __future__ import annotations
@@ -23,7 +27,9 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +41,21 @@ if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
 from okq_proto import NEED_DATA, Decoder, Event, encode_command  # noqa: E402
+from okq_transports._async_consume import AsyncClient  # noqa: E402
 from okq_transports.asyncio import Client as AsyncioClient  # noqa: E402
 from okq_transports.trio import open_client  # noqa: E402
 
 PAYLOAD = b"x" * 64
 BATCH = 100
 PRODUCERS = 50
+#: The longest one read of the redis.asyncio baseline may wait.
+IO_TIMEOUT_S = 10.0
+#: The default time budget of one run of one benchmark.
+RUN_TIMEOUT_S = 120.0
+
+
+class Overrun(RuntimeError):
+    """A run went past its time budget or its count of tries."""
 
 
 @dataclass
@@ -90,6 +105,7 @@ class _BareProtocol(asyncio.Protocol):
     def __init__(self) -> None:
         self.decoder = Decoder()
         self.waiter: asyncio.Future[None] | None = None
+        self.lost: ConnectionError | None = None
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -101,10 +117,17 @@ class _BareProtocol(asyncio.Protocol):
         if self.waiter is not None and not self.waiter.done():
             self.waiter.set_result(None)
 
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = ConnectionError(f"the server closed the connection ({exc or 'EOF'})")
+        if self.waiter is not None and not self.waiter.done():
+            self.waiter.set_exception(self.lost)
+
     async def request(self, args: list[bytes]) -> object:
         assert self.transport is not None
         self.transport.write(encode_command(args))
         while (reply := self.decoder.next_reply()) is NEED_DATA:
+            if self.lost is not None:
+                raise self.lost
             self.waiter = asyncio.get_running_loop().create_future()
             await self.waiter
         return reply
@@ -119,11 +142,13 @@ async def bare_asyncio_connect(host: str, port: int) -> _BareProtocol:
 async def bare_asyncio_push(host: str, port: int, n: int) -> Sample:
     conn = await bare_asyncio_connect(host, port)
     q = queue().encode()
-    with Timer() as t:
-        for _ in range(n):
-            await conn.request([b"QLPUSH", q, new_id(), PAYLOAD])
-    assert conn.transport is not None
-    conn.transport.close()
+    try:
+        with Timer() as t:
+            for _ in range(n):
+                await conn.request([b"QLPUSH", q, new_id(), PAYLOAD])
+    finally:
+        assert conn.transport is not None
+        conn.transport.close()
     return Sample(n, t.wall, t.cpu)
 
 
@@ -136,32 +161,42 @@ async def bare_asyncio_producers(host: str, port: int, n: int) -> Sample:
         for _ in range(per):
             await conn.request([b"QLPUSH", q, new_id(), PAYLOAD])
 
-    with Timer() as t:
-        await asyncio.gather(*(produce(c) for c in conns))
-    for conn in conns:
-        assert conn.transport is not None
-        conn.transport.close()
+    try:
+        with Timer() as t:
+            await asyncio.gather(*(produce(c) for c in conns))
+    finally:
+        for conn in conns:
+            assert conn.transport is not None
+            conn.transport.close()
     return Sample(per * PRODUCERS, t.wall, t.cpu)
 
 
 async def bare_trio_push(host: str, port: int, n: int) -> Sample:
-    stream = await trio.open_tcp_stream(host, port)
     decoder = Decoder()
     q = queue().encode()
-    with Timer() as t:
-        for _ in range(n):
-            await stream.send_all(encode_command([b"QLPUSH", q, new_id(), PAYLOAD]))
-            while decoder.next_reply() is NEED_DATA:
-                decoder.feed(await stream.receive_some(65536))
-    await stream.aclose()
+    async with await trio.open_tcp_stream(host, port) as stream:
+        with Timer() as t:
+            for _ in range(n):
+                await stream.send_all(encode_command([b"QLPUSH", q, new_id(), PAYLOAD]))
+                while decoder.next_reply() is NEED_DATA:
+                    data = await stream.receive_some(65536)
+                    if not data:
+                        raise ConnectionError("the server closed the connection (EOF)")
+                    decoder.feed(data)
     return Sample(n, t.wall, t.cpu)
 
 
 # -------------------------------------------------------------------------- okq clients
 
 
-async def okq_asyncio_push(host: str, port: int, n: int) -> Sample:
-    async with AsyncioClient(f"{host}:{port}") as client:
+#: Opens an okq client (asyncio's or trio's: same methods) for an ``async with`` block.
+OpenOkq = Callable[[str], AbstractAsyncContextManager[AsyncClient]]
+#: Makes the stop event of a consume: ``asyncio.Event`` or ``trio.Event``.
+NewEvent = Callable[[], "asyncio.Event | trio.Event"]
+
+
+async def okq_push(open_okq: OpenOkq, host: str, port: int, n: int) -> Sample:
+    async with open_okq(f"{host}:{port}") as client:
         q = queue()
         await client.ping()
         with Timer() as t:
@@ -170,8 +205,8 @@ async def okq_asyncio_push(host: str, port: int, n: int) -> Sample:
     return Sample(n, t.wall, t.cpu)
 
 
-async def okq_asyncio_batch(host: str, port: int, n: int) -> Sample:
-    async with AsyncioClient(f"{host}:{port}") as client:
+async def okq_batch(open_okq: OpenOkq, host: str, port: int, n: int) -> Sample:
+    async with open_okq(f"{host}:{port}") as client:
         q = queue()
         await client.ping()
         with Timer() as t:
@@ -180,11 +215,15 @@ async def okq_asyncio_batch(host: str, port: int, n: int) -> Sample:
     return Sample(n // BATCH * BATCH, t.wall, t.cpu)
 
 
-async def okq_asyncio_consume(host: str, port: int, n: int) -> Sample:
-    async with AsyncioClient(f"{host}:{port}") as client:
+async def okq_consume(
+    open_okq: OpenOkq, new_event: NewEvent, host: str, port: int, n: int
+) -> Sample:
+    """Consume n prefilled events; the run's time budget (`run_one`) cancels it if some
+    never come."""
+    async with open_okq(f"{host}:{port}") as client:
         q = queue()
         await client.push_many(q, [PAYLOAD] * n)
-        stop, count = asyncio.Event(), [0]
+        stop, count = new_event(), [0]
 
         def handler(delivery: Event) -> bool:
             count[0] += 1
@@ -212,50 +251,17 @@ async def okq_asyncio_producers(host: str, port: int, n: int) -> Sample:
     return Sample(per * PRODUCERS, t.wall, t.cpu)
 
 
-async def okq_trio_push(host: str, port: int, n: int) -> Sample:
-    async with open_client(f"{host}:{port}") as client:
-        q = queue()
-        await client.ping()
-        with Timer() as t:
-            for _ in range(n):
-                await client.push(q, PAYLOAD)
-    return Sample(n, t.wall, t.cpu)
-
-
-async def okq_trio_batch(host: str, port: int, n: int) -> Sample:
-    async with open_client(f"{host}:{port}") as client:
-        q = queue()
-        await client.ping()
-        with Timer() as t:
-            for _ in range(n // BATCH):
-                await client.push_many(q, [PAYLOAD] * BATCH)
-    return Sample(n // BATCH * BATCH, t.wall, t.cpu)
-
-
-async def okq_trio_consume(host: str, port: int, n: int) -> Sample:
-    async with open_client(f"{host}:{port}") as client:
-        q = queue()
-        await client.push_many(q, [PAYLOAD] * n)
-        stop, count = trio.Event(), [0]
-
-        def handler(delivery: Event) -> bool:
-            count[0] += 1
-            if count[0] == n:
-                stop.set()
-            return True
-
-        with Timer() as t:
-            await client.consume(handler, [q], stop=stop)
-    return Sample(n, t.wall, t.cpu)
-
-
 # ------------------------------------------------------------------ redis.asyncio baseline
 
 
 def _redis(host: str, port: int, connections: int = 1) -> Any:
     # protocol=2 and no CLIENT SETINFO: okq speaks RESP2 and knows neither HELLO nor CLIENT.
+    timeouts: dict[str, Any] = {
+        "socket_timeout": IO_TIMEOUT_S,
+        "socket_connect_timeout": IO_TIMEOUT_S,
+    }
     return redis.asyncio.Redis(
-        host=host, port=port, protocol=2, driver_info=None, max_connections=connections
+        host=host, port=port, protocol=2, driver_info=None, max_connections=connections, **timeouts
     )
 
 
@@ -293,9 +299,12 @@ async def redis_consume(host: str, port: int, n: int) -> Sample:
         pipe.execute_command("QLPUSH", q, new_id(), PAYLOAD)
     await pipe.execute()
     await r.execute_command("QREGISTER", q)
+    tries = 2 * n + 10  # n pops, plus a few empty QNOTIFY waits; run_one bounds the time
     with Timer() as t:
         done = 0
-        while done < n:
+        for _ in range(tries):
+            if done == n:
+                break
             if await r.execute_command("QNOTIFY", 1) is None:
                 continue
             event = await r.execute_command("QRPOP", q, "EX", 30)
@@ -304,6 +313,8 @@ async def redis_consume(host: str, port: int, n: int) -> Sample:
             await r.execute_command("QACK", q, event[0])
             done += 1
     await r.aclose()
+    if done < n:
+        raise Overrun(f"consume/redis.asyncio: {done} of {n} events after {tries} tries")
     return Sample(n, t.wall, t.cpu)
 
 
@@ -328,15 +339,15 @@ Bench = Callable[[str, int, int], Coroutine[Any, Any, Sample]]
 #: name -> (runner, bench): every function of this module's table, in print order.
 BENCHES: dict[str, tuple[str, Bench]] = {
     "push/bare-asyncio": ("asyncio", bare_asyncio_push),
-    "push/okq-asyncio": ("asyncio", okq_asyncio_push),
+    "push/okq-asyncio": ("asyncio", partial(okq_push, AsyncioClient)),
     "push/bare-trio": ("trio", bare_trio_push),
-    "push/okq-trio": ("trio", okq_trio_push),
+    "push/okq-trio": ("trio", partial(okq_push, open_client)),
     "push/redis.asyncio": ("asyncio", redis_push),
-    "batch/okq-asyncio": ("asyncio", okq_asyncio_batch),
-    "batch/okq-trio": ("trio", okq_trio_batch),
+    "batch/okq-asyncio": ("asyncio", partial(okq_batch, AsyncioClient)),
+    "batch/okq-trio": ("trio", partial(okq_batch, open_client)),
     "batch/redis.asyncio": ("asyncio", redis_batch),
-    "consume/okq-asyncio": ("asyncio", okq_asyncio_consume),
-    "consume/okq-trio": ("trio", okq_trio_consume),
+    "consume/okq-asyncio": ("asyncio", partial(okq_consume, AsyncioClient, asyncio.Event)),
+    "consume/okq-trio": ("trio", partial(okq_consume, open_client, trio.Event)),
     "consume/redis.asyncio": ("asyncio", redis_consume),
     "50-producers/bare-asyncio": ("asyncio", bare_asyncio_producers),
     "50-producers/okq-asyncio": ("asyncio", okq_asyncio_producers),
@@ -344,12 +355,27 @@ BENCHES: dict[str, tuple[str, Bench]] = {
 }
 
 
-def run_one(name: str, host: str, port: int, n: int) -> Sample:
-    """Run one benchmark once, on a fresh event loop."""
+def run_one(name: str, host: str, port: int, n: int, timeout_s: float = RUN_TIMEOUT_S) -> Sample:
+    """Run one benchmark once, on a fresh event loop, within `timeout_s` (else `Overrun`)."""
     runner, bench = BENCHES[name]
+    overrun = Overrun(f"{name}: {n} operations not done within its {timeout_s:g} s budget")
     if runner == "trio":
-        return trio.run(bench, host, port, n)
-    return asyncio.run(bench(host, port, n))
+
+        async def bounded() -> Sample:
+            with trio.fail_after(timeout_s):
+                return await bench(host, port, n)
+
+        try:
+            return trio.run(bounded)
+        except trio.TooSlowError as exc:
+            raise overrun from exc
+    started = time.monotonic()
+    try:
+        return asyncio.run(asyncio.wait_for(bench(host, port, n), timeout_s))
+    except asyncio.TimeoutError as exc:
+        if time.monotonic() - started < timeout_s:
+            raise  # a read timeout inside the bench, not the budget
+        raise overrun from exc
 
 
 @contextlib.contextmanager
@@ -383,6 +409,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n", type=int, default=5000, help="operations per run")
     parser.add_argument("--runs", type=int, default=5, help="runs per benchmark (median)")
     parser.add_argument("--server", help="HOST:PORT of an okq server (default: a subprocess)")
+    parser.add_argument(
+        "--run-timeout",
+        type=float,
+        default=RUN_TIMEOUT_S,
+        help=f"seconds one run of one benchmark may take ({RUN_TIMEOUT_S:g})",
+    )
     args = parser.parse_args(argv)
 
     with contextlib.ExitStack() as stack:
@@ -395,7 +427,9 @@ def main(argv: list[str] | None = None) -> None:
         # of them alike; ratios are medians of the per-round ratios.
         rounds: list[dict[str, Sample]] = []
         for _ in range(args.runs):
-            rounds.append({name: run_one(name, host, port, args.n) for name in BENCHES})
+            rounds.append(
+                {name: run_one(name, host, port, args.n, args.run_timeout) for name in BENCHES}
+            )
     for name in BENCHES:
         rate = statistics.median(r[name].rate for r in rounds)
         cpu = statistics.median(r[name].cpu_us for r in rounds)

@@ -20,6 +20,10 @@ client's CPU only.  Workloads, each measured for three clients:
 
 Rows give events/s (wall) and client CPU per event in microseconds, medians of ``--runs``;
 the ratios are the ones the issue sets goals for.
+
+Every run is bounded: each load loop stops after its count of events, each run has a time
+budget (``--run-timeout``, checked once per event) and every socket a read timeout, so a lost
+connection or a lost event ends the bench with `Overrun` or `ConnectionError` instead of a hang.
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script
@@ -47,9 +52,27 @@ from okq_transports.sync import Client  # noqa: E402
 from tests.bench.bench_server import okq_server  # noqa: E402
 
 PAYLOAD = b"x" * 100
+#: The longest any one socket read may wait.
+IO_TIMEOUT_S = 10.0
 
 # (events, wall seconds, cpu seconds)
 Sample = tuple[int, float, float]
+
+
+class Overrun(RuntimeError):
+    """A run went past its time budget or its count of tries, or ended without all its events."""
+
+
+class Budget:
+    """How long one run may take; `check` raises `Overrun` once that is up."""
+
+    def __init__(self, what: str, seconds: float) -> None:
+        self.what, self.seconds = what, seconds
+        self.deadline = time.monotonic() + seconds
+
+    def check(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise Overrun(f"{self.what}: not done within its {self.seconds:g} s budget")
 
 
 def measure(fn: Callable[[], int]) -> Sample:
@@ -67,20 +90,25 @@ def redis_client(host: str, port: int) -> redis.Redis:
     ``protocol=2`` sends no HELLO; a `DriverInfo` without name and version (redis-py 8.1;
     ``lib_name=None, lib_version=None`` before it) sends no CLIENT SETINFO.
     """
+    timeouts: dict[str, Any] = {
+        "socket_timeout": IO_TIMEOUT_S,
+        "socket_connect_timeout": IO_TIMEOUT_S,
+    }
     try:
         from redis.driver_info import DriverInfo
     except ImportError:  # redis-py < 8.1
-        return redis.Redis(host=host, port=port, protocol=2, lib_name=None, lib_version=None)
-    return redis.Redis(
-        host=host, port=port, protocol=2, driver_info=DriverInfo(name=None, lib_version=None)
-    )
+        return redis.Redis(
+            host=host, port=port, protocol=2, lib_name=None, lib_version=None, **timeouts
+        )
+    no_info = DriverInfo(name=None, lib_version=None)
+    return redis.Redis(host=host, port=port, protocol=2, driver_info=no_info, **timeouts)
 
 
 class Bare:
     """The floor: one blocking socket, our encoder, the decoder okq_proto picks."""
 
     def __init__(self, host: str, port: int) -> None:
-        self.sock = socket.create_connection((host, port))
+        self.sock = socket.create_connection((host, port), timeout=IO_TIMEOUT_S)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.decoder = make_decoder()
         self.buf = bytearray(65536)
@@ -90,7 +118,12 @@ class Bare:
         while len(out) < count:
             reply = self.decoder.next_reply()
             if reply is NEED_DATA:
-                n = self.sock.recv_into(self.buf)
+                n = self.sock.recv_into(self.buf)  # at most IO_TIMEOUT_S, then TimeoutError
+                if n == 0:
+                    raise ConnectionError(
+                        f"the server closed the connection with {count - len(out)} "
+                        "replies still due"
+                    )
                 self.decoder.feed(memoryview(self.buf)[:n])
                 continue
             out.append(reply)
@@ -127,60 +160,65 @@ def opened(host: str, port: int) -> Iterator[Live]:
         bare.close()
 
 
-def push_okq(client: object, queue: str, n: int, batch: int) -> Sample:
+def push_okq(client: object, queue: str, n: int, batch: int, budget: Budget) -> Sample:
     assert isinstance(client, Client)
     push = client.push
 
     def run() -> int:
         for _ in range(n):
+            budget.check()
             push(queue, PAYLOAD)
         return n
 
     return measure(run)
 
 
-def push_redis(client: object, queue: str, n: int, batch: int) -> Sample:
+def push_redis(client: object, queue: str, n: int, batch: int, budget: Budget) -> Sample:
     assert isinstance(client, redis.Redis)
     ex = client.execute_command
     q = queue.encode()
 
     def run() -> int:
         for _ in range(n):
+            budget.check()
             ex("QLPUSH", q, str(uuid.uuid4()), PAYLOAD)  # type: ignore[no-untyped-call]
         return n
 
     return measure(run)
 
 
-def push_bare(client: object, queue: str, n: int, batch: int) -> Sample:
+def push_bare(client: object, queue: str, n: int, batch: int, budget: Budget) -> Sample:
     assert isinstance(client, Bare)
     q = queue.encode()
 
     def run() -> int:
         for _ in range(n):
+            budget.check()
             client.call(b"QLPUSH", q, str(uuid.uuid4()).encode(), PAYLOAD)
         return n
 
     return measure(run)
 
 
-def push_many_okq(client: object, queue: str, n: int, batch: int) -> Sample:
+def push_many_okq(client: object, queue: str, n: int, batch: int, budget: Budget) -> Sample:
     assert isinstance(client, Client)
 
     def run() -> int:
         for start in range(0, n, batch):
+            budget.check()
             client.push_many(queue, [PAYLOAD] * min(batch, n - start))
         return n
 
     return measure(run)
 
 
-def push_many_redis(client: object, queue: str, n: int, batch: int) -> Sample:
+def push_many_redis(client: object, queue: str, n: int, batch: int, budget: Budget) -> Sample:
     assert isinstance(client, redis.Redis)
     q = queue.encode()
 
     def run() -> int:
         for start in range(0, n, batch):
+            budget.check()
             pipe = client.pipeline(transaction=False)
             for _ in range(min(batch, n - start)):
                 pipe.execute_command(  # type: ignore[no-untyped-call]
@@ -192,12 +230,13 @@ def push_many_redis(client: object, queue: str, n: int, batch: int) -> Sample:
     return measure(run)
 
 
-def push_many_bare(client: object, queue: str, n: int, batch: int) -> Sample:
+def push_many_bare(client: object, queue: str, n: int, batch: int, budget: Budget) -> Sample:
     assert isinstance(client, Bare)
     q = queue.encode()
 
     def run() -> int:
         for start in range(0, n, batch):
+            budget.check()
             count = min(batch, n - start)
             argvs = [(b"QLPUSH", q, str(uuid.uuid4()).encode(), PAYLOAD) for _ in range(count)]
             client.sock.sendall(encode_commands(argvs))
@@ -214,7 +253,7 @@ def prefill(address: str, queue: str, n: int) -> None:
             client.push_many(queue, [PAYLOAD] * min(1000, n - start))
 
 
-def consume_okq(address: str, queue: str, n: int) -> Sample:
+def consume_okq(address: str, queue: str, n: int, budget: Budget) -> Sample:
     prefill(address, queue, n)
     stop = threading.Event()
     count = 0
@@ -226,16 +265,28 @@ def consume_okq(address: str, queue: str, n: int) -> Sample:
             stop.set()
         return True
 
-    with Client(address, notify_timeout_s=1) as client:
+    # consume checks `stop` after every event and every 0.1 s while it waits: the timer ends
+    # the run at the deadline even when events went missing
+    timer = threading.Timer(max(0.0, budget.deadline - time.monotonic()), stop.set)
+    timer.daemon = True
+    with Client(address, notify_timeout_s=1, read_timeout_s=IO_TIMEOUT_S) as client:
 
         def run() -> int:
             client.consume(handler, [queue], stop=stop)
+            if count < n:
+                raise Overrun(f"{budget.what}: {count} of {n} events within {budget.seconds:g} s")
             return count
 
-        return measure(run)
+        timer.start()
+        try:
+            return measure(run)
+        finally:
+            timer.cancel()
 
 
-def consume_redis_okq_go(host: str, port: int, queue: str, n: int, address: str) -> Sample:
+def consume_redis_okq_go(
+    host: str, port: int, queue: str, n: int, address: str, budget: Budget
+) -> Sample:
     prefill(address, queue, n)
     r = redis_client(host, port)
     q = queue.encode()
@@ -246,7 +297,11 @@ def consume_redis_okq_go(host: str, port: int, queue: str, n: int, address: str)
             conn.send_command("QREGISTER", q)  # type: ignore[no-untyped-call]
             conn.read_response()
             done = 0
-            while done < n:
+            # n pops, plus a few empty QNOTIFY waits or lost races; the budget bounds the time
+            for _ in range(2 * n + 10):
+                if done == n:
+                    break
+                budget.check()
                 conn.send_command("QNOTIFY", 1)  # type: ignore[no-untyped-call]
                 name = conn.read_response()
                 if name is None:
@@ -258,6 +313,8 @@ def consume_redis_okq_go(host: str, port: int, queue: str, n: int, address: str)
                 conn.send_command("QACK", name, event[0])  # type: ignore[no-untyped-call]
                 conn.read_response()
                 done += 1
+            if done < n:
+                raise Overrun(f"{budget.what}: {done} of {n} events after {2 * n + 10} tries")
             return done
         finally:
             r.connection_pool.release(conn)
@@ -268,7 +325,7 @@ def consume_redis_okq_go(host: str, port: int, queue: str, n: int, address: str)
         r.close()
 
 
-def consume_bare(host: str, port: int, queue: str, n: int, address: str) -> Sample:
+def consume_bare(host: str, port: int, queue: str, n: int, address: str, budget: Budget) -> Sample:
     prefill(address, queue, n)
     bare = Bare(host, port)
     q = queue.encode()
@@ -278,11 +335,16 @@ def consume_bare(host: str, port: int, queue: str, n: int, address: str) -> Samp
         event = bare.call(b"QRPOP", q, b"EX", b"30")
         while event is not None:
             assert isinstance(event, list)
+            if done == n:
+                raise Overrun(f"{budget.what}: more than the {n} events it pushed")
+            budget.check()
             done += 1
             bare.sock.sendall(
                 encode_commands([(b"QACK", q, event[0]), (b"QRPOP", q, b"EX", b"30")])
             )
             _ack, event = bare.replies(2)
+        if done < n:
+            raise Overrun(f"{budget.what}: the queue ran dry after {done} of {n} events")
         return done
 
     try:
@@ -308,8 +370,13 @@ def bench(
     runs: int,
     batch: int,
     out: Callable[[str], None] = print,
+    run_timeout_s: float = 120.0,
 ) -> dict[str, dict[str, tuple[float, float]]]:
-    """Run every workload `runs` times, interleaved, and print the table; return the medians."""
+    """Run every workload `runs` times, interleaved, and print the table; return the medians.
+
+    Each run (all rounds of one workload, or one client's consume) must end within
+    `run_timeout_s`, else `Overrun`.
+    """
     address = f"{host}:{port}"
     q = f"bench-{uuid.uuid4()}"
     results: dict[str, dict[str, tuple[float, float]]] = {}
@@ -324,12 +391,13 @@ def bench(
         ("push_many", (push_many_okq, push_many_redis, push_many_bare)),
     ):
         samples: dict[str, list[Sample]] = {c: [] for c in CLIENTS}
-        for _ in range(runs):
+        for run in range(runs):
+            budget = Budget(f"{name} run {run + 1}", run_timeout_s)
             with opened(host, port) as live:
                 totals = {who: [0.0, 0.0, 0.0] for who in CLIENTS}
                 for _ in range(rounds):
                     for who, work in zip(CLIENTS, fns, strict=True):
-                        for i, value in enumerate(work(live[who], q, chunk, batch)):
+                        for i, value in enumerate(work(live[who], q, chunk, batch, budget)):
                             totals[who][i] += value
                 okq_client = live["okq"]
                 assert isinstance(okq_client, Client)
@@ -340,15 +408,15 @@ def bench(
         results[name] = {who: median_rates(s) for who, s in samples.items()}
         for who, (rate, cpu_us) in results[name].items():
             out(f"{name:<10} {who:<9} {rate:>10.0f} {cpu_us:>10.1f}")
-    consumers: dict[str, Callable[[], Sample]] = {
-        "okq": lambda: consume_okq(address, q + "c", events),
-        "redis-py": lambda: consume_redis_okq_go(host, port, q + "c", events, address),
-        "bare": lambda: consume_bare(host, port, q + "c", events, address),
+    consumers: dict[str, Callable[[Budget], Sample]] = {
+        "okq": lambda b: consume_okq(address, q + "c", events, b),
+        "redis-py": lambda b: consume_redis_okq_go(host, port, q + "c", events, address, b),
+        "bare": lambda b: consume_bare(host, port, q + "c", events, address, b),
     }
     consumed: dict[str, list[Sample]] = {who: [] for who in CLIENTS}
-    for _ in range(runs):
+    for run in range(runs):
         for who, consume in consumers.items():
-            consumed[who].append(consume())
+            consumed[who].append(consume(Budget(f"consume {who} run {run + 1}", run_timeout_s)))
     results["consume"] = {who: median_rates(s) for who, s in consumed.items()}
     for who, (rate, cpu_us) in results["consume"].items():
         out(f"{'consume':<10} {who:<9} {rate:>10.0f} {cpu_us:>10.1f}")
@@ -379,9 +447,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=5000)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument(
+        "--run-timeout", type=float, default=120.0, help="seconds one run may take (120)"
+    )
     args = parser.parse_args(argv)
     with server_address(args.server) as (host, port):
-        bench(host, port, args.events, args.runs, args.batch)
+        bench(host, port, args.events, args.runs, args.batch, run_timeout_s=args.run_timeout)
     return 0
 
 
