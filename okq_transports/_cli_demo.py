@@ -2,10 +2,12 @@
 
 Owns: the demo's options and story.  An embedded server starts in this process (unless
 ``--server``/``OKQ_SERVER`` names one); a sync, an asyncio and (when installed) a trio consumer
-share one queue; a sync producer pushes N events (one of them high priority); one event fails
-on its first delivery on purpose, so its claim expires and the server hands it out again
-(at-least-once).  A progress bar runs on stderr; the summary goes to stdout.  Exit status 0
-when every event was handled and acknowledged.
+share one queue, each stopping once it has handled its share of the events (so that all three
+are seen at work: otherwise the first one to pop wins most races); a sync producer pushes N
+events (one of them high priority); one event fails on its first delivery on purpose, so its
+claim expires and the server hands it out again (at-least-once).  A progress bar runs on
+stderr; the summary goes to stdout.  Exit status 0 when every event was handled and
+acknowledged.
 Must not know: the wire protocol.
 """
 
@@ -51,9 +53,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 @dataclass
 class _Tally:
-    """What the consumers did, shared between their threads."""
+    """What the consumers did, shared between their threads; `shares` holds how many events
+    each consumer handles before it stops (they add up to `total` or more)."""
 
     total: int
+    shares: dict[str, int]
     lock: threading.Lock = field(default_factory=threading.Lock)
     done: set[str] = field(default_factory=set)
     by_client: Counter[str] = field(default_factory=Counter)
@@ -77,11 +81,17 @@ class _Tally:
                 self.all_done.set()
             return True
 
+    def share_done(self, client: str) -> bool:
+        """True once `client` has handled its share: it should stop taking events."""
+        with self.lock:
+            return self.by_client[client] >= self.shares[client]
+
     def note(self) -> str:
         with self.lock:
             return "  ".join(f"{name} {count}" for name, count in sorted(self.by_client.items()))
 
 
+#: Runs one consumer until its `stop` is set, by the demo or by itself once its share is done.
 Runner = Callable[[str, str, _Tally, float, threading.Event], None]
 
 
@@ -92,7 +102,10 @@ def _sync_consumer(
 
     def handler(delivery: Delivery) -> bool:
         time.sleep(work_s)
-        return tally.handle("sync", delivery)
+        ok = tally.handle("sync", delivery)
+        if tally.share_done("sync"):
+            stop.set()  # seen before the next pop: this consumer takes no more events
+        return ok
 
     with Client(address=address, notify_timeout_s=_NOTIFY_S) as client:
         client.consume(handler, [queue], expire_seconds=_EXPIRE_S, stop=stop)
@@ -104,11 +117,14 @@ def _asyncio_consumer(
     from .asyncio import Client
 
     async def main() -> None:
+        async_stop = asyncio.Event()
+
         async def handler(delivery: Delivery) -> bool:
             await asyncio.sleep(work_s)
-            return tally.handle("asyncio", delivery)
-
-        async_stop = asyncio.Event()
+            ok = tally.handle("asyncio", delivery)
+            if tally.share_done("asyncio"):
+                async_stop.set()
+            return ok
 
         async def relay() -> None:
             while not stop.is_set():
@@ -133,11 +149,14 @@ def _trio_consumer(
     from .trio import open_client
 
     async def main() -> None:
+        trio_stop = trio.Event()
+
         async def handler(delivery: Delivery) -> bool:
             await trio.sleep(work_s)
-            return tally.handle("trio", delivery)
-
-        trio_stop = trio.Event()
+            ok = tally.handle("trio", delivery)
+            if tally.share_done("trio"):
+                trio_stop.set()
+            return ok
 
         async def relay() -> None:
             while not stop.is_set():
@@ -178,14 +197,37 @@ def _wait_for_consumers(client: object, queue: str, count: int, stop_at: float) 
     raise CliError(f"demo: the consumers did not register on {queue} in time")
 
 
+def _final_status(client: object, queue: str, stop_at: float) -> object:
+    """The queue's status once the stopped consumers are gone, or after a bounded wait.
+
+    A consumer that stopped while waiting in ``QNOTIFY`` stays registered (okq's rule) until
+    that wait ends, at most ``_NOTIFY_S`` later.
+    """
+    from .sync import Client
+
+    assert isinstance(client, Client)
+    stop_at = min(stop_at, time.monotonic() + _NOTIFY_S + 0.5)
+    while True:
+        (entry,) = client.status(queue)
+        if entry.consumers == 0 or time.monotonic() >= stop_at:
+            return entry
+        time.sleep(0.02)
+
+
+def _shares(total: int, names: list[str]) -> dict[str, int]:
+    """Split `total` events between the consumers as evenly as can be (each at least 1)."""
+    base, extra = divmod(total, len(names))
+    return {name: max(1, base + (i < extra)) for i, name in enumerate(names)}
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit status."""
     from .sync import Client
 
     runners = _runners(args.no_trio)
     total: int = args.events
-    tally = _Tally(total)
-    stop = threading.Event()
+    tally = _Tally(total, _shares(total, list(runners)))
+    stops = {name: threading.Event() for name in runners}
     errors: list[str] = []
     started = time.monotonic()
     deadline = started + args.timeout
@@ -201,7 +243,7 @@ def run(args: argparse.Namespace) -> int:
         def guarded(name: str, runner: Runner) -> Callable[[], None]:
             def target() -> None:
                 try:
-                    runner(address, queue, tally, args.work, stop)
+                    runner(address, queue, tally, args.work, stops[name])
                 except BaseException as exc:  # reported below, never a traceback
                     errors.append(f"{name} consumer: {one_line(exc) or type(exc).__name__}")
 
@@ -226,11 +268,12 @@ def run(args: argparse.Namespace) -> int:
                     progress.update(len(tally.done), tally.note())
                 progress.update(len(tally.done), tally.note(), force=True)
                 progress.close()
-                (status,) = client.status(queue)  # while the consumers are still registered
             finally:
-                stop.set()
+                for stop in stops.values():
+                    stop.set()
                 for thread in threads:
                     thread.join(10)
+            status = _final_status(client, queue, deadline)
             if not embedded:
                 with contextlib.suppress(Exception):
                     client.flush(queue)
@@ -276,16 +319,25 @@ def _summary(
     print(f"\nSummary ({elapsed:.1f} s)", file=out)
     print(f"  producer  sync     pushed  {pushed:4d} events ({urgent} high priority)", file=out)
     for name in runners:
-        print(f"  consumer  {name:<8} handled {tally.by_client[name]:4d} events", file=out)
+        print(
+            f"  consumer  {name:<8} handled {tally.by_client[name]:4d} events "
+            f"(its share: {tally.shares[name]})",
+            file=out,
+        )
     print(
         f"  at-least-once: {len(tally.failed_once)} event failed on purpose, its claim "
         f"({_EXPIRE_S} s) expired, and it was delivered again "
         f"({len(tally.redelivered)} redelivered)",
         file=out,
     )
+    lingering = (
+        " (stopped while waiting in QNOTIFY: registered until that wait ends)"
+        if status.consumers
+        else ""
+    )
     print(
         f"  queue {status.name!r} at the end: total {status.total}, processing "
-        f"{status.processing}, consumers {status.consumers}",
+        f"{status.processing}, consumers {status.consumers}{lingering}",
         file=out,
     )
     for error in errors:

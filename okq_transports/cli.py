@@ -22,7 +22,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from types import FrameType
 from typing import TYPE_CHECKING, Final, NoReturn
 
 from okq_proto import (
@@ -466,26 +465,41 @@ def _cmd_info(args: argparse.Namespace) -> int:
 # -- consume ----------------------------------------------------------------------------------
 
 
+class _Announced:
+    """The stop flag the signal handlers set: says so on stderr, then sets `stop`."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self._stop = stop
+
+    def is_set(self) -> bool:
+        return self._stop.is_set()
+
+    def set(self) -> None:
+        print("okq: stopping (finishing events in hand)...", file=sys.stderr, flush=True)
+        self._stop.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self._stop.wait(timeout)
+
+
 @contextlib.contextmanager
 def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
-    """Ctrl-C and SIGTERM set `stop` (a graceful stop) while the block runs; a second Ctrl-C
-    interrupts."""
+    """`okq_transports.sync.stop_on_signals` for the block: Ctrl-C and SIGTERM set `stop` (a
+    graceful stop), a second Ctrl-C interrupts; the previous handlers are back afterwards."""
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield  # Python installs signal handlers in the main thread only
         return
+    from .sync import stop_on_signals
 
-    def handler(signum: int, _frame: FrameType | None) -> None:
-        if stop.is_set() and signum == signal.SIGINT:
-            raise KeyboardInterrupt
-        print("okq: stopping (finishing events in hand)...", file=sys.stderr, flush=True)
-        stop.set()
-
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+    stop_on_signals(_Announced(stop), signals)
     try:
         yield
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            if old is not None:  # None: a handler not installed from Python; leave it
+                signal.signal(sig, old)
 
 
 def _run_exec(command: str, delivery: Delivery) -> bool:

@@ -10,8 +10,12 @@ from __future__ import annotations
 import io
 import json
 import os
+import re
+import shlex
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -238,6 +242,12 @@ def test_consume_concurrency_and_expire(
 # -- bench and demo ---------------------------------------------------------------------------
 
 
+def handled_by(out: str) -> dict[str, int]:
+    """The demo summary's ``consumer  NAME  handled  N events`` lines, as {NAME: N}."""
+    found = re.findall(r"^  consumer  (\S+) +handled +(\d+) events", out, re.MULTILINE)
+    return {name: int(count) for name, count in found}
+
+
 def test_bench(server: ThreadedServer, capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "bench", "-n", "300", "--batch", "50")
     assert code == 0, err
@@ -260,8 +270,11 @@ def test_demo_in_process(
     assert "embedded server" in out
     assert "All 12 events handled and acknowledged" in out
     assert "1 redelivered" in out
-    for client in ("sync", "asyncio", "trio"):
-        assert f"consumer  {client}" in out
+    counts = handled_by(out)
+    assert set(counts) == {"sync", "asyncio", "trio"}
+    assert all(count >= 1 for count in counts.values()), out  # every client did some work
+    assert sum(counts.values()) == 12
+    assert "consumers 0" in out  # the stopped consumers are gone from the status
 
 
 def test_demo_against_a_given_server(
@@ -271,7 +284,9 @@ def test_demo_against_a_given_server(
     assert code == 0, err
     assert server.address in out
     assert "server from --server" in out
-    assert "consumer  trio" not in out
+    counts = handled_by(out)
+    assert set(counts) == {"sync", "asyncio"}
+    assert all(count >= 1 for count in counts.values()), out
 
 
 # -- bad input --------------------------------------------------------------------------------
@@ -382,4 +397,43 @@ def test_program_demo() -> None:
     done = _python_m("demo", "-n", "10")
     assert done.returncode == 0, done.stderr
     assert "All 10 events handled and acknowledged" in done.stdout
+    counts = handled_by(done.stdout)
+    assert set(counts) == {"sync", "asyncio", "trio"}
+    assert all(count >= 1 for count in counts.values()), done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_program_consume_stops_gracefully_on_ctrl_c(okq_server: ThreadedServer) -> None:
+    """SIGINT while ``--exec`` runs: the command finishes, its event is acked, exit 0."""
+    from okq_transports.sync import Client
+
+    slow = f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(1)'"
+    env = {k: v for k, v in os.environ.items() if k != "OKQ_SERVER"}
+    with Client(okq_server.address) as client:
+        client.push("slow", b"payload")
+        argv = ["--server", okq_server.address, "consume", "slow", "--exec", slow]
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "okq_transports", *argv],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while client.status("slow")[0].processing != 1:  # the event is in hand
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, "the consumer never claimed the event"
+                time.sleep(0.02)
+            proc.send_signal(signal.SIGINT)
+            _, err = proc.communicate(timeout=15)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate(timeout=10)
+        (status,) = client.status("slow")
+    assert proc.returncode == 0, err
+    assert "Traceback" not in err
+    assert "stopping" in err
+    assert status.total == 0  # acked
