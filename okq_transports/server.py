@@ -1,8 +1,10 @@
 """The embedded okq server: asyncio TCP around the pure server machines.
 
-Owns: sockets, tasks, timers and the three ways to run the server: `serve` (the CLI,
-``python -m okq_transports serve``), `EmbeddedServer` (an asyncio context manager) and
-`ThreadedServer` / `run_in_thread` (a background thread for sync code and pytest fixtures).
+Owns: sockets, tasks, timers, the server's options (`ServerOptions`) and the three ways to run
+the server: `serve` (the CLI, ``python -m okq_transports serve``), an async context manager
+(`EmbeddedServer` on the running asyncio loop; `open_server` for trio, which runs it in a
+thread) and `ThreadedServer` / `run_in_thread` (a background thread for sync code and pytest
+fixtures; the thread itself is `okq_transports._server_thread.LoopThread`).
 Must not know: okq's rules.  Framing is `okq_proto._server.ServerConnection`, command meaning
 and replies are `okq_proto._dispatch.Dispatcher`, queues live behind
 `okq_transports._storage.Storage`.  This module only carries out the `Action` values.
@@ -19,11 +21,10 @@ import logging
 import random
 import signal
 import sys
-import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
-from typing import Final, NoReturn, final
+from typing import TYPE_CHECKING, Final, NoReturn, TypedDict, final
 
 from okq_proto._dispatch import (
     DEFAULT_NOBLOCK_WORKERS,
@@ -60,14 +61,20 @@ from okq_proto._server import (
     PeerClosed,
     ServerConnection,
 )
+from okq_transports._server_thread import LoopThread
 from okq_transports._storage import MemoryStorage, Storage, StorageError
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is 3.11+; annotations only
 
 __all__ = [
     "EmbeddedServer",
     "MemoryStorage",
+    "ServerOptions",
     "Storage",
     "StorageError",
     "ThreadedServer",
+    "open_server",
     "run_in_thread",
     "serve",
 ]
@@ -80,6 +87,51 @@ _START_TIMEOUT_S: Final = 10.0
 
 def assert_never(value: NoReturn) -> NoReturn:  # typing.assert_never is 3.11+
     raise AssertionError(f"unhandled value {value!r}")
+
+
+class ServerOptions(TypedDict, total=False):
+    """The keyword options of `EmbeddedServer`, `ThreadedServer`, `run_in_thread`,
+    `open_server` and `serve`; all optional.
+
+    Attributes:
+        sweep_interval_s: restore sweep period for the default storage (okq: 10 s).
+        sweep_interval: alias of ``sweep_interval_s`` (wins when both are given).
+        default_expire_s: QRPOP's claim duration without ``EX``, for the default storage.
+        noblock_workers: NOBLOCK pushes in flight before ``ERR too busy`` (okq: 128).
+        seed: seeds QNOTIFY's shuffle (None: unpredictable).
+        max_bulk_bytes: input limit per connection (as are the three below); exceeding one
+            closes that connection without a reply.
+        max_array_count: elements of one request.
+        max_line_bytes: length of one header line.
+        max_nesting: depth of nested arrays.
+    """
+
+    sweep_interval_s: float
+    sweep_interval: float | None
+    default_expire_s: int
+    noblock_workers: int
+    seed: int | None
+    max_bulk_bytes: int
+    max_array_count: int
+    max_line_bytes: int
+    max_nesting: int
+
+
+def _checked(options: ServerOptions) -> ServerOptions:
+    """A copy of ``options``; an unknown name is a TypeError, as for any keyword argument."""
+    unknown = sorted(set(options) - ServerOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(f"unexpected server option(s): {', '.join(unknown)}")
+    return options.copy()
+
+
+def _default_storage(options: ServerOptions) -> MemoryStorage:
+    """The `MemoryStorage` a server makes when it is given none."""
+    sweep = options.get("sweep_interval")
+    if sweep is None:
+        sweep = options.get("sweep_interval_s", DEFAULT_SWEEP_INTERVAL_S)
+    expire = options.get("default_expire_s", DEFAULT_EXPIRE_S)
+    return MemoryStorage(sweep_interval_s=sweep, default_expire_s=expire)
 
 
 @final
@@ -96,13 +148,7 @@ class EmbeddedServer:
         port: TCP port; 0 picks a free one (read it from `port` after start).
         storage: where queues live; a fresh `MemoryStorage` if None.  Pass the same one to a
             new server to keep the data across a restart.
-        sweep_interval_s: restore sweep period for the default storage (okq: 10 s).
-        sweep_interval: alias of ``sweep_interval_s``.
-        default_expire_s: QRPOP's claim duration without ``EX``, for the default storage.
-        noblock_workers: NOBLOCK pushes in flight before ``ERR too busy`` (okq: 128).
-        seed: seeds QNOTIFY's shuffle (None: unpredictable).
-        max_bulk_bytes, max_array_count, max_line_bytes, max_nesting: input limits per
-            connection; exceeding one closes that connection without a reply.
+        **options: the `ServerOptions` (sweep interval, seed, input limits, ...).
     """
 
     def __init__(
@@ -111,27 +157,24 @@ class EmbeddedServer:
         port: int = 0,
         *,
         storage: Storage | None = None,
-        sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
-        sweep_interval: float | None = None,
-        default_expire_s: int = DEFAULT_EXPIRE_S,
-        noblock_workers: int = DEFAULT_NOBLOCK_WORKERS,
-        seed: int | None = None,
-        max_bulk_bytes: int = DEFAULT_MAX_BULK_BYTES,
-        max_array_count: int = DEFAULT_MAX_ARRAY_COUNT,
-        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        max_nesting: int = DEFAULT_MAX_NESTING,
+        **options: Unpack[ServerOptions],
     ) -> None:
-        if sweep_interval is not None:
-            sweep_interval_s = sweep_interval
+        options = _checked(options)
         self._host = host
         self._requested_port = port
-        self.storage: Storage = storage or MemoryStorage(
-            sweep_interval_s=sweep_interval_s, default_expire_s=default_expire_s
-        )
+        self.storage: Storage = storage or _default_storage(options)
         """The storage behind this server."""
-        self.dispatcher = Dispatcher(rng=random.Random(seed), noblock_workers=noblock_workers)
+        self.dispatcher = Dispatcher(
+            rng=random.Random(options.get("seed")),
+            noblock_workers=options.get("noblock_workers", DEFAULT_NOBLOCK_WORKERS),
+        )
         """The pure command layer (its ``hub`` holds the QNOTIFY state)."""
-        self._limits = (max_bulk_bytes, max_array_count, max_line_bytes, max_nesting)
+        self._limits = (
+            options.get("max_bulk_bytes", DEFAULT_MAX_BULK_BYTES),
+            options.get("max_array_count", DEFAULT_MAX_ARRAY_COUNT),
+            options.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES),
+            options.get("max_nesting", DEFAULT_MAX_NESTING),
+        )
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -362,7 +405,7 @@ async def _flush(writer: asyncio.StreamWriter, pending: bytearray) -> None:
         await writer.drain()
 
 
-# -- background thread --------------------------------------------------------------------------
+# -- background thread, trio --------------------------------------------------------------------
 
 
 @final
@@ -381,7 +424,7 @@ class ThreadedServer:
         host, port: as for `EmbeddedServer`; after the first start the bound port is reused by
             later starts.
         storage: kept across `stop` / `start`; a fresh `MemoryStorage` if None.
-        **options: the other `EmbeddedServer` keyword arguments.
+        **options: the `ServerOptions`, as for `EmbeddedServer`.
     """
 
     def __init__(
@@ -390,31 +433,14 @@ class ThreadedServer:
         port: int = 0,
         *,
         storage: Storage | None = None,
-        sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
-        sweep_interval: float | None = None,
-        default_expire_s: int = DEFAULT_EXPIRE_S,
-        noblock_workers: int = DEFAULT_NOBLOCK_WORKERS,
-        seed: int | None = None,
-        max_bulk_bytes: int = DEFAULT_MAX_BULK_BYTES,
-        max_array_count: int = DEFAULT_MAX_ARRAY_COUNT,
-        max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
-        max_nesting: int = DEFAULT_MAX_NESTING,
+        **options: Unpack[ServerOptions],
     ) -> None:
-        if sweep_interval is not None:
-            sweep_interval_s = sweep_interval
         self._host = host
         self._port = port
-        self.storage: Storage = storage or MemoryStorage(
-            sweep_interval_s=sweep_interval_s, default_expire_s=default_expire_s
-        )
+        self._options = _checked(options)
+        self.storage: Storage = storage or _default_storage(self._options)
         """The storage, shared by every start of this server."""
-        self._noblock_workers = noblock_workers
-        self._seed = seed
-        self._limits = (max_bulk_bytes, max_array_count, max_line_bytes, max_nesting)
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._server: EmbeddedServer | None = None
+        self._thread = LoopThread("okq-embedded-server")
 
     @property
     def host(self) -> str:
@@ -434,7 +460,7 @@ class ThreadedServer:
     @property
     def running(self) -> bool:
         """True between `start` and `stop`."""
-        return self._thread is not None
+        return self._thread.running
 
     def start(self) -> ThreadedServer:
         """Start serving in a new thread; returns once listening (on the same port as before).
@@ -442,76 +468,29 @@ class ThreadedServer:
         Raises:
             RuntimeError: already running, or the server failed to start (cause chained).
         """
-        if self._thread is not None:
+        if self._thread.running:
             raise RuntimeError("server already running")
-        ready = threading.Event()
-        failure: list[BaseException] = []
-        self._thread = threading.Thread(
-            target=self._run, args=(ready, failure), name="okq-embedded-server", daemon=True
-        )
-        self._thread.start()
-        if not ready.wait(_START_TIMEOUT_S) or failure:
-            self._thread.join(_START_TIMEOUT_S)
-            self._thread = None
-            cause = failure[0] if failure else None
-            raise RuntimeError(f"embedded okq server did not start on {self.address}") from cause
+        try:
+            server = self._thread.start(self._new_server, _START_TIMEOUT_S)
+        except BaseException as exc:
+            raise RuntimeError(f"embedded okq server did not start on {self.address}") from exc
+        self._port = server.port
         return self
+
+    def _new_server(self) -> EmbeddedServer:
+        return EmbeddedServer(self._host, self._port, storage=self.storage, **self._options)
 
     def stop(self) -> None:
         """Close the server gracefully and join its thread.  The storage is kept.  Idempotent."""
-        thread, loop, stop = self._thread, self._loop, self._stop
-        if thread is None:
-            return
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):  # loop already gone
-                loop.call_soon_threadsafe(stop.set)
-        thread.join(_START_TIMEOUT_S * 3)
-        self._thread = None
+        self._thread.stop(_START_TIMEOUT_S * 3)
 
     def restart(self) -> None:
         """`stop`, then `start` on the same port with the same storage."""
         self.stop()
         self.start()
 
-    def _run(self, ready: threading.Event, failure: list[BaseException]) -> None:
-        async def main() -> None:
-            self._loop = asyncio.get_running_loop()
-            self._stop = asyncio.Event()
-            bulk, count, line, nesting = self._limits
-            server = EmbeddedServer(
-                self._host,
-                self._port,
-                storage=self.storage,
-                noblock_workers=self._noblock_workers,
-                seed=self._seed,
-                max_bulk_bytes=bulk,
-                max_array_count=count,
-                max_line_bytes=line,
-                max_nesting=nesting,
-            )
-            try:
-                await server.start()
-            except BaseException as exc:
-                failure.append(exc)
-                ready.set()
-                return
-            self._server = server
-            self._port = server.port
-            ready.set()
-            try:
-                await self._stop.wait()
-            finally:
-                await server.aclose()
-                self._server = None
-
-        try:
-            asyncio.run(main())
-        finally:
-            self._loop = None
-            ready.set()
-
     def __enter__(self) -> ThreadedServer:
-        if self._thread is None:
+        if not self._thread.running:
             self.start()
         return self
 
@@ -530,57 +509,62 @@ def run_in_thread(
     port: int = 0,
     *,
     storage: Storage | None = None,
-    sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
-    sweep_interval: float | None = None,
-    default_expire_s: int = DEFAULT_EXPIRE_S,
-    noblock_workers: int = DEFAULT_NOBLOCK_WORKERS,
-    seed: int | None = None,
+    **options: Unpack[ServerOptions],
 ) -> Iterator[ThreadedServer]:
     """Run a `ThreadedServer` for the ``with`` block: ``with run_in_thread() as srv: ...``."""
-    server = ThreadedServer(
-        host,
-        port,
-        storage=storage,
-        sweep_interval_s=sweep_interval_s,
-        sweep_interval=sweep_interval,
-        default_expire_s=default_expire_s,
-        noblock_workers=noblock_workers,
-        seed=seed,
-    )
-    server.start()
+    with ThreadedServer(host, port, storage=storage, **options) as server:
+        yield server
+
+
+@contextlib.asynccontextmanager
+async def open_server(
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    storage: Storage | None = None,
+    **options: Unpack[ServerOptions],
+) -> AsyncIterator[ThreadedServer]:
+    """For trio: run a `ThreadedServer` for the ``async with`` block.
+
+    ::
+
+        async with open_server(sweep_interval_s=0.5) as srv:
+            client = await trio.open_tcp_stream(srv.host, srv.port)
+
+    The server keeps its own asyncio loop in a thread; starting and stopping it happen in a
+    trio worker thread, so the trio loop never blocks.  Leaving the block (also by an
+    exception or a cancellation) stops the server and closes its connections.  The server's
+    own `ThreadedServer.stop` / `restart` block: call them through ``trio.to_thread.run_sync``.
+    Under asyncio, use `EmbeddedServer` on the running loop instead.  Needs trio (imported on
+    first use).
+
+    Raises:
+        RuntimeError: the server failed to start (cause chained).
+    """
+    import trio  # optional dependency: only this helper needs it
+
+    server = ThreadedServer(host, port, storage=storage, **options)
+    await trio.to_thread.run_sync(server.start)
     try:
         yield server
     finally:
-        server.stop()
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(server.stop)
 
 
 # -- CLI ----------------------------------------------------------------------------------------
 
 
-def serve(
-    host: str = "127.0.0.1",
-    port: int = 4777,
-    *,
-    sweep_interval_s: float = DEFAULT_SWEEP_INTERVAL_S,
-    default_expire_s: int = DEFAULT_EXPIRE_S,
-    noblock_workers: int = DEFAULT_NOBLOCK_WORKERS,
-    seed: int | None = None,
-) -> None:
-    """Run the server in the foreground until SIGINT or SIGTERM (the CLI's ``serve``).
+def serve(host: str = "127.0.0.1", port: int = 4777, **options: Unpack[ServerOptions]) -> None:
+    """Run the server in the foreground until SIGINT or SIGTERM (the CLI's ``serve``), with the
+    `ServerOptions` given.
 
     Prints ``okq server listening on HOST:PORT`` (flushed) once listening, so a parent
     process that passed port 0 can read the port.
     """
 
     async def main() -> None:
-        server = EmbeddedServer(
-            host,
-            port,
-            sweep_interval_s=sweep_interval_s,
-            default_expire_s=default_expire_s,
-            noblock_workers=noblock_workers,
-            seed=seed,
-        )
+        server = EmbeddedServer(host, port, **options)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

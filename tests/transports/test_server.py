@@ -1,5 +1,6 @@
 """The embedded okq server over real loopback TCP: concurrency, QNOTIFY, NOBLOCK, shutdown,
-misbehaving clients, and the three ways to start it."""
+misbehaving clients, and the three ways to start it (asyncio and trio ``async with``, a thread,
+the CLI)."""
 
 from __future__ import annotations
 
@@ -14,8 +15,16 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
+import trio
 
-from okq_transports.server import EmbeddedServer, MemoryStorage, ThreadedServer, run_in_thread
+from okq_transports.server import (
+    EmbeddedServer,
+    MemoryStorage,
+    ServerOptions,
+    ThreadedServer,
+    open_server,
+    run_in_thread,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 10.0
@@ -342,6 +351,81 @@ def test_threaded_start_failure_is_reported() -> None:
             clash.start()
         assert isinstance(info.value.__cause__, OSError)
         assert not clash.running
+
+
+def test_trio_async_with_open_server() -> None:
+    async def main() -> None:
+        async with open_server(sweep_interval_s=0.5, seed=0) as srv:
+            assert srv.running
+            host, port = srv.host, srv.port
+            stream = await trio.open_tcp_stream(host, port)
+            buf = bytearray()
+
+            async def expect(data: bytes) -> None:
+                while len(buf) < len(data):
+                    chunk = await stream.receive_some()
+                    assert chunk, "server closed the connection"
+                    buf.extend(chunk)
+                assert bytes(buf[: len(data)]) == data
+                del buf[: len(data)]
+
+            await stream.send_all(cmd(b"PING"))
+            await expect(b"+PONG\r\n")
+            await stream.send_all(cmd(b"QLPUSH", b"trq", b"e1", b"hi"))
+            await expect(b"+OK\r\n")
+            await stream.send_all(cmd(b"QRPOP", b"trq", b"EX", b"0"))
+            await expect(b"*2\r\n$2\r\ne1\r\n$2\r\nhi\r\n")
+            await stream.aclose()
+        assert not srv.running
+        with pytest.raises(OSError, match="all attempts to connect"):
+            await trio.open_tcp_stream(host, port)
+
+    async def guarded() -> None:
+        with trio.fail_after(TIMEOUT_S * 2):
+            await main()
+
+    trio.run(guarded)
+
+
+def test_trio_open_server_stops_on_cancel_and_reports_start_failure() -> None:
+    async def main() -> None:
+        with trio.move_on_after(0.2) as scope:
+            async with open_server() as srv:
+                await trio.sleep_forever()
+        assert scope.cancelled_caught
+        assert not srv.running
+        with run_in_thread() as first:
+            with pytest.raises(RuntimeError, match="did not start") as info:
+                async with open_server(port=first.port):
+                    pass
+            assert isinstance(info.value.__cause__, OSError)
+
+    trio.run(main)
+
+
+def test_options_are_shared_checked_and_keep_their_alias() -> None:
+    options: ServerOptions = {"sweep_interval_s": 9.0, "sweep_interval": 0.25, "seed": 0}
+    storages = [
+        EmbeddedServer(**options).storage,
+        ThreadedServer("127.0.0.1", 0, **options).storage,
+        EmbeddedServer("127.0.0.1", 0, sweep_interval_s=9.0, sweep_interval=0.25).storage,
+    ]
+    for storage in storages:
+        assert isinstance(storage, MemoryStorage)
+        assert storage.engine.sweep_interval_s == 0.25  # the alias wins
+    with pytest.raises(TypeError, match="sweep_intervall"):
+        ThreadedServer(sweep_intervall=1.0)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="sweep_intervall"):
+        EmbeddedServer(sweep_intervall=1.0)  # type: ignore[call-arg]
+
+
+def test_server_module_imports_without_trio() -> None:
+    code = (
+        "import sys; sys.modules['trio'] = None\n"
+        "import okq_transports.server as s\n"
+        "with s.run_in_thread() as srv: assert srv.running\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=TIMEOUT_S * 3)
 
 
 def test_fixture_server(okq_server: ThreadedServer) -> None:
