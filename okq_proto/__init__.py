@@ -35,7 +35,6 @@ from ._commands import (
 )
 from ._consumer import (
     DEFAULT_MAX_DRAIN,
-    DEFAULT_NOTIFY_TIMEOUT_S,
     AckSettled,
     Consumer,
     ConsumerEvent,
@@ -61,12 +60,17 @@ from ._errors import (
     reply_error,
 )
 from ._ops import (
+    CONNECTION_FAILURES,
+    DEFAULT_NOTIFY_TIMEOUT_S,
     DEFAULT_PORT,
     Backoff,
     Delivery,
     Hooks,
     IdFactory,
     PushOutcome,
+    check_client_options,
+    check_consume_options,
+    is_transient,
     new_event_id,
     parse_address,
     parse_addresses,
@@ -88,6 +92,7 @@ from ._types import Event, PushFlag, QueueStatus, contents_bytes, from_wire, to_
 
 __all__ = [
     "CLOSED",
+    "CONNECTION_FAILURES",
     "DEFAULT_EXPIRE_S",
     "DEFAULT_MAX_DRAIN",
     "DEFAULT_NOTIFY_TIMEOUT_S",
@@ -144,6 +149,8 @@ __all__ = [
     "TimeoutError",
     "TooBusyError",
     "TransportError",
+    "check_client_options",
+    "check_consume_options",
     "contents_bytes",
     "encode_command",
     "encode_command_parts",
@@ -151,6 +158,7 @@ __all__ = [
     "expire_argument",
     "from_wire",
     "is_dup",
+    "is_transient",
     "make_decoder",
     "new_event_id",
     "parse_address",

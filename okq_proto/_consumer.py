@@ -47,13 +47,12 @@ from ._errors import (
     ProtocolError,
     RemoteProtocolError,
 )
-from ._ops import Delivery
+from ._ops import DEFAULT_NOTIFY_TIMEOUT_S, Delivery
 from ._resp import NEED_DATA, NeedData
 from ._types import Event, from_wire, to_wire
 
 __all__ = [
     "DEFAULT_MAX_DRAIN",
-    "DEFAULT_NOTIFY_TIMEOUT_S",
     "AckSettled",
     "Consumer",
     "ConsumerEvent",
@@ -62,8 +61,6 @@ __all__ = [
     "LateAck",
 ]
 
-#: okq-go v2's default ``NotifyTimeout``, in seconds.
-DEFAULT_NOTIFY_TIMEOUT_S: Final = 30
 #: Events popped from one queue in a row before the next registered queue gets a turn.
 DEFAULT_MAX_DRAIN: Final = 100
 

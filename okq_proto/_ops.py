@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -27,17 +27,30 @@ from ._commands import (
     QRPeek,
     QRPush,
     QStatus,
+    expire_argument,
 )
-from ._errors import DuplicateEventError, LocalProtocolError, OkqError
-from ._types import Event
+from ._errors import (
+    DuplicateEventError,
+    LocalProtocolError,
+    OkqError,
+    RemoteProtocolError,
+    ReplyError,
+    TransportError,
+)
+from ._types import Event, to_wire
 
 __all__ = [
+    "CONNECTION_FAILURES",
+    "DEFAULT_NOTIFY_TIMEOUT_S",
     "DEFAULT_PORT",
     "Backoff",
     "Delivery",
     "Hooks",
     "IdFactory",
     "PushOutcome",
+    "check_client_options",
+    "check_consume_options",
+    "is_transient",
     "new_event_id",
     "parse_address",
     "parse_addresses",
@@ -48,6 +61,8 @@ __all__ = [
 
 #: okq's default TCP port.
 DEFAULT_PORT: Final = 4777
+#: okq-go v2's default ``NotifyTimeout``, in seconds: every client's ``notify_timeout_s``.
+DEFAULT_NOTIFY_TIMEOUT_S: Final = 30
 
 
 def new_event_id() -> str:
@@ -116,6 +131,26 @@ def settle_retried_push(event_id: str, error: OkqError | None, retried: bool) ->
     if retried and isinstance(error, DuplicateEventError):
         return PushOutcome(event_id, None, True)
     return PushOutcome(event_id, error, retried)
+
+
+#: Failures after which a connection is discarded (never pooled again) and a `retry_safe`
+#: request may be sent again on a new one: the link broke, or the peer broke RESP2/okq.
+CONNECTION_FAILURES: Final = (TransportError, RemoteProtocolError)
+
+#: okq's reply when its storage (Redis) failed.
+_SERVER_SIDE_ERROR: Final = b"ERR unexpected server-side error"
+
+
+def is_transient(error: BaseException) -> bool:
+    """Is `error` worth reconnecting over, for a consumer?
+
+    Connection failures are (`CONNECTION_FAILURES`), and so is okq's ``ERR unexpected
+    server-side error`` reply (its storage failed; okq recovers).  Every other error reply
+    means the server refuses the consumer's commands: giving up is the only answer.
+    """
+    if isinstance(error, ReplyError):
+        return error.reply.message == _SERVER_SIDE_ERROR
+    return isinstance(error, CONNECTION_FAILURES)
 
 
 _RETRY_SAFE: Final = (QLPush, QRPush, QLPeek, QRPeek, QStatus, QInfo, QFlush, Ping)
@@ -278,3 +313,90 @@ class Hooks:
 
 #: The type of an event id factory (``Client(id_factory=...)``).
 IdFactory = Callable[[], str]
+
+
+# -- argument checks shared by every front door ----------------------------------------------
+
+
+def _whole(name: str, value: object, least: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LocalProtocolError(f"{name} must be an int, not {value!r}")
+    if value < least:
+        raise LocalProtocolError(f"{name} must be >= {least}, not {value!r}")
+
+
+def _seconds(name: str, value: object) -> None:
+    if value is None:
+        return
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise LocalProtocolError(f"{name} must be a number of seconds or None, not {value!r}")
+    if not value > 0:
+        raise LocalProtocolError(f"{name} must be > 0 or None, not {value!r}")
+
+
+def _id_factory(name: str, value: object) -> None:
+    if not callable(value):
+        raise LocalProtocolError(f"{name} must be callable (returning an id), not {value!r}")
+
+
+def _hooks(name: str, value: object) -> None:
+    if value is not None and not isinstance(value, Hooks):
+        raise LocalProtocolError(f"{name} must be an okq_proto.Hooks or None, not {value!r}")
+
+
+_CLIENT_OPTIONS: Final[dict[str, Callable[[str, object], None]]] = {
+    "pool_size": lambda name, value: _whole(name, value, 1),
+    "retries": lambda name, value: _whole(name, value, 0),
+    "notify_timeout_s": lambda name, value: _whole(name, value, 1),
+    "connect_timeout_s": _seconds,
+    "read_timeout_s": _seconds,
+    "pool_timeout_s": _seconds,
+    "id_factory": _id_factory,
+    "hooks": _hooks,
+}
+
+
+def check_client_options(**options: object) -> None:
+    """Refuse bad client constructor arguments, before anything connects.
+
+    Every front door passes the options it has, by name: ``pool_size`` (int >= 1),
+    ``retries`` (int >= 0), ``notify_timeout_s`` (whole seconds >= 1), ``connect_timeout_s``
+    / ``read_timeout_s`` / ``pool_timeout_s`` (seconds > 0, or None for no deadline),
+    ``id_factory`` (callable; None picks the default) and ``hooks`` (a `Hooks` or None).
+
+    Raises:
+        LocalProtocolError: naming the argument and the value.
+    """
+    for name, value in options.items():
+        if name == "id_factory" and value is None:
+            continue
+        _CLIENT_OPTIONS[name](name, value)
+
+
+def check_consume_options(
+    handler: object, queues: object, *, expire_seconds: object, concurrency: object
+) -> list[str]:
+    """Refuse bad ``consume`` arguments before anything is sent; return the queue list.
+
+    Args:
+        handler: must be callable.
+        queues: a list (or other iterable) of queue names, at least one; one bare name is
+            refused (a string is also an iterable of one-letter names).
+        expire_seconds: as `expire_argument`: whole seconds >= 0, or -1 (at-most-once).
+        concurrency: consumer connections, an int >= 1.
+
+    Raises:
+        LocalProtocolError: naming the argument and the value.
+    """
+    if not callable(handler):
+        raise LocalProtocolError(f"handler must be callable, not {handler!r}")
+    if isinstance(queues, (str, bytes)) or not isinstance(queues, Iterable):
+        raise LocalProtocolError(f"queues must be a list of names, not {queues!r}")
+    names = list(queues)
+    if not names:
+        raise LocalProtocolError("a consumer needs at least one queue")
+    for name in names:
+        to_wire(name)  # validates each name
+    _whole("concurrency", concurrency, 1)
+    expire_argument(expire_seconds)  # type: ignore[arg-type]  # it checks the type itself
+    return names
