@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Final, Protocol, TypeVar
 
 from okq_proto import (
+    CONNECTION_FAILURES,
     DEFAULT_EXPIRE_S,
     NEED_DATA,
     Backoff,
@@ -28,13 +29,15 @@ from okq_proto import (
     RemoteProtocolError,
     ReplyError,
     TransportError,
+    check_consume_options,
+    is_transient,
 )
 from okq_proto._consumer import AckSettled, Consumer, ConsumerStopped, Delivered, LateAck
 from okq_proto._consumer_state import ConsumerState
 
 from ._async_driver import NOTIFY_MARGIN_S, AsyncClientCore, ConnectionBusyError, close_quietly
 from ._backends import READ_SIZE, STOPPED, AsyncStream, StopEvent
-from ._plans import call_hook, log
+from ._observe import active_hooks, call_hook, handler_failed, late_ack, lost, reconnecting
 
 __all__ = [
     "STOPPING_STATES",
@@ -50,9 +53,6 @@ _C = TypeVar("_C", bound="AsyncClient")
 
 #: A consumer handler: ``handler(delivery) -> bool``, plain or ``async``; true acks.
 Handler = Callable[[Delivery], bool | Awaitable[bool]]
-
-#: okq's reply when its storage failed: worth reconnecting, unlike other error replies.
-SERVER_SIDE_ERROR: Final = b"ERR unexpected server-side error"
 
 _WAITING: Final = ConsumerState.WAITING
 _REGISTERING: Final = ConsumerState.REGISTERING
@@ -162,6 +162,7 @@ class DeliveryStream:
         self._closing = False
         self._busy = False
         self._backoff: Backoff = core.new_backoff()
+        self._hooks = active_hooks(core.hooks)
         # Validate the arguments now, not at the first pop.
         Consumer(self._queues, expire_s=expire_seconds, notify_timeout_s=core.notify_timeout_s)
 
@@ -204,10 +205,13 @@ class DeliveryStream:
         """Mark the delivery in hand as failed (no ack: redelivered once its claim expires)
         and report it to ``hooks.handler_failed`` now.  Not calling `ack` does the same,
         reported when the next delivery is taken."""
+        self._fail(delivery, error, expired=False)
+
+    def _fail(self, delivery: Delivery, error: BaseException | None, *, expired: bool) -> None:
         if delivery is self._in_hand and not self._reported:
             self._reported = True
             self._verdict = False
-            call_hook(self._core.hooks, "handler_failed", delivery, error)
+            handler_failed(self._hooks, delivery, error, expired=expired)
 
     @contextlib.asynccontextmanager
     async def handling(self, delivery: Delivery) -> AsyncIterator[Delivery]:
@@ -254,37 +258,29 @@ class DeliveryStream:
             if in_hand is not None:
                 self._in_hand = None
                 if not self._verdict and not self._reported:
-                    call_hook(self._core.hooks, "handler_failed", in_hand, None)
+                    handler_failed(self._hooks, in_hand, None)
                 consumer.handled(in_hand, self._verdict)
             try:
                 event = await self._pump(consumer)
-            except (TransportError, RemoteProtocolError) as exc:
-                await self._lost(consumer, exc)
-                continue
-            except ReplyError as exc:
-                if exc.reply.message != SERVER_SIDE_ERROR:
+            except (*CONNECTION_FAILURES, ReplyError) as exc:
+                if not is_transient(exc):  # the server refuses us: give up, as okq-go does
                     await self._drop()
                     raise
-                await self._lost(consumer, exc)  # storage trouble: okq recovers, so do we
+                await self._lost(consumer, exc)
                 continue
             except BaseException:
                 await self._drop()
                 raise
-            kind = type(event)
-            if kind is Delivered:
-                delivery = event.delivery  # type: ignore[union-attr]  # narrowed by kind
+            if isinstance(event, Delivered):
+                delivery = event.delivery
                 self._in_hand = delivery
                 self._verdict = self._reported = False
-                call_hook(self._core.hooks, "delivered", delivery)
+                call_hook(self._hooks, "delivered", delivery)
                 return delivery
-            if kind is AckSettled:
-                call_hook(self._core.hooks, "acked", event.delivery)  # type: ignore[union-attr]
-            elif kind is LateAck:
-                log.warning(
-                    "okq late ack: the event's claim had expired",
-                    extra={"okq_queue": event.delivery.queue, "okq_id": event.delivery.id},  # type: ignore[union-attr]
-                )
-                call_hook(self._core.hooks, "late_ack", event.delivery)  # type: ignore[union-attr]
+            if isinstance(event, AckSettled):
+                call_hook(self._hooks, "acked", event.delivery)
+            elif isinstance(event, LateAck):
+                late_ack(self._hooks, event.delivery)
             else:  # ConsumerStopped
                 await self._drop()
                 return None
@@ -346,31 +342,14 @@ class DeliveryStream:
     async def _pause(self, exc: BaseException) -> bool:
         delay = self._backoff.next_delay()
         address = self._address or self._core.addresses[0]
-        log.warning(
-            "okq consumer connection failed, reconnecting in %.2f s: %s",
-            delay,
-            exc,
-            extra={"okq_address": address, "okq_attempt": self._backoff.attempt},
-        )
-        call_hook(self._core.hooks, "reconnect", address, self._backoff.attempt, delay)
-        call_hook(self._core.hooks, "error", exc)
+        reconnecting(self._hooks, address, exc, self._backoff.attempt, delay)
         if self._stop is None:
             await self._backend.sleep(delay)
             return True
         return await self._backend.race_stop(lambda: self._backend.sleep(delay), self._stop) is None
 
     async def _lost(self, consumer: Consumer, exc: BaseException) -> None:
-        unacked = consumer.unacked
-        if unacked or consumer.pop_in_flight:
-            log.warning(
-                "okq consumer lost its connection with %d event(s) unacked; the server hands "
-                "them out again once their claims expire",
-                len(unacked),
-                extra={
-                    "okq_unacked": [(d.queue, d.id) for d in unacked],
-                    "okq_pop_in_flight": consumer.pop_in_flight,
-                },
-            )
+        lost(consumer.unacked, consumer.pop_in_flight, self._address, exc)
         registered = consumer.state is not _REGISTERING
         await self._drop()
         if registered:
@@ -424,8 +403,9 @@ async def consume(
     ack; the server redelivers).  A handler that raises or returns false is reported through
     the log and ``hooks.handler_failed``; the consumer carries on.
     """
-    if concurrency < 1:
-        raise LocalProtocolError(f"concurrency must be at least 1, not {concurrency}")
+    queues = check_consume_options(
+        handler, queues, expire_seconds=expire_seconds, concurrency=concurrency
+    )
     backend = core.backend
     pending = [concurrency]
 
@@ -454,19 +434,10 @@ async def consume(
                         finished, ok = True, await _call_handler(handler, delivery)
                 except Exception as exc:
                     finished, ok, error = True, False, exc
-                    log.exception(
-                        "okq handler raised",
-                        extra={"okq_queue": delivery.queue, "okq_id": delivery.id},
-                    )
-                if not finished:
-                    log.warning(
-                        "okq handler cancelled: its claim expired",
-                        extra={"okq_queue": delivery.queue, "okq_id": delivery.id},
-                    )
                 if finished and ok:
                     stream.ack(delivery)
                 else:
-                    stream.fail(delivery, error)
+                    stream._fail(delivery, error, expired=not finished)
 
     await backend.run_all([worker] * concurrency)
 

@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequen
 from typing import Any, Final, TypeVar
 
 from okq_proto import (
+    CONNECTION_FAILURES,
     NEED_DATA,
     Backoff,
     ClientConnection,
@@ -33,25 +34,23 @@ from okq_proto import (
     PushOutcome,
     QueueStatus,
     TransportError,
-    contents_bytes,
+    check_client_options,
     new_event_id,
     parse_addresses,
-    push_command,
     retry_safe,
-    to_wire,
 )
 from okq_proto._client import Backend as Backend_
 
 from . import _plans as plans
 from ._backends import READ_SIZE, AsyncStream, Backend, Waiter
-from ._plans import Contents, Plan, call_hook, log
+from ._observe import active_hooks, retrying
+from ._plans import Contents, Plan
 
 __all__ = [
     "AsyncClientCore",
     "AsyncConnection",
     "AsyncPool",
     "ConnectionBusyError",
-    "call_hook",
     "close_quietly",
 ]
 
@@ -359,6 +358,14 @@ class AsyncClientCore:
         hooks: Hooks | None,
         connect: Callable[[tuple[str, int]], Awaitable[AsyncStream]] | None = None,
     ) -> None:
+        check_client_options(
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            notify_timeout_s=notify_timeout_s,
+            id_factory=id_factory,
+            hooks=hooks,
+        )
         self._backend = backend
         self.addresses = parse_addresses(address)
         self._pool = AsyncPool(
@@ -369,13 +376,11 @@ class AsyncClientCore:
             read_timeout_s=read_timeout_s,
             connect=connect,
         )
-        if notify_timeout_s < 1:
-            raise LocalProtocolError("notify_timeout_s must be at least 1 second")
         self.notify_timeout_s = notify_timeout_s
         self._id_factory = id_factory or new_event_id
         self.hooks = hooks or Hooks()
         # None when no hook is overridden: the hot paths then skip calling no-ops.
-        self._hooks: Hooks | None = self.hooks if type(self.hooks) is not Hooks else None
+        self.active_hooks = active_hooks(self.hooks)
 
     @property
     def backend(self) -> Backend:
@@ -416,15 +421,11 @@ class AsyncClientCore:
         conn = pool.try_acquire() or await pool.acquire()
         try:
             replies = await conn.request_many(commands)
-        except TransportError as exc:
+        except CONNECTION_FAILURES as exc:
             await pool.release(conn)
-            if not all(retry_safe(c) for c in commands):
+            if not all(map(retry_safe, commands)):
                 raise
-            log.info(
-                "okq request failed, retrying on a new connection: %s",
-                exc,
-                extra={"okq_address": conn.address, "okq_error": repr(exc)},
-            )
+            retrying(self.active_hooks, commands, conn.address, exc, 1)
         except BaseException:
             await pool.release(conn)
             raise
@@ -452,10 +453,9 @@ class AsyncClientCore:
             TooBusyError: a NO_BLOCK push found every server worker busy.
             TransportError: the connection failed (after one safe retry).
         """
-        event_id = self._id_factory()
-        command = push_command(to_wire(queue), to_wire(event_id), contents_bytes(contents), flags)
+        event_id, command = plans.push(queue, contents, flags, self._id_factory)
         replies, retried = await self._run((command,))
-        plans.settle_push(queue, event_id, replies[0], retried, self._hooks)
+        plans.settle_push(queue, event_id, replies[0], retried, self.active_hooks)
         return event_id
 
     async def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> None:
@@ -463,18 +463,22 @@ class AsyncClientCore:
 
         A duplicate reply to our own retry means the first attempt landed: that is success.
         """
-        await self._execute(plans.push_event(event, flags, self._hooks))
+        await self._execute(plans.push_event(event, flags, self.active_hooks))
 
     async def push_many(
         self, queue: str, contents: Iterable[Contents], flags: PushFlag = PushFlag.NORMAL
     ) -> list[PushOutcome]:
-        """Push a batch in one write on one connection; one `PushOutcome` per item, in order.
+        """Push a batch in one write on one connection (`plans.BATCH` pushes per write); one
+        `PushOutcome` per item, in order.
 
         Raises:
-            TransportError: the connection failed twice (the batch is retried once whole).
+            TransportError: the connection failed twice (a write is retried once whole).
         """
-        plan = plans.push_many(queue, contents, flags, self._id_factory, self._hooks)
-        return await self._execute(plan)
+        outcomes: list[PushOutcome] = []
+        for plan in plans.push_many(queue, contents, flags, self._id_factory, self.active_hooks):
+            batch = await self._execute(plan)
+            outcomes += batch
+        return outcomes
 
     async def execute(self, command: Command[T]) -> T:
         """Send any okq command from `okq_proto` on a pooled connection; return its result

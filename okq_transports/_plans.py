@@ -10,7 +10,6 @@ Must not know: I/O, pools, event loops.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
@@ -38,17 +37,18 @@ from okq_proto import (
     to_wire,
 )
 
+from ._observe import call_hook, log
+
 __all__ = [
+    "BATCH",
     "Contents",
     "Plan",
-    "call_hook",
     "flush",
     "info",
-    "log",
-    "new_event",
     "peek_last",
     "peek_next",
     "ping",
+    "push",
     "push_event",
     "push_many",
     "settle_push",
@@ -57,15 +57,8 @@ __all__ = [
 
 T = TypeVar("T")
 
-log: Final = logging.getLogger("okq")
-
-
-def call_hook(hooks: Hooks, name: str, *args: object, **kwargs: object) -> None:
-    """Call ``hooks.<name>(...)``; a hook that raises is logged and ignored (see `Hooks`)."""
-    try:
-        getattr(hooks, name)(*args, **kwargs)
-    except Exception:
-        log.exception("okq hook %s raised", name, extra={"okq_hook": name})
+#: push_many sends at most this many pushes in one write (a longer batch takes several).
+BATCH: Final = 4096
 
 
 #: What a push accepts as contents (`str` is sent as UTF-8).
@@ -112,8 +105,18 @@ def settle_push(
         queue,
         extra={"okq_queue": queue, "okq_event_id": event_id, "okq_retried": True},
     )
-    if hooks is not None:
-        call_hook(hooks, "pushed", queue, event_id, retried=True)
+    call_hook(hooks, "pushed", queue, event_id, retried=True)
+
+
+def push(
+    queue: str, contents: Contents, flags: PushFlag, id_factory: IdFactory
+) -> tuple[str, Command[None]]:
+    """`push`: a fresh id from `id_factory` and its ``QLPUSH``/``QRPUSH``.  The hot path, so
+    no `Plan`: send the command, then `settle_push` its reply."""
+    event_id = id_factory()
+    return event_id, push_command(
+        to_wire(queue), to_wire(event_id), contents_bytes(contents), flags
+    )
 
 
 def push_event(event: Event, flags: PushFlag, hooks: Hooks | None) -> Plan[None]:
@@ -128,26 +131,39 @@ def push_event(event: Event, flags: PushFlag, hooks: Hooks | None) -> Plan[None]
     return Plan((command,), finish)
 
 
-def new_event(queue: str, contents: Contents, id_factory: IdFactory) -> Event:
-    """The event `push` sends: a fresh id from `id_factory`."""
-    return Event(queue, id_factory(), contents_bytes(contents))
-
-
 def push_many(
     queue: str,
     contents: Iterable[Contents],
     flags: PushFlag,
     id_factory: IdFactory,
     hooks: Hooks | None,
-) -> Plan[list[PushOutcome]]:
-    """`push_many`: one push per item, pipelined; one `PushOutcome` per item, in order."""
+) -> list[Plan[list[PushOutcome]]]:
+    """`push_many`: one push per item, pipelined, `BATCH` pushes per write; one `PushOutcome`
+    per item, in order (concatenate the plans' results).  A bad item raises here, before
+    anything is sent.
+    """
     wire_queue = to_wire(queue)
+    items = [contents_bytes(item) for item in contents]
+    return [
+        _push_batch(queue, wire_queue, items[start : start + BATCH], flags, id_factory, hooks)
+        for start in range(0, len(items), BATCH)
+    ]
+
+
+def _push_batch(
+    queue: str,
+    wire_queue: bytes,
+    contents: list[bytes],
+    flags: PushFlag,
+    id_factory: IdFactory,
+    hooks: Hooks | None,
+) -> Plan[list[PushOutcome]]:
     ids: list[str] = []
     commands: list[Command[Any]] = []
     for item in contents:
         event_id = id_factory()
         ids.append(event_id)
-        commands.append(push_command(wire_queue, to_wire(event_id), contents_bytes(item), flags))
+        commands.append(push_command(wire_queue, to_wire(event_id), item, flags))
 
     def finish(replies: list[CommandReplied], retried: bool) -> list[PushOutcome]:
         outcomes = [

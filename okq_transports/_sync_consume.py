@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from okq_proto import (
+    CONNECTION_FAILURES,
     NEED_DATA,
     AckSettled,
     Backoff,
@@ -30,13 +31,12 @@ from okq_proto import (
     Hooks,
     LateAck,
     OkqError,
-    RemoteProtocolError,
     ReplyError,
     TimeoutError,
-    TransportError,
+    is_transient,
 )
 
-from ._sync_io import log, where
+from ._observe import call_hook, handler_failed, late_ack, lost, reconnecting, where
 
 __all__ = [
     "AnyStop",
@@ -45,7 +45,6 @@ __all__ = [
     "Link",
     "LinkSource",
     "StopFlag",
-    "call_hook",
     "consume_forever",
     "run_consumers",
 ]
@@ -54,8 +53,6 @@ __all__ = [
 Handler = Callable[[Delivery], bool]
 
 STOP_POLL_S: Final = 0.1  # how often a consumer waiting in QNOTIFY looks at its stop flag
-# okq's reply when Redis fails: transient, so a consumer reconnects rather than giving up.
-_SERVER_SIDE: Final = b"ERR unexpected server-side error"
 
 
 class StopFlag(Protocol):
@@ -131,15 +128,6 @@ class LinkSource(Protocol):
         ...
 
 
-def call_hook(method: Callable[..., None], *args: object, **kwargs: object) -> None:
-    """Call a `Hooks` method; what it raises is logged and ignored (hooks must not break
-    the client)."""
-    try:
-        method(*args, **kwargs)
-    except Exception:
-        log.exception("okq: hook %s raised", getattr(method, "__name__", method))
-
-
 class AnyStop:
     """A stop flag set by the user's flag or by a sibling consumer that failed."""
 
@@ -174,7 +162,8 @@ class ConsumerSettings:
 
     ``read_timeout_s`` is how long a reply may take (None: forever); a ``QNOTIFY`` reply may
     take that long past its wait.  A link that times its reads itself (redis-py's
-    ``socket_timeout``) ignores it but for that bound on the wait.
+    ``socket_timeout``) ignores it but for that bound on the wait.  ``hooks`` is None when
+    no hook is overridden (see `active_hooks`).
     """
 
     links: LinkSource
@@ -183,8 +172,7 @@ class ConsumerSettings:
     expire_s: int
     notify_timeout_s: int
     read_timeout_s: float | None
-    hooks: Hooks
-    hooked: bool
+    hooks: Hooks | None
 
 
 def run_consumers(
@@ -199,20 +187,20 @@ def run_consumers(
     is raised once all have ended; so is a KeyboardInterrupt of the calling thread.
     """
     if concurrency == 1:
-        consume_forever(settings, stop, backoff(), 0)
+        consume_forever(settings, stop, backoff())
         return
     failures: list[BaseException] = []
     halt = AnyStop(stop)
 
-    def run(index: int) -> None:
+    def run() -> None:
         try:
-            consume_forever(settings, halt, backoff(), index)
+            consume_forever(settings, halt, backoff())
         except BaseException as exc:
             failures.append(exc)
             halt.set()
 
     threads = [
-        threading.Thread(target=run, args=(i,), name=f"okq-consumer-{i}", daemon=True)
+        threading.Thread(target=run, name=f"okq-consumer-{i}", daemon=True)
         for i in range(concurrency)
     ]
     for thread in threads:
@@ -230,9 +218,7 @@ def run_consumers(
         raise failures[0]
 
 
-def consume_forever(
-    settings: ConsumerSettings, stop: StopFlag, backoff: Backoff, index: int
-) -> None:
+def consume_forever(settings: ConsumerSettings, stop: StopFlag, backoff: Backoff) -> None:
     """Run one consumer until `stop` is set, reconnecting after failures.
 
     Raises:
@@ -243,66 +229,31 @@ def consume_forever(
         try:
             connection = settings.links.connect_any(settings.read_timeout_s)
         except (ConnectError, TimeoutError) as exc:
-            _pause(settings, stop, backoff, exc, index)
+            _pause(settings, stop, backoff, exc)
             continue
         consumer = Consumer(
             settings.queues,
             expire_s=settings.expire_s,
             notify_timeout_s=settings.notify_timeout_s,
             connection=connection.conn,
-            report_acks=settings.hooked,  # AckSettled only matters to the acked hook
+            report_acks=settings.hooks is not None,  # AckSettled only matters to the hook
         )
         try:
             _run(settings, connection, consumer, stop, backoff)
             return
-        except (TransportError, RemoteProtocolError, ReplyError) as exc:
-            if isinstance(exc, ReplyError) and exc.reply.message != _SERVER_SIDE:
+        except (*CONNECTION_FAILURES, ReplyError) as exc:
+            if not is_transient(exc):
                 raise
-            _report_lost(consumer, connection, exc)
-            _pause(settings, stop, backoff, exc, index)
+            lost(consumer.unacked, consumer.pop_in_flight, connection.address, exc)
+            _pause(settings, stop, backoff, exc)
         finally:
             connection.close()
 
 
-def _pause(
-    settings: ConsumerSettings, stop: StopFlag, backoff: Backoff, exc: OkqError, index: int
-) -> None:
+def _pause(settings: ConsumerSettings, stop: StopFlag, backoff: Backoff, exc: OkqError) -> None:
     delay = backoff.next_delay()
-    address = settings.links.preferred_address
-    log.warning(
-        "okq: consumer %d: %s; reconnecting in %.2f s",
-        index,
-        exc,
-        delay,
-        extra={"okq_address": where(address), "okq_attempt": backoff.attempt},
-    )
-    if settings.hooked:
-        call_hook(settings.hooks.error, exc)
-        call_hook(settings.hooks.reconnect, address, backoff.attempt, delay)
+    reconnecting(settings.hooks, settings.links.preferred_address, exc, backoff.attempt, delay)
     stop.wait(delay)
-
-
-def _report_lost(consumer: Consumer, connection: Link, exc: OkqError) -> None:
-    address = where(connection.address)
-    for delivery in consumer.unacked:
-        log.warning(
-            "okq: event %s of %s claimed and not acked when the connection failed; the server "
-            "hands it out again after its claim expires",
-            delivery.id,
-            delivery.queue,
-            extra={
-                "okq_queue": delivery.queue,
-                "okq_event_id": delivery.id,
-                "okq_address": address,
-            },
-        )
-    if consumer.pop_in_flight is not None:
-        log.info(
-            "okq: a pop of %s was in flight when the connection failed (%s)",
-            consumer.pop_in_flight,
-            exc,
-            extra={"okq_queue": consumer.pop_in_flight, "okq_address": address},
-        )
 
 
 def _run(
@@ -313,7 +264,7 @@ def _run(
     backoff: Backoff,
 ) -> None:
     """Drive one consumer machine over one connection until it stops or fails."""
-    hooks, hooked, handler = settings.hooks, settings.hooked, settings.handler
+    hooks, handler = settings.hooks, settings.handler
     read_timeout = settings.read_timeout_s
     monotonic = time.monotonic
     registered = False
@@ -350,43 +301,26 @@ def _run(
             continue
         if isinstance(event, Delivered):
             delivery = event.delivery
-            ok = _handle(handler, delivery, hooks, hooked)
+            ok = _handle(handler, delivery, hooks)
             if stop.is_set():
                 consumer.stop()
             consumer.handled(delivery, ok)
         elif isinstance(event, AckSettled):
-            if hooked:
-                call_hook(hooks.acked, event.delivery)
+            call_hook(hooks, "acked", event.delivery)
         elif isinstance(event, LateAck):
-            delivery = event.delivery
-            log.warning(
-                "okq: late ack of %s in %s: its claim had expired and it was gone",
-                delivery.id,
-                delivery.queue,
-                extra={"okq_queue": delivery.queue, "okq_event_id": delivery.id},
-            )
-            if hooked:
-                call_hook(hooks.late_ack, delivery)
+            late_ack(hooks, event.delivery)
         else:
             assert isinstance(event, ConsumerStopped)
             return
 
 
-def _handle(handler: Handler, delivery: Delivery, hooks: Hooks, hooked: bool) -> bool:
-    if hooked:
-        call_hook(hooks.delivered, delivery)
+def _handle(handler: Handler, delivery: Delivery, hooks: Hooks | None) -> bool:
+    call_hook(hooks, "delivered", delivery)
     try:
         ok = bool(handler(delivery))
     except Exception as exc:
-        log.exception(
-            "okq: handler failed on %s of %s; not acked",
-            delivery.id,
-            delivery.queue,
-            extra={"okq_queue": delivery.queue, "okq_event_id": delivery.id},
-        )
-        if hooked:
-            call_hook(hooks.handler_failed, delivery, exc)
+        handler_failed(hooks, delivery, exc)
         return False
-    if not ok and hooked:
-        call_hook(hooks.handler_failed, delivery, None)
+    if not ok:
+        handler_failed(hooks, delivery, None)
     return ok

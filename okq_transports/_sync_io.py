@@ -15,7 +15,6 @@ deadline fails with ``EAGAIN``, which becomes okq's `TimeoutError`.
 from __future__ import annotations
 
 import contextlib
-import logging
 import socket
 import struct
 import sys
@@ -40,10 +39,9 @@ from okq_proto import (
 from okq_proto._commands import T
 
 from ._exceptions import to_okq_error
+from ._observe import log
 
-__all__ = ["Pool", "SyncConnection", "connect", "log", "where"]
-
-log: Final = logging.getLogger("okq")
+__all__ = ["Pool", "SyncConnection", "connect"]
 
 _READ_SIZE: Final = 65536
 _USE_SOCKOPT_TIMEOUTS: Final = sys.platform != "win32" and hasattr(socket, "SO_RCVTIMEO")
@@ -266,11 +264,6 @@ class SyncConnection:
         self.broken = True
         with contextlib.suppress(OSError):
             self.sock.close()
-
-
-def where(address: tuple[str, int]) -> str:
-    """``"host:port"`` for messages and log fields."""
-    return f"{address[0]}:{address[1]}"
 
 
 class Pool:

@@ -27,7 +27,7 @@ import asyncio
 import signal
 from collections.abc import Sequence
 
-from okq_proto import Delivery, Hooks, IdFactory
+from okq_proto import DEFAULT_NOTIFY_TIMEOUT_S, Delivery, Hooks, IdFactory
 
 from ._async_consume import AsyncClient, DeliveryStream, Handler
 from ._async_driver import AsyncConnection, ConnectionBusyError
@@ -74,7 +74,7 @@ class Client(AsyncClient):
         pool_size: int = 10,
         connect_timeout_s: float | None = 5.0,
         read_timeout_s: float | None = 10.0,
-        notify_timeout_s: int = 30,
+        notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
         id_factory: IdFactory | None = None,
         hooks: Hooks | None = None,
     ) -> None:

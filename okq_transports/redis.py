@@ -34,6 +34,7 @@ import redis.asyncio
 
 from okq_proto import (
     DEFAULT_EXPIRE_S,
+    DEFAULT_NOTIFY_TIMEOUT_S,
     NEED_DATA,
     Backoff,
     ClientConnection,
@@ -53,8 +54,11 @@ from okq_proto import (
     PushFlag,
     PushOutcome,
     QueueStatus,
+    RemoteProtocolError,
     Reply,
     TimeoutError,
+    check_client_options,
+    check_consume_options,
     new_event_id,
     retry_safe,
 )
@@ -63,6 +67,7 @@ from . import _plans as plans
 from ._async_consume import AsyncClient, ConsumerLink
 from ._async_driver import NOTIFY_MARGIN_S
 from ._backends import ASYNCIO
+from ._observe import active_hooks, retrying
 from ._sync_consume import ConsumerSettings, run_consumers
 
 T = TypeVar("T")
@@ -136,15 +141,27 @@ def _error_reply(exc: redis.ResponseError) -> ErrorReply:
 
 
 def _okq_error(exc: BaseException, what: str) -> OkqError:
+    """okq's error for what redis-py raised (an `OkqError` is returned as is).
+
+    redis-py parses the replies here, so a reply that is not RESP2 (``InvalidResponse``) or
+    any other non-reply `redis.RedisError` means the peer broke the protocol:
+    `RemoteProtocolError`, as okq's own decoder says.  Timeouts and broken connections are
+    okq's `TimeoutError` and `ConnectionClosed`.  (Error *replies*, `redis.ResponseError`,
+    never get here: they are `ErrorReply` values.)
+    """
     if isinstance(exc, OkqError):
         return exc
     if isinstance(exc, (redis.TimeoutError, TimeoutError)):
         return TimeoutError(f"{what}: {exc}")
-    return ConnectionClosed(f"{what}: {exc}")
+    if isinstance(exc, (redis.ConnectionError, OSError)):
+        return ConnectionClosed(f"{what}: {exc}")
+    return RemoteProtocolError(f"{what}: {type(exc).__name__}: {exc}")
 
 
-#: What redis-py raises when a connection fails (ours are passed through).
-_FAILURES: Final = (redis.ConnectionError, redis.TimeoutError, OSError)
+#: What redis-py raises when a connection or a reply fails (ours are passed through): every
+#: `redis.RedisError` but `redis.ResponseError`, which `_sync_read` / `_async_read` turn into
+#: `ErrorReply` values before this is caught.
+_FAILURES: Final = (redis.RedisError, OSError)
 
 
 class _Exchange:
@@ -184,12 +201,19 @@ class _Exchange:
         self._feed.push(reply)
 
 
-def _retry_or_raise(exc: BaseException, attempt: int, commands: Sequence[Command[Any]]) -> bool:
-    """After a failed attempt: True (retry) for a first failure of retry-safe commands, else
-    raise the okq error."""
+def _retry_or_raise(
+    exc: BaseException,
+    attempt: int,
+    commands: Sequence[Command[Any]],
+    hooks: Hooks | None,
+    address: tuple[str, int],
+) -> bool:
+    """After a failed attempt: True (retry, logged) for a first failure of retry-safe
+    commands, else raise the okq error."""
     error = _okq_error(exc, "okq over redis-py")
-    if attempt or not all(retry_safe(c) for c in commands):
+    if attempt or not all(map(retry_safe, commands)):
         raise error from exc
+    retrying(hooks, commands, address, error, attempt + 1)
     return True
 
 
@@ -271,16 +295,18 @@ class RedisPoolClient:
         self,
         pool: redis.ConnectionPool,
         *,
-        notify_timeout_s: int = 30,
+        notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
         id_factory: IdFactory | None = None,
         hooks: Hooks | None = None,
     ) -> None:
         check_pool(pool.connection_kwargs)
+        check_client_options(notify_timeout_s=notify_timeout_s, id_factory=id_factory, hooks=hooks)
         self._pool: Any = pool
+        self._address = _address(pool)
         self.notify_timeout_s = notify_timeout_s
         self._id_factory = id_factory or new_event_id
         self.hooks = hooks or Hooks()
-        self._hooks: Hooks | None = self.hooks if type(self.hooks) is not Hooks else None
+        self.active_hooks = active_hooks(self.hooks)
 
     def __enter__(self) -> RedisPoolClient:
         return self
@@ -302,9 +328,9 @@ class RedisPoolClient:
                     exchange.push(_sync_read(rconn))
                 return exchange.replies, retried
             except _FAILURES as exc:
-                retried = _retry_or_raise(exc, attempt, commands)
+                retried = _retry_or_raise(exc, attempt, commands, self.active_hooks, self._address)
             finally:
-                if exchange.owed:
+                if exchange.owed:  # failed mid-request: the reply may still come, to nobody
                     rconn.disconnect()
                 self._pool.release(rconn)
         raise AssertionError("unreachable")  # pragma: no cover
@@ -316,19 +342,24 @@ class RedisPoolClient:
 
     def push(self, queue: str, contents: plans.Contents, flags: PushFlag = PushFlag.NORMAL) -> str:
         """Push an event with a fresh id and return the id (as the sync client does)."""
-        event = plans.new_event(queue, contents, self._id_factory)
-        self._execute(plans.push_event(event, flags, self._hooks))
-        return event.id
+        event_id, command = plans.push(queue, contents, flags, self._id_factory)
+        replies, retried = self._run((command,))
+        plans.settle_push(queue, event_id, replies[0], retried, self.active_hooks)
+        return event_id
 
     def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> None:
         """Push `event` with its own id (as the sync client does)."""
-        self._execute(plans.push_event(event, flags, self._hooks))
+        self._execute(plans.push_event(event, flags, self.active_hooks))
 
     def push_many(
         self, queue: str, contents: Iterable[plans.Contents], flags: PushFlag = PushFlag.NORMAL
     ) -> list[PushOutcome]:
-        """Push a batch in one write; one `PushOutcome` per item, in order."""
-        return self._execute(plans.push_many(queue, contents, flags, self._id_factory, self._hooks))
+        """Push a batch in one write (`plans.BATCH` per write); one `PushOutcome` per item."""
+        outcomes: list[PushOutcome] = []
+        for plan in plans.push_many(queue, contents, flags, self._id_factory, self.active_hooks):
+            batch = self._execute(plan)
+            outcomes += batch
+        return outcomes
 
     def execute(self, command: Command[T]) -> T:
         """Send any okq command but ``QREGISTER`` / ``QNOTIFY``; return its result."""
@@ -375,18 +406,17 @@ class RedisPoolClient:
         (threads cannot be cancelled: check ``delivery.deadline`` against `time.monotonic`).
         Connection failures reconnect with backoff.
         """
-        if concurrency < 1:
-            raise LocalProtocolError(f"concurrency must be at least 1, not {concurrency}")
-        Consumer(queues, expire_s=expire_seconds)  # validate before starting threads
+        queue_list = check_consume_options(
+            handler, queues, expire_seconds=expire_seconds, concurrency=concurrency
+        )
         settings = ConsumerSettings(
             _SyncRedisLinks(self._pool),
             handler,
-            list(queues),
+            queue_list,
             expire_seconds,
             self.notify_timeout_s,
             NOTIFY_MARGIN_S,  # bounds the QNOTIFY wait; other reads take redis-py's timeout
-            self.hooks,
-            self._hooks is not None,
+            self.active_hooks,
         )
         run_consumers(settings, stop or threading.Event(), Backoff, concurrency)
 
@@ -498,7 +528,7 @@ class AsyncRedisPoolClient(AsyncClient):
         self,
         pool: redis.asyncio.ConnectionPool,
         *,
-        notify_timeout_s: int = 30,
+        notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
         id_factory: IdFactory | None = None,
         hooks: Hooks | None = None,
     ) -> None:
@@ -514,6 +544,7 @@ class AsyncRedisPoolClient(AsyncClient):
             hooks=hooks,
         )
         self._redis_pool: Any = pool
+        self._address = _address(pool)
         self._open_link = self._open_redis_link
 
     async def aclose(self) -> None:
@@ -530,7 +561,7 @@ class AsyncRedisPoolClient(AsyncClient):
                     exchange.push(await _async_read(rconn, None))
                 return exchange.replies, retried
             except _FAILURES as exc:
-                retried = _retry_or_raise(exc, attempt, commands)
+                retried = _retry_or_raise(exc, attempt, commands, self.active_hooks, self._address)
             finally:
                 if exchange.owed:  # cancelled or failed mid-request: reply to nobody
                     await rconn.disconnect()

@@ -22,48 +22,37 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from types import FrameType, TracebackType
-from typing import Final, TypeVar
+from typing import Any, TypeVar
 
 from okq_proto import (
+    CONNECTION_FAILURES,
+    DEFAULT_NOTIFY_TIMEOUT_S,
     Backoff,
     Command,
     CommandReplied,
-    Consumer,
     Delivery,
     Event,
     Hooks,
     IdFactory,
-    LocalProtocolError,
-    Ping,
     PushFlag,
     PushOutcome,
-    QFlush,
-    QInfo,
-    QLPeek,
-    QRPeek,
-    QStatus,
     QueueStatus,
-    RemoteProtocolError,
-    TransportError,
-    contents_bytes,
+    check_client_options,
+    check_consume_options,
     new_event_id,
     parse_addresses,
-    push_command,
-    refuse_connection_state,
     retry_safe,
-    settle_retried_push,
-    to_wire,
 )
-from okq_proto._consumer import DEFAULT_NOTIFY_TIMEOUT_S
 
-from ._sync_consume import ConsumerSettings, Handler, StopFlag, call_hook, run_consumers
-from ._sync_io import Pool, log, where
+from . import _plans as plans
+from ._observe import active_hooks, log, retrying
+from ._plans import Contents
+from ._sync_consume import ConsumerSettings, Handler, StopFlag, run_consumers
+from ._sync_io import Pool
 
 __all__ = ["Client", "Handler", "StopFlag", "expired", "remaining", "stop_on_signals"]
 
 T = TypeVar("T")
-
-_BATCH: Final = 4096  # push_many writes at most this many pushes at once
 
 
 def remaining(delivery: Delivery) -> float:
@@ -147,21 +136,16 @@ class Client:
         id_factory: IdFactory = new_event_id,
         hooks: Hooks | None = None,
     ) -> None:
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise LocalProtocolError(f"pool_size must be an int >= 1, not {pool_size!r}")
-        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
-            raise LocalProtocolError(f"retries must be an int >= 0, not {retries!r}")
-        for name, value in (
-            ("connect_timeout_s", connect_timeout_s),
-            ("read_timeout_s", read_timeout_s),
-            ("pool_timeout_s", pool_timeout_s),
-        ):
-            if value is not None and not value > 0:
-                raise LocalProtocolError(f"{name} must be > 0 or None, not {value!r}")
-        if isinstance(notify_timeout_s, bool) or not isinstance(notify_timeout_s, int):
-            raise LocalProtocolError(f"notify_timeout_s must be an int, not {notify_timeout_s!r}")
-        if notify_timeout_s < 0:
-            raise LocalProtocolError(f"notify_timeout_s must be >= 0, not {notify_timeout_s}")
+        check_client_options(
+            pool_size=pool_size,
+            connect_timeout_s=connect_timeout_s,
+            read_timeout_s=read_timeout_s,
+            notify_timeout_s=notify_timeout_s,
+            pool_timeout_s=pool_timeout_s,
+            retries=retries,
+            id_factory=id_factory,
+            hooks=hooks,
+        )
         self.addresses: list[tuple[str, int]] = parse_addresses(address)
         """The server addresses, in failover order."""
         self.read_timeout_s = read_timeout_s
@@ -169,7 +153,7 @@ class Client:
         self.retries = retries
         self.id_factory = id_factory
         self.hooks = hooks if hooks is not None else Hooks()
-        self._hooked = type(self.hooks) is not Hooks
+        self._hooks = active_hooks(self.hooks)
         self._pool = Pool(
             self.addresses, pool_size, connect_timeout_s, read_timeout_s, pool_timeout_s
         )
@@ -205,38 +189,39 @@ class Client:
 
     # -- requests --------------------------------------------------------------------------
 
-    def _request(self, command: Command[T]) -> tuple[CommandReplied, bool]:
-        """Send one command on a pooled connection; retry it on a new one if it is safe.
+    def _run(self, commands: Sequence[Command[Any]]) -> tuple[list[CommandReplied], bool]:
+        """Send commands pipelined on a pooled connection; send them again on a new one after
+        a connection failure if all are retry-safe (up to `retries` times).
 
-        Returns the reply and whether it answers a retry."""
+        Returns the replies and whether they answer a retry."""
         pool = self._pool
         attempt = 0
         while True:
             connection = pool.acquire()
             try:
-                replied = connection.request(command)
-            except (TransportError, RemoteProtocolError) as exc:
+                if len(commands) == 1:
+                    replies = [connection.request(commands[0])]
+                else:
+                    replies = connection.request_many(list(commands))
+            except CONNECTION_FAILURES as exc:
                 pool.discard(connection)
-                if attempt >= self.retries or not retry_safe(command):
+                if attempt >= self.retries or not all(map(retry_safe, commands)):
                     raise
                 attempt += 1
-                log.warning(
-                    "okq: %r failed on %s:%s (%s); retrying on a new connection",
-                    command,
-                    *connection.address,
-                    exc,
-                    extra={"okq_address": where(connection.address), "okq_retry": attempt},
-                )
-                if self._hooked:
-                    call_hook(self.hooks.error, exc)
+                retrying(self._hooks, commands, connection.address, exc, attempt)
                 continue
             except BaseException:
                 pool.discard(connection)
                 raise
             pool.release(connection)
-            return replied, attempt > 0
+            return replies, attempt > 0
 
-    def push(self, queue: str, contents: bytes | str, flags: PushFlag = PushFlag.NORMAL) -> str:
+    def _execute(self, plan: plans.Plan[T]) -> T:
+        if not plan.commands:
+            return plan.finish([], False)
+        return plan.finish(*self._run(plan.commands))
+
+    def push(self, queue: str, contents: Contents, flags: PushFlag = PushFlag.NORMAL) -> str:
         """Push a new event with a fresh id (okq-go's ``Push``).
 
         Args:
@@ -256,8 +241,9 @@ class Client:
             TooBusyError: ``NO_BLOCK`` and the server's workers are all busy.
             TransportError: the server could not be reached, even after a retry.
         """
-        event_id = self.id_factory()
-        self._push(to_wire(queue), event_id, contents_bytes(contents), flags, queue)
+        event_id, command = plans.push(queue, contents, flags, self.id_factory)
+        replies, retried = self._run((command,))
+        plans.settle_push(queue, event_id, replies[0], retried, self._hooks)
         return event_id
 
     def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> None:
@@ -267,35 +253,12 @@ class Client:
             DuplicateEventError: the queue already holds an event with this id (`is_dup`).
             LocalProtocolError, TooBusyError, TransportError: as for `push`.
         """
-        if not isinstance(event, Event):
-            raise LocalProtocolError(f"push_event needs an okq Event, not {type(event)!r}")
-        self._push(to_wire(event.queue), event.id, event.contents, flags, event.queue)
-
-    def _push(
-        self, queue: bytes, event_id: str, contents: bytes, flags: PushFlag, name: str
-    ) -> None:
-        replied, retried = self._request(push_command(queue, to_wire(event_id), contents, flags))
-        if replied.error is None and not retried:  # the common case, without an outcome object
-            if self._hooked:
-                call_hook(self.hooks.pushed, name, event_id, retried=False)
-            return
-        outcome = settle_retried_push(event_id, replied.error, retried)
-        if outcome.error is not None:
-            raise outcome.error
-        if retried:
-            log.info(
-                "okq: push of %s to %s retried; it landed",
-                event_id,
-                name,
-                extra={"okq_queue": name, "okq_event_id": event_id, "okq_retried": True},
-            )
-        if self._hooked:
-            call_hook(self.hooks.pushed, name, event_id, retried=retried)
+        self._execute(plans.push_event(event, flags, self._hooks))
 
     def push_many(
         self,
         queue: str,
-        contents: Iterable[bytes | str],
+        contents: Iterable[Contents],
         flags: PushFlag = PushFlag.NORMAL,
     ) -> list[PushOutcome]:
         """Push one new event per item, pipelined: a batch leaves in one write.
@@ -309,79 +272,11 @@ class Client:
             LocalProtocolError: a bad argument (nothing was sent).
             TransportError: the server could not be reached even after `retries`.
         """
-        wire_queue = to_wire(queue)
-        factory = self.id_factory
-        items = [(factory(), contents_bytes(item)) for item in contents]
-        commands = [push_command(wire_queue, to_wire(i), c, flags) for i, c in items]
         outcomes: list[PushOutcome] = []
-        for start in range(0, len(commands), _BATCH):
-            outcomes += self._push_batch(queue, items, commands, start, start + _BATCH)
+        for plan in plans.push_many(queue, contents, flags, self.id_factory, self._hooks):
+            batch = self._execute(plan)
+            outcomes += batch
         return outcomes
-
-    def _push_batch(
-        self,
-        name: str,
-        items: list[tuple[str, bytes]],
-        commands: Sequence[Command[None]],
-        start: int,
-        stop: int,
-    ) -> list[PushOutcome]:
-        pending = list(commands[start:stop])
-        ids = [event_id for event_id, _ in items[start:stop]]
-        outcomes: list[PushOutcome] = []
-        attempt = 0
-        pool = self._pool
-        while pending:
-            connection = pool.acquire()
-            replies: list[CommandReplied] = []
-            try:
-                connection.conn.send_many(pending)
-                connection.flush(connection.conn.data_to_send())
-                connection.read_replies(len(pending), replies)
-            except (TransportError, RemoteProtocolError) as exc:
-                pool.discard(connection)
-                self._settle(name, ids, replies, outcomes, attempt > 0)
-                del pending[: len(replies)]
-                del ids[: len(replies)]
-                if attempt >= self.retries:
-                    raise
-                attempt += 1
-                log.warning(
-                    "okq: push_many lost its connection to %s:%s (%s); resending %d pushes",
-                    *connection.address,
-                    exc,
-                    len(pending),
-                    extra={"okq_queue": name, "okq_retry": attempt},
-                )
-                continue
-            except BaseException:
-                pool.discard(connection)
-                raise
-            pool.release(connection)
-            self._settle(name, ids, replies, outcomes, attempt > 0)
-            break
-        return outcomes
-
-    def _settle(
-        self,
-        name: str,
-        ids: list[str],
-        replies: list[CommandReplied],
-        outcomes: list[PushOutcome],
-        retried: bool,
-    ) -> None:
-        hooked = self._hooked
-        for event_id, replied in zip(ids, replies, strict=False):
-            outcome = settle_retried_push(event_id, replied.error, retried)
-            outcomes.append(outcome)
-            if hooked and outcome.error is None:
-                call_hook(self.hooks.pushed, name, event_id, retried=retried)
-
-    def _call(self, command: Command[T]) -> T:
-        replied, _ = self._request(command)
-        if replied.error is not None:
-            raise replied.error
-        return replied.result  # type: ignore[return-value]  # the command's own result type
 
     def execute(self, command: Command[T]) -> T:
         """Send any okq command from `okq_proto` on a pooled connection; return its result.
@@ -401,33 +296,32 @@ class Client:
             ReplyError: the server replied with an error.
             TransportError: the connection failed.
         """
-        refuse_connection_state(command)
-        return self._call(command)
+        return self._execute(plans.execute(command))
 
     def peek_next(self, queue: str) -> Event | None:
         """The event a consumer would get next (``QRPEEK``), or None (okq-go's ``PeekNext``)."""
-        return self._call(QRPeek(to_wire(queue)))
+        return self._execute(plans.peek_next(queue))
 
     def peek_last(self, queue: str) -> Event | None:
         """The event consumed last (``QLPEEK``), or None (okq-go's ``PeekLast``)."""
-        return self._call(QLPeek(to_wire(queue)))
+        return self._execute(plans.peek_last(queue))
 
     def status(self, *queues: str) -> list[QueueStatus]:
         """Counters of these queues (unknown ones report zeros), or of every known queue when
         none is named (``QSTATUS``)."""
-        return self._call(QStatus(tuple(to_wire(q) for q in queues)))
+        return self._execute(plans.status(queues))
 
     def info(self, *queues: str) -> list[str]:
         """One human-readable line per queue (``QINFO``), selected like `status`."""
-        return self._call(QInfo(tuple(to_wire(q) for q in queues)))
+        return self._execute(plans.info(queues))
 
     def flush(self, queue: str) -> None:
         """Delete every event of `queue`, claimed ones included (``QFLUSH``)."""
-        self._call(QFlush(to_wire(queue)))
+        self._execute(plans.flush(queue))
 
     def ping(self) -> None:
         """Check the server answers (``PING``)."""
-        self._call(Ping())
+        self._execute(plans.ping())
 
     # -- consumers -------------------------------------------------------------------------
 
@@ -473,13 +367,9 @@ class Client:
             ReplyError: the server refused the consumer's commands (other than with its
                 transient ``unexpected server-side error``).
         """
-        queue_list = [queues] if isinstance(queues, str) else list(queues)
-        # Validates queues and expire_seconds before anything is sent (the machine is pure).
-        Consumer(queue_list, expire_s=expire_seconds, notify_timeout_s=self.notify_timeout_s)
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise LocalProtocolError(f"concurrency must be an int >= 1, not {concurrency!r}")
-        if not callable(handler):
-            raise LocalProtocolError(f"handler must be callable, not {handler!r}")
+        queue_list = check_consume_options(
+            handler, queues, expire_seconds=expire_seconds, concurrency=concurrency
+        )
         flag: StopFlag = stop if stop is not None else threading.Event()
         settings = ConsumerSettings(
             self._pool,
@@ -488,7 +378,6 @@ class Client:
             expire_seconds,
             self.notify_timeout_s,
             self.read_timeout_s,
-            self.hooks,
-            self._hooked,
+            self._hooks,
         )
         run_consumers(settings, flag, backoff, concurrency)

@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from okq_proto import DEFAULT_EXPIRE_S, Delivery, Hooks, IdFactory
+from okq_proto import DEFAULT_EXPIRE_S, DEFAULT_NOTIFY_TIMEOUT_S, Delivery, Hooks, IdFactory
 
 from ._async_consume import AsyncClient, DeliveryStream, Handler
 from ._async_driver import AsyncConnection, ConnectionBusyError
@@ -86,7 +86,7 @@ async def open_client(
     address: str | tuple[str, int] | Sequence[str | tuple[str, int]] = "127.0.0.1:4777",
     *,
     pool_size: int = 10,
-    notify_timeout_s: int = 30,
+    notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
     id_factory: IdFactory | None = None,
     hooks: Hooks | None = None,
     stream_factory: StreamFactory | None = None,
