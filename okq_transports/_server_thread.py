@@ -75,7 +75,11 @@ class LoopThread:
 
     def stop(self, timeout_s: float) -> None:
         """Ask the server to close gracefully and join its thread (waiting up to ``timeout_s``).
-        Idempotent."""
+        Idempotent.
+
+        Raises:
+            RuntimeError: the thread was still running after ``timeout_s``.
+        """
         thread, loop, stop = self._thread, self._loop, self._stop
         if thread is None:
             return
@@ -83,6 +87,9 @@ class LoopThread:
             with contextlib.suppress(RuntimeError):  # the loop is already closed
                 loop.call_soon_threadsafe(stop.set)
         thread.join(timeout_s)
+        if thread.is_alive():
+            # Never pretend: a server still closing holds its port and its storage.
+            raise RuntimeError(f"the server thread did not stop within {timeout_s} s")
         self._thread = None
 
     def _run(

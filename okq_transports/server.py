@@ -178,6 +178,7 @@ class EmbeddedServer:
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._closing = False  # set by aclose: connections end at their next step
         self._background: set[asyncio.Task[None]] = set()
         self._wakers: dict[str, asyncio.Event] = {}
         self._unsubscribe: list[Callable[[], None]] = []
@@ -214,6 +215,7 @@ class EmbeddedServer:
         """
         if self._server is not None:
             raise RuntimeError("server already started")
+        self._closing = False
         await self.storage.start()
         unsubscribe = self.storage.subscribe(self._on_publish)
         try:
@@ -235,10 +237,14 @@ class EmbeddedServer:
         if server is None:
             return
         server.close()
-        for task in list(self._connections):
-            task.cancel()
-        if self._connections:
-            await asyncio.gather(*self._connections, return_exceptions=True)
+        self._closing = True
+        # Cancel until every connection has ended: on Python 3.11 asyncio.wait_for can swallow
+        # a cancellation that races with its inner wait finishing (a QNOTIFY woken by a push
+        # just as the server stops), so one cancel() is not always enough.
+        while self._connections:
+            for task in list(self._connections):
+                task.cancel()
+            await asyncio.wait(list(self._connections), timeout=0.1)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await server.wait_closed()
@@ -305,7 +311,7 @@ class EmbeddedServer:
         )
         pending = bytearray()
         # Bounded: each iteration either reads (blocking until data/EOF) or answers a request.
-        while True:
+        while not self._closing:
             event = conn.next_event()
             if event is NEED_DATA:
                 await _flush(writer, pending)
