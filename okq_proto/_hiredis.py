@@ -20,6 +20,12 @@ costs.  All checking happens in `feed`:
   ``max_bulk_length`` has; a RESP3 aggregate byte (``~ > |``) followed by a digit; and, only in
   chunks that are not pure ASCII, an error line holding a byte >= 0x80.  The bytes after the
   last CR LF are held back, so a line that runs past ``max_line_length`` never reaches hiredis.
+* **One reply per feed takes one check.**  In the steady state (nothing held back or pending), a
+  chunk of at most ``min(4096, max_line_length)`` ASCII bytes ending with CR LF goes to hiredis
+  after a few C-level calls (``translate`` folding ``$`` into ``*`` and deleting ``~ > |``, one
+  ``*``-led regex over the union of the hazards above, plus big bulk headers and an array header
+  ending the chunk).  Anything it finds, however harmless, takes the full path above, so the
+  outcome is the same; the check is what makes a small reply cheaper than the pure decoder.
 
 A token found this way may be payload (a bulk string can hold ``\\r\\n*123456789``).  It is
 resolved exactly: hiredis is fed up to the token and drained; if hiredis then has unread bytes
@@ -82,6 +88,9 @@ _AGGREGATE_BYTES: Final = (b"~", b">", b"|")
 # An error line that hiredis would decode lossily.
 _ERROR_LINE: Final = re.compile(rb"\r\n-[^\r\n]*[\x80-\xff]")
 _STREAK: Final = re.compile(rb"\*[1-9][0-9]*\r\n")
+# The one-check path of `feed` folds "$" into "*" and deletes "~ > |" (a length change tells).
+_FOLD: Final = bytes.maketrans(b"$", b"*")
+_AGGREGATE_TYPES: Final = b"~>|"
 _HEADER_CR: Final = re.compile(rb"\*[1-9][0-9]*\r")  # an array header line before its LF
 _INT64_MAX: Final = 2**63 - 1
 
@@ -162,6 +171,28 @@ class HiredisDecoder:
         self._plain = True
         # Longest tail (CR LF included) that cannot yet be an over-long line.
         self._max_tail = limits.max_line_length + 4
+        # The one-check path of `feed` (see there) is open: nothing held, no payload to skip or
+        # run to watch, no bytes after the tail's CR LF, no array headers in a row, not failed.
+        # Set only at the end of `feed`'s full path, which checks all of that; cleared by
+        # `feed` whenever a chunk takes the full path, and by `_hold`, `_fail` and the hook.
+        self._clean = True
+        # Longest chunk for that path: each line within max_line_length, no big bulk complete.
+        self._fast_max = min(_BIG_BULK, limits.max_line_length)
+        # What that path refuses, on a chunk folded by _FOLD: "*" or "$" followed by as many
+        # digits as the smallest of the limits and _BIG_BULK has (covering `_star`, `_dollar`
+        # and `_walk`), a run of max_depth + 1 array headers (`_star`; unrolled, as sre's
+        # group repeat is slow), or a header line other than "*0" ending the chunk (a run may go
+        # on in the next chunk: `_streak`).  Each "*" in the chunk costs a few tens of ns.
+        digits = min(array_digits, len(str(limits.max_bulk_length)), len(str(_BIG_BULK)))
+        header = rb"\*[1-9][0-9]*+\r\n"
+        run = (
+            header * (limits.max_depth - 1)
+            if limits.max_depth <= 16
+            else (rb"(?:%s){%d}" % (header, limits.max_depth - 1))
+        )
+        self._risky = re.compile(
+            rb"\*[0-9](?:[0-9]{%d}|[0-9]*+\r\n(?:\Z(?<!\*0\r\n)|%s\*[1-9]))" % (digits - 1, run)
+        ).search
         self.next_reply = self._gets
 
     @property
@@ -178,6 +209,7 @@ class HiredisDecoder:
             self._error = error
             self._skip = -1
             self._plain = False
+            self._clean = False
         return error
 
     def _reply_error(self, message: str) -> ErrorReply:
@@ -209,6 +241,26 @@ class HiredisDecoder:
             self._skip -= size
             self._feed(data)
             return
+        if self._clean:
+            # One check for what a client gets per request: a short chunk of whole lines.  It
+            # goes to hiredis at once if the full path below would find nothing to decide and
+            # hand hiredis all of it: no line over the limit (none is longer than the chunk),
+            # nothing after the last CR LF, ASCII (no error line to keep exact), no RESP3
+            # aggregate header, nothing `_risky` finds.  The state stays clean.
+            if (
+                type(data) is bytes
+                and size <= self._fast_max
+                and data[-2:] == b"\r\n"
+                and data.isascii()
+            ):
+                folded = data.translate(_FOLD, _AGGREGATE_TYPES)
+                if (len(folded) == size or _AGGREGATE.search(data) is None) and (
+                    self._risky(folded) is None
+                ):
+                    self._feed(data)
+                    self._sync = False  # the chunk may end inside an element
+                    return
+            self._clean = False  # set again where the full path below ends
         if size == 1 and self._plain:
             tail = self._tail
             if data != b"\n":  # cannot end a line: extend the tail
@@ -225,6 +277,14 @@ class HiredisDecoder:
             self._held += data
             return
         self._take(data if type(data) is bytes else bytes(data))
+        self._clean = not (
+            self._held
+            or self._skip
+            or self._payload
+            or self._streak
+            or len(self._tail) > 2
+            or self._error is not None
+        )
 
     # -- internals --------------------------------------------------------------------------
 
@@ -233,6 +293,7 @@ class HiredisDecoder:
         self._held = bytearray()
         self._skip = -1
         self._plain = False
+        self._clean = False
         self.next_reply = self._failed
         return self._error
 
@@ -445,6 +506,7 @@ class HiredisDecoder:
         self._tail = bytearray(_CRLF)
         self._payload = False
         self._plain = False
+        self._clean = False
         self._sync = False
         self._streak = 0
         self.next_reply = self._slow

@@ -7,6 +7,8 @@ Run as a script (stdlib timing only; medians of --repeats runs, all in one proce
 Every row times the same input through each implementation and prints the ratios the issue's
 goals are stated in: our pure decoder / encoder against redis-py's pure-Python ones (higher is
 better) and our hiredis-backed decoder against raw ``hiredis.Reader`` (1.0 = no overhead).
+Decode rows feed 64 KiB chunks, single bytes, or (``1 per feed``) one reply per chunk, as a client
+that sends a request and reads its reply does.
 Importing this module runs nothing; ``tests/bench/test_bench_smoke.py`` runs each bench once at a
 tiny size so the script cannot rot.
 """
@@ -148,7 +150,11 @@ def median_time(func: Callable[[], object], repeats: int) -> float:
 
 
 def bench_decode(name: str, data: bytes, chunk: int, repeats: int, redis_py: bool = True) -> Row:
-    """Decode `data` cut into `chunk`-byte pieces with every implementation."""
+    """Decode `data` cut into `chunk`-byte pieces with every implementation.
+
+    With `chunk` the length of one reply, each feed gets exactly one reply (then `next_reply`
+    runs twice: the reply, then `NEED_DATA`); redis-py's socket hands over one reply per read.
+    """
     chunks = chunked(data, chunk)
     replies = decode_ours(chunks, Decoder())
     assert decode_ours(chunks, HiredisDecoder()) == replies == decode_hiredis_raw(chunks)
@@ -254,6 +260,19 @@ def run(scale: float = 1.0, repeats: int = 7) -> list[Row]:
             repeats,
             typed=lambda: QLPush(b"queue", EVENT_ID, b"x" * 100).encode(),
         ),
+        bench_decode("decode +OK x100k, 1 per feed", ok_stream(n(100_000)), 5, repeats),
+        bench_decode(
+            "decode QRPOP x100k, 1 per feed",
+            qrpop_stream(n(100_000)),
+            len(qrpop_stream(1)),
+            repeats,
+        ),
+        bench_decode(
+            "decode QSTATUS x10k, 1 per feed",
+            qstatus_stream(n(10_000)),
+            len(qstatus_stream(1)),
+            repeats,
+        ),
         bench_decode("decode +OK x100k", ok_stream(n(100_000)), CHUNK, repeats),
         bench_decode("decode QRPOP x100k", qrpop_stream(n(100_000)), CHUNK, repeats),
         bench_decode("decode QSTATUS x10k", qstatus_stream(n(10_000)), CHUNK, repeats),
@@ -271,7 +290,7 @@ def run(scale: float = 1.0, repeats: int = 7) -> list[Row]:
 def report(rows: list[Row], linear: float) -> str:
     """The results as a table of seconds and ratios."""
     lines = [
-        f"{'benchmark':28} {'okq pure':>9} {'okq hired':>9} {'raw hired':>9} {'redis-py':>9}"
+        f"{'benchmark':32} {'okq pure':>9} {'okq hired':>9} {'raw hired':>9} {'redis-py':>9}"
         f" {'pure/redis-py':>14} {'hiredis/raw':>12}"
     ]
     for row in rows:
@@ -286,7 +305,7 @@ def report(rows: list[Row], linear: float) -> str:
         )
         if "okq hiredis" not in t:  # encoders: show ours against raw hiredis.pack_command
             overhead = f"{t['raw hiredis'] / t['okq pure']:11.2f}x"
-        lines.append(f"{row.name:28} {' '.join(cells)} {speedup} {overhead}")
+        lines.append(f"{row.name:32} {' '.join(cells)} {speedup} {overhead}")
     lines.append(
         f"pure decoder, 10k vs 2.5k-element array fed bytewise: {linear:.2f}x time (4x = linear)"
     )

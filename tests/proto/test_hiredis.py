@@ -170,6 +170,184 @@ def test_garbage_agrees(garbage: bytes, data: st.DataObject) -> None:
     )
 
 
+# -- one reply per feed: the one-check path of feed ---------------------------------------------
+
+QRPOP_REPLY = (
+    b"*2\r\n$36\r\n0f8b2c1e-4a5d-4e6f-9a7b-1c2d3e4f5a6b\r\n$100\r\n" + b"x" * 100 + b"\r\n"
+)
+QSTATUS_REPLY = b"*3\r\n" + b"*4\r\n$5\r\nqueue\r\n:12\r\n:3\r\n:1\r\n" * 3
+COMMON_REPLIES = [
+    b"+OK\r\n",
+    QRPOP_REPLY,
+    QSTATUS_REPLY,
+    b"$-1\r\n",
+    b"*-1\r\n",
+    b"*0\r\n",
+    b":1\r\n",
+    b"-ERR no such queue\r\n",
+    b"$3\r\na>b\r\n",  # an aggregate type byte not followed by a digit
+    b"*1\r\n" * 6 + b":1\r\n",
+]
+
+
+def _full_path_counter(decoder: HiredisDecoder) -> list[int]:
+    """Count the chunks that take `feed`'s full path (which ends in `_take`)."""
+    calls = [0]
+    take = decoder._take
+
+    def counting(data: bytes) -> None:
+        calls[0] += 1
+        take(data)
+
+    decoder._take = counting  # type: ignore[method-assign]
+    return calls
+
+
+@pytest.mark.parametrize("reply", COMMON_REPLIES)
+def test_one_reply_per_feed_takes_one_check(reply: bytes) -> None:
+    decoder = HiredisDecoder()
+    calls = _full_path_counter(decoder)
+    expected = run(Decoder(), [reply])[0]
+    for _ in range(3):
+        decoder.feed(reply)
+        assert [decoder.next_reply(), decoder.next_reply()] == [*expected, NEED_DATA]
+        assert not decoder.has_partial()
+    assert calls == [0]
+
+
+@pytest.mark.parametrize(
+    ("chunks", "limits"),
+    [
+        # Counts over a limit, or long enough to be decided (also inside payloads).
+        ([b"*16777217\r\n"], DEFAULT_LIMITS),
+        ([b"*2\r\n:1\r\n", b"*16777217\r\n"], DEFAULT_LIMITS),
+        ([b"$536870913\r\n"], DEFAULT_LIMITS),
+        ([b"$14\r\n\r\n*2147483648\r\n"], DEFAULT_LIMITS),
+        ([b"*2\r\n$13\r\n", b"\r\n$999999999\r\n", b":1\r\n"], DEFAULT_LIMITS),
+        ([b"*4\r\n:1\r\n:1\r\n:1\r\n:1\r\n"], Limits(max_array_length=3)),
+        ([b"$11\r\nhello world\r\n"], Limits(max_bulk_length=10)),
+        # RESP3 aggregate headers, and their type bytes inside payloads.
+        ([b"~1\r\n:1\r\n"], DEFAULT_LIMITS),
+        ([b"*2\r\n:1\r\n>2\r\n"], DEFAULT_LIMITS),
+        ([b"|1\r\n+a\r\n+b\r\n"], DEFAULT_LIMITS),
+        ([b"$3\r\n~12\r\n", b"$4\r\n|-1>\r\n"], DEFAULT_LIMITS),
+        # Error lines that are not ASCII.
+        ([b"-ERR \xff\xfe\r\n", b"-ERR caf\xc3\xa9\r\n"], DEFAULT_LIMITS),
+        # Array headers in a row: in one chunk, across chunks, ending a chunk.
+        ([b"*1\r\n" * 8 + b":1\r\n"], DEFAULT_LIMITS),
+        ([b"*1\r\n" * 7 + b":1\r\n"], DEFAULT_LIMITS),
+        ([b"*1\r\n"] * 8 + [b":1\r\n"], DEFAULT_LIMITS),
+        ([b"*1\r\n*1\r\n"] * 4 + [b":1\r\n"], DEFAULT_LIMITS),
+        ([b"*1\r\n"] * 7 + [b"*0\r\n"], DEFAULT_LIMITS),
+        ([b"+a\r\n*1\r\n", b"*1\r\n*1\r\n:1\r\n"], Limits(max_depth=2)),
+        ([b"*1\r\n" * 21 + b":1\r\n", b"*1\r\n" * 20 + b":1\r\n"], Limits(max_depth=20)),
+        ([b"*1\r\n" * 20 + b":1\r\n", b"+b\r\n"], Limits(max_depth=20)),
+        # Lines over the limit; chunks that do not end with CR LF.
+        ([b"+abcdef\r\n"], Limits(max_line_length=5)),
+        ([b"+abcde\r\n", b"+abcd\r\n"], Limits(max_line_length=5)),
+        ([b"+OK\r\n+O", b"K\r\n", b"+OK\r\n"], DEFAULT_LIMITS),
+        ([b"+OK\r", b"\n+OK\r\n"], DEFAULT_LIMITS),
+        # Bad bytes after a payload, protocol errors (sticky), chunks that are not bytes.
+        ([b"$1\r\naXY*2147483648\r\n"], DEFAULT_LIMITS),
+        ([b"+a\r\n", b"?\r\n", b"+b\r\n"], DEFAULT_LIMITS),
+        ([b":01\r\n", b"+b\r\n"], DEFAULT_LIMITS),
+        ([bytearray(b"+OK\r\n"), memoryview(b":1\r\n"), b"+OK\r\n"], DEFAULT_LIMITS),
+    ],
+)
+def test_hazards_in_short_chunks_take_the_full_path(chunks: list[bytes], limits: Limits) -> None:
+    compare([b"+x\r\n", *chunks, b"+y\r\n"], limits)
+    compare(chunks, limits)
+
+
+@pytest.mark.parametrize("first", [b"$5000\r\n", b"$5000\r\nab\r\n"])
+def test_big_bulk_header_in_a_short_chunk_is_still_skipped(first: bytes) -> None:
+    payload = b"ab\r\n*2147483648\r\n".ljust(5000, b"x")
+    decoder = HiredisDecoder()
+    decoder.feed(b"+OK\r\n")
+    assert decoder.next_reply() == b"OK"
+    decoder.feed(first)
+    assert decoder._skip == 5009 - len(first)  # the rest of the payload goes to hiredis unseen
+    decoder.feed(payload[len(first) - 7 :] + b"\r\n")
+    assert decoder.next_reply() == payload
+
+
+def test_array_headers_one_per_feed_are_refused_at_max_depth() -> None:
+    # Each chunk ends with an array header, so the next one's run is counted on from it.
+    decoder = HiredisDecoder()
+    with pytest.raises(RemoteProtocolError, match="nested deeper"):  # noqa: PT012
+        for _ in range(8):
+            decoder.feed(b"*1\r\n")
+            assert decoder.next_reply() is NEED_DATA
+
+
+def test_element_start_is_forgotten_after_a_short_chunk() -> None:
+    # A big bulk ends the first chunk, so the next byte is known to start an element; after a
+    # short chunk that ends inside a bulk payload it is not, and "$5000" there is payload.
+    limits = Limits(max_array_length=999)
+    chunks = [
+        b"$5000\r\n" + b"a" * 5000 + b"\r\n",
+        b"$11\r\nab\r\n",
+        b"$5000\r\n\r\n*1000\r\n",
+    ]
+    compare(chunks, limits)
+    assert run(HiredisDecoder(limits), chunks)[1] is RemoteProtocolError
+
+
+def test_protocol_error_closes_the_one_check_path() -> None:
+    decoder = HiredisDecoder()
+    decoder.feed(b"?\r\n")
+    with pytest.raises(RemoteProtocolError):
+        decoder.next_reply()
+    with pytest.raises(RemoteProtocolError):
+        decoder.feed(b"+OK\r\n")
+
+
+# Like test_resp's `replies`, but no drawn choice is b"": it hashes like 0 and False, so
+# hypothesis's cache may compare the two under -bb (BytesWarning).  b"" still comes out.
+_blobs = st.binary(min_size=1, max_size=41).map(lambda raw: raw[1:])
+_leaves = st.one_of(
+    _blobs,
+    st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    st.none(),
+    _blobs.filter(lambda b: b"\r" not in b and b"\n" not in b).map(ErrorReply),
+)
+_replies = st.recursive(_leaves, lambda children: st.lists(children, max_size=4), max_leaves=20)
+
+
+@pytest.mark.parametrize(
+    "limits",
+    [DEFAULT_LIMITS, Limits(max_depth=2), Limits(max_array_length=3), Limits(max_line_length=8)],
+)
+@settings(max_examples=200)
+@given(items=st.lists(_replies, min_size=1, max_size=6), simple=st.booleans())
+def test_one_reply_per_feed_agrees(items: list[Reply], simple: bool, limits: Limits) -> None:
+    compare([encode_reply(item, simple) for item in items], limits)
+
+
+# Garbage cut after each CR LF: every chunk but the last ends with one, as a reply does.
+LINES = st.lists(
+    st.sampled_from(
+        [
+            *(b"*", b"$", b"+", b"-", b":", b"~", b">", b"|", b"\r\n", b"\r", b"\n", b"0", b"1"),
+            *(b"-1", b"123", b"9" * 10, b"a", b"\xff", b"*1\r\n", b"*1\r\n" * 4),
+        ]
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+@pytest.mark.parametrize("limits", [DEFAULT_LIMITS, Limits(max_line_length=16, max_depth=3)])
+@settings(max_examples=300)
+@given(garbage=LINES, data=st.data())
+def test_garbage_cut_at_line_ends_agrees(
+    garbage: bytes, limits: Limits, data: st.DataObject
+) -> None:
+    ends = [i + 2 for i in range(len(garbage)) if garbage.startswith(b"\r\n", i)]
+    cuts = sorted(set(data.draw(st.lists(st.sampled_from(ends), max_size=8)))) if ends else []
+    bounds = [0, *cuts, len(garbage)]
+    compare([garbage[a:b] for a, b in itertools.pairwise(bounds)], limits)
+
+
 # -- each documented difference, pinned ----------------------------------------------------------
 
 
