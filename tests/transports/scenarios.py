@@ -17,15 +17,18 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from typing import Any
 
 import pytest
 import trio
 
+import okq_proto
 from okq_proto import (
     DuplicateEventError,
     Event,
     LocalProtocolError,
+    OkqError,
     PushFlag,
     QAck,
     QRegister,
@@ -50,10 +53,20 @@ class Harness:
     cancellable_handlers = True  # the client can cancel a handler at claim expiry
     pull = True  # the client has deliveries()
     cancellable_requests = True  # a request can be cancelled mid-flight
+    options: frozenset[str] = frozenset()  # the client's constructor options
+    parses_itself = True  # okq's own decoder reads the replies (not redis-py's)
+    #: ``reopen(address=None, **options)``: a `Harness` over a new client of the same kind
+    #: (an async context manager); set by the runner.
+    reopen: Callable[..., AbstractAsyncContextManager[Any]]
 
-    def __init__(self, client: Any, server: ThreadedServer) -> None:
+    def __init__(self, client: Any, server: ThreadedServer | None) -> None:
         self.client = client
         self.server = server
+
+    def idle_connections(self) -> int | None:
+        """Pooled connections open and idle, where the client says (None: it does not)."""
+        count = getattr(self.client, "idle_connections", None)
+        return count if isinstance(count, int) else None
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await getattr(self.client, method)(*args, **kwargs)
@@ -411,6 +424,7 @@ async def server_restart(h: Harness) -> None:
     async with h.background(consumer):
         for i in range(10):
             pushed.append(await h.call("push", q, b"before %d" % i))
+        assert h.server is not None
         await h.run_sync(h.server.restart)
         for i in range(10):
             pushed.append(await h.call("push", q, b"after %d" % i))
@@ -490,6 +504,132 @@ async def cancelled_at_every_byte(h: Harness, make_client: Callable[[str], Any])
             server.close()
 
 
+class MalformedServer:
+    """A scripted server on loopback: every request is answered with `bad` (and the
+    connection left open) until `healed` is set, then with `good`.  It counts connections, and
+    requests that came on a connection after it had sent `bad` (a broken connection reused).
+
+    Args:
+        heal_after: set `healed` by itself once `bad` was sent this many times.
+    """
+
+    def __init__(self, bad: bytes, good: bytes, heal_after: int | None = None) -> None:
+        self.bad, self.good, self.heal_after = bad, good, heal_after
+        self.healed = threading.Event()
+        self.connections = 0
+        self.bad_sent = 0
+        self.reused = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                sock, _ = self._listener.accept()
+                self.connections += 1
+                threading.Thread(target=self._one, args=(sock,), daemon=True).start()
+
+    def _one(self, sock: socket.socket) -> None:
+        broken = False
+        with sock, contextlib.suppress(OSError):
+            while sock.recv(65536):
+                if broken:
+                    self.reused += 1
+                if self.healed.is_set():
+                    sock.sendall(self.good)
+                    continue
+                sock.sendall(self.bad)
+                broken = True
+                self.bad_sent += 1
+                if self.bad_sent == self.heal_after:
+                    self.healed.set()
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+GOOD_PEEK = b"*2\r\n$2\r\nid\r\n$4\r\nbody\r\n"
+#: Not RESP2; a bulk string and an array of absurd sizes (beyond okq's `Limits`).
+MALFORMED = [b"?what\r\n", b"$2147483647\r\n", b"*2147483648\r\n"]
+
+
+async def malformed_reply(h: Harness) -> None:
+    """A reply that is not RESP2, or announces an absurd size, raises a typed okq error
+    (never a library's own) and its connection is never reused."""
+    for bad in MALFORMED:
+        server = MalformedServer(bad, GOOD_PEEK)
+        try:
+            # read_timeout_s: redis-py (the adapters' parser) waits for the announced bytes.
+            async with h.reopen(server.address, read_timeout_s=1.0) as client:
+                with pytest.raises(OkqError) as info:
+                    await client.call("peek_next", "q")
+                error = info.value
+                assert type(error).__module__ == "okq_proto._errors", repr(error)
+                if h.parses_itself or bad == b"?what\r\n":
+                    assert isinstance(error, okq_proto.RemoteProtocolError), repr(error)
+                assert client.idle_connections() in (0, None)
+                server.healed.set()
+                assert await client.call("peek_next", "q") == Event("q", "id", b"body")
+                assert server.reused == 0, f"{bad!r}: a broken connection was used again"
+                assert server.connections == server.bad_sent + 1
+        finally:
+            server.close()
+
+
+#: (option, bad value) pairs; each transport tries those its constructor has.
+BAD_OPTIONS: list[tuple[str, object]] = [
+    ("pool_size", "3"),
+    ("pool_size", 0),
+    ("pool_size", 2.0),
+    ("connect_timeout_s", -1),
+    ("read_timeout_s", -1),
+    ("read_timeout_s", "5"),
+    ("pool_timeout_s", 0),
+    ("retries", -1),
+    ("notify_timeout_s", 2.5),
+    ("notify_timeout_s", 0),
+    ("notify_timeout_s", "30"),
+    ("notify_timeout_s", True),
+    ("id_factory", "uuid4"),
+    ("hooks", object()),
+]
+
+
+async def bad_arguments(h: Harness) -> None:
+    """Every front door refuses the same bad arguments with `LocalProtocolError`, naming the
+    argument, before anything is sent."""
+    tried = 0
+    for name, value in BAD_OPTIONS:
+        if name not in h.options:
+            continue
+        tried += 1
+        with pytest.raises(LocalProtocolError, match=name):
+            async with h.reopen(**{name: value}):
+                pass
+    assert tried >= 6
+    q = qname("badargs")
+    bad_consumes: list[tuple[Any, Any, dict[str, Any]]] = [
+        (_ack, [q], {"concurrency": 2.5}),
+        (_ack, [q], {"concurrency": "2"}),
+        (_ack, [q], {"concurrency": 0}),
+        (_ack, [q], {"concurrency": True}),
+        (_ack, [q], {"expire_seconds": -5}),
+        (_ack, [q], {"expire_seconds": "30"}),
+        (_ack, [], {}),
+        (_ack, q, {}),  # one bare name, not a list
+        ("not callable", [q], {}),
+    ]
+    for handler, queues, kw in bad_consumes:
+        with pytest.raises(LocalProtocolError):
+            await h.consume(handler, queues, stop=h.new_stop(), **kw)
+    assert (await h.call("status", q))[0].consumers == 0
+
+
+def _ack(delivery: Any) -> bool:
+    return True
+
+
 SCENARIOS: list[Callable[[Harness], Awaitable[None]]] = [
     every_method,
     flags_and_binary,
@@ -503,6 +643,8 @@ SCENARIOS: list[Callable[[Harness], Awaitable[None]]] = [
     handler_cancelled_at_expiry,
     pull_deliveries,
     server_restart,
+    malformed_reply,
+    bad_arguments,
 ]
 
 #: Scenarios that only apply to the async clients: a blocking client's handler runs in a

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
@@ -29,8 +30,10 @@ from okq_transports.server import ThreadedServer
 from .scenarios import (
     ASYNC_ONLY,
     DEADLINE_S,
+    GOOD_PEEK,
     SCENARIOS,
     Harness,
+    MalformedServer,
     ThreadedHarness,
     TrioHarness,
     cancelled_at_every_byte,
@@ -57,52 +60,101 @@ def server() -> Iterator[ThreadedServer]:
 
 
 @contextlib.asynccontextmanager
-async def redis_async_client(address: str, max_connections: int = 10) -> AsyncIterator[Any]:
+async def redis_async_client(
+    address: str, max_connections: int = 10, socket_timeout: float | None = None, **options: Any
+) -> AsyncIterator[Any]:
     host, port = address.rsplit(":", 1)
     pool = redis.asyncio.ConnectionPool(
         host=host,
         port=int(port),
         protocol=2,
         max_connections=max_connections,
-        driver_info=None,  # no CLIENT SETINFO: the scripted server answers only one request
+        socket_timeout=socket_timeout,
+        driver_info=None,  # no CLIENT SETINFO: the scripted servers answer requests only
     )
     try:
-        async with AsyncRedisPoolClient(pool, notify_timeout_s=NOTIFY_S) as client:
+        async with AsyncRedisPoolClient(
+            pool, **{"notify_timeout_s": NOTIFY_S, **options}
+        ) as client:
             yield client
     finally:
         await pool.aclose()
 
 
+#: The constructor options each transport has (the bad-argument scenario tries each).
+OPTIONS = {
+    "sync": frozenset(
+        {
+            "pool_size",
+            "connect_timeout_s",
+            "read_timeout_s",
+            "notify_timeout_s",
+            "pool_timeout_s",
+            "retries",
+            "id_factory",
+            "hooks",
+        }
+    ),
+    "asyncio": frozenset(
+        {
+            "pool_size",
+            "connect_timeout_s",
+            "read_timeout_s",
+            "notify_timeout_s",
+            "id_factory",
+            "hooks",
+        }
+    ),
+    "trio": frozenset({"pool_size", "notify_timeout_s", "id_factory", "hooks"}),
+    "redis-sync": frozenset({"notify_timeout_s", "id_factory", "hooks"}),
+    "redis-asyncio": frozenset({"notify_timeout_s", "id_factory", "hooks"}),
+}
+
+
 @contextlib.asynccontextmanager
-async def harness_for(kind: str, server: ThreadedServer) -> AsyncIterator[Harness]:
-    address = server.address
+async def harness_for(
+    kind: str, server: ThreadedServer | None, address: str | None = None, **options: Any
+) -> AsyncIterator[Harness]:
+    """A `Harness` over a new client of `kind` to `address` (default: `server`'s).
+
+    ``read_timeout_s`` becomes redis-py's ``socket_timeout`` for the redis-py adapters and
+    is dropped for trio (cancel scopes rule there)."""
+    address = address or (server.address if server is not None else "")
+    timeout = options.get("read_timeout_s")
+    if kind in ("trio", "redis-sync", "redis-asyncio"):
+        options.pop("read_timeout_s", None)
+    options = {"notify_timeout_s": NOTIFY_S, **options}
+    h: Harness
     if kind == "asyncio":
-        async with okq_asyncio.Client(address, notify_timeout_s=NOTIFY_S) as client:
+        async with okq_asyncio.Client(address, **options) as client:
             h = Harness(client, server)
-            h.name = kind
-            yield h
+            yield _named(h, kind)
     elif kind == "trio":
-        async with okq_trio.open_client(address, notify_timeout_s=NOTIFY_S) as client:
-            yield TrioHarness(client, server)
+        async with okq_trio.open_client(address, **options) as client:
+            yield _named(TrioHarness(client, server), kind)
     elif kind == "redis-asyncio":
-        async with redis_async_client(address) as client:
-            h = Harness(client, server)
-            h.name = kind
-            yield h
+        async with redis_async_client(address, socket_timeout=timeout, **options) as client:
+            yield _named(Harness(client, server), kind)
     elif kind == "sync":
-        with okq_sync.Client(address, notify_timeout_s=NOTIFY_S) as client:
-            h = ThreadedHarness(client, server)
-            h.name = kind
-            yield h
+        with okq_sync.Client(address, **options) as client:
+            yield _named(ThreadedHarness(client, server), kind)
     else:
         host, port = address.rsplit(":", 1)
-        pool = redis.ConnectionPool(host=host, port=int(port), protocol=2)
+        pool = redis.ConnectionPool(
+            host=host, port=int(port), protocol=2, socket_timeout=timeout, driver_info=None
+        )
         try:
-            h = ThreadedHarness(RedisPoolClient(pool, notify_timeout_s=NOTIFY_S), server)
-            h.name = kind
-            yield h
+            yield _named(ThreadedHarness(RedisPoolClient(pool, **options), server), kind)
         finally:
             pool.disconnect()
+
+
+def _named(h: Harness, kind: str) -> Harness:
+    h.name = kind
+    h.options = OPTIONS[kind]
+    h.parses_itself = not kind.startswith("redis")
+    h.reopen = functools.partial(harness_for, kind, h.server)
+    return h
 
 
 def client_factory(kind: str) -> Callable[[str], Any]:
@@ -115,10 +167,10 @@ def client_factory(kind: str) -> Callable[[str], Any]:
 
 
 def run_scenario(
-    kind: str, server: ThreadedServer, body: Callable[[Harness], Awaitable[None]]
+    kind: str, server: ThreadedServer, body: Callable[[Harness], Awaitable[None]], **options: Any
 ) -> None:
     async def main() -> None:
-        async with harness_for(kind, server) as h:
+        async with harness_for(kind, server, **options) as h:
             await body(h)
 
     if kind == "trio":
@@ -358,3 +410,92 @@ def test_asyncio_cancelling_consume_cancels_its_handler(server: ThreadedServer) 
             assert status.processing == 1  # not acked: it comes back after its claim
 
     asyncio.run(asyncio.wait_for(main(), DEADLINE_S))
+
+
+# -- what every transport logs and reports, with the same fields -----------------------------
+
+
+class _Recorder(okq_proto.Hooks):
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def error(self, error: BaseException) -> None:
+        self.calls.append("error")
+
+    def handler_failed(self, delivery: Any, error: BaseException | None) -> None:
+        self.calls.append("handler_failed")
+
+    def late_ack(self, delivery: Any) -> None:
+        self.calls.append("late_ack")
+
+
+def _okq_fields(record: logging.LogRecord) -> set[str]:
+    return {key for key in vars(record) if key.startswith("okq_")}
+
+
+@pytest.mark.parametrize("kind", TRANSPORTS)
+def test_log_records_and_hooks_are_the_same_everywhere(
+    kind: str, server: ThreadedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A retried request, a failed handler and a late ack give the same log records (level,
+    ``extra`` field names and types) and hook calls on every transport."""
+    hooks = _Recorder()
+    q = f"observe-{kind}"
+
+    async def body(h: Harness) -> None:
+        scripted = MalformedServer(b"?what\r\n", GOOD_PEEK, heal_after=1)
+        try:
+            async with h.reopen(scripted.address, hooks=hooks) as retrying:
+                assert await retrying.call("peek_next", "q") == okq_proto.Event("q", "id", b"body")
+        finally:
+            scripted.close()
+        await h.call("push", q, b"x")
+        stop, calls = h.new_stop(), []
+
+        def handler(delivery: Any) -> bool:
+            calls.append(delivery.id)
+            if len(calls) == 1:
+                raise RuntimeError("fails once")  # redelivered once its 1 s claim expires
+            with okq_sync.Client(server.address) as other:
+                other.flush(q)  # the event is gone before its ack: a late ack
+            stop.set()
+            return True
+
+        await h.consume(handler, [q], expire_seconds=1, stop=stop)
+
+    with caplog.at_level(logging.INFO, logger="okq"):
+
+        async def main(h: Harness) -> None:
+            await body(h)
+
+        run_scenario(kind, server, main, hooks=hooks)
+    records = [r for r in caplog.records if r.name == "okq"]
+
+    def one(text: str) -> logging.LogRecord:
+        found = [r for r in records if text in r.getMessage()]
+        assert found, f"no log record with {text!r}: {[r.getMessage() for r in records]}"
+        return found[0]
+
+    retry = one("retrying on a new connection")
+    assert (retry.levelno, _okq_fields(retry)) == (logging.WARNING, {"okq_address", "okq_retry"})
+    assert retry.okq_address == scripted_address(retry)
+    assert getattr(retry, "okq_retry", None) == 1
+    failed = one("handler failed")
+    assert (failed.levelno, _okq_fields(failed)) == (logging.ERROR, {"okq_queue", "okq_event_id"})
+    assert failed.exc_info is not None
+    assert getattr(failed, "okq_queue", None) == q
+    late = one("late ack")
+    assert (late.levelno, _okq_fields(late)) == (logging.WARNING, {"okq_queue", "okq_event_id"})
+    assert hooks.calls.count("error") == 1  # the retry
+    assert hooks.calls.count("late_ack") == 1
+    assert hooks.calls.count("handler_failed") == 1
+
+
+def scripted_address(record: logging.LogRecord) -> str:
+    """The ``okq_address`` a record must carry: ``"host:port"`` text."""
+    address = getattr(record, "okq_address", None)
+    assert isinstance(address, str)
+    host, port = address.rsplit(":", 1)
+    assert host == "127.0.0.1"
+    assert port.isdigit()
+    return address
