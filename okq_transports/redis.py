@@ -26,7 +26,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Final, TypeVar
 
 import redis
@@ -45,15 +45,11 @@ from okq_proto import (
     Consumer,
     Delivery,
     ErrorReply,
-    Event,
     Hooks,
     IdFactory,
     LocalProtocolError,
     NeedData,
     OkqError,
-    PushFlag,
-    PushOutcome,
-    QueueStatus,
     RemoteProtocolError,
     Reply,
     TimeoutError,
@@ -271,7 +267,7 @@ async def _async_read(rconn: Any, timeout_s: float | None) -> Reply:
         return _error_reply(exc)
 
 
-class RedisPoolClient:
+class RedisPoolClient(plans.SyncMethods):
     """The sync okq client over a user's ``redis.ConnectionPool`` (same methods as
     ``okq_transports.sync.Client``: `push`, `push_event`, `push_many`, `peek_next`,
     `peek_last`, `status`, `info`, `flush`, `ping`, `consume`).
@@ -334,60 +330,6 @@ class RedisPoolClient:
                     rconn.disconnect()
                 self._pool.release(rconn)
         raise AssertionError("unreachable")  # pragma: no cover
-
-    def _execute(self, plan: plans.Plan[T]) -> T:
-        if not plan.commands:
-            return plan.finish([], False)
-        return plan.finish(*self._run(plan.commands))
-
-    def push(self, queue: str, contents: plans.Contents, flags: PushFlag = PushFlag.NORMAL) -> str:
-        """Push an event with a fresh id and return the id (as the sync client does)."""
-        event_id, command = plans.push(queue, contents, flags, self._id_factory)
-        replies, retried = self._run((command,))
-        plans.settle_push(queue, event_id, replies[0], retried, self.active_hooks)
-        return event_id
-
-    def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> None:
-        """Push `event` with its own id (as the sync client does)."""
-        self._execute(plans.push_event(event, flags, self.active_hooks))
-
-    def push_many(
-        self, queue: str, contents: Iterable[plans.Contents], flags: PushFlag = PushFlag.NORMAL
-    ) -> list[PushOutcome]:
-        """Push a batch in one write (`plans.BATCH` per write); one `PushOutcome` per item."""
-        outcomes: list[PushOutcome] = []
-        for plan in plans.push_many(queue, contents, flags, self._id_factory, self.active_hooks):
-            batch = self._execute(plan)
-            outcomes += batch
-        return outcomes
-
-    def execute(self, command: Command[T]) -> T:
-        """Send any okq command but ``QREGISTER`` / ``QNOTIFY``; return its result."""
-        return self._execute(plans.execute(command))
-
-    def peek_next(self, queue: str) -> Event | None:
-        """The event the next pop would return, or None."""
-        return self._execute(plans.peek_next(queue))
-
-    def peek_last(self, queue: str) -> Event | None:
-        """The event consumed last, or None."""
-        return self._execute(plans.peek_last(queue))
-
-    def status(self, *queues: str) -> list[QueueStatus]:
-        """Counters of these queues (every known queue when none are named)."""
-        return self._execute(plans.status(queues))
-
-    def info(self, *queues: str) -> list[str]:
-        """One human-readable line per queue."""
-        return self._execute(plans.info(queues))
-
-    def flush(self, queue: str) -> None:
-        """Delete every event of the queue."""
-        self._execute(plans.flush(queue))
-
-    def ping(self) -> None:
-        """Check that the server answers."""
-        self._execute(plans.ping())
 
     def consume(
         self,

@@ -20,7 +20,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
 from typing import Any, TypeVar
 
@@ -31,12 +31,8 @@ from okq_proto import (
     Command,
     CommandReplied,
     Delivery,
-    Event,
     Hooks,
     IdFactory,
-    PushFlag,
-    PushOutcome,
-    QueueStatus,
     check_client_options,
     check_consume_options,
     new_event_id,
@@ -46,7 +42,6 @@ from okq_proto import (
 
 from . import _plans as plans
 from ._observe import active_hooks, log, retrying
-from ._plans import Contents
 from ._sync_consume import ConsumerSettings, Handler, StopFlag, run_consumers
 from ._sync_io import Pool
 
@@ -101,7 +96,7 @@ def stop_on_signals(
     return flag
 
 
-class Client:
+class Client(plans.SyncMethods):
     """A synchronous okq client over a bounded, thread-safe connection pool.
 
     Args:
@@ -151,9 +146,9 @@ class Client:
         self.read_timeout_s = read_timeout_s
         self.notify_timeout_s = notify_timeout_s
         self.retries = retries
-        self.id_factory = id_factory
+        self._id_factory = id_factory
         self.hooks = hooks if hooks is not None else Hooks()
-        self._hooks = active_hooks(self.hooks)
+        self.active_hooks = active_hooks(self.hooks)
         self._pool = Pool(
             self.addresses, pool_size, connect_timeout_s, read_timeout_s, pool_timeout_s
         )
@@ -208,120 +203,13 @@ class Client:
                 if attempt >= self.retries or not all(map(retry_safe, commands)):
                     raise
                 attempt += 1
-                retrying(self._hooks, commands, connection.address, exc, attempt)
+                retrying(self.active_hooks, commands, connection.address, exc, attempt)
                 continue
             except BaseException:
                 pool.discard(connection)
                 raise
             pool.release(connection)
             return replies, attempt > 0
-
-    def _execute(self, plan: plans.Plan[T]) -> T:
-        if not plan.commands:
-            return plan.finish([], False)
-        return plan.finish(*self._run(plan.commands))
-
-    def push(self, queue: str, contents: Contents, flags: PushFlag = PushFlag.NORMAL) -> str:
-        """Push a new event with a fresh id (okq-go's ``Push``).
-
-        Args:
-            queue: the queue's name.
-            contents: the payload; `str` is sent as UTF-8.
-            flags: `PushFlag.HIGH_PRIORITY` (``QRPUSH``: consumed next) and/or
-                `PushFlag.NO_BLOCK` (the server replies before storing; duplicates are not
-                reported).
-
-        Returns:
-            The new event's id (from `id_factory`).
-
-        Raises:
-            LocalProtocolError: bad arguments (nothing was sent).
-            DuplicateEventError: the id is already in the queue (only with a custom
-                `id_factory`).
-            TooBusyError: ``NO_BLOCK`` and the server's workers are all busy.
-            TransportError: the server could not be reached, even after a retry.
-        """
-        event_id, command = plans.push(queue, contents, flags, self.id_factory)
-        replies, retried = self._run((command,))
-        plans.settle_push(queue, event_id, replies[0], retried, self._hooks)
-        return event_id
-
-    def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> None:
-        """Push `event` with its own id (okq-go's ``PushEvent``).
-
-        Raises:
-            DuplicateEventError: the queue already holds an event with this id (`is_dup`).
-            LocalProtocolError, TooBusyError, TransportError: as for `push`.
-        """
-        self._execute(plans.push_event(event, flags, self._hooks))
-
-    def push_many(
-        self,
-        queue: str,
-        contents: Iterable[Contents],
-        flags: PushFlag = PushFlag.NORMAL,
-    ) -> list[PushOutcome]:
-        """Push one new event per item, pipelined: a batch leaves in one write.
-
-        Never raises for one item: each `PushOutcome` says whether its event is stored
-        (``ok``), carries the error otherwise (`is_dup`, `TooBusyError`...), and says whether
-        it was sent again after a connection failure (``retried``; a duplicate reply to our
-        own retry means the first attempt landed and counts as success).
-
-        Raises:
-            LocalProtocolError: a bad argument (nothing was sent).
-            TransportError: the server could not be reached even after `retries`.
-        """
-        outcomes: list[PushOutcome] = []
-        for plan in plans.push_many(queue, contents, flags, self.id_factory, self._hooks):
-            batch = self._execute(plan)
-            outcomes += batch
-        return outcomes
-
-    def execute(self, command: Command[T]) -> T:
-        """Send any okq command from `okq_proto` on a pooled connection; return its result.
-
-        The escape hatch for what the named methods do not cover, e.g. a one-off claim and
-        acknowledgement::
-
-            event = client.execute(QRPop(to_wire("jobs"), 60))
-            ...
-            client.execute(QAck(to_wire("jobs"), to_wire(event.id)))
-
-        Retry-safe commands are retried like the named methods; ``QRPOP`` and ``QACK`` never.
-
-        Raises:
-            LocalProtocolError: for ``QREGISTER`` / ``QNOTIFY``, which change or need a
-                connection's consumer state: use `consume` for those.
-            ReplyError: the server replied with an error.
-            TransportError: the connection failed.
-        """
-        return self._execute(plans.execute(command))
-
-    def peek_next(self, queue: str) -> Event | None:
-        """The event a consumer would get next (``QRPEEK``), or None (okq-go's ``PeekNext``)."""
-        return self._execute(plans.peek_next(queue))
-
-    def peek_last(self, queue: str) -> Event | None:
-        """The event consumed last (``QLPEEK``), or None (okq-go's ``PeekLast``)."""
-        return self._execute(plans.peek_last(queue))
-
-    def status(self, *queues: str) -> list[QueueStatus]:
-        """Counters of these queues (unknown ones report zeros), or of every known queue when
-        none is named (``QSTATUS``)."""
-        return self._execute(plans.status(queues))
-
-    def info(self, *queues: str) -> list[str]:
-        """One human-readable line per queue (``QINFO``), selected like `status`."""
-        return self._execute(plans.info(queues))
-
-    def flush(self, queue: str) -> None:
-        """Delete every event of `queue`, claimed ones included (``QFLUSH``)."""
-        self._execute(plans.flush(queue))
-
-    def ping(self) -> None:
-        """Check the server answers (``PING``)."""
-        self._execute(plans.ping())
 
     # -- consumers -------------------------------------------------------------------------
 
@@ -378,6 +266,6 @@ class Client:
             expire_seconds,
             self.notify_timeout_s,
             self.read_timeout_s,
-            self._hooks,
+            self.active_hooks,
         )
         run_consumers(settings, flag, backoff, concurrency)
