@@ -70,6 +70,7 @@ async def redis_async_client(
         protocol=2,
         max_connections=max_connections,
         socket_timeout=socket_timeout,
+        socket_connect_timeout=DEADLINE_S,  # not socket_timeout: connecting may take longer
         driver_info=None,  # no CLIENT SETINFO: the scripted servers answer requests only
     )
     try:
@@ -141,7 +142,12 @@ async def harness_for(
     else:
         host, port = address.rsplit(":", 1)
         pool = redis.ConnectionPool(
-            host=host, port=int(port), protocol=2, socket_timeout=timeout, driver_info=None
+            host=host,
+            port=int(port),
+            protocol=2,
+            socket_timeout=timeout,
+            socket_connect_timeout=DEADLINE_S,
+            driver_info=None,
         )
         try:
             yield _named(ThreadedHarness(RedisPoolClient(pool, **options), server), kind)
