@@ -94,10 +94,11 @@ class AsyncConnection:
         *,
         read_timeout_s: float | None = None,
         address: tuple[str, int] | None = None,
-        decoder: Backend_ = "python",
+        decoder: Backend_ = "auto",
     ) -> None:
         self._stream = stream
-        # The pure decoder: for okq's small replies it beats hiredis's call overhead.
+        # hiredis when installed (its one-reply-per-feed path beats the pure decoder), as for
+        # the sync client; "python" forces the pure decoder.
         self._conn = ClientConnection(backend=decoder)
         self._busy = False
         self._closed = False
