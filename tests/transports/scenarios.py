@@ -539,11 +539,11 @@ class MalformedServer:
                 if self.healed.is_set():
                     sock.sendall(self.good)
                     continue
-                sock.sendall(self.bad)
                 broken = True
                 self.bad_sent += 1
                 if self.bad_sent == self.heal_after:
-                    self.healed.set()
+                    self.healed.set()  # before sending: the retry may come at once
+                sock.sendall(self.bad)
 
     def close(self) -> None:
         self._listener.close()
