@@ -46,7 +46,8 @@ T = TypeVar("T", covariant=True)
 DEFAULT_EXPIRE_S: Final = 30
 # Fields shorter than this are formatted into the command; longer ones travel uncopied.
 _SMALL: Final = 1024
-_NOBLOCK_TAIL: Final = b"\r\n$7\r\nNOBLOCK\r\n"
+_NOBLOCK_ARG: Final = b"$7\r\nNOBLOCK\r\n"
+_NOBLOCK_TAIL: Final = b"\r\n" + _NOBLOCK_ARG
 _QACK_FORMAT: Final = b"*3\r\n$4\r\nQACK\r\n" + b"$%d\r\n%s\r\n" * 2
 
 #: ``expire_s`` value meaning "at-most-once: never ack" (okq-go's ``ExpireSeconds = -1``),
@@ -162,6 +163,15 @@ class _Push(Command[None]):
     contents: bytes
     no_block: bool = False
 
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        # Pre-built formats for `encode`, derived from the subclass's command name.  (Explicit
+        # super: dataclass(slots=True) rebuilds the class, which breaks the zero-argument form.)
+        super(_Push, cls).__init_subclass__(**kwargs)
+        name = b"$%d\r\n%s\r\n" % (len(cls.name), cls.name)
+        cls._format = b"*4\r\n" + name + b"$%d\r\n%s\r\n" * 3
+        cls._no_block_format = b"*5\r\n" + name + b"$%d\r\n%s\r\n" * 3 + _NOBLOCK_ARG
+        cls._head_format = b"*4\r\n" + name + b"$%d\r\n%s\r\n" * 2 + b"$%d\r\n"
+
     def __post_init__(self) -> None:
         # One combined test on the hot path; the helpful message only when it fails.
         if (
@@ -204,11 +214,6 @@ class QLPush(_Push):
     """``QLPUSH q id contents [NOBLOCK]``: add an event at the end consumed last (FIFO)."""
 
     name: ClassVar[bytes] = b"QLPUSH"
-    _format: ClassVar[bytes] = b"*4\r\n$6\r\nQLPUSH\r\n" + b"$%d\r\n%s\r\n" * 3
-    _no_block_format: ClassVar[bytes] = (
-        b"*5\r\n$6\r\nQLPUSH\r\n" + b"$%d\r\n%s\r\n" * 3 + b"$7\r\nNOBLOCK\r\n"
-    )
-    _head_format: ClassVar[bytes] = b"*4\r\n$6\r\nQLPUSH\r\n" + b"$%d\r\n%s\r\n" * 2 + b"$%d\r\n"
 
 
 @final
@@ -217,11 +222,6 @@ class QRPush(_Push):
     """``QRPUSH q id contents [NOBLOCK]``: add an event at the end consumed next (priority)."""
 
     name: ClassVar[bytes] = b"QRPUSH"
-    _format: ClassVar[bytes] = b"*4\r\n$6\r\nQRPUSH\r\n" + b"$%d\r\n%s\r\n" * 3
-    _no_block_format: ClassVar[bytes] = (
-        b"*5\r\n$6\r\nQRPUSH\r\n" + b"$%d\r\n%s\r\n" * 3 + b"$7\r\nNOBLOCK\r\n"
-    )
-    _head_format: ClassVar[bytes] = b"*4\r\n$6\r\nQRPUSH\r\n" + b"$%d\r\n%s\r\n" * 2 + b"$%d\r\n"
 
 
 def push_command(queue: bytes, event_id: bytes, contents: bytes, flags: PushFlag) -> _Push:
