@@ -15,7 +15,7 @@ import asyncio
 import contextlib
 import enum
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar
+from typing import TYPE_CHECKING, Final, Protocol, TypeVar, runtime_checkable
 
 from okq_proto import ConnectError, ConnectionClosed, TimeoutError, TransportError
 
@@ -127,13 +127,25 @@ class Backend(Protocol):
 # ---------------------------------------------------------------------------------- asyncio
 
 
+@runtime_checkable
+class ByteTransport(Protocol):
+    """What `_AsyncioStream` uses of its transport.  Checked by shape, not by class: uvloop's
+    transports (``uvloop.loop.TCPTransport``) are not ``asyncio.Transport`` subclasses."""
+
+    def write(self, data: bytes) -> None: ...
+
+    def is_closing(self) -> bool: ...
+
+    def abort(self) -> None: ...
+
+
 class _AsyncioStream(asyncio.Protocol):
     """An asyncio Protocol used as an `AsyncStream`: cheaper than asyncio streams (no
     StreamReader buffer copies, no ``drain`` call when the transport is not paused)."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
-        self._transport: asyncio.Transport | None = None
+        self._transport: ByteTransport | None = None
         self._chunks: list[bytes] = []
         self._eof = False
         self._lost: BaseException | None = None
@@ -144,8 +156,9 @@ class _AsyncioStream(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        if isinstance(transport, ByteTransport):
+            self._transport = transport
+        # else: left None, and `AsyncioBackend.connect` refuses the connection, saying why
 
     def data_received(self, data: bytes) -> None:
         self._chunks.append(data)
@@ -247,11 +260,17 @@ class AsyncioBackend:
         loop = asyncio.get_running_loop()
         what = f"connect to {host}:{port}"
         try:
-            _, protocol = await asyncio.wait_for(
+            transport, protocol = await asyncio.wait_for(
                 loop.create_connection(lambda: _AsyncioStream(loop), host, port), timeout_s
             )
         except OSError as exc:  # builtin TimeoutError is an OSError too
             raise to_okq_error(exc, what, connecting=True) from exc
+        if protocol._transport is None:
+            transport.close()
+            raise ConnectError(
+                f"{what}: unsupported asyncio transport {type(transport).__qualname__} "
+                "(it needs write(), is_closing() and abort())"
+            )
         return protocol
 
     def event(self) -> Waiter:

@@ -5,6 +5,7 @@ async face to every client: the asyncio and trio clients directly, the sync clie
 sync redis-py adapter through worker threads (run on an asyncio loop), and the
 ``redis.asyncio`` adapter directly.  Everything talks to the embedded okq server over real
 loopback TCP; `DribbleServer` is a tiny scripted server for cancellation at every byte.
+The asyncio clients also run on uvloop's loop (`run_on_uvloop`).
 """
 
 from __future__ import annotations
@@ -12,13 +13,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import importlib
+import os
 import socket
+import sys
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from types import ModuleType
+from typing import Any, TypeVar
 
 import pytest
 import trio
@@ -39,6 +44,34 @@ from okq_proto import (
 from okq_transports.server import ThreadedServer
 
 DEADLINE_S = 20.0
+
+T = TypeVar("T")
+
+
+def require(module: str) -> ModuleType:
+    """Import an optional test dependency (uvloop, anyio).  Missing, it skips the test, but
+    under CI (``CI=true``), which installs every test dependency, the test fails instead."""
+    if os.environ.get("CI", "").lower() == "true":
+        return importlib.import_module(module)
+    found: ModuleType = pytest.importorskip(module)
+    return found
+
+
+def run_on_uvloop(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    """``asyncio.run(main())`` on a new uvloop loop (never the default policy's), checking
+    that the loop running `main` really is uvloop's."""
+    uvloop = require("uvloop")
+
+    async def checked() -> T:
+        loop = asyncio.get_running_loop()
+        assert isinstance(loop, uvloop.Loop), f"not on uvloop: {type(loop)}"
+        return await main()
+
+    if sys.version_info >= (3, 11):
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            return runner.run(checked())
+    result: T = uvloop.run(checked())  # 3.10: uvloop's own asyncio.run, on a new uvloop loop
+    return result
 
 
 def qname(tag: str) -> str:

@@ -2,7 +2,8 @@
 
 Transports: the sync client, the asyncio client, the trio client, and the redis-py adapter
 (sync pool and ``redis.asyncio`` pool).  asyncio runs via `asyncio.run`, trio via
-`trio.run`; each run has an absolute deadline besides pytest-timeout's.
+`trio.run`; each run has an absolute deadline besides pytest-timeout's.  A transport named
+``X-uvloop`` is the asyncio transport ``X`` on a uvloop loop (`scenarios.run_on_uvloop`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
@@ -37,10 +38,37 @@ from .scenarios import (
     ThreadedHarness,
     TrioHarness,
     cancelled_at_every_byte,
+    run_on_uvloop,
     server_restart,
 )
 
-TRANSPORTS = ["sync", "asyncio", "trio", "redis-sync", "redis-asyncio"]
+#: ``X-uvloop``: the asyncio transport ``X`` on a uvloop loop.
+UVLOOP = "-uvloop"
+TRANSPORTS = [
+    "sync",
+    "asyncio",
+    "asyncio" + UVLOOP,
+    "trio",
+    "redis-sync",
+    "redis-asyncio",
+    "redis-asyncio" + UVLOOP,
+]
+#: The transports driven by an asyncio event loop of their own (the async front doors).
+ASYNCIO_KINDS = [kind for kind in TRANSPORTS if "asyncio" in kind]
+
+
+def client_kind(kind: str) -> str:
+    """The client a transport uses: ``X-uvloop`` uses ``X``'s."""
+    return kind.removesuffix(UVLOOP)
+
+
+def run_asyncio(kind: str, main: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    """Run `main` on the event loop of asyncio transport `kind` (``X-uvloop``: uvloop's)."""
+    if kind.endswith(UVLOOP):
+        run_on_uvloop(main)
+    else:
+        asyncio.run(main())
+
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -121,24 +149,24 @@ async def harness_for(
     ``read_timeout_s`` becomes redis-py's ``socket_timeout`` for the redis-py adapters and
     is dropped for trio (cancel scopes rule there)."""
     address = address or (server.address if server is not None else "")
+    named = functools.partial(_named, kind=kind)
+    kind = client_kind(kind)
     timeout = options.get("read_timeout_s")
     if kind in ("trio", "redis-sync", "redis-asyncio"):
         options.pop("read_timeout_s", None)
     options = {"notify_timeout_s": NOTIFY_S, **options}
-    h: Harness
     if kind == "asyncio":
         async with okq_asyncio.Client(address, **options) as client:
-            h = Harness(client, server)
-            yield _named(h, kind)
+            yield named(Harness(client, server))
     elif kind == "trio":
         async with okq_trio.open_client(address, **options) as client:
-            yield _named(TrioHarness(client, server), kind)
+            yield named(TrioHarness(client, server))
     elif kind == "redis-asyncio":
         async with redis_async_client(address, socket_timeout=timeout, **options) as client:
-            yield _named(Harness(client, server), kind)
+            yield named(Harness(client, server))
     elif kind == "sync":
         with okq_sync.Client(address, **options) as client:
-            yield _named(ThreadedHarness(client, server), kind)
+            yield named(ThreadedHarness(client, server))
     else:
         host, port = address.rsplit(":", 1)
         pool = redis.ConnectionPool(
@@ -150,14 +178,14 @@ async def harness_for(
             driver_info=None,
         )
         try:
-            yield _named(ThreadedHarness(RedisPoolClient(pool, **options), server), kind)
+            yield named(ThreadedHarness(RedisPoolClient(pool, **options), server))
         finally:
             pool.disconnect()
 
 
 def _named(h: Harness, kind: str) -> Harness:
     h.name = kind
-    h.options = OPTIONS[kind]
+    h.options = OPTIONS[client_kind(kind)]
     h.parses_itself = not kind.startswith("redis")
     h.reopen = functools.partial(harness_for, kind, h.server)
     return h
@@ -165,6 +193,7 @@ def _named(h: Harness, kind: str) -> Harness:
 
 def client_factory(kind: str) -> Callable[[str], Any]:
     """A pool-of-one client for `cancelled_at_every_byte` (a reused connection would show)."""
+    kind = client_kind(kind)
     if kind == "asyncio":
         return lambda address: okq_asyncio.Client(address, pool_size=1)
     if kind == "trio":
@@ -191,7 +220,7 @@ def run_scenario(
         async def asyncio_main() -> None:
             await asyncio.wait_for(main(), DEADLINE_S * 2)
 
-        asyncio.run(asyncio_main())
+        run_asyncio(kind, asyncio_main)
 
 
 BLOCKING = {"sync", "redis-sync"}
@@ -223,7 +252,7 @@ def test_server_restart_under_running_consumer(kind: str) -> None:
         srv.stop()
 
 
-@pytest.mark.parametrize("kind", ["asyncio", "trio", "redis-asyncio"])
+@pytest.mark.parametrize("kind", [*ASYNCIO_KINDS, "trio"])
 def test_cancelled_at_every_byte(kind: str, server: ThreadedServer) -> None:
     make_client = client_factory(kind)
     run_scenario(kind, server, lambda h: cancelled_at_every_byte(h, make_client))
@@ -275,7 +304,8 @@ def test_trio_memory_stream_cancel_at_every_byte_and_busy() -> None:
     trio.run(main)
 
 
-def test_asyncio_two_tasks_on_one_connection(server: ThreadedServer) -> None:
+@pytest.mark.parametrize("kind", ["asyncio", "asyncio" + UVLOOP])
+def test_asyncio_two_tasks_on_one_connection(kind: str, server: ThreadedServer) -> None:
     from okq_proto import QNotify
     from okq_transports.asyncio import ConnectionBusyError
 
@@ -291,7 +321,7 @@ def test_asyncio_two_tasks_on_one_connection(server: ThreadedServer) -> None:
             assert (await waiting).result is None
             assert conn.usable
 
-    asyncio.run(asyncio.wait_for(main(), DEADLINE_S))
+    run_asyncio(kind, lambda: asyncio.wait_for(main(), DEADLINE_S))
 
 
 def test_trio_consume_reports_started_once_registered(server: ThreadedServer) -> None:
@@ -321,7 +351,7 @@ def test_redis_pool_refused_with_reason() -> None:
     check_pool({"protocol": 2, "socket_timeout": 5})
 
 
-@pytest.mark.parametrize("kind", ["redis-sync", "redis-asyncio"])
+@pytest.mark.parametrize("kind", ["redis-sync", "redis-asyncio", "redis-asyncio" + UVLOOP])
 def test_redis_qnotify_longer_than_socket_timeout(kind: str, server: ThreadedServer) -> None:
     """redis-py's socket timeout (0.3 s here, 5 s by default) is shorter than the QNOTIFY
     wait (1 s): the consumer must wait it out, not fail."""
@@ -361,7 +391,7 @@ def test_redis_qnotify_longer_than_socket_timeout(kind: str, server: ThreadedSer
             await pusher
             await pool.aclose()
 
-        asyncio.run(asyncio.wait_for(main(), DEADLINE_S))
+        run_asyncio(kind, lambda: asyncio.wait_for(main(), DEADLINE_S))
     assert errors == []
 
 
@@ -391,7 +421,8 @@ def test_trio_open_client_over_memory_streams() -> None:
     trio.run(main)
 
 
-def test_asyncio_cancelling_consume_cancels_its_handler(server: ThreadedServer) -> None:
+@pytest.mark.parametrize("kind", ["asyncio", "asyncio" + UVLOOP])
+def test_asyncio_cancelling_consume_cancels_its_handler(kind: str, server: ThreadedServer) -> None:
     async def main() -> None:
         async with okq_asyncio.Client(server.address, notify_timeout_s=1) as client:
             await client.push("cancel-consume", b"slow")
@@ -415,7 +446,7 @@ def test_asyncio_cancelling_consume_cancels_its_handler(server: ThreadedServer) 
             (status,) = await client.status("cancel-consume")
             assert status.processing == 1  # not acked: it comes back after its claim
 
-    asyncio.run(asyncio.wait_for(main(), DEADLINE_S))
+    run_asyncio(kind, lambda: asyncio.wait_for(main(), DEADLINE_S))
 
 
 # -- what every transport logs and reports, with the same fields -----------------------------
