@@ -1,62 +1,50 @@
-"""A RESP2 reply decoder running on ``hiredis.Reader``, with the pure decoder's limits.
+"""A RESP2 reply decoder on ``hiredis.Reader``, with the pure decoder's rules and limits.
 
 Owns: the adapter between hiredis-py 3.x and the `Decoder` API (`feed`, `next_reply`,
 `has_partial`, `limits`).  Must not know: okq commands, sockets, clocks.
 
-Speed: while nothing suspicious arrives, `next_reply` *is* the bound ``hiredis.Reader.gets``
-(``notEnoughData=NEED_DATA``, error replies built by a ``replyError`` hook, protocol errors raised
-as `RemoteProtocolError` by a ``protocolError`` hook), so a reply costs exactly what raw hiredis
-costs.  All checking happens in `feed`:
+Two paths, one answer.
 
-* **Known bulk payloads are not looked at.**  Where the decoder knows an element starts (the
-  start of the stream, the end of a skipped payload, or any chunk boundary at which hiredis has
-  consumed everything), it reads ``$<n>`` headers of bulk strings of at least `_BIG_BULK` bytes
-  itself and hands the next ``n + 2`` bytes to hiredis unseen: a chunk inside such a payload
-  costs one comparison in `feed`.  Fed byte by byte, a LF that ends a short plain line hands it
-  to hiredis at once, and a short ``$<n>`` header at a known element start sets the skip too.
-* **Everything else is searched for hazards** with literal-led regexes (CPython's ``re`` skips
-  to the lead byte at C speed): ``*`` followed by as many digits as ``max_array_length`` has,
-  or starting ``max_depth + 1`` array headers in a row; ``$`` followed by as many digits as
-  ``max_bulk_length`` has; a RESP3 aggregate byte (``~ > |``) followed by a digit; and, only in
-  chunks that are not pure ASCII, an error line holding a byte >= 0x80.  The bytes after the
-  last CR LF are held back, so a line that runs past ``max_line_length`` never reaches hiredis.
-* **One reply per feed takes one check.**  In the steady state (nothing held back or pending), a
-  chunk of at most ``min(4096, max_line_length)`` ASCII bytes ending with CR LF goes to hiredis
-  after a few C-level calls (``translate`` folding ``$`` into ``*`` and deleting ``~ > |``, one
-  ``*``-led regex over the union of the hazards above, plus big bulk headers and an array header
-  ending the chunk).  Anything it finds, however harmless, takes the full path above, so the
-  outcome is the same; the check is what makes a small reply cheaper than the pure decoder.
+**The framer** (every chunk but the one below) walks the new bytes element by element, the way
+the pure `Decoder` does, but builds nothing: it reads each header and line, checks it by the
+pure decoder's rules (type byte, strict integers and lengths, `Limits`, the CR LF after a bulk
+payload, CR or LF inside a simple string) and keeps only a stack of element counts still owed,
+the bytes of bulk payload still to pass, and the bytes of a line whose CR LF has not arrived.
+What it has walked goes to hiredis, which builds the reply objects; `next_reply` is
+``hiredis.Reader.gets`` (``notEnoughData=NEED_DATA``; error replies are built by a ``replyError``
+hook from the exact bytes the framer recorded).  hiredis only ever sees a stream the pure
+decoder accepts, so both backends give the same replies and refuse the same streams at the
+same reply.  A bulk payload is passed over by its length, never searched: contents full of
+RESP-looking lines cost what any contents cost, with no recursion and no copy of what is only
+passed over.
 
-A token found this way may be payload (a bulk string can hold ``\\r\\n*123456789``).  It is
-resolved exactly: hiredis is fed up to the token and drained; if hiredis then has unread bytes
-it is inside an element that covers the token (data), otherwise the token starts an element and
-the pure decoder's rule applies.  A token not right after a CR LF is resolved at the start of
-its line first: if that line is an element, the token is inside it (data).
+**The one-reply path** is what a client meets most: a chunk of at most `FAST_MAX` bytes that
+arrives between replies and holds whole replies only.  Such a chunk goes to hiredis at once if
+one C-speed search finds none of: an array header (``*``, or a RESP3 ``~ > | %``) with three or
+more digits, a bulk header with five or more (fewer where `Limits` are lower), a RESP3 type byte
+where an element may start, or more ``*`` than ``max_depth`` allows in a row (then the replies'
+depth is checked); nor an error line with non-ASCII bytes (whose exact bytes the framer keeps).
+hiredis then parses it; if the chunk ends exactly after a reply (hiredis has no unread byte
+after it), the replies are taken.  Otherwise hiredis is replaced by a fresh reader and the chunk
+takes the framer, so the answer is the framer's.
 
-Where hiredis and the pure `Decoder` differ (also in ``docs/codec.md``; each is pinned by a test
-in ``tests/proto/test_hiredis.py``):
+**Memory is bounded by the bytes received.**  hiredis allocates an array's list when it reads
+the header (``*16777216`` asks for 128 MiB at once).  On the one-reply path no header counts
+past 99 elements; in the framer, headers under `HOLD_COUNT` elements go straight on (at most
+``max_depth`` such lists are open at a time) and from `HOLD_COUNT` elements on the array's bytes
+are held back and handed to hiredis only when all of it has arrived, so its list is never larger
+than what the peer actually sent.
 
-* **Limits** are the same and are refused before hiredis allocates anything of that size.
-  hiredis allocates an array header's list at once (``*2147483648`` asks for 16 GiB; so do the
-  RESP3 ``~ > |`` headers), which is why those headers are searched for in every byte that is
-  not known payload.
-* **Nesting deeper than ``max_depth``** is refused when the extra levels start as a run of array
-  headers (``*1\\r\\n*1\\r\\n...``).  Nesting through later elements
-  (``*2\\r\\n:1\\r\\n*2\\r\\n:1\\r\\n...``) is accepted up to hiredis's own cap of 1024 levels,
-  beyond which hiredis raises (memory stays bounded: one small list per level).
-* **The CR LF after a bulk payload is not checked** (``$3\\r\\nabcXY`` reads as ``b"abc"``).  An
-  element that starts right after such bad bytes is refused if it is a header (it cannot start
-  there in a valid stream); anything else after it is only guarded against allocation.
-* **RESP3 scalar types** (``_ , # ( = %``, none of which allocates by a count): hiredis
-  parses them (``_`` reads as ``None``, ``,1.5`` as ``1.5``, ``#t`` as ``True``, ``(1`` and
-  ``=`` as bytes, ``%`` as a dict); the pure decoder refuses them.  okq servers never send
-  them.  RESP3 aggregates (``~ > |``) are refused by both.
-* Error replies: hiredis decodes the message as UTF-8 with ``replace``; error lines with bytes
-  >= 0x80 are found in `feed` and their exact bytes handed to the ``replyError`` hook.
-* Where hiredis is *stricter* (a simple string containing CR or LF, integers with leading
-  zeros, ``-0``, or outside 64 bits) the pure decoder applies the same rules, so both refuse.
+Where the backends differ (``docs/codec.md``; each pinned in ``tests/proto/test_hiredis.py``):
 
-Use the pure backend (``make_decoder("python")``) to be strict about malformed streams.
+* On the one-reply path hiredis does not check the two bytes after a bulk payload:
+  ``$3\\r\\nabcXY`` in one chunk reads as ``b"abc"`` (in any other chunking both backends refuse
+  it).  No okq server sends such bytes; an element starting right after them is still screened
+  for allocation, so it cannot allocate more than the bounds above.
+* The text of a protocol error (the framer uses the pure decoder's texts; a few checks only
+  hiredis makes, such as its cap of 1024 nesting levels, keep hiredis's).
+* `has_partial` is exact here (bytes of an incomplete reply are buffered); the pure decoder
+  also counts complete replies it has not parsed yet.
 """
 
 from __future__ import annotations
@@ -69,63 +57,134 @@ from typing import Any, Final, cast
 import hiredis
 
 from ._errors import ErrorReply, RemoteProtocolError
-from ._resp import DEFAULT_LIMITS, NEED_DATA, Limits, NeedData, Reply
+from ._resp import _SMALL_INTS, DEFAULT_LIMITS, NEED_DATA, Limits, NeedData, Reply, _parse_int
 
-__all__ = ["HiredisDecoder"]
+__all__ = ["FAST_MAX", "HOLD_COUNT", "HiredisDecoder"]
+
+#: Arrays of at least this many elements are handed to hiredis only once all of them arrived.
+HOLD_COUNT: Final = 1024
+#: The longest chunk the one-reply path takes.
+FAST_MAX: Final = 4096
 
 _CRLF: Final = b"\r\n"
+_CR: Final = 13
+_LF: Final = 10
 _DOLLAR: Final = 36  # ord("$")
 _STAR: Final = 42  # ord("*")
+_PLUS: Final = 43  # ord("+")
 _MINUS: Final = 45  # ord("-")
-_LINE_KINDS: Final = (43, 58)  # ord("+"), ord(":")
-
-# Bulk strings at least this long, met where an element is known to start, are skipped unseen.
-_BIG_BULK: Final = 4096
-
-# RESP3 aggregate headers: hiredis allocates a list for their count, as for "*".
-_AGGREGATE: Final = re.compile(rb"[~>|][-0-9]")
-_AGGREGATE_BYTES: Final = (b"~", b">", b"|")
-# An error line that hiredis would decode lossily.
-_ERROR_LINE: Final = re.compile(rb"\r\n-[^\r\n]*[\x80-\xff]")
-_STREAK: Final = re.compile(rb"\*[1-9][0-9]*\r\n")
-# The one-check path of `feed` folds "$" into "*" and deletes "~ > |" (a length change tells).
-_FOLD: Final = bytes.maketrans(b"$", b"*")
-_AGGREGATE_TYPES: Final = b"~>|"
-_HEADER_CR: Final = re.compile(rb"\*[1-9][0-9]*\r")  # an array header line before its LF
-_INT64_MAX: Final = 2**63 - 1
+_COLON: Final = 58  # ord(":")
+_OK_LINE: Final = b"+OK\r\n"
+# The one-reply path's screen folds RESP3 aggregate type bytes into "*" (their headers allocate
+# like an array's) and RESP3 scalar type bytes into 0x01 (hiredis parses them, the pure decoder
+# refuses them), so that literal-led searches, which run at C speed, find every case.
+_FOLD: Final = bytes.maketrans(b"~>|%", b"****")
+_RESP3_START: Final = re.compile(rb"\r\n[_,#(=!~>|%]").search
+_RESP3_BYTES: Final = frozenset(b"_,#(=!~>|%")
 
 
-def _length(digits: bytes | bytearray) -> int | None:
-    """A non-negative RESP length as hiredis reads it (no sign, no leading zero), else None."""
-    if not digits.isdigit() or (digits[:1] == b"0" and len(digits) > 1):
-        return None
-    value = int(digits)
-    return value if value <= _INT64_MAX else None
+def _digits_within(limit: int) -> int:
+    """The most digits a count can have and always stay within `limit`."""
+    return len(str(limit + 1)) - 1
+
+
+def _too_deep(replies: list[Reply], max_depth: int) -> bool:
+    """Whether any reply nests arrays deeper than `max_depth` (no recursion)."""
+    level: list[list[Reply]] = [r for r in replies if type(r) is list]
+    depth = 0
+    while level:
+        depth += 1
+        if depth > max_depth:
+            return True
+        level = [x for r in level for x in r if type(x) is list]
+    return False
 
 
 class HiredisDecoder:
-    """An incremental RESP2 reply decoder on ``hiredis.Reader``, same API and limits as `Decoder`.
+    """An incremental RESP2 reply decoder on ``hiredis.Reader``, same API, rules and limits as
+    `Decoder`.
 
     Feed bytes in any chunking with `feed`; take complete replies out, one per call, with
     `next_reply` (returns `NEED_DATA` when the bytes so far end inside a reply).  Error replies
-    are `ErrorReply` values.  After a protocol error every call raises `RemoteProtocolError`.
+    are `ErrorReply` values.  A protocol error is raised by `next_reply` once the replies
+    before it have been taken; after that every call raises `RemoteProtocolError`.
 
     Args:
-        limits: bounds on lengths and nesting (`Limits`), enforced before hiredis allocates.
+        limits: bounds on lengths and nesting (`Limits`), enforced before hiredis sees a byte
+            of the offending element.
 
     Attributes:
         next_reply: parse and return the next complete reply, or `NEED_DATA` (see
             `Decoder.next_reply`).  An attribute, so that it can be ``hiredis.Reader.gets``
-            itself while nothing needs checking.
+            itself.
     """
 
     next_reply: Callable[[], Reply | NeedData]
 
+    __slots__ = (
+        "_big_array",
+        "_big_bulk",
+        "_cr_ok",
+        "_error",
+        "_fast_max",
+        "_feed",
+        "_gets",
+        "_has_data",
+        "_held",
+        "_hold_level",
+        "_limits",
+        "_line",
+        "_pending",
+        "_plain_limits",
+        "_quiet",
+        "_raw_errors",
+        "_reader",
+        "_ready",
+        "_skip",
+        "_stack",
+        "next_reply",
+    )
+
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
+        # The error raised by `next_reply`, once raised: every later call raises it again.
         self._error: RemoteProtocolError | None = None
-        # Exact bytes of error lines with non-ASCII bytes, in stream order (see _reply_error).
+        # An error the framer met in `feed`, raised once the replies before it are taken.
+        self._pending: RemoteProtocolError | None = None
+        # Between replies, nothing failed: `feed` may take the one-reply path.
+        self._quiet = True
+        # Exact bytes of every error line walked, in stream order (see `_reply_error`).
         self._raw_errors: deque[bytes] = deque()
+        # Replies the one-reply path took out of hiredis, oldest first.
+        self._ready: deque[Reply] = deque()
+        self._new_reader()
+        # Elements still owed by each open array, outermost first.
+        self._stack: list[int] = []
+        # Bytes still to pass of a bulk payload and its CR LF (0: none).
+        self._skip = 0
+        # Whether the byte where a payload's CR belongs was one (checked with its LF).
+        self._cr_ok = True
+        # A line whose CR LF has not arrived yet, from its type byte on (empty: none).
+        self._line = bytearray()
+        # While an array of HOLD_COUNT elements or more is open: the bytes walked since its
+        # header, and the stack depth at which it opened (-1: nothing held).
+        self._held: list[bytes] = []
+        self._hold_level = -1
+        # The one-reply path: its size bound and its screen (see the module docstring).
+        self._fast_max = min(FAST_MAX, limits.max_line_length)
+        # `_bulks` needs no limit checks (2047-byte bulks, nine elements, one level).
+        self._plain_limits = (
+            limits.max_bulk_length >= 2047
+            and limits.max_array_length >= 9
+            and limits.max_depth >= 1
+        )
+        arrays = min(3, _digits_within(limits.max_array_length) + 1)
+        bulks = min(5, _digits_within(limits.max_bulk_length) + 1)
+        self._big_array = re.compile(rb"\*[0-9]{%d}" % arrays).search
+        self._big_bulk = re.compile(rb"\$[0-9]{%d}" % bulks).search
+        self.next_reply = self._gets
+
+    def _new_reader(self) -> None:
         self._reader = hiredis.Reader(
             protocolError=self._protocol_error,
             replyError=cast(Any, self._reply_error),  # returns a value, not an exception
@@ -135,65 +194,6 @@ class HiredisDecoder:
         self._feed = cast("Callable[..., None]", self._reader.feed)
         self._gets: Callable[[], Reply | NeedData] = self._reader.gets
         self._has_data: Callable[[], bool] = self._reader.has_data
-        array_digits = len(str(limits.max_array_length))
-        self._star = re.compile(
-            rb"\*[0-9](?:[0-9]{%d}|[0-9]*+\r\n(?:\*[1-9][0-9]*+\r\n){%d}\*[1-9])"
-            % (array_digits - 1, limits.max_depth - 1)
-        )
-        self._dollar = re.compile(rb"\$[0-9]{%d}" % len(str(limits.max_bulk_length)))
-        # A range shorter than this holds no such header and no run of them.
-        self._short = min(array_digits + 1, len(str(limits.max_bulk_length)) + 1)
-        self._short = min(self._short, 4 * limits.max_depth + 2)
-        self._deep_run = re.compile(rb"(?:\*[1-9][0-9]*\r\n){%d}\*[1-9]" % limits.max_depth)
-        # At most max_depth + 1 array header lines, so the match stays small.
-        self._lead = re.compile(rb"(?:\*[1-9][0-9]*\r\n){0,%d}" % (limits.max_depth + 1))
-        # Bytes of a bulk payload (and its CR LF) known to come next; -1 once failed.
-        self._skip = 0
-        # The first byte after the tail's CR LF starts an element (so headers can be read).
-        self._sync = True
-        # Normal mode: a CR LF (virtual at the start of the stream) followed by the bytes after
-        # it, which hiredis has not been given yet: holding them back bounds lines before
-        # hiredis buffers them.  Payload mode (a long run known to be bulk payload, all given to
-        # hiredis): just the last byte, to see a CR LF split across two chunks.
-        self._tail = bytearray(_CRLF)
-        self._payload = False
-        # Array header lines in a row at the end of what hiredis has been given.
-        self._streak = 0
-        # Bytes (starting with a CR LF) held back while the token after that CR LF is decided.
-        self._held = bytearray()
-        self._deep = False  # the held token is the (max_depth + 1)th array header in a row
-        # Offset in the held line of a token that is not at its start (-1: none), and whether
-        # the held token itself follows something other than a CR LF.
-        self._inner = -1
-        self._bare = False
-        # Nothing held, not in payload mode, not failed: a byte other than LF only extends the
-        # tail (the fast path for tiny chunks).
-        self._plain = True
-        # Longest tail (CR LF included) that cannot yet be an over-long line.
-        self._max_tail = limits.max_line_length + 4
-        # The one-check path of `feed` (see there) is open: nothing held, no payload to skip or
-        # run to watch, no bytes after the tail's CR LF, no array headers in a row, not failed.
-        # Set only at the end of `feed`'s full path, which checks all of that; cleared by
-        # `feed` whenever a chunk takes the full path, and by `_hold`, `_fail` and the hook.
-        self._clean = True
-        # Longest chunk for that path: each line within max_line_length, no big bulk complete.
-        self._fast_max = min(_BIG_BULK, limits.max_line_length)
-        # What that path refuses, on a chunk folded by _FOLD: "*" or "$" followed by as many
-        # digits as the smallest of the limits and _BIG_BULK has (covering `_star`, `_dollar`
-        # and `_walk`), a run of max_depth + 1 array headers (`_star`; unrolled, as sre's
-        # group repeat is slow), or a header line other than "*0" ending the chunk (a run may go
-        # on in the next chunk: `_streak`).  Each "*" in the chunk costs a few tens of ns.
-        digits = min(array_digits, len(str(limits.max_bulk_length)), len(str(_BIG_BULK)))
-        header = rb"\*[1-9][0-9]*+\r\n"
-        run = (
-            header * (limits.max_depth - 1)
-            if limits.max_depth <= 16
-            else (rb"(?:%s){%d}" % (header, limits.max_depth - 1))
-        )
-        self._risky = re.compile(
-            rb"\*[0-9](?:[0-9]{%d}|[0-9]*+\r\n(?:\Z(?<!\*0\r\n)|%s\*[1-9]))" % (digits - 1, run)
-        ).search
-        self.next_reply = self._gets
 
     @property
     def limits(self) -> Limits:
@@ -204,390 +204,392 @@ class HiredisDecoder:
 
     def _protocol_error(self, message: str) -> RemoteProtocolError:
         # hiredis calls this, then raises type(result)(message): record it to make it sticky.
-        error = RemoteProtocolError(f"hiredis: {message}")
+        # Reached only through checks hiredis makes and the framer does not (its nesting cap),
+        # or on the one-reply path, which then hands the chunk to the framer.
+        error = RemoteProtocolError(message)
         if self._error is None:
             self._error = error
-            self._skip = -1
-            self._plain = False
-            self._clean = False
+            self._quiet = False
+            self.next_reply = self._failed
         return error
 
     def _reply_error(self, message: str) -> ErrorReply:
         raw = self._raw_errors
-        if raw and raw[0].decode("utf-8", "replace") == message:
-            return ErrorReply(raw.popleft())
-        return ErrorReply(message.encode("utf-8"))
+        return ErrorReply(raw.popleft() if raw else message.encode("utf-8"))
 
     # -- public API -------------------------------------------------------------------------
 
     def has_partial(self) -> bool:
-        """True when bytes of an incomplete reply are buffered.
-
-        hiredis does not tell whether it is inside an array whose received elements are all
-        parsed, so that case reads as False (a client knows a reply is owed from its own queue).
-        """
-        if self._held or self._skip > 0 or (not self._payload and len(self._tail) > 2):
-            return True
-        return bool(self._has_data())
+        """True when bytes of a reply that is not complete yet have been received."""
+        return bool(self._stack or self._skip or self._line or self._held)
 
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        """Append received bytes (copied; parsing happens in `next_reply`).
+        """Append received bytes (copied or kept read-only; parsing happens in `next_reply`).
 
         Raises:
             RemoteProtocolError: if the decoder already failed.
         """
-        size = len(data)
-        if size <= self._skip:  # all inside a known bulk payload
-            self._skip -= size
-            self._feed(data)
-            return
-        if self._clean:
-            # One check for what a client gets per request: a short chunk of whole lines.  It
-            # goes to hiredis at once if the full path below would find nothing to decide and
-            # hand hiredis all of it: no line over the limit (none is longer than the chunk),
-            # nothing after the last CR LF, ASCII (no error line to keep exact), no RESP3
-            # aggregate header, nothing `_risky` finds.  The state stays clean.
+        if type(data) is not bytes:
+            data = bytes(data)  # the framer slices it and may hold on to it
+        if self._quiet and 0 < len(data) <= self._fast_max:
             if (
-                type(data) is bytes
-                and size <= self._fast_max
-                and data[-2:] == b"\r\n"
-                and data.isascii()
+                data == _OK_LINE
+                or self._one_line(data)
+                or (self._plain_limits and self._bulks(data))
             ):
-                folded = data.translate(_FOLD, _AGGREGATE_TYPES)
-                if (len(folded) == size or _AGGREGATE.search(data) is None) and (
-                    self._risky(folded) is None
-                ):
-                    self._feed(data)
-                    self._sync = False  # the chunk may end inside an element
-                    return
-            self._clean = False  # set again where the full path below ends
-        if size == 1 and self._plain:
-            tail = self._tail
-            if data != b"\n":  # cannot end a line: extend the tail
-                tail += data
-                if len(tail) <= self._max_tail:
-                    return
-                self._hold(tail, 2, 2)
+                self._feed(data)  # exactly one reply the pure decoder accepts
                 return
-            if len(tail) <= self._short and tail[-1] == 13 and self._short_line(tail):
+            if self._one_reply(data):
                 return
-        if self._error is not None:
+        elif self._error is not None:
             raise self._error
-        if self._held:
-            self._held += data
+        elif self._pending is not None or not data:
             return
-        self._take(data if type(data) is bytes else bytes(data))
-        self._clean = not (
-            self._held
-            or self._skip
-            or self._payload
-            or self._streak
-            or len(self._tail) > 2
-            or self._error is not None
-        )
+        try:
+            if self._skip or self._line:
+                self._walk(data)
+            else:
+                self._frame(data, 0, 0)
+        except RemoteProtocolError as exc:
+            self._stop(exc)
+        self._quiet = not (self._stack or self._skip or self._line or self._pending or self._error)
 
-    # -- internals --------------------------------------------------------------------------
+    # -- the one-reply path -----------------------------------------------------------------
 
-    def _fail(self, message: str) -> RemoteProtocolError:
-        self._error = RemoteProtocolError(message)
-        self._held = bytearray()
-        self._skip = -1
-        self._plain = False
-        self._clean = False
-        self.next_reply = self._failed
-        return self._error
+    def _one_line(self, data: bytes) -> bool:
+        """Whether `data` is exactly one line element the pure decoder accepts (a reply)."""
+        nl = data.find(_CRLF)
+        if nl != len(data) - 2 or nl < 1:
+            return False
+        kind = data[0]
+        if kind == _COLON:
+            return data[1:nl] in _SMALL_INTS or _parse_int(data[1:nl]) is not None
+        if kind in (_PLUS, _MINUS):
+            if data.find(b"\r") != nl or data.find(b"\n") != nl + 1:
+                return False
+            if kind == _MINUS:
+                self._raw_errors.append(data[1:nl])
+            return True
+        return data == b"$-1\r\n" or data == b"*-1\r\n" or data == b"*0\r\n"
+
+    @staticmethod
+    def _bulks(data: bytes) -> bool:
+        """Whether `data` is exactly one bulk string, or one array of up to nine bulk strings
+        (no nil), each under 2048 bytes: what QRPOP, QLPEEK and QRPEEK send."""
+        ints = _SMALL_INTS
+        if data[0] == _STAR:
+            count = ints.get(data[1:2])
+            if count is None or count < 1 or data[2:4] != _CRLF:
+                return False
+            pos = 4
+        else:
+            count = 1
+            pos = 0
+        find = data.find
+        for _ in range(count):
+            nl = find(_CRLF, pos, pos + 6)
+            if nl < 0 or data[pos] != _DOLLAR:
+                return False
+            length = ints.get(data[pos + 1 : nl])
+            if length is None or length < 0:
+                return False
+            pos = nl + 4 + length
+            if data[pos - 2 : pos] != _CRLF:
+                return False
+        return pos == len(data)
+
+    def _one_reply(self, data: bytes) -> bool:
+        """Give hiredis a screened chunk between replies; False (hiredis replaced) unless it
+        held whole replies only and nothing the framer would decide otherwise."""
+        if (
+            self._has_data()
+            or data[0] in _RESP3_BYTES
+            or self._big_array(data.translate(_FOLD)) is not None
+            or self._big_bulk(data) is not None
+            or _RESP3_START(data) is not None
+            or not (data.isascii() or (data[0] != _MINUS and data.find(b"\r\n-") < 0))
+        ):
+            return False
+        self._feed(data)
+        gets = self._gets
+        has_data = self._has_data
+        replies: list[Reply] = []
+        try:
+            while True:
+                reply = gets()
+                if reply is NEED_DATA:
+                    break
+                replies.append(reply)
+                if not has_data():
+                    if data.count(b"*") <= self._limits.max_depth or not _too_deep(
+                        replies, self._limits.max_depth
+                    ):
+                        self._ready.extend(replies)
+                        self.next_reply = self._next_ready
+                        return True
+                    break
+        except RemoteProtocolError:
+            self._error = None  # the hook's: the framer will find it, at the right reply
+        # Not whole replies, or not for this path: the framer decides, on a fresh reader.
+        self._new_reader()
+        self.next_reply = self._next_ready if self._ready else self._gets
+        return False
+
+    def _next_ready(self) -> Reply | NeedData:
+        ready = self._ready
+        reply = ready.popleft()
+        if not ready:
+            self.next_reply = self._gets if self._pending is None else self._drain
+        return reply
+
+    # -- the framer -------------------------------------------------------------------------
+
+    def _stop(self, error: RemoteProtocolError) -> None:
+        """The framer met `error`: what was walked before it stays with hiredis, the rest goes."""
+        self._pending = error
+        self._stack.clear()
+        self._skip = 0
+        self._line = bytearray()
+        self._held = []
+        self._hold_level = -1
+        if not self._ready:
+            self.next_reply = self._drain
+
+    def _drain(self) -> Reply | NeedData:
+        """`next_reply` after the framer failed: the replies before the error, then the error."""
+        reply = self._gets()
+        if reply is NEED_DATA:
+            assert self._pending is not None
+            self._error = self._pending
+            self.next_reply = self._failed
+            raise self._error
+        return reply
 
     def _failed(self) -> Reply | NeedData:
         assert self._error is not None
         raise self._error
 
-    def _too_long(self, run: int) -> bool:
-        # A run without CR LF longer than this cannot be a line within the limit, even if its
-        # last byte is the CR of a CR LF still on its way (type byte + line + CR).
-        return run > self._limits.max_line_length + 2
-
-    def _short_line(self, tail: bytearray) -> bool:
-        """A LF ends the short line held in `tail`: give it to hiredis if it is plainly safe.
-
-        Too short for a count of enough digits; safe unless it is a RESP3 aggregate, an error
-        line with bytes >= 0x80 or one array header too many in a row (those take `_take`).  At
-        a known element start a bulk header also sets the payload to skip.
-        """
-        kind = tail[2]  # the tail holds at least its CR LF and the line's CR
-        # hiredis consumed all it was given: the held line starts an element.
-        sync = self._sync or not self._has_data()
-        length = None
-        if kind == _STAR:
-            if _HEADER_CR.fullmatch(tail, 2) is None:
-                self._streak = 0
-            elif self._streak >= self._limits.max_depth:
-                return False
+    def _out(self, data: bytes, start: int, end: int) -> None:
+        """Hand ``data[start:end]`` on: to hiredis, or to the held array's bytes."""
+        if end > start:
+            if self._hold_level >= 0:
+                self._held.append(data if start == 0 and end == len(data) else data[start:end])
             else:
-                self._streak += 1
-        elif kind == _DOLLAR:
-            self._streak = 0
-            length = _length(tail[3:-1]) if sync else None
-            sync = False
-        elif kind in _LINE_KINDS or (kind == _MINUS and tail.isascii()):
-            self._streak = 0
-        else:
-            return False
-        tail += b"\n"
-        self._feed(tail, 2, len(tail) - 2)
-        del tail[2:]
-        if length is not None:  # the payload and its CR LF come next, then an element
-            self._skip = length + 2
-            sync = True
-        self._sync = sync
-        return True
+                self._feed(data, start, end - start)
 
-    def _take(self, data: bytes) -> None:
-        """Check new bytes (nothing held) and give hiredis everything that is safe."""
-        skip = self._skip
-        if skip > 0:  # a skipped payload ends inside `data`: an element starts after it
-            self._feed(data, 0, skip)
-            data = data[skip:]
-            self._skip = 0
-            self._sync = True
-            self._streak = 0
-        elif not self._sync and len(self._tail) == 2 and not self._payload:
-            # hiredis consumed all it was given: the next byte starts an element.
-            self._sync = not self._has_data()
-        if self._sync and not self._payload:
-            if len(self._tail) > 2:
-                data = bytes(self._tail[2:]) + data
-                self._tail = bytearray(_CRLF)
-            data = self._walk(data)
-            if not data:
-                return
-        self._scan(data)
+    def _release(self) -> None:
+        """The held array is complete: hiredis gets all of it now."""
+        self._hold_level = -1
+        held = self._held
+        self._held = []
+        feed = self._feed
+        for part in held:
+            feed(part)
 
-    def _walk(self, data: bytes) -> bytes:
-        """At an element start: skip big bulk strings; return the bytes from the first other
-        element on (empty when all of `data` went to hiredis)."""
-        pos = 0
-        end = len(data)
-        while pos < end and data[pos] == _DOLLAR:
-            line_end = data.find(_CRLF, pos, pos + 24)  # a valid bulk header is short
-            length = _length(data[pos + 1 : line_end]) if line_end > pos else None
-            if length is None or length < _BIG_BULK or length > self._limits.max_bulk_length:
-                break  # not a big bulk within the limit: the scan decides
-            stop = line_end + 4 + length
-            if stop > end:  # the payload goes on past this chunk
-                self._feed(data, 0, end)
-                self._skip = stop - end
-                self._streak = 0
-                return b""
-            pos = stop
-        if pos:
-            self._feed(data, 0, pos)
-            self._streak = 0
-            data = data[pos:]
-        return data
-
-    def _token(self, buf: bytearray, start: int, cut: int) -> int:
-        """Where the first possible hazard in ``buf[start:cut]`` starts (`cut` if none)."""
-        at = cut
-        if cut - start >= self._short:
-            for pattern in (self._star, self._dollar):
-                match = pattern.search(buf, start, cut)
-                if match is not None and match.start() < at:
-                    at = match.start()
-        if any(buf.find(byte, start, at) >= 0 for byte in _AGGREGATE_BYTES):
-            match = _AGGREGATE.search(buf, start, at)
-            if match is not None:
-                at = match.start()
-        if not buf.isascii():
-            match = _ERROR_LINE.search(buf, max(start - 2, 0), cut)
-            if match is not None and match.start() + 2 < at:
-                at = match.start() + 2
-        return at
-
-    def _scan(self, data: bytes) -> None:
-        tail = self._tail
-        if not self._payload and _CRLF not in data and not (tail[-1] == 13 and data[:1] == b"\n"):
-            tail += data  # the line after the last CR LF goes on
-            if self._too_long(len(tail) - 2):
-                self._hold(tail, 2, 2)
-            return
-        buf = tail + data
-        cut = buf.rfind(_CRLF) + 2
-        if self._payload:
-            fed = len(tail)
-            if cut < 2:  # still inside the payload run: hiredis may have it all
-                self._feed(buf, fed, len(buf) - fed)
-                self._tail = buf[-1:]
-                return
-            self._payload = False
-            self._plain = True
-            self._streak = 0
-            lead = -1
-            bare = True  # the bytes before the first CR LF are payload
-        else:
-            fed = 2
-            lead = 0
-            bare = False
-        at = self._token(buf, fed, cut)
-        if cut - fed > self._limits.max_line_length:
-            at = min(at, self._long_line(buf, fed, at))
-        if at < cut:
-            line = buf.rfind(_CRLF, 0, at) if at < 2 or buf[at - 2 : at] != _CRLF else at - 2
-            if line < 0 or (bare and buf.find(_CRLF, 0, at) < 0):
-                self._hold(buf, at, fed, bare=True)  # inside the leading payload run
-            elif line + 2 < at:
-                self._hold(buf, line + 2, fed, inner=at - line - 2)
-            else:
-                self._hold(buf, at, fed)
-            return
-        # Array headers in a row across chunks (a run inside one chunk matches the pattern).
-        if lead == 0:
-            streak = self._lead.match(buf, 2)
-            lead = streak.end() if streak is not None else 2
-        if self._streak and lead > fed:
-            lines = buf.count(_CRLF, fed, lead)
-            if self._streak + lines > self._limits.max_depth:
-                self._deep = True
-                self._hold(buf, fed, fed)
-                return
-        if cut > fed:
-            self._feed(buf, fed, cut - fed)
-            self._sync = False
-        self._streak = self._count_streak(buf, fed, cut, lead)
-        self._tail = buf[cut - 2 :]
-        if self._too_long(len(self._tail) - 2):
-            self._hold(self._tail, 2, 2)
-
-    def _long_line(self, buf: bytearray, fed: int, cut: int) -> int:
-        """The start of the first line in ``buf[:cut]`` longer than the limit, else `cut`.
-
-        A line that long holds a whole step-sized slice of a grid free of CR LF, so a handful of
-        C-speed searches per chunk find the candidates; only those are measured.
-        """
-        limit = self._limits.max_line_length
-        step = max((limit + 2) // 3, 1)
-        pos = fed
-        while pos < cut - 2:
-            if buf.find(_CRLF, max(pos - 1, 0), pos + step + 1) < 0:
-                start = buf.rfind(_CRLF, 0, pos)
-                end = buf.find(_CRLF, pos)
-                if start >= 0 and end - start - 2 > limit + 1:
-                    return start + 2
-            pos += step
-        return cut
-
-    def _count_streak(self, buf: bytearray, fed: int, cut: int, lead: int) -> int:
-        """Array header lines in a row ending at `cut` (continuing the old streak if unbroken)."""
-        if lead >= cut:
-            return self._streak + buf.count(_CRLF, fed, cut)
-        streak = 0
-        end = cut - 2
-        while end > fed:
-            start = buf.rfind(_CRLF, 0, end) + 2
-            if _STREAK.fullmatch(buf, start, end + 2) is None:
-                break
-            streak += 1
-            end = start - 2
-        return streak
-
-    def _hold(
-        self, buf: bytearray, at: int, fed: int, *, inner: int = -1, bare: bool = False
-    ) -> None:
-        """Give hiredis ``buf[fed:at]``; hold the rest until the token at `at` is decided."""
-        if at > fed:
-            self._feed(buf, fed, at - fed)
-        if at >= 2 and buf[at - 2 : at] == _CRLF:
-            self._held = buf[at - 2 :]
-        else:  # a token not after a CR LF: give it a virtual one, without a second copy
-            self._held = bytearray(_CRLF)
-            with memoryview(buf) as view:
-                self._held += view[at:]
-        self._inner = inner
-        self._bare = bare
-        self._tail = bytearray(_CRLF)
-        self._payload = False
-        self._plain = False
-        self._clean = False
-        self._sync = False
-        self._streak = 0
-        self.next_reply = self._slow
-
-    def _slow(self) -> Reply | NeedData:
-        """`next_reply` while a token is held: drain hiredis, then decide the token."""
-        while True:
-            if self._error is not None:
-                raise self._error
-            reply = self._gets()
-            if reply is not NEED_DATA or not self._held:
-                return reply
-            held = self._held
-            in_element = bool(self._has_data())
-            if in_element and self._inner > 0:
-                # The line start is inside a payload: decide the token within it next.
-                self._feed(held, 2, self._inner)
-                self._held = bytearray(_CRLF) + held[2 + self._inner :]
-                self._inner = -1
-                self._bare = True
-                continue
-            if self._bare and not in_element:
-                # An element starts where a valid stream cannot have one: the bytes after a
-                # bulk payload were not CR LF.
-                raise self._fail("bulk string payload not followed by CR LF")
-            if not self._resolve(held, in_element):
-                return NEED_DATA  # the token's line is not complete yet
-            self._held = bytearray()
-            self._plain = True
-            self.next_reply = self._gets
-            self._deep = False
-            self._inner = -1
-            self._bare = False
-            end = held.find(_CRLF, 2)
-            if end < 0:  # a payload run with no line end yet
-                self._feed(held, 2, len(held) - 2)
-                self._tail = held[-1:]
-                self._payload = True
-                self._plain = False
-            else:
-                self._feed(held, 2, end)
-                self._tail = bytearray(_CRLF)
-                # After a line element or an array header, the next byte starts an element.
-                self._sync = not in_element and bytes(held[2:3]) in (b"+", b"-", b":", b"*")
-                self._take(bytes(held[end + 2 :]))
-            if self.next_reply is not self._slow:
-                return self.next_reply()
-
-    def _resolve(self, held: bytearray, in_element: bool) -> bool:
-        """Decide the token after the CR LF that starts `held`.
-
-        Returns:
-            True when it is data or passes the pure decoder's rules, False when its line is not
-            complete yet.
+    def _walk(self, data: bytes) -> None:
+        """Frame `data` (the bytes after everything walked before), handing it on as it goes.
 
         Raises:
-            RemoteProtocolError: (sticky) where the pure decoder refuses the token.
+            RemoteProtocolError: where the pure decoder would refuse the stream.
         """
-        if in_element:
-            return True
+        pos = 0
+        if self._skip:  # inside a bulk payload (or its CR LF)
+            pos = self._pass(data, 0)
+            if pos < 0:
+                return
+        elif self._line:  # a line whose CR LF is in `data`, or not yet
+            line = self._line
+            if line[-1] == _CR and data[0] == _LF:
+                after = 1
+            else:
+                nl = data.find(_CRLF)
+                if nl < 0:
+                    line += data
+                    self._check_partial(len(line))
+                    return
+                if len(line) + nl > self._limits.max_line_length + 1:
+                    raise RemoteProtocolError(
+                        f"line longer than {self._limits.max_line_length} bytes"
+                    )
+                after = nl + 2
+            self._line = bytearray()
+            # The completed line is framed on its own, then the walk goes on in `data`.
+            line += data[:after]
+            self._frame(bytes(line), 0, 0, one=True)
+            pos = self._pass(data, after) if self._skip else after
+            if pos < 0:
+                return
+        self._frame(data, pos, pos)
+
+    def _pass(self, data: bytes, pos: int) -> int:
+        """Pass over the bulk payload owed, from ``data[pos]`` on.
+
+        Returns:
+            Where the walk goes on in `data`, or -1 when `data` is used up.
+        """
+        skip = self._skip
+        end = len(data)
+        take = min(skip, end - pos)
+        self._check_crlf(data, pos, skip, take)
+        self._skip = skip - take
+        if self._skip:
+            self._out(data, pos, end)
+            return -1
+        if self._close_element(data, pos, pos + take):
+            return -1
+        return pos + take
+
+    def _close_element(self, data: bytes, start: int, pos: int) -> bool:
+        """An element ended at ``data[pos]``: pop finished arrays; hand on ``data[start:pos]``.
+
+        Returns:
+            True when `pos` is the end of `data` (nothing left to walk).
+        """
+        stack = self._stack
+        while stack:
+            stack[-1] -= 1
+            if stack[-1]:
+                break
+            stack.pop()
+            if len(stack) == self._hold_level:
+                self._out(data, start, pos)
+                start = pos
+                self._release()
+        self._out(data, start, pos)
+        return pos >= len(data)
+
+    def _check_crlf(self, data: bytes, pos: int, skip: int, take: int) -> None:
+        """Check the CR LF that ends a payload, among the `take` bytes of the `skip` owed that
+        start at ``data[pos]`` (at most two comparisons).  As in the pure decoder, a bad pair
+        is refused once both of its bytes have arrived."""
+        for i in range(max(skip - 2, 0), take):
+            if skip - i == 2:
+                self._cr_ok = data[pos + i] == _CR
+            elif not self._cr_ok or data[pos + i] != _LF:
+                raise RemoteProtocolError("bulk string payload not followed by CR LF")
+
+    def _length(self, line: bytes, kind: int) -> int:
+        """A bulk (``$``) or array (``*``) length by the pure decoder's rules, else raise."""
         limits = self._limits
-        line_end = held.find(_CRLF, 2)
-        line = bytes(held[2:line_end] if line_end >= 0 else held[2:])
-        if line_end < 0 and self._too_long(len(line)):
-            raise self._fail(f"no line end within {limits.max_line_length} bytes (max_line_length)")
-        if line_end >= 0 and len(line) > limits.max_line_length + 1:
-            raise self._fail(f"line longer than {limits.max_line_length} bytes")
-        if self._deep or (line[:1] == b"*" and self._deep_run.match(held, 2)):
-            raise self._fail(f"arrays nested deeper than max_depth {limits.max_depth}")
-        if line_end < 0:
-            return False
-        kind = line[:1]
-        if kind in (b"$", b"*"):
-            digits = line[1:]
-            limit = limits.max_bulk_length if kind == b"$" else limits.max_array_length
-            name = "bulk length" if kind == b"$" else "array length"
-            numeric = digits[: len(digits) - len(digits.lstrip(b"0123456789"))]
-            if len(numeric) > len(str(limit)) or (numeric and int(numeric) > limit):
-                raise self._fail(f"{name} {numeric.decode()} exceeds the limit {limit}")
-        elif kind in _AGGREGATE_BYTES:
-            raise self._fail(f"unknown RESP2 type byte {kind!r}")
-        elif kind == b"-" and not line.isascii():
-            self._raw_errors.append(line[1:])
-        return True
+        value = _parse_int(line)
+        what = "bulk" if kind == _DOLLAR else "array"
+        if value is None or value < -1:
+            raise RemoteProtocolError(f"bad {what} length {line!r}")
+        limit, name = (
+            (limits.max_bulk_length, "max_bulk_length")
+            if kind == _DOLLAR
+            else (limits.max_array_length, "max_array_length")
+        )
+        if value > limit:
+            raise RemoteProtocolError(f"{what} length {value} exceeds {name} {limit}")
+        return value
+
+    def _check_partial(self, size: int) -> None:
+        # Type byte + line + the CR of a CR LF still on its way: anything longer cannot become
+        # a line within the limit.
+        limit = self._limits.max_line_length
+        if size > limit + 2:
+            raise RemoteProtocolError(f"no line end within {limit} bytes (max_line_length)")
+
+    def _frame(self, data: bytes, pos: int, start: int, *, one: bool = False) -> int:
+        """Walk whole elements of `data` from `pos`; hand on ``data[start:]`` as walked.
+
+        Args:
+            one: walk only the line starting at `pos` (a completed partial line).
+
+        Returns:
+            The offset walked to.
+
+        Raises:
+            RemoteProtocolError: at the first element the pure decoder refuses; what came
+                before it has been handed on.
+        """
+        end = len(data)
+        find = data.find
+        stack = self._stack
+        ints = _SMALL_INTS
+        limits = self._limits
+        max_line = limits.max_line_length + 1
+        max_bulk = limits.max_bulk_length
+        max_array = limits.max_array_length
+        try:
+            while pos < end:
+                kind = data[pos]
+                nl = find(_CRLF, pos)
+                if nl < 0:
+                    self._check_partial(end - pos)
+                    self._line = bytearray(data[pos:])
+                    break
+                if nl - pos > max_line:
+                    raise RemoteProtocolError(f"line longer than {max_line - 1} bytes")
+                if kind == _DOLLAR:
+                    length = ints.get(data[pos + 1 : nl])
+                    if length is None or length > max_bulk:
+                        length = self._length(data[pos + 1 : nl], _DOLLAR)
+                    if length < 0:
+                        pos = nl + 2
+                    else:
+                        after = nl + 4 + length
+                        if after > end:  # the payload goes on in later chunks
+                            self._check_crlf(data, nl + 2, length + 2, end - nl - 2)
+                            self._skip = after - end
+                            pos = end
+                            break
+                        if data[after - 2 : after] != _CRLF:
+                            raise RemoteProtocolError("bulk string payload not followed by CR LF")
+                        pos = after
+                elif kind == _STAR:
+                    count = ints.get(data[pos + 1 : nl])
+                    if count is None or count > max_array:
+                        count = self._length(data[pos + 1 : nl], _STAR)
+                    if count > 0:
+                        if len(stack) >= limits.max_depth:
+                            raise RemoteProtocolError(
+                                f"arrays nested deeper than max_depth {limits.max_depth}"
+                            )
+                        if count >= HOLD_COUNT and self._hold_level < 0:
+                            # Hand on what came before; hold this array until it is complete.
+                            if pos > start:
+                                self._feed(data, start, pos - start)
+                            start = pos
+                            self._hold_level = len(stack)
+                        stack.append(count)
+                        pos = nl + 2
+                        if one:
+                            break
+                        continue
+                    pos = nl + 2
+                elif kind == _COLON:
+                    if data[pos + 1 : nl] not in ints and _parse_int(data[pos + 1 : nl]) is None:
+                        raise RemoteProtocolError(f"bad integer {data[pos + 1 : nl]!r}")
+                    pos = nl + 2
+                elif kind in (_PLUS, _MINUS):
+                    if find(b"\r", pos, nl) >= 0 or find(b"\n", pos, nl) >= 0:
+                        what = "simple string" if kind == _PLUS else "error reply"
+                        raise RemoteProtocolError(f"CR or LF inside {what} {data[pos + 1 : nl]!r}")
+                    if kind == _MINUS:
+                        self._raw_errors.append(data[pos + 1 : nl])
+                    pos = nl + 2
+                else:
+                    raise RemoteProtocolError(f"unknown RESP2 type byte {data[pos : pos + 1]!r}")
+                # An element is complete: count it off its arrays.
+                while stack:
+                    stack[-1] -= 1
+                    if stack[-1]:
+                        break
+                    stack.pop()
+                    if len(stack) == self._hold_level:
+                        self._out(data, start, pos)
+                        start = pos
+                        self._release()
+                if one:
+                    break
+        except RemoteProtocolError:
+            self._out(data, start, pos)
+            raise
+        if start < pos:
+            if self._hold_level < 0:
+                self._feed(data, start, pos - start)
+            else:
+                self._out(data, start, pos)
+        return pos
