@@ -1,0 +1,312 @@
+"""Event contents and queue names are opaque through every front door, over real loopback TCP.
+
+The awkward contents of ``tests/proto/test_opaque_codec.py`` (RESP lines of every type byte,
+huge counts, CR/LF runs, arbitrary bytes) are pushed to the embedded server and read back by
+each transport of ``test_scenarios.py`` (sync, asyncio, asyncio on uvloop, trio, redis-py sync
+and ``redis.asyncio``): peeked byte for byte, then consumed, the handler getting exactly the
+bytes and the event acked (the queue empty at the end).  ``status`` / ``info`` over 1 100 queues
+named ``job>N`` and other RESP-looking names, through each door and through ``okq status``.
+
+Dependencies: trio, redis and (for the uvloop doors) uvloop skip the tests that need them when
+missing, but under CI (``CI=true``) a missing one fails.  hiredis decodes for the okq doors
+when installed; `test_doors_decode_with_hiredis` says whether it is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from types import ModuleType
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+
+def need(module: str) -> ModuleType:
+    """Import an optional test dependency: missing, it skips, but under CI it fails."""
+    if os.environ.get("CI", "").lower() == "true":
+        return importlib.import_module(module)
+    found: ModuleType = pytest.importorskip(module)
+    return found
+
+
+need("trio")
+need("redis")
+
+from okq_proto import Decoder, Event, from_wire, make_decoder, to_wire  # noqa: E402
+from okq_proto._dispatch import render_info  # noqa: E402
+from okq_proto._engine import QueueStatus as ServerQueueStatus  # noqa: E402
+from okq_transports import sync as okq_sync  # noqa: E402
+from okq_transports.server import ThreadedServer  # noqa: E402
+from tests.proto.test_opaque_codec import (  # noqa: E402
+    JOB_QUEUES,
+    REGRESSIONS,
+    RESP_NAMES,
+    Blob,
+    _nonempty_binary,
+    _short,
+    contents_of,
+)
+from tests.test_cli import run as run_cli  # noqa: E402
+
+from . import test_scenarios as doors  # noqa: E402
+from .scenarios import DEADLINE_S, Harness, qname  # noqa: E402
+
+pytestmark = pytest.mark.timeout(120)
+
+UVLOOP = "asyncio-uvloop"
+#: Every front door of test_scenarios.py, and the asyncio client on uvloop's loop.
+KINDS = list(dict.fromkeys([*doors.TRANSPORTS, UVLOOP]))
+#: How long a consumer may take to be handed one event (it is there before consume starts).
+CONSUME_WAIT_S = 10.0
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[ThreadedServer]:
+    srv = ThreadedServer("127.0.0.1", 0, sweep_interval_s=0.2, seed=0)
+    srv.start()
+    try:
+        yield srv
+    finally:
+        srv.stop()
+
+
+def run_door(kind: str, server: ThreadedServer, body: Callable[[Harness], Awaitable[None]]) -> None:
+    """Run `body` against a new client of `kind`, each run bounded in time."""
+    if kind.endswith("-uvloop"):
+        need("uvloop")
+    if kind in doors.TRANSPORTS:
+        doors.run_scenario(kind, server, body)
+        return
+    assert kind == UVLOOP  # test_scenarios.py has no uvloop kind yet: the asyncio client on it
+    uvloop = need("uvloop")
+
+    async def main() -> None:
+        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
+        async with doors.harness_for("asyncio", server) as h:
+            h.name = kind
+            await body(h)
+
+    loop = uvloop.new_event_loop()
+    try:
+        loop.run_until_complete(asyncio.wait_for(main(), DEADLINE_S * 2))
+        loop.run_until_complete(loop.shutdown_asyncgens())
+    finally:
+        loop.close()
+
+
+# -- what each door must do ---------------------------------------------------------------------
+
+
+def assert_event(got: Event | None, expected: Event, what: str) -> None:
+    """`got == expected`, with a short message (contents can be MiB)."""
+    assert got is not None, f"{what}: no event"
+    assert (got.queue, got.id) == (expected.queue, expected.id), what
+    if got.contents != expected.contents:
+        pytest.fail(
+            f"{what}: contents differ: {len(got.contents)} bytes {_short(got.contents, 30)}, "
+            f"expected {len(expected.contents)} bytes {_short(expected.contents, 30)}"
+        )
+
+
+async def peek_exactly(h: Harness, data: bytes) -> None:
+    """Push `data`, peek it from both ends, push after it, peek again; flush."""
+    q = qname("opaque-peek")
+    first = await h.call("push", q, data)
+    assert_event(await h.call("peek_next", q), Event(q, first, data), f"{h.name} peek_next")
+    assert_event(await h.call("peek_last", q), Event(q, first, data), f"{h.name} peek_last")
+    last = await h.call("push", q, b"after")
+    assert_event(await h.call("peek_next", q), Event(q, first, data), f"{h.name} peek_next 2")
+    assert_event(await h.call("peek_last", q), Event(q, last, b"after"), f"{h.name} peek_last 2")
+    (status,) = await h.call("status", q)
+    assert (status.name, status.total, status.processing) == (q, 2, 0)
+    await h.call("flush", q)
+    assert await h.call("peek_next", q) is None
+
+
+async def consume_exactly(h: Harness, data: bytes) -> None:
+    """Push `data` and consume it: the handler gets exactly those bytes, once, and acks."""
+    q = qname("opaque-consume")
+    event_id = await h.call("push", q, data)
+    stop, got = h.new_stop(), []
+
+    def handler(delivery: Any) -> bool:
+        got.append(Event(delivery.queue, delivery.id, delivery.contents))
+        return True
+
+    async def consumer() -> None:
+        await h.consume(handler, [q], stop=stop)
+
+    async def handed_over() -> bool:
+        return bool(got)
+
+    async with h.background(consumer):
+        try:
+            await h.wait_until(handed_over, timeout=CONSUME_WAIT_S)
+        finally:
+            stop.set()
+    assert len(got) == 1, f"{h.name}: handler called {len(got)} times"
+    assert_event(got[0], Event(q, event_id, data), f"{h.name} handler")
+    (status,) = await h.call("status", q)
+    assert (status.total, status.processing) == (0, 0), f"{h.name}: not acked: {status}"
+
+
+async def peek_and_consume(h: Harness, data: bytes) -> None:
+    await peek_exactly(h, data)
+    await consume_exactly(h, data)
+
+
+# -- through every door -------------------------------------------------------------------------
+
+#: Up to 1 MiB over the doors (the codec file goes to several MiB).
+door_contents = st.one_of(
+    _nonempty_binary(200),
+    contents_of(st.one_of(st.integers(0, 70_000), st.integers(0, 1 << 20))),
+).map(Blob)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@settings(
+    max_examples=25,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+@given(blob=door_contents)
+def test_awkward_contents(kind: str, server: ThreadedServer, blob: Blob) -> None:
+    run_door(kind, server, lambda h: peek_and_consume(h, blob.data))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize(
+    ("name", "data"), REGRESSIONS[:6], ids=[name for name, _ in REGRESSIONS[:6]]
+)
+def test_regression_contents(kind: str, server: ThreadedServer, name: str, data: bytes) -> None:
+    run_door(kind, server, lambda h: peek_and_consume(h, data))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_everyday_contents(kind: str, server: ThreadedServer) -> None:
+    """The rest of the codec file's regressions (16k lines, CSV, markdown, logs, 4 MiB...)."""
+
+    async def body(h: Harness) -> None:
+        for _name, data in REGRESSIONS[6:]:
+            await peek_exactly(h, data)
+        await consume_exactly(h, REGRESSIONS[6][1])
+
+    run_door(kind, server, body)
+
+
+# -- RESP-looking queue names -----------------------------------------------------------------
+
+#: 1 100 queues named ``job>N`` and other RESP-looking names, each holding one event.
+NAMES = [from_wire(name) for name in [*JOB_QUEUES, *RESP_NAMES]]
+
+
+@pytest.fixture(scope="module")
+def crowded() -> Iterator[ThreadedServer]:
+    """A server of its own whose only queues are `NAMES` (one event each)."""
+    srv = ThreadedServer("127.0.0.1", 0, seed=0)
+    srv.start()
+    try:
+        with okq_sync.Client(srv.address) as client:
+            for name in NAMES:
+                client.push(name, b"*1\r\n" * 4)
+        yield srv
+    finally:
+        srv.stop()
+
+
+def expected_info(names: list[str]) -> list[str]:
+    """QINFO's lines for `names` (one event each, none claimed), rendered by the server's own
+    code and decoded by the pure decoder."""
+    entries = [
+        ServerQueueStatus(name=to_wire(name), total=1, processing=0, consumers=0) for name in names
+    ]
+    decoder = Decoder()
+    decoder.feed(render_info(entries))
+    lines = decoder.next_reply()
+    assert isinstance(lines, list)
+    return [from_wire(line) for line in lines]  # type: ignore[arg-type]
+
+
+async def crowded_status(h: Harness) -> None:
+    by_wire = sorted(NAMES, key=to_wire)  # the server lists every queue sorted by name
+    everything = await h.call("status")
+    assert [s.name for s in everything] == by_wire, f"{h.name}: status() names differ"
+    assert {(s.total, s.processing, s.consumers) for s in everything} == {(1, 0, 0)}
+    named = await h.call("status", *reversed(NAMES))
+    assert [s.name for s in named] == NAMES[::-1], f"{h.name}: status(*names) names differ"
+    assert await h.call("info") == expected_info(by_wire), f"{h.name}: info() differs"
+    some = NAMES[-40:]
+    assert await h.call("info", *some) == expected_info(some), f"{h.name}: info(*names) differs"
+    for name in ("job>7", "*1\r\n*1\r\n", "-caf\udce9"):
+        event = await h.call("peek_next", name)
+        assert event is not None, name
+        assert (event.queue, event.contents) == (name, b"*1\r\n" * 4), f"{h.name}: {name!r}"
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_resp_looking_queue_names(kind: str, crowded: ThreadedServer) -> None:
+    run_door(kind, crowded, crowded_status)
+
+
+def test_cli_status_over_resp_looking_queue_names(
+    crowded: ThreadedServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OKQ_SERVER", crowded.address)
+    code, out, err = run_cli(capsys, "status")
+    assert (code, err) == (0, ""), err
+    lines = out.splitlines()
+    assert len(lines) == 1 + len(NAMES)  # the header, then one line per queue
+    rows = {line.split()[0]: line.split()[1:] for line in lines[1:] if line.startswith("job>")}
+    assert rows == {from_wire(name): ["1", "0", "1", "0"] for name in JOB_QUEUES}
+    jobs = [from_wire(name) for name in JOB_QUEUES]
+    code, out, err = run_cli(capsys, "status", "--json", *jobs, "*1\r\n*1\r\n", "~1 ")
+    assert (code, err) == (0, ""), err
+    entries = json.loads(out)
+    assert [entry["queue"] for entry in entries] == [*jobs, "*1\r\n*1\r\n", "~1 "]
+    assert {(e["total"], e["processing"], e["waiting"], e["consumers"]) for e in entries} == {
+        (1, 0, 1, 0)
+    }
+    code, out, err = run_cli(capsys, "info", *jobs[:50])
+    assert (code, err) == (0, ""), err
+    assert out.splitlines() == expected_info(jobs[:50])
+
+
+def test_cli_status_json_over_every_queue(
+    crowded: ThreadedServer, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``okq status --json`` lists every queue, the one whose name is not UTF-8 included."""
+    monkeypatch.setenv("OKQ_SERVER", crowded.address)
+    code, out, err = run_cli(capsys, "status", "--json")
+    assert (code, err) == (0, ""), err
+    entries = json.loads(out)
+    assert len(entries) == len(NAMES)
+    utf8 = [name for name in sorted(NAMES, key=to_wire) if _is_utf8(name)]
+    assert len(utf8) < len(NAMES)  # b"-caf\xe9" is not UTF-8
+    assert [entry["queue"] for entry in entries if entry["queue"] in utf8] == utf8
+
+
+def _is_utf8(name: str) -> bool:
+    try:
+        to_wire(name).decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+@pytest.mark.parametrize("backend", ["hiredis"])
+def test_doors_decode_with_hiredis(backend: str) -> None:
+    """The okq doors decode with hiredis when it is installed (the default decoder), so the
+    tests above cover it; under CI it must be installed."""
+    need(backend)
+    from okq_proto._hiredis import HiredisDecoder
+
+    assert isinstance(make_decoder(), HiredisDecoder)
+    assert "okq_proto._hiredis" in sys.modules
