@@ -14,8 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import Awaitable, Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Final, Protocol, TypeVar, runtime_checkable
+from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
 
 from okq_proto import ConnectError, ConnectionClosed, TimeoutError, TransportError
 
@@ -30,11 +30,15 @@ __all__ = [
     "AsyncStream",
     "AsyncioBackend",
     "Backend",
+    "ByteTransport",
     "StopEvent",
     "Stopped",
     "TrioBackend",
     "TrioStream",
+    "cancel_and_wait",
+    "run_to_end",
     "trio_backend",
+    "wait_ended",
 ]
 
 T = TypeVar("T")
@@ -286,13 +290,12 @@ class AsyncioBackend:
         task = asyncio.ensure_future(fn())
         try:
             done, _ = await asyncio.wait((task,), timeout=max(0.0, deadline - self.now()))
-        except BaseException:  # we are cancelled: so is the handler
-            task.cancel()
+        except BaseException:  # we are cancelled: so is the handler, which ends before we do
+            await cancel_and_wait((task,))
             raise
         if done:
             return True, task.result()
-        task.cancel()
-        await asyncio.wait((task,))  # let it unwind; its outcome is dropped on purpose
+        await cancel_and_wait((task,))  # let it unwind; its outcome is dropped on purpose
         if not task.cancelled() and task.exception() is None:
             return True, task.result()  # it finished while being cancelled
         return False, None  # type: ignore[return-value]  # (False, _) carries no result
@@ -305,10 +308,7 @@ class AsyncioBackend:
         try:
             await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
         finally:
-            stopper.cancel()
-            if not task.done():
-                task.cancel()
-                await asyncio.wait((task,))
+            await cancel_and_wait((task, stopper))  # a finished task is left as it is
         return STOPPED if task.cancelled() else task.result()
 
     async def run_all(self, fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
@@ -316,12 +316,49 @@ class AsyncioBackend:
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.wait(tasks)
+            await cancel_and_wait(tasks)
         for task in tasks:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]  # checked not None just above
+
+
+async def wait_ended(tasks: Collection[asyncio.Future[Any]]) -> None:
+    """Return once every task has ended, even if the caller is cancelled meanwhile: that
+    cancellation is raised afterwards, so no task outlives its caller.
+
+    Plain asyncio cancels a task once, but anyio's cancel scopes (on its asyncio backend)
+    cancel it again at every loop iteration until it leaves the scope: a bare ``await
+    asyncio.wait(tasks)`` in a ``finally`` would then return at once, leaving handlers
+    running after `consume` ended, or a borrowed connection never given back.  The tasks'
+    errors are marked retrieved: the callers read or drop them on purpose.
+    """
+    cancelled: asyncio.CancelledError | None = None
+    # Bounded by the tasks: each pass ends when they all have, or at a new cancellation.
+    while not all(task.done() for task in tasks):
+        try:
+            await asyncio.wait(tasks)
+        except asyncio.CancelledError as exc:
+            cancelled = exc
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()
+    if cancelled is not None:
+        raise cancelled
+
+
+async def cancel_and_wait(tasks: Collection[asyncio.Future[Any]]) -> None:
+    """Cancel the tasks (those still running) and `wait_ended` for them."""
+    for task in tasks:
+        task.cancel()
+    await wait_ended(tasks)
+
+
+async def run_to_end(awaitable: Awaitable[T]) -> T:
+    """Await `awaitable` to its end even if the caller is cancelled meanwhile (`wait_ended`):
+    for cleanup that must finish, such as giving a borrowed connection back."""
+    task = asyncio.ensure_future(awaitable)
+    await wait_ended((task,))
+    return task.result()
 
 
 ASYNCIO: Final = AsyncioBackend()

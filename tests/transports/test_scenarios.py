@@ -38,6 +38,7 @@ from .scenarios import (
     ThreadedHarness,
     TrioHarness,
     cancelled_at_every_byte,
+    qname,
     run_on_uvloop,
     server_restart,
 )
@@ -423,9 +424,13 @@ def test_trio_open_client_over_memory_streams() -> None:
 
 @pytest.mark.parametrize("kind", ["asyncio", "asyncio" + UVLOOP])
 def test_asyncio_cancelling_consume_cancels_its_handler(kind: str, server: ThreadedServer) -> None:
+    """Cancelling `consume` cancels its handler and returns only once the handler has ended
+    (its cleanup included): no handler outlives the call."""
+    q = qname("cancel-consume")
+
     async def main() -> None:
         async with okq_asyncio.Client(server.address, notify_timeout_s=1) as client:
-            await client.push("cancel-consume", b"slow")
+            await client.push(q, b"slow")
             started, cancelled = asyncio.Event(), []
 
             async def handler(delivery: Any) -> bool:
@@ -433,17 +438,18 @@ def test_asyncio_cancelling_consume_cancels_its_handler(kind: str, server: Threa
                 try:
                     await asyncio.sleep(30)
                 except asyncio.CancelledError:
+                    await asyncio.sleep(0.2)  # cleanup that takes a while
                     cancelled.append(delivery.id)
                     raise
                 return True
 
-            task = asyncio.ensure_future(client.consume(handler, ["cancel-consume"]))
+            task = asyncio.ensure_future(client.consume(handler, [q]))
             await started.wait()
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
             assert len(cancelled) == 1
-            (status,) = await client.status("cancel-consume")
+            (status,) = await client.status(q)
             assert status.processing == 1  # not acked: it comes back after its claim
 
     run_asyncio(kind, lambda: asyncio.wait_for(main(), DEADLINE_S))
