@@ -336,11 +336,19 @@ class HiredisDecoder:
         return False
 
     def _next_ready(self) -> Reply | NeedData:
+        """`next_reply` while the one-reply path holds replies hiredis already gave out."""
         ready = self._ready
-        reply = ready.popleft()
-        if not ready:
-            self.next_reply = self._gets if self._pending is None else self._drain
-        return reply
+        if ready:
+            reply = ready.popleft()
+            if not ready:
+                self.next_reply = self._after_ready()
+            return reply
+        return self._after_ready()()  # called again through a reference kept by the caller
+
+    def _after_ready(self) -> Callable[[], Reply | NeedData]:
+        if self._error is not None:
+            return self._failed
+        return self._gets if self._pending is None else self._drain
 
     # -- the framer -------------------------------------------------------------------------
 

@@ -573,3 +573,16 @@ def test_valid_stream_ending_in_array_lines_agrees_in_every_three_chunk_split() 
     assert expected[1] is None
     for i, j in itertools.combinations(range(1, len(wire)), 2):
         assert run(HiredisDecoder(), [wire[:i], wire[i:j], wire[j:]]) == expected, (i, j)
+
+
+def test_next_reply_kept_across_a_drain_loop() -> None:
+    """Callers may bind ``decoder.next_reply`` once per feed and drain with it."""
+    decoder = HiredisDecoder()
+    status = b"*2\r\n*4\r\n$1\r\nq\r\n:1\r\n:0\r\n:0\r\n*4\r\n$1\r\nr\r\n:2\r\n:0\r\n:0\r\n"
+    for chunk in (status, b"+OK\r\n", status + status, b"$3\r\nabc\r\n"):
+        decoder.feed(chunk)
+        next_reply = decoder.next_reply
+        got = []
+        while (reply := next_reply()) is not NEED_DATA:
+            got.append(reply)
+        assert got == run(Decoder(), [chunk])[0]
