@@ -192,7 +192,20 @@ def contents_of(size: st.SearchStrategy[int]) -> st.SearchStrategy[bytes]:
     )
 
 
-contents = st.one_of(_nonempty_binary(300), contents_of(sizes))
+#: Thousands of CRLF-terminated lines that start with (or hold) a type byte: the shape that
+#: once cost a decoder a stack frame per line.
+crlf_lines = st.tuples(
+    st.one_of(st.sampled_from(WORDS), _nonempty_binary(4)),
+    st.sampled_from(TYPE_BYTES),
+    st.one_of(st.sampled_from(COUNTS), st.sampled_from(WORDS)),
+    st.booleans(),
+).map(lambda parts: (b"" if parts[3] else parts[0]) + parts[1] + parts[2] + b"\r\n")
+runs = st.builds(
+    lambda line, count: line * count,
+    st.one_of(crlf_lines, st.lists(crlf_lines, min_size=2, max_size=4).map(b"".join)),
+    st.one_of(st.integers(900, 5000), st.integers(900, 20_000)),
+)
+contents = st.one_of(_nonempty_binary(300), contents_of(sizes), runs)
 event_ids = st.one_of(st.just(EVENT_ID), lines, _nonempty_binary(40))
 #: Queue names: awkward lines, and families of them with a number after (``job>17``).
 names = st.one_of(

@@ -7,44 +7,34 @@ and ``redis.asyncio``): peeked byte for byte, then consumed, the handler getting
 bytes and the event acked (the queue empty at the end).  ``status`` / ``info`` over 1 100 queues
 named ``job>N`` and other RESP-looking names, through each door and through ``okq status``.
 
-Dependencies: trio, redis and (for the uvloop doors) uvloop skip the tests that need them when
-missing, but under CI (``CI=true``) a missing one fails.  hiredis decodes for the okq doors
-when installed; `test_doors_decode_with_hiredis` says whether it is.
+Dependencies: without trio or redis the file is skipped, without uvloop its doors are, but under
+CI (``CI=true``) a missing one fails.  hiredis decodes for the okq doors when installed;
+`test_doors_decode_with_hiredis` says whether it is.
 """
 
 from __future__ import annotations
 
-import asyncio
-import importlib
 import json
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
-from types import ModuleType
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+if os.environ.get("CI", "").lower() != "true":  # under CI a missing one fails the import below
+    pytest.importorskip("trio")
+    pytest.importorskip("redis")
 
-def need(module: str) -> ModuleType:
-    """Import an optional test dependency: missing, it skips, but under CI it fails."""
-    if os.environ.get("CI", "").lower() == "true":
-        return importlib.import_module(module)
-    found: ModuleType = pytest.importorskip(module)
-    return found
-
-
-need("trio")
-need("redis")
-
-from okq_proto import Decoder, Event, from_wire, make_decoder, to_wire  # noqa: E402
-from okq_proto._dispatch import render_info  # noqa: E402
-from okq_proto._engine import QueueStatus as ServerQueueStatus  # noqa: E402
-from okq_transports import sync as okq_sync  # noqa: E402
-from okq_transports.server import ThreadedServer  # noqa: E402
-from tests.proto.test_opaque_codec import (  # noqa: E402
+import okq_proto
+from okq_proto import Decoder, Event, from_wire, make_decoder, to_wire
+from okq_proto._dispatch import render_info
+from okq_proto._engine import QueueStatus as ServerQueueStatus
+from okq_transports import sync as okq_sync
+from okq_transports.server import ThreadedServer
+from tests.proto.test_opaque_codec import (
     JOB_QUEUES,
     REGRESSIONS,
     RESP_NAMES,
@@ -52,17 +42,18 @@ from tests.proto.test_opaque_codec import (  # noqa: E402
     _nonempty_binary,
     _short,
     contents_of,
+    runs,
 )
-from tests.test_cli import run as run_cli  # noqa: E402
+from tests.test_cli import run as run_cli
 
-from . import test_scenarios as doors  # noqa: E402
-from .scenarios import DEADLINE_S, Harness, qname  # noqa: E402
+from .scenarios import Harness, qname, require
+from .test_scenarios import TRANSPORTS, run_scenario
 
 pytestmark = pytest.mark.timeout(120)
 
-UVLOOP = "asyncio-uvloop"
-#: Every front door of test_scenarios.py, and the asyncio client on uvloop's loop.
-KINDS = list(dict.fromkeys([*doors.TRANSPORTS, UVLOOP]))
+#: Every front door of test_scenarios.py (asyncio and redis.asyncio also on uvloop's loop, which
+#: `run_scenario` requires: skipped locally when missing, a failure under CI).
+KINDS = TRANSPORTS
 #: How long a consumer may take to be handed one event (it is there before consume starts).
 CONSUME_WAIT_S = 10.0
 
@@ -75,30 +66,6 @@ def server() -> Iterator[ThreadedServer]:
         yield srv
     finally:
         srv.stop()
-
-
-def run_door(kind: str, server: ThreadedServer, body: Callable[[Harness], Awaitable[None]]) -> None:
-    """Run `body` against a new client of `kind`, each run bounded in time."""
-    if kind.endswith("-uvloop"):
-        need("uvloop")
-    if kind in doors.TRANSPORTS:
-        doors.run_scenario(kind, server, body)
-        return
-    assert kind == UVLOOP  # test_scenarios.py has no uvloop kind yet: the asyncio client on it
-    uvloop = need("uvloop")
-
-    async def main() -> None:
-        assert isinstance(asyncio.get_running_loop(), uvloop.Loop)
-        async with doors.harness_for("asyncio", server) as h:
-            h.name = kind
-            await body(h)
-
-    loop = uvloop.new_event_loop()
-    try:
-        loop.run_until_complete(asyncio.wait_for(main(), DEADLINE_S * 2))
-        loop.run_until_complete(loop.shutdown_asyncgens())
-    finally:
-        loop.close()
 
 
 # -- what each door must do ---------------------------------------------------------------------
@@ -115,7 +82,31 @@ def assert_event(got: Event | None, expected: Event, what: str) -> None:
         )
 
 
-async def peek_exactly(h: Harness, data: bytes) -> None:
+class Trouble(okq_proto.Hooks):
+    """What a client reports it survived: errors (retries included) and reconnections."""
+
+    def __init__(self) -> None:
+        self.seen: list[str] = []
+
+    def error(self, error: BaseException) -> None:
+        self.seen.append(f"error {type(error).__name__}: {str(error)[:200]}")
+
+    def reconnect(self, address: tuple[str, int], attempt: int, delay_s: float) -> None:
+        self.seen.append(f"reconnect #{attempt}")
+
+
+Door = Callable[[Harness, bytes, Trouble], Awaitable[None]]
+
+
+def run_door(kind: str, server: ThreadedServer, door: Door, data: bytes) -> None:
+    """`door(h, data, trouble)` on a new client of `kind`, bounded in time (test_scenarios'
+    runner); the client must report no trouble."""
+    trouble = Trouble()
+    run_scenario(kind, server, lambda h: door(h, data, trouble), hooks=trouble)
+    assert trouble.seen == [], f"{kind}: {trouble.seen[:5]}"
+
+
+async def peek_exactly(h: Harness, data: bytes, trouble: Trouble) -> None:
     """Push `data`, peek it from both ends, push after it, peek again; flush."""
     q = qname("opaque-peek")
     first = await h.call("push", q, data)
@@ -130,7 +121,7 @@ async def peek_exactly(h: Harness, data: bytes) -> None:
     assert await h.call("peek_next", q) is None
 
 
-async def consume_exactly(h: Harness, data: bytes) -> None:
+async def consume_exactly(h: Harness, data: bytes, trouble: Trouble) -> None:
     """Push `data` and consume it: the handler gets exactly those bytes, once, and acks."""
     q = qname("opaque-consume")
     event_id = await h.call("push", q, data)
@@ -140,26 +131,33 @@ async def consume_exactly(h: Harness, data: bytes) -> None:
         got.append(Event(delivery.queue, delivery.id, delivery.contents))
         return True
 
-    async def consumer() -> None:
-        await h.consume(handler, [q], stop=stop)
+    ended: list[bool] = []
 
-    async def handed_over() -> bool:
-        return bool(got)
+    async def consumer() -> None:
+        try:
+            await h.consume(handler, [q], stop=stop)
+        finally:
+            ended.append(True)  # what it raised, the end of `background` raises
+
+    async def handed_over_or_trouble() -> bool:
+        return bool(got or trouble.seen or ended)
 
     async with h.background(consumer):
         try:
-            await h.wait_until(handed_over, timeout=CONSUME_WAIT_S)
+            await h.wait_until(handed_over_or_trouble, timeout=CONSUME_WAIT_S)
         finally:
             stop.set()
-    assert len(got) == 1, f"{h.name}: handler called {len(got)} times"
-    assert_event(got[0], Event(q, event_id, data), f"{h.name} handler")
     (status,) = await h.call("status", q)
-    assert (status.total, status.processing) == (0, 0), f"{h.name}: not acked: {status}"
+    what = f"{h.name}: handler called {len(got)} times, {status}"
+    assert trouble.seen == [], f"{what}; the consumer reported {trouble.seen[:5]}"
+    assert len(got) == 1, what
+    assert_event(got[0], Event(q, event_id, data), f"{h.name} handler")
+    assert (status.total, status.processing) == (0, 0), f"not acked: {what}"
 
 
-async def peek_and_consume(h: Harness, data: bytes) -> None:
-    await peek_exactly(h, data)
-    await consume_exactly(h, data)
+async def peek_and_consume(h: Harness, data: bytes, trouble: Trouble) -> None:
+    await peek_exactly(h, data, trouble)
+    await consume_exactly(h, data, trouble)
 
 
 # -- through every door -------------------------------------------------------------------------
@@ -168,6 +166,7 @@ async def peek_and_consume(h: Harness, data: bytes) -> None:
 door_contents = st.one_of(
     _nonempty_binary(200),
     contents_of(st.one_of(st.integers(0, 70_000), st.integers(0, 1 << 20))),
+    runs,
 ).map(Blob)
 
 
@@ -179,27 +178,34 @@ door_contents = st.one_of(
 )
 @given(blob=door_contents)
 def test_awkward_contents(kind: str, server: ThreadedServer, blob: Blob) -> None:
-    run_door(kind, server, lambda h: peek_and_consume(h, blob.data))
+    run_door(kind, server, peek_and_consume, blob.data)
 
 
 @pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("door", [peek_exactly, consume_exactly], ids=["peek", "consume"])
 @pytest.mark.parametrize(
     ("name", "data"), REGRESSIONS[:6], ids=[name for name, _ in REGRESSIONS[:6]]
 )
-def test_regression_contents(kind: str, server: ThreadedServer, name: str, data: bytes) -> None:
-    run_door(kind, server, lambda h: peek_and_consume(h, data))
+def test_regression_contents(
+    kind: str,
+    door: Door,
+    server: ThreadedServer,
+    name: str,
+    data: bytes,
+) -> None:
+    run_door(kind, server, door, data)
 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_everyday_contents(kind: str, server: ThreadedServer) -> None:
     """The rest of the codec file's regressions (16k lines, CSV, markdown, logs, 4 MiB...)."""
 
-    async def body(h: Harness) -> None:
-        for _name, data in REGRESSIONS[6:]:
-            await peek_exactly(h, data)
-        await consume_exactly(h, REGRESSIONS[6][1])
+    async def everyday(h: Harness, data: bytes, trouble: Trouble) -> None:
+        for _name, contents in REGRESSIONS[6:]:
+            await peek_exactly(h, contents, trouble)
+        await consume_exactly(h, data, trouble)
 
-    run_door(kind, server, body)
+    run_door(kind, server, everyday, REGRESSIONS[6][1])
 
 
 # -- RESP-looking queue names -----------------------------------------------------------------
@@ -253,7 +259,7 @@ async def crowded_status(h: Harness) -> None:
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_resp_looking_queue_names(kind: str, crowded: ThreadedServer) -> None:
-    run_door(kind, crowded, crowded_status)
+    run_scenario(kind, crowded, crowded_status)
 
 
 def test_cli_status_over_resp_looking_queue_names(
@@ -305,7 +311,7 @@ def _is_utf8(name: str) -> bool:
 def test_doors_decode_with_hiredis(backend: str) -> None:
     """The okq doors decode with hiredis when it is installed (the default decoder), so the
     tests above cover it; under CI it must be installed."""
-    need(backend)
+    require(backend)
     from okq_proto._hiredis import HiredisDecoder
 
     assert isinstance(make_decoder(), HiredisDecoder)
