@@ -22,6 +22,8 @@ consumers wait for that one reply on their own (sync: polling ``can_read``; asyn
 from __future__ import annotations
 
 import asyncio
+import functools
+import inspect
 import math
 import threading
 import time
@@ -62,7 +64,7 @@ from okq_proto import (
 from . import _plans as plans
 from ._async_consume import AsyncClient, ConsumerLink
 from ._async_driver import NOTIFY_MARGIN_S
-from ._backends import ASYNCIO
+from ._backends import ASYNCIO, run_to_end
 from ._observe import active_hooks, retrying
 from ._sync_consume import ConsumerSettings, run_consumers
 
@@ -218,21 +220,58 @@ def _address(pool: Any) -> tuple[str, int]:
     return str(kwargs.get("host", "localhost")), int(kwargs.get("port", 6379))
 
 
-def _get_connection(pool: Any) -> Any:
+#: The command name given to a redis-py 5.0-5.2 ``get_connection`` (plain pools ignore it).
+_COMMAND_NAME: Final = "PING"
+
+
+def _connection_getter(pool: Any) -> Callable[[], Any]:
+    """``pool.get_connection`` as a call without arguments, for sync and ``redis.asyncio``
+    pools alike (for the latter, the call returns the coroutine to await).
+
+    redis-py 5.0 to 5.2 require a command name (``get_connection(command_name, *keys,
+    **options)``), which plain pools ignore; later versions make it optional and warn when
+    one is given.  So a name is passed exactly when the signature requires one.
+    """
+    get: Callable[..., Any] = pool.get_connection
     try:
-        try:
-            return pool.get_connection()
-        except TypeError:  # redis-py < 5.1 wants a command name
-            return pool.get_connection("_")
+        params = list(inspect.signature(get).parameters.values())
+    except (TypeError, ValueError):  # no signature to read: call it as current redis-py does
+        return get
+    positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    if params and params[0].kind in positional and params[0].default is inspect.Parameter.empty:
+        return functools.partial(get, _COMMAND_NAME)
+    return get
+
+
+def _get_connection(get: Callable[[], Any]) -> Any:
+    """A connection from a sync pool's `_connection_getter`."""
+    try:
+        return get()
     except _FAILURES as exc:
         raise ConnectError(f"okq over redis-py: cannot connect: {exc}") from exc
 
 
-async def _aget_connection(pool: Any) -> Any:
+async def _aget_connection(get: Callable[[], Any]) -> Any:
+    """A connection from a ``redis.asyncio`` pool's `_connection_getter`."""
     try:
-        return await pool.get_connection()
+        return await get()
     except _FAILURES as exc:
         raise ConnectError(f"okq over redis.asyncio: cannot connect: {exc}") from exc
+
+
+async def _agive_back(pool: Any, rconn: Any, disconnect: bool) -> None:
+    """Give a borrowed ``redis.asyncio`` connection back, disconnected first when a reply may
+    still be owed on it.  Runs to its end even if the caller is cancelled meanwhile
+    (`run_to_end`): a connection never given back is a pool slot lost for good."""
+
+    async def give_back() -> None:
+        try:
+            if disconnect:
+                await rconn.disconnect()
+        finally:
+            await pool.release(rconn)
+
+    await run_to_end(give_back())
 
 
 def _sync_read(rconn: Any) -> Reply:
@@ -298,6 +337,7 @@ class RedisPoolClient(plans.SyncMethods):
         check_pool(pool.connection_kwargs)
         check_client_options(notify_timeout_s=notify_timeout_s, id_factory=id_factory, hooks=hooks)
         self._pool: Any = pool
+        self._get = _connection_getter(pool)
         self._address = _address(pool)
         self.notify_timeout_s = notify_timeout_s
         self._id_factory = id_factory or new_event_id
@@ -316,7 +356,7 @@ class RedisPoolClient(plans.SyncMethods):
     def _run(self, commands: Sequence[Command[Any]]) -> tuple[list[CommandReplied], bool]:
         retried = False
         for attempt in range(2):
-            rconn = _get_connection(self._pool)
+            rconn = _get_connection(self._get)
             exchange = _Exchange(commands)
             try:
                 rconn.send_packed_command([exchange.data_to_send()])
@@ -352,7 +392,7 @@ class RedisPoolClient(plans.SyncMethods):
             handler, queues, expire_seconds=expire_seconds, concurrency=concurrency
         )
         settings = ConsumerSettings(
-            _SyncRedisLinks(self._pool),
+            _SyncRedisLinks(self._pool, self._get),
             handler,
             queue_list,
             expire_seconds,
@@ -415,14 +455,15 @@ class _SyncRedisLink:
 class _SyncRedisLinks:
     """The `LinkSource` of `RedisPoolClient.consume`: connections borrowed from its pool."""
 
-    __slots__ = ("_pool", "preferred_address")
+    __slots__ = ("_get", "_pool", "preferred_address")
 
-    def __init__(self, pool: Any) -> None:
+    def __init__(self, pool: Any, get: Callable[[], Any]) -> None:
         self._pool = pool
+        self._get = get
         self.preferred_address = _address(pool)
 
     def connect_any(self, read_timeout_s: float | None) -> _SyncRedisLink:
-        return _SyncRedisLink(self._pool, _get_connection(self._pool), self.preferred_address)
+        return _SyncRedisLink(self._pool, _get_connection(self._get), self.preferred_address)
 
 
 class _RedisLink:
@@ -450,10 +491,7 @@ class _RedisLink:
 
     async def aclose(self) -> None:
         # A consumer connection may owe a QNOTIFY reply: never hand it back as is.
-        try:
-            await self._rconn.disconnect()
-        finally:
-            await self._pool.release(self._rconn)
+        await _agive_back(self._pool, self._rconn, disconnect=True)
 
 
 class AsyncRedisPoolClient(AsyncClient):
@@ -486,6 +524,7 @@ class AsyncRedisPoolClient(AsyncClient):
             hooks=hooks,
         )
         self._redis_pool: Any = pool
+        self._get = _connection_getter(pool)
         self._address = _address(pool)
         self._open_link = self._open_redis_link
 
@@ -495,7 +534,7 @@ class AsyncRedisPoolClient(AsyncClient):
     async def _run(self, commands: Sequence[Command[Any]]) -> tuple[list[CommandReplied], bool]:
         retried = False
         for attempt in range(2):
-            rconn = await _aget_connection(self._redis_pool)
+            rconn = await _aget_connection(self._get)
             exchange = _Exchange(commands)
             try:
                 await rconn.send_packed_command([exchange.data_to_send()])
@@ -505,11 +544,10 @@ class AsyncRedisPoolClient(AsyncClient):
             except _FAILURES as exc:
                 retried = _retry_or_raise(exc, attempt, commands, self.active_hooks, self._address)
             finally:
-                if exchange.owed:  # cancelled or failed mid-request: reply to nobody
-                    await rconn.disconnect()
-                await self._redis_pool.release(rconn)
+                # cancelled or failed mid-request: disconnect, so the reply goes to nobody
+                await _agive_back(self._redis_pool, rconn, disconnect=exchange.owed)
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def _open_redis_link(self) -> ConsumerLink:
-        rconn = await _aget_connection(self._redis_pool)
+        rconn = await _aget_connection(self._get)
         return _RedisLink(self._redis_pool, rconn)

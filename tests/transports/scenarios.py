@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import functools
 import importlib
+import inspect
 import os
 import socket
 import sys
@@ -26,6 +27,8 @@ from types import ModuleType
 from typing import Any, TypeVar
 
 import pytest
+import redis.asyncio
+import redis.asyncio.connection
 import trio
 
 import okq_proto
@@ -41,11 +44,25 @@ from okq_proto import (
     is_dup,
     to_wire,
 )
+from okq_transports.redis import AsyncRedisPoolClient
 from okq_transports.server import ThreadedServer
 
 DEADLINE_S = 20.0
 
 T = TypeVar("T")
+
+#: redis-py pool options that skip ``CLIENT SETINFO`` on connect (the scripted servers
+#: answer requests only): ``driver_info=None`` in current redis-py, which deprecates the
+#: ``lib_name`` / ``lib_version`` of redis-py 5.
+NO_SETINFO: dict[str, Any] = (
+    {"driver_info": None}
+    if "driver_info" in inspect.signature(redis.asyncio.connection.AbstractConnection).parameters
+    else {"lib_name": None, "lib_version": None}
+)
+
+#: Redelivered events do not wake a waiting QNOTIFY (okq protocol §4): a short wait lets
+#: consumers see them soon.
+NOTIFY_S = 1
 
 
 def require(module: str) -> ModuleType:
@@ -153,6 +170,29 @@ class Harness:
         while not await predicate():
             assert time.monotonic() < deadline, "condition not reached in time"
             await self.sleep(0.02)
+
+
+@contextlib.asynccontextmanager
+async def redis_async_client(
+    address: str, max_connections: int = 10, socket_timeout: float | None = None, **options: Any
+) -> AsyncIterator[Any]:
+    host, port = address.rsplit(":", 1)
+    pool = redis.asyncio.ConnectionPool(
+        host=host,
+        port=int(port),
+        protocol=2,
+        max_connections=max_connections,
+        socket_timeout=socket_timeout,
+        socket_connect_timeout=DEADLINE_S,  # not socket_timeout: connecting may take longer
+        **NO_SETINFO,
+    )
+    try:
+        async with AsyncRedisPoolClient(
+            pool, **{"notify_timeout_s": NOTIFY_S, **options}
+        ) as client:
+            yield client
+    finally:
+        await pool.aclose()
 
 
 def _cancel(task: asyncio.Task[Any]) -> None:

@@ -32,6 +32,8 @@ from .scenarios import (
     ASYNC_ONLY,
     DEADLINE_S,
     GOOD_PEEK,
+    NO_SETINFO,
+    NOTIFY_S,
     SCENARIOS,
     Harness,
     MalformedServer,
@@ -39,6 +41,7 @@ from .scenarios import (
     TrioHarness,
     cancelled_at_every_byte,
     qname,
+    redis_async_client,
     run_on_uvloop,
     server_restart,
 )
@@ -73,10 +76,6 @@ def run_asyncio(kind: str, main: Callable[[], Coroutine[Any, Any, None]]) -> Non
 
 pytestmark = pytest.mark.timeout(60)
 
-#: Redelivered events do not wake a waiting QNOTIFY (okq protocol §4): a short wait lets
-#: consumers see them soon.
-NOTIFY_S = 1
-
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ThreadedServer]:
@@ -86,29 +85,6 @@ def server() -> Iterator[ThreadedServer]:
         yield srv
     finally:
         srv.stop()
-
-
-@contextlib.asynccontextmanager
-async def redis_async_client(
-    address: str, max_connections: int = 10, socket_timeout: float | None = None, **options: Any
-) -> AsyncIterator[Any]:
-    host, port = address.rsplit(":", 1)
-    pool = redis.asyncio.ConnectionPool(
-        host=host,
-        port=int(port),
-        protocol=2,
-        max_connections=max_connections,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=DEADLINE_S,  # not socket_timeout: connecting may take longer
-        driver_info=None,  # no CLIENT SETINFO: the scripted servers answer requests only
-    )
-    try:
-        async with AsyncRedisPoolClient(
-            pool, **{"notify_timeout_s": NOTIFY_S, **options}
-        ) as client:
-            yield client
-    finally:
-        await pool.aclose()
 
 
 #: The constructor options each transport has (the bad-argument scenario tries each).
@@ -176,7 +152,7 @@ async def harness_for(
             protocol=2,
             socket_timeout=timeout,
             socket_connect_timeout=DEADLINE_S,
-            driver_info=None,
+            **NO_SETINFO,
         )
         try:
             yield named(ThreadedHarness(RedisPoolClient(pool, **options), server))

@@ -15,13 +15,19 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import pytest
+import redis.asyncio
 
 from okq_proto import ConnectionClosed, Event, QNotify
 from okq_transports import asyncio as okq_asyncio
+from okq_transports.redis import AsyncRedisPoolClient
 from okq_transports.server import EmbeddedServer
 
 from .scenarios import (
     DEADLINE_S,
+    NO_SETINFO,
+    OTHER_REPLY,
+    VICTIM_REPLY,
+    DribbleServer,
     Harness,
     cancelled_at_every_byte,
     consume_and_stop,
@@ -31,6 +37,7 @@ from .scenarios import (
     pull_deliveries,
     qname,
     redelivery,
+    redis_async_client,
     require,
     run_on_uvloop,
     stop_abandons_wait,
@@ -147,13 +154,21 @@ def test_scenario_under_anyio_uvloop(scenario: Callable[[Harness], Awaitable[Non
     run_on_anyio_uvloop(main)
 
 
-def test_anyio_cancel_scope_at_every_byte() -> None:
+CLIENTS: dict[str, Callable[[str], Any]] = {
+    "asyncio": lambda address: okq_asyncio.Client(address, pool_size=1),
+    "redis-asyncio": lambda address: redis_async_client(address, max_connections=1),
+}
+
+
+@pytest.mark.parametrize("kind", list(CLIENTS))
+def test_anyio_cancel_scope_at_every_byte(kind: str) -> None:
     """An anyio cancel scope cancelling a request half way through its reply poisons the
-    connection: the next request never reads the victim's reply."""
+    connection: the next request never reads the victim's reply.  With a pool of one, the
+    next request also shows that the poisoned connection was given back (redis-py's pool
+    would be exhausted otherwise), though anyio cancels the cleanup again and again."""
 
     async def main(anyio: Any) -> None:
-        h = AnyioHarness(None, anyio)
-        await cancelled_at_every_byte(h, lambda address: okq_asyncio.Client(address, pool_size=1))
+        await cancelled_at_every_byte(AnyioHarness(None, anyio), CLIENTS[kind])
 
     run_on_anyio_uvloop(main)
 
@@ -218,5 +233,40 @@ def test_anyio_cancelling_consume_cancels_its_handlers() -> None:
                     break
                 await anyio.sleep(0.05)
             assert status.consumers == 0
+
+    run_on_anyio_uvloop(main)
+
+
+class SuspendingReleasePool(redis.asyncio.ConnectionPool):
+    """A ``redis.asyncio`` pool whose ``release`` suspends before giving the connection back,
+    as redis-py's does when its pool lock is contended."""
+
+    async def release(self, connection: Any) -> None:
+        await asyncio.sleep(0)
+        await super().release(connection)
+
+
+def test_anyio_cancelled_redis_request_gives_its_connection_back() -> None:
+    """A ``redis.asyncio`` request cancelled by an anyio deadline half way through its reply
+    still gives its (disconnected) connection back, though anyio cancels the cleanup again
+    at every loop iteration: with a pool of one, the next request gets it."""
+
+    async def main(anyio: Any) -> None:
+        server = DribbleServer(VICTIM_REPLY, OTHER_REPLY, 5)
+        host, port = server.address.rsplit(":", 1)
+        pool = SuspendingReleasePool(
+            host=host, port=int(port), protocol=2, max_connections=1, **NO_SETINFO
+        )
+        try:
+            client = AsyncRedisPoolClient(pool)
+            with anyio.move_on_after(0.3) as scope:
+                await client.peek_next("q")
+            assert scope.cancelled_caught
+            with anyio.fail_after(5):
+                assert await client.peek_next("q") == Event("q", "other", b"second")
+            assert server.connections == 2
+        finally:
+            server.close()
+            await pool.disconnect()
 
     run_on_anyio_uvloop(main)
