@@ -210,6 +210,7 @@ class HiredisDecoder:
         if self._error is None:
             self._error = error
             self._quiet = False
+            self._line = bytearray()
             self.next_reply = self._failed
         return error
 
@@ -231,6 +232,10 @@ class HiredisDecoder:
         """
         if type(data) is not bytes:
             data = bytes(data)  # the framer slices it and may hold on to it
+        line = self._line
+        if line and len(data) == 1 and data != b"\n" and len(line) <= self._fast_max:
+            line += data  # a byte that cannot end the line being read (fed byte by byte)
+            return
         if self._quiet and 0 < len(data) <= self._fast_max:
             if (
                 data == _OK_LINE
