@@ -84,39 +84,52 @@ def test_every_documented_difference_recognises_its_example() -> None:
         assert diff.classify(deviation) == difference.name
 
 
+ACCEPTED_BAD_END = diff.Outcome.of(diff.NEED, [b"abc", b"ok"])
+
+
 @pytest.mark.parametrize(
-    ("stream", "other"),
+    ("stream", "other", "bounds"),
     [
         # Another reply than the reference's.
-        (b"+x\r\n+y\r\n", diff.Outcome.of(diff.NEED, [b"x", b"z"])),
+        (b"+x\r\n+y\r\n", diff.Outcome.of(diff.NEED, [b"x", b"z"]), (0,)),
         # Types matter: True, 1.0 and 1 differ.
-        (b":1\r\n", diff.Outcome.of(diff.NEED, [True])),
-        (b":1\r\n", diff.Outcome.of(diff.NEED, [1.0])),
-        # A run of max_depth + 1 array headers must still be refused.
-        (b"*1\r\n" * 8 + b":1\r\n", diff.Outcome.of(diff.NEED, [[[[[[[[[1]]]]]]]]])),
+        (b":1\r\n", diff.Outcome.of(diff.NEED, [True]), (0,)),
+        (b":1\r\n", diff.Outcome.of(diff.NEED, [1.0]), (0,)),
+        # RESP3 scalars and nesting deeper than max_depth are refused by both backends.
+        (b"+x\r\n_\r\n", diff.Outcome.of(diff.NEED, [b"x", None]), (0,)),
+        (b"*2\r\n:1\r\n" * 8 + b":1\r\n", diff.Outcome.of(diff.NEED, [[1, [1]]]), (0,)),
+        # A bad payload end read as hiredis reads it, but not in a one-reply chunk: the payload
+        # is cut, the chunk is too long, or it does not start between replies.
+        (b"$3\r\nabcXY+ok\r\n", ACCEPTED_BAD_END, (0, 6)),
+        (b"$3\r\nabcXY+ok\r\n" + b"+o\r\n" * 1100, ACCEPTED_BAD_END, (0,)),
+        (b"*2\r\n:1\r\n$3\r\nabcXY+ok\r\n", diff.Outcome.of(diff.NEED, [[1, b"abc"]]), (0, 8)),
         # A reply before the refusal missing.
-        (b"+a\r\n$1\r\nbXY", diff.Outcome.of(diff.NEED, [b"b"])),
-        # has_partial() True where nothing incomplete is buffered.
-        (b"+a\r\n", diff.Outcome.of(diff.NEED, [b"a"], partial=True)),
+        (b"+a\r\n$1\r\nbXY", diff.Outcome.of(diff.NEED, [b"b"]), (0,)),
+        # has_partial() other than the reference's after a drain.
+        (b"+a\r\n", diff.Outcome.of(diff.NEED, [b"a"], partial=True), (0,)),
+        (b"*2\r\n:1\r\n", diff.Outcome.of(diff.NEED, [], partial=False), (0,)),
         # A refusal where the reference accepts.
-        (b"*2\r\n:1\r\n:2\r\n", diff.Outcome.of(diff.ERROR, [], detail="no")),
+        (b"*2\r\n:1\r\n:2\r\n", diff.Outcome.of(diff.ERROR, [], detail="no"), (0,)),
     ],
 )
-def test_deviations_no_entry_covers_are_undocumented(stream: bytes, other: diff.Outcome) -> None:
-    deviation = diff.Deviation(stream, DEFAULT_LIMITS, pure(stream), other)
+def test_deviations_no_entry_covers_are_undocumented(
+    stream: bytes, other: diff.Outcome, bounds: tuple[int, ...]
+) -> None:
+    deviation = diff.Deviation(stream, DEFAULT_LIMITS, pure(stream), other, bounds)
     assert not other.same(deviation.reference)
     assert diff.classify(deviation) == diff.UNDOCUMENTED
 
 
-def test_framing_tells_a_run_of_headers_from_nesting_through_later_elements() -> None:
-    assert diff.frame(b"*1\r\n" * 8 + b":1\r\n").too_deep(7) == "run of headers"
-    assert diff.frame(b"*2\r\n:1\r\n" * 8 + b":1\r\n").too_deep(7) == "through later elements"
-    assert diff.frame(b"*1\r\n" * 7 + b":1\r\n").too_deep(7) == ""
+def test_framing() -> None:
+    framing = diff.frame(b"*2\r\n:1\r\n$3\r\nabcXY+ok\r\n*1\r\n")
+    assert framing.first_bad_payload_end(b"*2\r\n:1\r\n$3\r\nabcXY+ok\r\n*1\r\n") == (8, 17)
+    assert [framing.between_replies(at) for at in (0, 4, 8, 17, 22, 26)] == [
+        *(True, False, False, True, True, False),
+    ]
+    assert (framing.stop, framing.open_arrays) == (26, 1)
     # A payload that looks like headers is passed over by its length.
-    tricky = b"*2\r\n$8\r\n*1\r\n*1\r\n\r\n" + b"*1\r\n" * 7 + b":1\r\n"
-    assert diff.frame(tricky).too_deep(7) == "through later elements"
-    framing = diff.frame(b"*2\r\n:1\r\n")
-    assert (framing.stop, framing.open_arrays) == (8, 1)
+    assert len(diff.frame(b"$8\r\n*1\r\n*1\r\n\r\n:1\r\n").elements) == 2
+    assert diff.frame(b"$1\r\nab\r\n").first_bad_payload_end(b"$1\r\nab\r\n") == (0, 7)
 
 
 def test_fingerprints_are_type_exact_and_iterative() -> None:
