@@ -189,8 +189,8 @@ def _parse_int(line: bytes | bytearray) -> int | None:
     """Strict RESP integer, as hiredis reads it: ``0`` or an optional ``-`` then ASCII digits
     without a leading zero, within a signed 64-bit integer; nothing else."""
     digits = line[1:] if line[:1] == b"-" else line
-    if not digits.isdigit() or (digits[:1] == b"0" and len(line) > 1):
-        return None
+    if len(digits) > 19 or not digits.isdigit() or (digits[:1] == b"0" and len(line) > 1):
+        return None  # 20 digits or more are past 64 bits (and past int()'s digit limit)
     value = int(line)
     return value if -_INT64_MAX - 1 <= value <= _INT64_MAX else None
 

@@ -422,3 +422,20 @@ def test_garbage_gives_values_or_protocol_error(factory: DecoderFactory, garbage
     for _how, chunks in four_ways(garbage):
         with contextlib.suppress(RemoteProtocolError):
             decode_chunks(chunks, factory, Limits(max_line_length=16, max_bulk_length=64))
+
+
+@pytest.mark.parametrize("factory", BACKENDS)
+@pytest.mark.parametrize("kind", [b":", b"$", b"*", b":-", b"$-"])
+@pytest.mark.parametrize("digits", [20, 4301, 65530])
+def test_overlong_numbers_are_protocol_errors(
+    factory: DecoderFactory, kind: bytes, digits: int
+) -> None:
+    """A number far past 64 bits is refused as RESP, not left to int()'s digit limit."""
+    wire = b"+x\r\n" + kind + b"9" * digits + b"\r\n"
+    for chunks in ([wire], [wire[:9], wire[9:]]):
+        decoder = factory(DEFAULT_LIMITS)
+        for chunk in chunks:
+            decoder.feed(chunk)
+        assert decoder.next_reply() == b"x"
+        with pytest.raises(RemoteProtocolError):
+            decoder.next_reply()
