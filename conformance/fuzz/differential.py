@@ -1019,7 +1019,8 @@ class Tally:
         runs: decoder runs made.
         by_kind: streams per stream kind.
         counts: streams per ``kind|backend|label`` of finding.
-        examples: per ``kind|backend|label``, the first (lowest index) `max_examples` findings.
+        examples: per ``kind|backend|label``, the `max_examples` findings of lowest index
+            (whatever order streams are added in).
         peaks: per backend, ``[max tracemalloc peak over hostile streams, its stream index]``.
         rss: per worker process id, per backend, the maxrss growth in bytes seen during its
             runs (and ``"process"``: the process's growth since it was ready).
@@ -1047,17 +1048,21 @@ class Tally:
             seen.add(key)
             self.counts[key] = self.counts.get(key, 0) + 1
             kept = self.examples.setdefault(key, [])
-            if len(kept) < self.max_examples:
-                kept.append(
-                    {
-                        "index": stream.index,
-                        "stream": stream.label,
-                        "profile": stream.profile,
-                        "size": len(stream.data),
-                        "chunking": finding.chunking,
-                        "detail": finding.detail,
-                    }
-                )
+            if len(kept) >= self.max_examples and stream.index > kept[-1]["index"]:
+                continue
+            kept.append(
+                {
+                    "index": stream.index,
+                    "stream": stream.label,
+                    "profile": stream.profile,
+                    "size": len(stream.data),
+                    "chunking": finding.chunking,
+                    "detail": finding.detail,
+                }
+            )
+            if len(kept) > 1 and kept[-2]["index"] > stream.index:
+                kept.sort(key=lambda e: (e["index"], e["chunking"]))
+            del kept[self.max_examples :]
 
     def peak(self, backend: str, value: int, index: int) -> None:
         best = self.peaks.setdefault(backend, [0, -1])
@@ -1153,19 +1158,37 @@ class Checker:
         self.rss_start = _maxrss()
 
     def check_range(self, seed: int, start: int, stop: int) -> Tally:
-        """Check streams ``start <= index < stop`` of the run with `seed`."""
+        """Check streams ``start <= index < stop`` of the run with `seed`.
+
+        The hostile streams are checked last, under one tracemalloc session (starting and
+        stopping it per stream fragments the C heap: the process would grow).
+        """
         tally = Tally(self.max_examples)
+        hostile = []
         for index in range(start, stop):
             stream = generate(seed, index)
-            findings, outcomes, peaks = self.check(stream)
-            tally.add(stream, findings)
-            for name, value in peaks.items():
-                tally.peak(name, value, index)
-            for name, mine in outcomes.items():
-                tally.runs += len(mine)
-                tally.timed(name, [[o.seconds, index, how] for how, o in mine.items()])
+            if stream.kind == "hostile":
+                hostile.append(index)
+            else:
+                self._tally(tally, stream)
+        if hostile:
+            tracemalloc.start()
+            try:
+                for index in hostile:
+                    self._tally(tally, generate(seed, index))
+            finally:
+                tracemalloc.stop()
         tally.rss[str(os.getpid())] = {**self.rss, "process": max(_maxrss() - self.rss_start, 0)}
         return tally
+
+    def _tally(self, tally: Tally, stream: Stream) -> None:
+        findings, outcomes, peaks = self.check(stream)
+        tally.add(stream, findings)
+        for name, value in peaks.items():
+            tally.peak(name, value, stream.index)
+        for name, mine in outcomes.items():
+            tally.runs += len(mine)
+            tally.timed(name, [[o.seconds, stream.index, how] for how, o in mine.items()])
 
     def check(
         self, stream: Stream
@@ -1176,12 +1199,13 @@ class Checker:
         if progress is not None:
             progress[0] = stream.index
         trace = stream.kind == "hostile"
+        start_tracing = trace and not tracemalloc.is_tracing()
         limits = stream.limits
         chunkings = list(stream.chunkings())
         outcomes: dict[str, dict[str, Outcome]] = {}
         peaks: dict[str, int] = {}
         findings: list[Finding] = []
-        if trace:
+        if start_tracing:
             tracemalloc.start()
         try:
             for b, (name, factory) in enumerate(self.backends):
@@ -1215,7 +1239,7 @@ class Checker:
                         )
                 self.rss[name] += max(_maxrss() - before, 0)
         finally:
-            if trace:
+            if start_tracing:
                 tracemalloc.stop()
             if progress is not None:
                 progress[3] = 0.0
@@ -1342,6 +1366,7 @@ class Options:
     worker_memory_mb: int = 4096
     backends: tuple[str, ...] = DEFAULT_BACKENDS
     progress_s: float = 10.0
+    recycle: int = 50_000  # streams a worker checks before a fresh one takes over
 
     @property
     def watchdog_s(self) -> float:
@@ -1408,6 +1433,7 @@ class _Slot:
     conn: Any
     progress: Any
     task: tuple[int, int] | None = None
+    done: int = 0
 
 
 def _describe_exit(code: int | None) -> str:
@@ -1499,10 +1525,19 @@ def run(options: Options, log: TextIO | None = sys.stderr) -> Report:
                 if slot.conn in ready:
                     try:
                         tally.merge(slot.conn.recv())
-                        slot.task = None
-                        continue
                     except (EOFError, OSError):
                         pass
+                    else:
+                        slot.done += slot.task[1] - slot.task[0]
+                        slot.task = None
+                        if slot.done < options.recycle or not tasks:
+                            continue
+                        with contextlib.suppress(OSError):
+                            slot.conn.send(None)  # bounds whatever a long-lived process grows
+                        slot.process.join(10)
+                        stop(slot)
+                        slots[i] = spawn()
+                        continue
                     slot.process.join(5)
                     lost(slot, "crash", _describe_exit(slot.process.exitcode))
                 elif not slot.process.is_alive():
@@ -1796,6 +1831,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=200, help="streams per task (200)")
     parser.add_argument("--max-saved", type=int, default=20, help="reproducers per class (20)")
     parser.add_argument(
+        "--recycle", type=int, default=50_000, help="streams per worker process (50,000)"
+    )
+    parser.add_argument(
         "--worker-memory-mb", type=int, default=4096, help="address space per worker (4096)"
     )
     parser.add_argument(
@@ -1826,6 +1864,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             worker_memory_mb=args.worker_memory_mb,
             backends=specs,
             progress_s=args.progress,
+            recycle=max(args.recycle, 1),
         )
         report = run(options)
     except (ValueError, OSError) as exc:

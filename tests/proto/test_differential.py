@@ -253,10 +253,17 @@ def test_cli_run_save_and_replay(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "FAILS: crash stub KeyError" in capsys.readouterr().out
 
 
-def test_cli_passes_when_nothing_is_wrong(capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_passes_when_nothing_is_wrong(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     backends = ["--backend", "python=okq_proto:Decoder", "--backend", "again=okq_proto:Decoder"]
-    assert diff.main(["--streams", "30", "--jobs", "2", "--batch", "10", *backends]) == 0
+    args = ["--streams", "60", "--jobs", "2", "--batch", "10", "--recycle", "15", "--json"]
+    report = tmp_path / "report.json"
+    assert diff.main([*args, str(report), *backends]) == 0  # workers recycled on the way
     assert "result: PASS" in capsys.readouterr().out
+    data = json.loads(report.read_text())
+    assert (data["streams"], data["complete"], data["ok"]) == (60, True, True)
+    assert len(data["memory"]["maxrss_growth_bytes"]) >= 3  # one entry per worker process
 
 
 def test_cli_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
