@@ -8,6 +8,7 @@ is slow (a hang).
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -62,8 +63,27 @@ class ForgetfulDecoder(Decoder):
 
 
 class SlowDecoder(Decoder):
+    """Takes longer to make than the budgets below allow."""
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        time.sleep(0.12)
+        super().__init__(limits)
+
+
+DOOMED = diff.generate(11, 5).data
+
+
+class DyingDecoder(Decoder):
+    """Ends its process (as a segfault would) when fed stream 5 of seed 11."""
+
+    def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
+        super().__init__(limits)
+        self.seen = b""
+
     def feed(self, data: bytes | bytearray | memoryview) -> None:
-        time.sleep(0.06)
+        self.seen += bytes(data)
+        if self.seen == DOOMED:
+            os._exit(7)
         super().feed(data)
 
 
@@ -159,7 +179,7 @@ def test_run_decoder_outcomes() -> None:
     assert "next_reply()" in crash.detail
     forgot, _ = diff.run_decoder(ForgetfulDecoder, DEFAULT_LIMITS, [b"?\r\n"])
     assert forgot.end == diff.NOT_STICKY
-    slow, _ = diff.run_decoder(SlowDecoder, DEFAULT_LIMITS, [b"+a\r\n"], budget_s=0.05)
+    slow, _ = diff.run_decoder(SlowDecoder, DEFAULT_LIMITS, [b"+a\r\n"], budget_s=0.1)
     assert slow.end == diff.HANG
 
 
@@ -197,6 +217,8 @@ def test_stub_crash_and_disagreements_are_reported() -> None:
     assert "next_reply()" in tally.examples["crash|keyerror|KeyError"][0]["detail"]
     assert tally.counts["backends|lossy|undocumented"] > 20
     assert set(tally.bad()) >= {"crash|keyerror|KeyError", "backends|lossy|undocumented"}
+    hung = diff.Checker([("python", Decoder), ("slow", SlowDecoder)], budget_s=0.1)
+    assert hung.check_range(2, 0, 1).counts == {"hang|slow|over budget": 1}
     # A documented difference is not a failure; an undocumented one is.
     for difference in diff.DOCUMENTED:
         assert not diff.Finding("backends", "x", difference.name, "whole", "").bad
@@ -251,6 +273,26 @@ def test_cli_run_save_and_replay(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert reproducer["finding"]["class"] == "KeyError"
     assert diff.main(["--replay", str(files[0]), *backends]) == 1
     assert "FAILS: crash stub KeyError" in capsys.readouterr().out
+
+
+def test_cli_reports_a_worker_that_dies(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    report = tmp_path / "report.json"
+    dying = "die=tests.proto.test_differential:DyingDecoder"
+    args = ["--streams", "12", "--seed", "11", "--jobs", "1", "--batch", "4", "--json"]
+    assert (
+        diff.main([*args, str(report), "--backend", "python=okq_proto:Decoder", "--backend", dying])
+        == 1
+    )
+    capsys.readouterr()
+    data = json.loads(report.read_text())
+    assert (data["streams"], data["complete"]) == (12, True)  # the others were checked too
+    (crash,) = data["findings"]
+    assert (crash["kind"], crash["backend"], crash["class"]) == (
+        "crash",
+        "die",
+        "worker died (exit code 7)",
+    )
+    assert [(e["index"], e["chunking"]) for e in crash["examples"]] == [(5, "whole")]
 
 
 def test_cli_passes_when_nothing_is_wrong(
