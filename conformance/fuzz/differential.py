@@ -34,10 +34,21 @@ exception) or a hang (over the per-run wall budget).  Reported:
 * **chunkings**: a backend's outcome differs between two chunkings of the same stream.
 
 Disagreements are classified by `DOCUMENTED`, the table of documented differences (below):
-the first entry whose predicate holds names the class, anything else is *undocumented*.  Counts
-are per stream.  Crashes, hangs, memory overruns and undocumented disagreements are saved as
+the first entry whose predicate holds names the class, anything else is *undocumented*.  A
+disagreement between two chunkings of a backend is documented when each of the two outcomes is
+the reference's or a documented deviation from it; the reference's own chunkings must agree.
+Counts are per stream.  Crashes, hangs, memory overruns and undocumented disagreements are saved as
 reproducers (``--save DIR``, JSON with the stream as base64 and repr, the chunking, the seed);
 ``--replay FILE`` runs one again.
+
+When a documented difference changes (``docs/codec.md``, "What differs between the
+backends"), edit `DOCUMENTED` only.  Each `Difference` has a name (the class printed), where it
+is documented, a predicate over a `Deviation` (the stream, its limits and chunk bounds, the
+reference's outcome and the backend's; helpers `Deviation.refused`,
+`Deviation.agrees_before_refusal`, `Deviation.chunk_holding`, `Deviation.framing`), and an
+example: a stream and the backend's outcome on it in one chunk, which
+``tests/proto/test_differential.py`` checks the entry recognises.  Delete an entry when the
+difference is gone.
 
 Exit status: 0 when the run completed with no crash, no hang, no undocumented disagreement and
 every hostile stream under the memory target; 1 otherwise; 2 on usage errors.
@@ -1275,8 +1286,8 @@ class Checker:
             mine, ref = settled[name][how], settled[reference_name][how]
             if mine.same(ref):
                 return None
-            deviation = Deviation(stream.data, stream.limits, ref, mine, stream.bounds(how))
-            return classify(deviation, self.table)
+            found = Deviation(stream.data, stream.limits, ref, mine, stream.bounds(how))
+            return classify(found, self.table)
 
         for name in self.names:
             mine = settled[name]
