@@ -232,29 +232,37 @@ class HiredisDecoder:
         """
         if type(data) is not bytes:
             data = bytes(data)  # the framer slices it and may hold on to it
+        size = len(data)
         line = self._line
-        if line and len(data) == 1 and data != b"\n" and len(line) <= self._fast_max:
+        if line and size == 1 and data != b"\n" and len(line) <= self._fast_max:
             line += data  # a byte that cannot end the line being read (fed byte by byte)
             return
-        if self._quiet and 0 < len(data) <= self._fast_max:
-            if (
+        if self._skip > size + 2:  # inside a payload, short of its CR LF
+            self._skip -= size
+            if self._hold_level < 0:
+                self._feed(data)
+            else:
+                self._held.append(data)
+            return
+        if (
+            self._quiet
+            and 0 < size <= self._fast_max
+            and (
                 data == _OK_LINE
                 or self._one_line(data)
                 or (self._plain_limits and self._bulks(data))
-            ):
-                self._feed(data)  # exactly one reply the pure decoder accepts
-                return
-            if self._one_reply(data):
-                return
-        elif self._error is not None:
+            )
+        ):
+            self._feed(data)  # exactly one reply the pure decoder accepts
+            return
+        if self._error is not None:
             raise self._error
-        elif self._pending is not None or not data:
+        if self._pending is not None or not size:
             return
         try:
-            if self._skip or self._line:
-                self._walk(data)
-            else:
-                self._frame(data, 0, 0)
+            pos = 0 if self._quiet else self._walk(data)
+            if pos < size and not (self._stack or self._skip or self._line):
+                self._from_boundary(data, pos)
         except RemoteProtocolError as exc:
             self._stop(exc)
         self._quiet = not (self._stack or self._skip or self._line or self._pending or self._error)
@@ -303,39 +311,75 @@ class HiredisDecoder:
                 return False
         return pos == len(data)
 
-    def _one_reply(self, data: bytes) -> bool:
-        """Give hiredis a screened chunk between replies; False (hiredis replaced) unless it
-        held whole replies only and nothing the framer would decide otherwise."""
+    def _from_boundary(self, data: bytes, pos: int) -> None:
+        """Decode ``data[pos:]``, which starts a reply: hiredis at once where it can be
+        trusted (`_trusted`), the framer for the rest."""
+        if self._has_data():
+            # Replies the framer completed and nobody has taken yet: out of hiredis first,
+            # so that hiredis holds nothing before what it is given now.
+            gets = self._gets
+            ready = self._ready
+            while (reply := gets()) is not NEED_DATA:
+                ready.append(reply)
+            self.next_reply = self._next_ready
+        end = len(data)
+        # Trust hiredis with a short chunk that ends a line up to its end (one reply or more:
+        # what a client meets most); else up to the last place that starts like this reply
+        # does (its first line and the next byte: a run of replies, then one cut short), else
+        # up to the end if it ends a line.  A guess that hiredis checks; what is left after
+        # it (one reply or less) takes the framer.
+        ends_line = data.endswith(_CRLF)
+        if ends_line and end - pos <= FAST_MAX:
+            cut = end
+        else:
+            nl = data.find(_CRLF, pos, pos + 24)
+            cut = data.rfind(_CRLF + data[pos : nl + 3 if nl > 0 else pos + 1], pos + 1) + 2
+            if cut < 2 and ends_line:
+                cut = end
         if (
-            self._has_data()
-            or data[0] in _RESP3_BYTES
-            or self._big_array(data.translate(_FOLD)) is not None
-            or self._big_bulk(data) is not None
-            or _RESP3_START(data) is not None
-            or not (data.isascii() or (data[0] != _MINUS and data.find(b"\r\n-") < 0))
+            cut > pos + 2
+            and cut - pos <= self._limits.max_line_length
+            and self._trusted(data if pos == 0 and cut == end else data[pos:cut])
+        ):
+            if cut == end:
+                return
+            pos = cut
+        self._frame(data, pos, pos)
+
+    def _trusted(self, region: bytes) -> bool:
+        """Give hiredis `region` (from a reply start) if the screen finds nothing the framer
+        would decide otherwise; True if it then held whole replies only (taken into `_ready`),
+        False if not (hiredis replaced by a fresh reader: the framer decides all of it)."""
+        folded = region.translate(_FOLD)
+        if (
+            region[0] in _RESP3_BYTES
+            or self._big_array(folded) is not None
+            or self._big_bulk(region) is not None
+            or _RESP3_START(region) is not None
+            or not (region.isascii() or (region[0] != _MINUS and region.find(b"\r\n-") < 0))
         ):
             return False
-        self._feed(data)
+        self._feed(region)
         gets = self._gets
         has_data = self._has_data
         replies: list[Reply] = []
+        whole = False
         try:
-            while True:
+            while has_data():
                 reply = gets()
                 if reply is NEED_DATA:
                     break
                 replies.append(reply)
-                if not has_data():
-                    if data.count(b"*") <= self._limits.max_depth or not _too_deep(
-                        replies, self._limits.max_depth
-                    ):
-                        self._ready.extend(replies)
-                        self.next_reply = self._next_ready
-                        return True
-                    break
+            else:
+                whole = bool(replies)
         except RemoteProtocolError:
+            whole = False
             self._error = None  # the hook's: the framer will find it, at the right reply
-        # Not whole replies, or not for this path: the framer decides, on a fresh reader.
+        max_depth = self._limits.max_depth
+        if whole and (folded.count(b"*") <= max_depth or not _too_deep(replies, max_depth)):
+            self._ready.extend(replies)
+            self.next_reply = self._next_ready
+            return True
         self._new_reader()
         self.next_reply = self._next_ready if self._ready else self._gets
         return False
@@ -399,17 +443,20 @@ class HiredisDecoder:
         for part in held:
             feed(part)
 
-    def _walk(self, data: bytes) -> None:
-        """Frame `data` (the bytes after everything walked before), handing it on as it goes.
+    def _walk(self, data: bytes) -> int:
+        """Frame `data` (bytes that go on a reply begun before) up to the first reply
+        boundary, handing it on as it goes.
+
+        Returns:
+            Where that boundary is in `data`, or its length if the reply goes on past it.
 
         Raises:
             RemoteProtocolError: where the pure decoder would refuse the stream.
         """
         pos = 0
+        end = len(data)
         if self._skip:  # inside a bulk payload (or its CR LF)
             pos = self._pass(data, 0)
-            if pos < 0:
-                return
         elif self._line:  # a line whose CR LF is in `data`, or not yet
             line = self._line
             if line[-1] == _CR and data[0] == _LF:
@@ -419,7 +466,7 @@ class HiredisDecoder:
                 if nl < 0:
                     line += data
                     self._check_partial(len(line))
-                    return
+                    return end
                 if len(line) + nl > self._limits.max_line_length + 1:
                     raise RemoteProtocolError(
                         f"line longer than {self._limits.max_line_length} bytes"
@@ -430,15 +477,15 @@ class HiredisDecoder:
             line += data[:after]
             self._frame(bytes(line), 0, 0, one=True)
             pos = self._pass(data, after) if self._skip else after
-            if pos < 0:
-                return
-        self._frame(data, pos, pos)
+        if pos >= end or not (self._stack or self._skip):
+            return pos
+        return self._frame(data, pos, pos, to_boundary=True)
 
     def _pass(self, data: bytes, pos: int) -> int:
         """Pass over the bulk payload owed, from ``data[pos]`` on.
 
         Returns:
-            Where the walk goes on in `data`, or -1 when `data` is used up.
+            Where the walk goes on in `data` (its length when used up).
         """
         skip = self._skip
         end = len(data)
@@ -447,17 +494,12 @@ class HiredisDecoder:
         self._skip = skip - take
         if self._skip:
             self._out(data, pos, end)
-            return -1
-        if self._close_element(data, pos, pos + take):
-            return -1
+            return end
+        self._close_element(data, pos, pos + take)
         return pos + take
 
-    def _close_element(self, data: bytes, start: int, pos: int) -> bool:
-        """An element ended at ``data[pos]``: pop finished arrays; hand on ``data[start:pos]``.
-
-        Returns:
-            True when `pos` is the end of `data` (nothing left to walk).
-        """
+    def _close_element(self, data: bytes, start: int, pos: int) -> None:
+        """An element ended at ``data[pos]``: pop finished arrays; hand on ``data[start:pos]``."""
         stack = self._stack
         while stack:
             stack[-1] -= 1
@@ -469,7 +511,6 @@ class HiredisDecoder:
                 start = pos
                 self._release()
         self._out(data, start, pos)
-        return pos >= len(data)
 
     def _check_crlf(self, data: bytes, pos: int, skip: int, take: int) -> None:
         """Check the CR LF that ends a payload, among the `take` bytes of the `skip` owed that
@@ -504,11 +545,14 @@ class HiredisDecoder:
         if size > limit + 2:
             raise RemoteProtocolError(f"no line end within {limit} bytes (max_line_length)")
 
-    def _frame(self, data: bytes, pos: int, start: int, *, one: bool = False) -> int:
+    def _frame(
+        self, data: bytes, pos: int, start: int, *, one: bool = False, to_boundary: bool = False
+    ) -> int:
         """Walk whole elements of `data` from `pos`; hand on ``data[start:]`` as walked.
 
         Args:
             one: walk only the line starting at `pos` (a completed partial line).
+            to_boundary: stop where a reply ends.
 
         Returns:
             The offset walked to.
@@ -595,7 +639,7 @@ class HiredisDecoder:
                         self._out(data, start, pos)
                         start = pos
                         self._release()
-                if one:
+                if one or (to_boundary and not stack):
                     break
         except RemoteProtocolError:
             self._out(data, start, pos)

@@ -118,10 +118,9 @@ ACCEPTED_BAD_END = diff.Outcome.of(diff.NEED, [b"abc", b"ok"])
         # RESP3 scalars and nesting deeper than max_depth are refused by both backends.
         (b"+x\r\n_\r\n", diff.Outcome.of(diff.NEED, [b"x", None]), (0,)),
         (b"*2\r\n:1\r\n" * 8 + b":1\r\n", diff.Outcome.of(diff.NEED, [[1, [1]]]), (0,)),
-        # A bad payload end read as hiredis reads it, but not in a one-reply chunk: the payload
-        # is cut, the chunk is too long, or it does not start between replies.
+        # A bad payload end read as hiredis reads it, but not in a run hiredis is trusted
+        # with: the payload is cut, or its reply starts in an earlier chunk.
         (b"$3\r\nabcXY+ok\r\n", ACCEPTED_BAD_END, (0, 6)),
-        (b"$3\r\nabcXY+ok\r\n" + b"+o\r\n" * 1100, ACCEPTED_BAD_END, (0,)),
         (b"*2\r\n:1\r\n$3\r\nabcXY+ok\r\n", diff.Outcome.of(diff.NEED, [[1, b"abc"]]), (0, 8)),
         # A reply before the refusal missing.
         (b"+a\r\n$1\r\nbXY", diff.Outcome.of(diff.NEED, [b"b"]), (0,)),
