@@ -3,44 +3,40 @@
 Owns: the adapter between hiredis-py 3.x and the `Decoder` API (`feed`, `next_reply`,
 `has_partial`, `limits`).  Must not know: okq commands, sockets, clocks.
 
-Two paths, one answer.
+**The framer** walks bytes element by element, the way the pure `Decoder` does, but builds
+nothing: it reads each header and line, checks it by the pure decoder's rules (type byte, strict
+integers and lengths, `Limits`, the CR LF after a bulk payload, CR or LF inside a simple string)
+and keeps only a stack of element counts still owed, the bytes of bulk payload still to pass,
+and the bytes of a line whose CR LF has not arrived.  What it has walked goes to hiredis, which
+builds the reply objects (error replies through a ``replyError`` hook, from the exact bytes the
+framer recorded).  A payload is passed over by its length and never searched, so contents full
+of RESP-looking lines cost what any contents cost: no recursion, no per-line work, no copy of
+what is only passed over (a chunk inside a payload costs one comparison).
 
-**The framer** (every chunk but the one below) walks the new bytes element by element, the way
-the pure `Decoder` does, but builds nothing: it reads each header and line, checks it by the
-pure decoder's rules (type byte, strict integers and lengths, `Limits`, the CR LF after a bulk
-payload, CR or LF inside a simple string) and keeps only a stack of element counts still owed,
-the bytes of bulk payload still to pass, and the bytes of a line whose CR LF has not arrived.
-What it has walked goes to hiredis, which builds the reply objects; `next_reply` is
-``hiredis.Reader.gets`` (``notEnoughData=NEED_DATA``; error replies are built by a ``replyError``
-hook from the exact bytes the framer recorded).  hiredis only ever sees a stream the pure
-decoder accepts, so both backends give the same replies and refuse the same streams at the
-same reply.  A bulk payload is passed over by its length, never searched: contents full of
-RESP-looking lines cost what any contents cost, with no recursion and no copy of what is only
-passed over.
-
-**The one-reply path** is what a client meets most: a chunk of at most `FAST_MAX` bytes that
-arrives between replies and holds whole replies only.  Such a chunk goes to hiredis at once if
-one C-speed search finds none of: an array header (``*``, or a RESP3 ``~ > | %``) with three or
-more digits, a bulk header with five or more (fewer where `Limits` are lower), a RESP3 type byte
-where an element may start, or more ``*`` than ``max_depth`` allows in a row (then the replies'
-depth is checked); nor an error line with non-ASCII bytes (whose exact bytes the framer keeps).
-hiredis then parses it; if the chunk ends exactly after a reply (hiredis has no unread byte
-after it), the replies are taken.  Otherwise hiredis is replaced by a fresh reader and the chunk
-takes the framer, so the answer is the framer's.
+**Trusted runs.**  The framer only has to walk to the next reply boundary.  From a boundary,
+hiredis gets a run of bytes at once when a C-speed screen of the run finds none of: an array
+header (``*``, or RESP3 ``~ > | %``) of three or more digits, a bulk header of five or more
+(fewer where `Limits` are lower), a RESP3 type byte where an element may start, or an error line
+with non-ASCII bytes.  The run is the whole chunk when it is short and ends a line (a client's
+one reply per read), else up to the last place that starts like the first reply (a run of
+pipelined replies, then one cut short).  hiredis must then end exactly after a reply (it has no
+unread byte), and no reply may nest deeper than ``max_depth``; if not, hiredis is replaced by a
+fresh reader and the framer decides the whole run.  Exact shortcuts skip even the screen for
+``+OK``, one line element, and one bulk string or array of up to nine small bulk strings.
 
 **Memory is bounded by the bytes received.**  hiredis allocates an array's list when it reads
-the header (``*16777216`` asks for 128 MiB at once).  On the one-reply path no header counts
-past 99 elements; in the framer, headers under `HOLD_COUNT` elements go straight on (at most
-``max_depth`` such lists are open at a time) and from `HOLD_COUNT` elements on the array's bytes
-are held back and handed to hiredis only when all of it has arrived, so its list is never larger
-than what the peer actually sent.
+the header (``*16777216`` asks for 128 MiB at once).  In a trusted run no header counts past 99
+elements (and hiredis nests at most 1024 levels: under 1 MiB of lists); in the framer, headers
+under `HOLD_COUNT` elements go straight on (at most ``max_depth`` such lists are open) and from
+`HOLD_COUNT` elements on the array's bytes are held back and handed to hiredis only once all of
+it has arrived, so its list is never larger than what the peer actually sent.
 
 Where the backends differ (``docs/codec.md``; each pinned in ``tests/proto/test_hiredis.py``):
 
-* On the one-reply path hiredis does not check the two bytes after a bulk payload:
-  ``$3\\r\\nabcXY`` in one chunk reads as ``b"abc"`` (in any other chunking both backends refuse
-  it).  No okq server sends such bytes; an element starting right after them is still screened
-  for allocation, so it cannot allocate more than the bounds above.
+* In a trusted run hiredis does not check the two bytes after a bulk payload:
+  ``$3\\r\\nabcXY+ok\\r\\n`` in one chunk reads as ``b"abc"``, ``b"ok"`` (where the framer sees
+  it, both backends refuse it).  No okq server sends such bytes; the screen is blind to where
+  elements start, so what follows such bytes cannot allocate past the bounds above.
 * The text of a protocol error (the framer uses the pure decoder's texts; a few checks only
   hiredis makes, such as its cap of 1024 nesting levels, keep hiredis's).
 * `has_partial` is exact here (bytes of an incomplete reply are buffered); the pure decoder
@@ -63,7 +59,7 @@ __all__ = ["FAST_MAX", "HOLD_COUNT", "HiredisDecoder"]
 
 #: Arrays of at least this many elements are handed to hiredis only once all of them arrived.
 HOLD_COUNT: Final = 1024
-#: The longest chunk the one-reply path takes.
+#: The longest chunk the exact shortcuts take, and trusted whole when it ends a line.
 FAST_MAX: Final = 4096
 
 _CRLF: Final = b"\r\n"
@@ -75,7 +71,7 @@ _PLUS: Final = 43  # ord("+")
 _MINUS: Final = 45  # ord("-")
 _COLON: Final = 58  # ord(":")
 _OK_LINE: Final = b"+OK\r\n"
-# The one-reply path's screen folds RESP3 aggregate type bytes into "*" (their headers allocate
+# The trusted runs' screen folds RESP3 aggregate type bytes into "*" (their headers allocate
 # like an array's) and RESP3 scalar type bytes into 0x01 (hiredis parses them, the pure decoder
 # refuses them), so that literal-led searches, which run at C speed, find every case.
 _FOLD: Final = bytes.maketrans(b"~>|%", b"****")
@@ -151,11 +147,11 @@ class HiredisDecoder:
         self._error: RemoteProtocolError | None = None
         # An error the framer met in `feed`, raised once the replies before it are taken.
         self._pending: RemoteProtocolError | None = None
-        # Between replies, nothing failed: `feed` may take the one-reply path.
+        # Between replies, nothing failed: `feed` may take the exact shortcuts.
         self._quiet = True
         # Exact bytes of every error line walked, in stream order (see `_reply_error`).
         self._raw_errors: deque[bytes] = deque()
-        # Replies the one-reply path took out of hiredis, oldest first.
+        # Replies a trusted run took out of hiredis, oldest first.
         self._ready: deque[Reply] = deque()
         self._new_reader()
         # Elements still owed by each open array, outermost first.
@@ -170,7 +166,7 @@ class HiredisDecoder:
         # header, and the stack depth at which it opened (-1: nothing held).
         self._held: list[bytes] = []
         self._hold_level = -1
-        # The one-reply path: its size bound and its screen (see the module docstring).
+        # The shortcuts' size bound and the trusted runs' screen (see the module docstring).
         self._fast_max = min(FAST_MAX, limits.max_line_length)
         # `_bulks` needs no limit checks (2047-byte bulks, nine elements, one level).
         self._plain_limits = (
@@ -205,7 +201,7 @@ class HiredisDecoder:
     def _protocol_error(self, message: str) -> RemoteProtocolError:
         # hiredis calls this, then raises type(result)(message): record it to make it sticky.
         # Reached only through checks hiredis makes and the framer does not (its nesting cap),
-        # or on the one-reply path, which then hands the chunk to the framer.
+        # or in a trusted run, which then goes to the framer.
         error = RemoteProtocolError(message)
         if self._error is None:
             self._error = error
@@ -267,7 +263,7 @@ class HiredisDecoder:
             self._stop(exc)
         self._quiet = not (self._stack or self._skip or self._line or self._pending or self._error)
 
-    # -- the one-reply path -----------------------------------------------------------------
+    # -- shortcuts and trusted runs -------------------------------------------------------
 
     def _one_line(self, data: bytes) -> bool:
         """Whether `data` is exactly one line element the pure decoder accepts (a reply)."""
@@ -385,7 +381,7 @@ class HiredisDecoder:
         return False
 
     def _next_ready(self) -> Reply | NeedData:
-        """`next_reply` while the one-reply path holds replies hiredis already gave out."""
+        """`next_reply` while a trusted run holds replies hiredis already gave out."""
         ready = self._ready
         if ready:
             reply = ready.popleft()

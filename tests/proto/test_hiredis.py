@@ -77,7 +77,7 @@ def compare(chunks: list[bytes], limits: Limits = DEFAULT_LIMITS) -> None:
     pure = run(Decoder(limits), chunks)
     fast = run(HiredisDecoder(limits), chunks)
     if pure[1] is not None and "not followed by CR LF" in pure[2] and len(chunks) == 1:
-        # The documented looseness of the one-reply path: everything before must agree.
+        # The documented looseness of trusted runs: everything before must agree.
         assert fast[0][: len(pure[0])] == pure[0]
         return
     assert fast[:2] == pure[:2]
@@ -374,7 +374,7 @@ def test_resp3_aggregates_are_refused_by_both(kind: bytes) -> None:
         assert run(HiredisDecoder(), [kind + count + b"\r\n"])[1] is RemoteProtocolError
 
 
-def test_crlf_after_bulk_payload_is_unchecked_only_on_the_one_reply_path() -> None:
+def test_crlf_after_bulk_payload_is_unchecked_only_in_a_trusted_run() -> None:
     wire = b"$3\r\nabcXY+ok\r\n"
     # One chunk between replies (the documented looseness): hiredis skips the two bytes.
     assert run(HiredisDecoder(), [wire]) == ([b"abc", b"ok"], None, "")

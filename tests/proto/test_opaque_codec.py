@@ -369,25 +369,6 @@ def _brief(value: Reply) -> str:
     return repr(value)
 
 
-def check(factory: DecoderFactory, case: Stream, cuts: Sequence[int] = ()) -> None:
-    for how, chunks in chunkings(case.wire, cuts):
-        assert_same(decode_chunks(chunks, factory), case.expected, f"{case!r} {how}")
-
-
-def outcome(factory: DecoderFactory, chunks: list[bytes]) -> tuple[list[Reply], str]:
-    """Replies until the first exception, and that exception's class name ("" if none)."""
-    decoder = factory(DEFAULT_LIMITS)
-    out: list[Reply] = []
-    try:
-        for chunk in chunks:
-            decoder.feed(chunk)
-            while (reply := decoder.next_reply()) is not NEED_DATA:
-                out.append(reply)
-    except Exception as exc:  # any exception: RecursionError is what this file is about
-        return out, type(exc).__name__
-    return out, ""
-
-
 @contextlib.contextmanager
 def stack_headroom(frames: int) -> Iterator[None]:
     """Allow only `frames` more Python frames than the caller has: a transport calls the
@@ -405,7 +386,35 @@ def stack_headroom(frames: int) -> Iterator[None]:
         sys.setrecursionlimit(saved)
 
 
+#: Frames decoding may use beyond its caller's: a few, whatever the contents hold.
 HEADROOM = 60
+
+
+def decode(chunks: list[bytes], factory: DecoderFactory) -> list[Reply]:
+    """`decode_chunks` with only `HEADROOM` frames of stack to spare."""
+    with stack_headroom(HEADROOM):
+        return decode_chunks(chunks, factory)
+
+
+def check(factory: DecoderFactory, case: Stream, cuts: Sequence[int] = ()) -> None:
+    for how, chunks in chunkings(case.wire, cuts):
+        assert_same(decode(chunks, factory), case.expected, f"{case!r} {how}")
+
+
+def outcome(factory: DecoderFactory, chunks: list[bytes]) -> tuple[list[Reply], str]:
+    """Replies until the first exception, and that exception's class name ("" if none)."""
+    decoder = factory(DEFAULT_LIMITS)
+    out: list[Reply] = []
+    try:
+        with stack_headroom(HEADROOM):
+            for chunk in chunks:
+                decoder.feed(chunk)
+                while (reply := decoder.next_reply()) is not NEED_DATA:
+                    out.append(reply)
+    except Exception as exc:  # any exception: RecursionError is what this file is about
+        return out, type(exc).__name__
+    return out, ""
+
 
 # -- properties -----------------------------------------------------------------------------------
 
@@ -466,21 +475,13 @@ def test_decoders_agree(fast: DecoderFactory, case: Stream, cuts: list[int]) -> 
 @pytest.mark.parametrize(("name", "data"), REGRESSIONS, ids=REGRESSION_IDS)
 def test_regression_contents(factory: DecoderFactory, name: str, data: bytes) -> None:
     for case in regression_streams(data, name):
-        with stack_headroom(HEADROOM):
-            results = [
-                (how, decode_chunks(chunks, factory)) for how, chunks in chunkings(case.wire)
-            ]
-        for how, got in results:
-            assert_same(got, case.expected, f"{case!r} {how}")
+        check(factory, case)
 
 
 @pytest.mark.parametrize("factory", BACKENDS)
 @pytest.mark.parametrize("case", STATUS_STREAMS, ids=[case.label for case in STATUS_STREAMS])
 def test_resp_looking_queue_names(factory: DecoderFactory, case: Stream) -> None:
-    with stack_headroom(HEADROOM):
-        results = [(how, decode_chunks(chunks, factory)) for how, chunks in chunkings(case.wire)]
-    for how, got in results:
-        assert_same(got, case.expected, f"{case!r} {how}")
+    check(factory, case)
 
 
 # -- cost: linear, and the same as plain bytes -------------------------------------------------
@@ -558,8 +559,7 @@ def test_memory_is_bounded_by_the_input(factory: DecoderFactory, line: bytes) ->
     chunks = [wire[i : i + SOCKET_CHUNK] for i in range(0, len(wire), SOCKET_CHUNK)]
     tracemalloc.start()
     try:
-        with stack_headroom(HEADROOM):
-            replies = decode_chunks(chunks, factory)
+        replies = decode(chunks, factory)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
