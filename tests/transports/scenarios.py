@@ -192,7 +192,7 @@ async def redis_async_client(
         ) as client:
             yield client
     finally:
-        await pool.aclose()
+        await pool.disconnect()  # redis-py 5.0.0 has no aclose
 
 
 def _cancel(task: asyncio.Task[Any]) -> None:

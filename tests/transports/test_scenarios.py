@@ -316,12 +316,28 @@ def test_trio_consume_reports_started_once_registered(server: ThreadedServer) ->
     trio.run(main)
 
 
-def test_redis_pool_refused_with_reason() -> None:
+def test_redis_pool_refused_with_reason(server: ThreadedServer) -> None:
     from okq_proto import LocalProtocolError
     from okq_transports.redis import check_pool
 
     with pytest.raises(LocalProtocolError, match="protocol=2"):
-        RedisPoolClient(redis.ConnectionPool(host="127.0.0.1", port=1))  # RESP3 by default
+        RedisPoolClient(redis.ConnectionPool(host="127.0.0.1", port=1, protocol=3))
+    # redis-py's default protocol: RESP3 from redis-py 6 on (refused: such a pool cannot talk
+    # to okq), RESP2 before (accepted: it can).
+    default = redis.ConnectionPool(host=server.host, port=server.port)
+    try:
+        try:
+            redis.Redis(connection_pool=default).ping()
+            talks = True
+        except redis.RedisError:
+            talks = False
+        if talks:
+            RedisPoolClient(default).ping()
+        else:
+            with pytest.raises(LocalProtocolError, match="protocol=2"):
+                RedisPoolClient(default)
+    finally:
+        default.disconnect()
     for bad in ({"password": "x"}, {"db": 3}, {"client_name": "me"}, {"protocol": 3}):
         with pytest.raises(LocalProtocolError):
             check_pool({"protocol": 2, **bad})
@@ -366,7 +382,7 @@ def test_redis_qnotify_longer_than_socket_timeout(kind: str, server: ThreadedSer
             pusher = asyncio.ensure_future(later())
             await client.consume(functools.partial(_set_and_ack, stop), [q], stop=stop)
             await pusher
-            await pool.aclose()
+            await pool.disconnect()
 
         run_asyncio(kind, lambda: asyncio.wait_for(main(), DEADLINE_S))
     assert errors == []
