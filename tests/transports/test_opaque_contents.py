@@ -36,6 +36,7 @@ from okq_transports import sync as okq_sync
 from okq_transports.server import ThreadedServer
 from tests.proto.test_opaque_codec import (
     JOB_QUEUES,
+    NO_SHRINK,
     REGRESSIONS,
     RESP_NAMES,
     Blob,
@@ -175,6 +176,7 @@ door_contents = st.one_of(
     max_examples=25,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    phases=NO_SHRINK,
 )
 @given(blob=door_contents)
 def test_awkward_contents(kind: str, server: ThreadedServer, blob: Blob) -> None:
