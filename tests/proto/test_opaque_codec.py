@@ -48,7 +48,7 @@ class Stream:
         self.wire, self.expected, self.label = wire, expected, label
 
     def __repr__(self) -> str:
-        return f"Stream({self.label or 'drawn'}, {len(self.wire)} bytes: {_short(self.wire)})"
+        return f"Stream({self.label or 'drawn'}, {len(self.wire)} bytes: {shorten(self.wire)})"
 
 
 class Blob:
@@ -60,10 +60,10 @@ class Blob:
         self.data = data
 
     def __repr__(self) -> str:
-        return f"Blob({len(self.data)} bytes: {_short(self.data)})"
+        return f"Blob({len(self.data)} bytes: {shorten(self.data)})"
 
 
-def _short(data: bytes, keep: int = 60) -> str:
+def shorten(data: bytes, keep: int = 60) -> str:
     return repr(data) if len(data) <= 2 * keep else f"{data[:keep]!r}...{data[-keep:]!r}"
 
 
@@ -140,16 +140,16 @@ ENDS = [
 ]
 
 
-def _nonempty_binary(max_size: int) -> st.SearchStrategy[bytes]:
+def nonempty_binary(max_size: int) -> st.SearchStrategy[bytes]:
     # b"" is never drawn itself (it hashes like 0 and "", which -bb turns into BytesWarning in
     # hypothesis's cache); it still comes out of the slice.
     return st.binary(min_size=1, max_size=max_size + 1).map(lambda raw: raw[1:])
 
 
 lines = st.tuples(
-    st.one_of(st.sampled_from(WORDS), _nonempty_binary(4)),  # before the type byte
+    st.one_of(st.sampled_from(WORDS), nonempty_binary(4)),  # before the type byte
     st.sampled_from(TYPE_BYTES),
-    st.one_of(st.sampled_from(COUNTS), st.sampled_from(WORDS), _nonempty_binary(3)),
+    st.one_of(st.sampled_from(COUNTS), st.sampled_from(WORDS), nonempty_binary(3)),
     st.sampled_from(ENDS),
     st.booleans(),  # the line starts with its type byte
 ).map(lambda parts: (b"" if parts[4] else parts[0]) + b"".join(parts[1:4]))
@@ -164,7 +164,7 @@ crlf_runs = st.lists(st.sampled_from([b"\r", b"\n", b"\r\n"]), min_size=1, max_s
 patterns = st.one_of(
     st.lists(lines, min_size=1, max_size=6).map(b"".join),
     crlf_runs,
-    _nonempty_binary(40).filter(bool),
+    nonempty_binary(40).filter(bool),
 )
 #: Contents sizes: around the decoders' thresholds (4 KiB, 64 KiB), and up to several MiB.
 sizes = st.one_of(
@@ -184,18 +184,18 @@ def contents_of(size: st.SearchStrategy[int]) -> st.SearchStrategy[bytes]:
     """A drawn pattern filled to a drawn size, between a few drawn bytes."""
     return st.builds(
         lambda head, pattern, size, whole, tail: head + _fill(pattern, size, whole) + tail,
-        _nonempty_binary(8),
+        nonempty_binary(8),
         patterns,
         size,
         st.booleans(),
-        _nonempty_binary(8),
+        nonempty_binary(8),
     )
 
 
 #: Thousands of CRLF-terminated lines that start with (or hold) a type byte: the shape that
 #: once cost a decoder a stack frame per line.
 crlf_lines = st.tuples(
-    st.one_of(st.sampled_from(WORDS), _nonempty_binary(4)),
+    st.one_of(st.sampled_from(WORDS), nonempty_binary(4)),
     st.sampled_from(TYPE_BYTES),
     st.one_of(st.sampled_from(COUNTS), st.sampled_from(WORDS)),
     st.booleans(),
@@ -205,8 +205,8 @@ runs = st.builds(
     st.one_of(crlf_lines, st.lists(crlf_lines, min_size=2, max_size=4).map(b"".join)),
     st.one_of(st.integers(900, 5000), st.integers(900, 20_000)),
 )
-contents = st.one_of(_nonempty_binary(300), contents_of(sizes), runs)
-event_ids = st.one_of(st.just(EVENT_ID), lines, _nonempty_binary(40))
+contents = st.one_of(nonempty_binary(300), contents_of(sizes), runs)
+event_ids = st.one_of(st.just(EVENT_ID), lines, nonempty_binary(40))
 #: Queue names: awkward lines, and families of them with a number after (``job>17``).
 names = st.one_of(
     lines.map(lambda line: [line]),
@@ -361,7 +361,7 @@ def assert_same(got: list[Reply], expected: list[Reply], how: str) -> None:
 
 def _brief(value: Reply) -> str:
     if isinstance(value, bytes):
-        return f"{len(value)} bytes {_short(value, 30)}"
+        return f"{len(value)} bytes {shorten(value, 30)}"
     if isinstance(value, list):
         return (
             f"[{', '.join(_brief(item) for item in value[:4])}{', ...' if len(value) > 4 else ''}]"

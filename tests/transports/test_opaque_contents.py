@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -40,8 +39,8 @@ from tests.proto.test_opaque_codec import (
     REGRESSIONS,
     RESP_NAMES,
     Blob,
-    _nonempty_binary,
-    _short,
+    nonempty_binary,
+    shorten,
     contents_of,
     runs,
 )
@@ -78,8 +77,8 @@ def assert_event(got: Event | None, expected: Event, what: str) -> None:
     assert (got.queue, got.id) == (expected.queue, expected.id), what
     if got.contents != expected.contents:
         pytest.fail(
-            f"{what}: contents differ: {len(got.contents)} bytes {_short(got.contents, 30)}, "
-            f"expected {len(expected.contents)} bytes {_short(expected.contents, 30)}"
+            f"{what}: contents differ: {len(got.contents)} bytes {shorten(got.contents, 30)}, "
+            f"expected {len(expected.contents)} bytes {shorten(expected.contents, 30)}"
         )
 
 
@@ -165,7 +164,7 @@ async def peek_and_consume(h: Harness, data: bytes, trouble: Trouble) -> None:
 
 #: Up to 1 MiB over the doors (the codec file goes to several MiB).
 door_contents = st.one_of(
-    _nonempty_binary(200),
+    nonempty_binary(200),
     contents_of(st.one_of(st.integers(0, 70_000), st.integers(0, 1 << 20))),
     runs,
 ).map(Blob)
@@ -317,4 +316,3 @@ def test_doors_decode_with_hiredis(backend: str) -> None:
     from okq_proto._hiredis import HiredisDecoder
 
     assert isinstance(make_decoder(), HiredisDecoder)
-    assert "okq_proto._hiredis" in sys.modules
