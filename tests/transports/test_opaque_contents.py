@@ -39,10 +39,10 @@ from tests.proto.test_opaque_codec import (
     REGRESSIONS,
     RESP_NAMES,
     Blob,
-    nonempty_binary,
-    shorten,
     contents_of,
+    nonempty_binary,
     runs,
+    shorten,
 )
 from tests.test_cli import run as run_cli
 
