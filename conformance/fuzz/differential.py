@@ -1177,7 +1177,7 @@ class Checker:
     def check_range(self, seed: int, start: int, stop: int) -> Tally:
         """Check streams ``start <= index < stop`` of the run with `seed`.
 
-        The hostile streams are checked last, under one tracemalloc session (starting and
+        The hostile streams are checked last, all traced at once (starting and
         stopping it per stream fragments the C heap: the process would grow).
         """
         tally = Tally(self.max_examples)

@@ -139,6 +139,27 @@ def test_deviations_no_entry_covers_are_undocumented(
     assert diff.classify(deviation) == diff.UNDOCUMENTED
 
 
+@pytest.mark.parametrize(
+    ("stream", "bounds"),
+    [
+        (b"$3\r\nabcXY+ok\r\n" + b"+o\r\n" * 1100, (0,)),  # a long run
+        (b"+a\r\n$3\r\nabcXY+ok\r\n", (0, 2)),  # a run from a reply start inside a chunk
+        (b"*2\r\n:1\r\n:2\r\n$3\r\nabcXY+ok\r\n", (0, 6)),
+    ],
+)
+def test_bad_payload_ends_in_trusted_runs_are_documented(
+    stream: bytes, bounds: tuple[int, ...]
+) -> None:
+    # Pins the entry's boundaries while it exists (the cases it must not cover are above).
+    name = "bad-payload-end-in-trusted-run"
+    if name not in {d.name for d in diff.DOCUMENTED}:
+        return
+    reference = pure(stream)
+    other = diff.Outcome.of(diff.NEED, [*reference.replies, b"abc", b"ok"])
+    deviation = diff.Deviation(stream, DEFAULT_LIMITS, reference, other, bounds)
+    assert diff.classify(deviation) == name
+
+
 def test_framing() -> None:
     framing = diff.frame(b"*2\r\n:1\r\n$3\r\nabcXY+ok\r\n*1\r\n")
     assert framing.first_bad_payload_end(b"*2\r\n:1\r\n$3\r\nabcXY+ok\r\n*1\r\n") == (8, 17)
