@@ -200,12 +200,25 @@ def status_table(entries: Sequence[QueueStatus]) -> list[str]:
     return [line(_COLUMNS), *(line(r) for r in rows)] if rows else [line(_COLUMNS), "(no queues)"]
 
 
+def _json_name(name: str) -> dict[str, str]:
+    """A queue name for JSON: as text when it is UTF-8; otherwise its bytes escaped in
+    ``queue`` and exact in ``queue_base64`` (JSON text cannot hold them)."""
+    raw = name.encode("utf-8", "surrogateescape")
+    try:
+        return {"queue": raw.decode("utf-8")}
+    except UnicodeDecodeError:
+        return {
+            "queue": raw.decode("utf-8", "backslashreplace"),
+            "queue_base64": base64.b64encode(raw).decode("ascii"),
+        }
+
+
 def status_json(entries: Sequence[QueueStatus]) -> str:
     """`entries` as a JSON array of objects."""
     return json.dumps(
         [
             {
-                "queue": s.name,
+                **_json_name(s.name),
                 "total": s.total,
                 "processing": s.processing,
                 "waiting": s.waiting,

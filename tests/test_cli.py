@@ -437,3 +437,23 @@ def test_program_consume_stops_gracefully_on_ctrl_c(okq_server: ThreadedServer) 
     assert "Traceback" not in err
     assert "stopping" in err
     assert status.total == 0  # acked
+
+
+def test_status_json_keeps_a_name_that_is_not_utf8_exact(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import base64
+    import json
+
+    from okq_transports.server import ThreadedServer
+    from okq_transports.sync import Client
+
+    with ThreadedServer() as srv, Client(srv.address) as client:
+        client.push(b"-caf\xe9".decode("utf-8", "surrogateescape"), b"x")
+        client.push("plain", b"y")
+        code, out, err = run(capsys, "--server", srv.address, "status", "--json")
+    assert (code, err) == (0, "")
+    entries = {e["queue"]: e for e in json.loads(out)}
+    assert set(entries) == {"-caf\\xe9", "plain"}
+    assert base64.b64decode(entries["-caf\\xe9"]["queue_base64"]) == b"-caf\xe9"
+    assert "queue_base64" not in entries["plain"]
