@@ -4,6 +4,9 @@ Owns: a three-method byte stream (`AsyncStream`: ``receive_some``, ``send_all``,
 over an asyncio Protocol and over any ``trio.abc.Stream``, connecting, and the handful of
 concurrency primitives the shared driver needs (an event, sleeping, the clock, running a
 call until a deadline, racing a call against a stop event, running workers side by side).
+On asyncio, any loop (uvloop's too: transports are checked by what they can do, not by
+class) and any canceller (anyio's cancel scopes cancel again and again): a task started
+here has always ended when the call that started it returns (`wait_ended`).
 Every failure leaves here as an okq error (`_exceptions.to_okq_error`, plus trio's own
 types): no ``OSError``, ``trio.BrokenResourceError`` or ``TooSlowError`` escapes as is.
 Must not know: okq commands, pools, consumers.  An ``if`` about okq semantics here is a bug.
