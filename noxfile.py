@@ -1,16 +1,17 @@
 """The test matrix: the tests marked ``matrix`` on every supported environment.
 
-scripts/test runs the whole suite once in .venv, then (or before: see there) every cell here.
-Each cell is a fresh virtualenv with the project installed from a wheel (not editable, so
-packaging is checked too) plus only what the cell needs, and runs its tests from a copy of the
-tree without the source packages, so the installed okq is the one imported.  The cells:
+scripts/test runs every cell here (``nox --parallel 2``), then the whole suite once in .venv.
+The ``dist`` session snapshots the tree and builds the project's wheel from it; each cell is a
+fresh virtualenv with that wheel installed (not editable, so packaging is checked too) plus only
+what the cell needs, and runs its tests from a copy of the snapshot without the source packages,
+so the installed okq is the one imported.  The cells:
 
+- ``oldest_deps``: oldest CPython, every extra at its lower bound in pyproject.toml (hiredis,
+  trio and redis-py: ``redis==5.0`` installs 5.0.0);
 - ``tests-3.X``: each CPython the classifiers in pyproject.toml list, with the hiredis, trio and
   redis extras at their newest releases (the newest redis-py is tested here);
-- ``no_hiredis``: newest CPython, without hiredis, so the pure decoder is the default;
 - ``uvloop``: newest CPython, every ``asyncio.run`` of the tests on uvloop's loop;
-- ``oldest_deps``: oldest CPython, every extra at its lower bound in pyproject.toml (hiredis,
-  trio and redis-py: ``redis==5.0`` is 5.0.0).
+- ``no_hiredis``: newest CPython, without hiredis, so the pure decoder is the default.
 
 The subset is chosen by path in tests/conftest.py (``MATRIX_TESTS``); each cell states what it
 installed in ``OKQ_TEST_EXPECT`` and tests/test_environment.py checks it.
@@ -19,22 +20,19 @@ Interpreters are found on ``PATH`` or under ``$PYENV_ROOT/versions`` (default ``
 never downloaded.  A missing one fails its cells under ``CI``; elsewhere they are skipped, loudly.
 
     nox -l                      # list the cells
-    nox -s tests-3.12           # one cell
+    nox -s tests-3.12           # one cell (and dist, which it requires)
+    nox --parallel 2            # every cell, two at a time
     nox -s uvloop -- -x -k sync # extra arguments go to that cell's pytest
 """
 
 from __future__ import annotations
 
-import atexit
-import functools
 import os
 import re
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import nox
@@ -95,33 +93,38 @@ def lower_bound_pins() -> list[str]:
 # -- interpreters -------------------------------------------------------------------------------
 
 
-def _is_cpython(executable: Path, version: str) -> bool:
-    """Whether `executable` runs and is CPython `version` (a pyenv shim for an inactive
-    version is on PATH but fails to run)."""
-    if not (executable.is_file() and os.access(executable, os.X_OK)):
-        return False
+def _probe(candidate: Path, version: str) -> Path | None:
+    """The executable behind `candidate` (its ``sys.executable``) if it runs and is CPython
+    `version`; None otherwise (a pyenv shim for an inactive version is on PATH but fails)."""
+    if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+        return None
+    script = "import sys; print(sys.implementation.name, '%d.%d' % sys.version_info[:2])"
+    script += "; print(sys.executable)"
     try:
         result = subprocess.run(
-            [
-                str(executable),
-                "-c",
-                "import sys; print(sys.implementation.name, '%d.%d' % sys.version_info[:2])",
-            ],
+            [str(candidate), "-c", script],
             capture_output=True,
             text=True,
             timeout=60,
             check=False,
         )
     except (OSError, subprocess.SubprocessError):
-        return False
-    return result.returncode == 0 and result.stdout.split() == ["cpython", version]
+        return None
+    lines = result.stdout.splitlines()
+    if result.returncode != 0 or len(lines) != 2 or lines[0].split() != ["cpython", version]:
+        return None
+    return Path(lines[1])
+
+
+#: Where each interpreter found is linked as ``pythonX.Y``, first on PATH (nox looks there).
+LINKS = ROOT / ".nox" / ".interpreters"
 
 
 def find_python(version: str) -> Path | None:
     """CPython `version` (``X.Y``): ``pythonX.Y`` on PATH, else the newest patch release under
-    ``$PYENV_ROOT/versions``."""
+    ``$PYENV_ROOT/versions``: the interpreter's own ``sys.executable``."""
     path = [Path(entry) for entry in os.environ.get("PATH", "").split(os.pathsep) if entry]
-    candidates = [entry / f"python{version}" for entry in path]
+    candidates = [entry / f"python{version}" for entry in path if entry != LINKS]
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     releases = [
         install
@@ -130,34 +133,34 @@ def find_python(version: str) -> Path | None:
     ]
     releases.sort(key=lambda install: int(install.name.rsplit(".", 1)[1]), reverse=True)
     candidates += [install / "bin" / f"python{version}" for install in releases]
-    return next((c for c in candidates if _is_cpython(c, version)), None)
+    return next((found for c in candidates if (found := _probe(c, version))), None)
 
 
 def _put_interpreters_on_path() -> None:
-    """Link each interpreter found as ``pythonX.Y`` into one folder first on PATH, where nox
-    looks for the sessions' interpreters; say loudly which are missing."""
-    links = ROOT / ".nox" / ".interpreters"
-    links.mkdir(parents=True, exist_ok=True)
+    """Link each interpreter found into `LINKS`, put that first on PATH, and say loudly which
+    are missing.  (nox runs each parallel session in a new nox process, which comes here too.)"""
+    LINKS.mkdir(parents=True, exist_ok=True)
     (ROOT / ".nox" / ".gitignore").write_text("*\n", encoding="utf-8")
     missing = []
     for version in PYTHONS:
         found = find_python(version)
-        link = links / f"python{version}"
+        link = LINKS / f"python{version}"
         if found is None:
             missing.append(version)
             link.unlink(missing_ok=True)
-            continue
-        temporary = links / f".python{version}.{os.getpid()}"
-        temporary.unlink(missing_ok=True)
-        temporary.symlink_to(found)
-        os.replace(temporary, link)
-    os.environ["PATH"] = f"{links}{os.pathsep}{os.environ.get('PATH', '')}"
+        elif not link.is_symlink() or link.readlink() != found:
+            temporary = LINKS / f".python{version}.{os.getpid()}"
+            temporary.unlink(missing_ok=True)
+            temporary.symlink_to(found)
+            os.replace(temporary, link)  # atomic: a concurrent nox process never sees none
+    if os.environ.get("PATH", "").split(os.pathsep)[0] != str(LINKS):
+        os.environ["PATH"] = f"{LINKS}{os.pathsep}{os.environ.get('PATH', '')}"
     if missing:
         consequence = "FAIL (CI is set)" if "CI" in os.environ else "be SKIPPED"
         banner = "!" * 78
         print(
             f"{banner}\n!! CPython {', '.join(missing)} not found on PATH nor under "
-            f"$PYENV_ROOT/versions: its cells will {consequence}\n{banner}",
+            f"$PYENV_ROOT/versions: their cells will {consequence}\n{banner}",
             file=sys.stderr,
             flush=True,
         )
@@ -169,42 +172,43 @@ _put_interpreters_on_path()
 # -- the cells -----------------------------------------------------------------------------------
 
 
-def _ignored(root: Path, *, keep_packages: bool) -> Callable[[str, list[str]], set[str]]:
-    """A `shutil.copytree` ignore: caches, virtualenvs, build output (and the packages)."""
-    always = {".git", ".nox", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache"}
-    always |= {".pytest_cache", ".hypothesis", "build", "dist", "_build"}
-
-    def ignore(folder: str, names: list[str]) -> set[str]:
-        out = {name for name in names if name in always or name.endswith(".egg-info")}
-        if not keep_packages and Path(folder) == root:
-            out |= set(PACKAGES) & set(names)
-        return out
-
-    return ignore
+def _ignored(folder: str, names: list[str]) -> set[str]:
+    """A `shutil.copytree` ignore: VCS, caches, virtualenvs, build output."""
+    return {name for name in names if name in _NOT_COPIED or name.endswith(".egg-info")}
 
 
-@functools.cache
-def _wheel_dir() -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="okq-wheel-"))
-    atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return folder
+_NOT_COPIED = {".git", ".nox", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache"}
+_NOT_COPIED |= {".pytest_cache", ".hypothesis", "build", "dist", "_build"}
 
 
-def project_wheel(session: nox.Session) -> Path:
-    """The project's wheel, built once per nox run from a clean copy of the tree (a stale
-    build/ folder can never leak into it)."""
-    out = _wheel_dir()
-    wheels = sorted(out.glob("*.whl"))
-    if not wheels:
-        source = out / "source"
-        shutil.copytree(ROOT, source, ignore=_ignored(ROOT, keep_packages=True))
-        session.run(
-            "python", "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(out), str(source)
-        )
-        shutil.rmtree(source)
-        wheels = sorted(out.glob("*.whl"))
-    (wheel,) = wheels
-    return wheel
+#: One snapshot of the tree per nox run, made by the ``dist`` session that every cell requires:
+#: the wheel built from it, and a copy of it without the source packages to run the tests from.
+#: So every cell tests the same code, however the tree changes meanwhile.
+DIST = ROOT / ".nox" / ".dist"
+
+
+@nox.session(python=False, allow_parallel=True)
+def dist(session: nox.Session) -> None:
+    """Snapshot the tree and build the project's wheel from it (every cell requires this)."""
+    shutil.rmtree(DIST, ignore_errors=True)
+    tree = DIST / "tree"
+    shutil.copytree(ROOT, tree, ignore=_ignored)
+    session.run(
+        sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--wheel-dir", str(DIST), str(tree)
+    )  # fmt: skip
+    for made in (*PACKAGES, "build", *(p.name for p in tree.glob("*.egg-info"))):
+        shutil.rmtree(tree / made, ignore_errors=True)
+
+
+def _snapshot(session: nox.Session) -> tuple[Path, Path]:
+    """The ``dist`` session's wheel, and this cell's own copy of its tree."""
+    wheels = sorted(DIST.glob("*.whl"))
+    if len(wheels) != 1:
+        session.error(f"expected one wheel in {DIST} (run the dist session first): {wheels}")
+    tree = Path(session.create_tmp()) / "tree"
+    shutil.rmtree(tree, ignore_errors=True)
+    shutil.copytree(DIST / "tree", tree)
+    return wheels[0], tree
 
 
 def run_cell(
@@ -218,11 +222,8 @@ def run_cell(
     """Install the wheel with `extras` (+ the test tools) and `pins`, then run the matrix
     tests from a copy of the tree without the source packages."""
     started = time.monotonic()
-    wheel = project_wheel(session)
+    wheel, tree = _snapshot(session)
     session.install(f"{wheel}[{','.join((*extras, 'test'))}]", *pins)
-    tree = Path(session.create_tmp()) / "tree"
-    shutil.rmtree(tree, ignore_errors=True)
-    shutil.copytree(ROOT, tree, ignore=_ignored(ROOT, keep_packages=False))
     installed = time.monotonic()
     declared = (f"python=={session.python}", "okq:wheel", *expect)
     with session.chdir(tree):
@@ -238,13 +239,26 @@ def run_cell(
     )
 
 
-@nox.session(python=PYTHONS)
+@nox.session(python=[OLDEST], requires=["dist"], allow_parallel=True)
+def oldest_deps(session: nox.Session) -> None:
+    """The oldest CPython with every extra at the lower bound pyproject.toml gives it."""
+    pins = tuple(lower_bound_pins())
+    run_cell(session, pins=pins, expect=pins)
+
+
+@nox.session(python=PYTHONS, requires=["dist"], allow_parallel=True)
 def tests(session: nox.Session) -> None:
     """Each CPython, with hiredis, trio and redis-py at their newest releases."""
     run_cell(session, expect=EXTRAS)
 
 
-@nox.session(python=[NEWEST])
+@nox.session(python=[NEWEST], requires=["dist"], allow_parallel=True)
+def uvloop(session: nox.Session) -> None:
+    """Every ``asyncio.run`` of the tests on uvloop's event loop."""
+    run_cell(session, expect=(*EXTRAS, "uvloop"), env={"OKQ_TEST_ASYNCIO_LOOP": "uvloop"})
+
+
+@nox.session(python=[NEWEST], requires=["dist"], allow_parallel=True)
 def no_hiredis(session: nox.Session) -> None:
     """Without hiredis: the pure decoder is the default (hiredis-only tests deselected)."""
     run_cell(
@@ -255,16 +269,3 @@ def no_hiredis(session: nox.Session) -> None:
         # not skip); this cell leaves it out on purpose and declares so instead.
         env={"OKQ_TEST_WITHOUT": "hiredis", "CI": None},
     )
-
-
-@nox.session(python=[NEWEST])
-def uvloop(session: nox.Session) -> None:
-    """Every ``asyncio.run`` of the tests on uvloop's event loop."""
-    run_cell(session, expect=(*EXTRAS, "uvloop"), env={"OKQ_TEST_ASYNCIO_LOOP": "uvloop"})
-
-
-@nox.session(python=[OLDEST])
-def oldest_deps(session: nox.Session) -> None:
-    """The oldest CPython with every extra at the lower bound pyproject.toml gives it."""
-    pins = tuple(lower_bound_pins())
-    run_cell(session, pins=pins, expect=pins)

@@ -67,9 +67,9 @@ def in_matrix(path: Path) -> bool:
 
 
 #: Optional dependencies a cell leaves out on purpose (``OKQ_TEST_WITHOUT=hiredis``): the tests
-#: that need one are not collected (a file named after it) or deselected (a parameter id naming
-#: it), instead of failing or skipping.  Only a cell declares this; tests/test_environment.py
-#: checks the dependency really is absent there.
+#: that need one say so by name, and are not collected (a file named after it) or deselected (a
+#: test or parameter named after it) instead of failing or skipping.  Only a cell declares this;
+#: tests/test_environment.py checks the dependency really is absent there.
 WITHOUT = frozenset(name for name in os.environ.get("OKQ_TEST_WITHOUT", "").split(",") if name)
 
 #: The asyncio event loop every `asyncio.run` in the tests uses: ``asyncio`` (the default) or
@@ -122,11 +122,14 @@ def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool 
 
 
 def _names_a_missing_dependency(item: pytest.Item) -> bool:
+    """Whether the test's name (``test_hiredis_smoke_run``) or a parameter of it (an id or a
+    str value, ``[hiredis]``) names a dependency the cell leaves out."""
+    names = set(getattr(item, "originalname", item.name).split("_"))
     callspec = getattr(item, "callspec", None)
-    if callspec is None:
-        return False
-    ids = set(re.split(r"[-\[\]]", callspec.id))
-    return any(name in ids or name in callspec.params.values() for name in WITHOUT)
+    if callspec is not None:
+        names |= set(re.split(r"[-\[\]]", callspec.id))
+        names |= {value for value in callspec.params.values() if isinstance(value, str)}
+    return not names.isdisjoint(WITHOUT)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -73,7 +73,7 @@ def _installed(name: str) -> bool:
     return True
 
 
-def test_default_decoder_follows_hiredis() -> None:
+def test_default_decoder_follows_what_is_installed() -> None:
     """``make_decoder()`` picks hiredis exactly when it is installed, else the pure decoder."""
     if importlib.util.find_spec("hiredis") is None:
         assert type(make_decoder()) is Decoder
