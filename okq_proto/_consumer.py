@@ -19,10 +19,10 @@ Use (a transport moves bytes and time; it decides nothing)::
             consumer.receive_data(data) if data else consumer.receive_eof()
         elif type(event) is Delivered:
             ok = handler(event.delivery)
-            consumer.handled(event.delivery, ok)   # queues QACK + the next QRPOP
+            consumer.handled(event.delivery, ok, now=time.monotonic())  # QACK + next QRPOP
         elif type(event) is ConsumerStopped:
             break                        # close the connection
-        # AckSettled / LateAck: metrics
+        # AckSettled / LateAck (finished after the deadline, or QACK replied 0): metrics
 
 Beyond okq-go: after a pop the same queue is popped again before waiting in ``QNOTIFY`` (up
 to `max_drain` events in a row, then the next registered queue gets a turn), and the ack of
@@ -81,7 +81,8 @@ class Delivered:
 @final
 @dataclass(frozen=True, slots=True)
 class AckSettled:
-    """``QACK`` of `delivery` replied 1: the event is gone from the queue."""
+    """``QACK`` of `delivery` replied 1 and the handler finished before the claim's
+    deadline: the event is gone from the queue, handled once by this consumer."""
 
     delivery: Delivery
 
@@ -89,10 +90,17 @@ class AckSettled:
 @final
 @dataclass(frozen=True, slots=True)
 class LateAck:
-    """``QACK`` of `delivery` replied 0: the event was no longer there (flushed, or its claim
-    had expired and another consumer finished it).  The work may have been done twice."""
+    """A late ack: the handler finished at or after `delivery`'s deadline (its claim had
+    expired, so the server may have delivered the event again), or ``QACK`` replied 0 (the
+    event was no longer there: flushed, or redelivered and finished by another consumer).
+
+    The work may have been done twice, whatever the reply.  `removed` is the reply: True
+    when the ``QACK`` still removed the event, which after a redelivery may be the copy
+    another consumer is handling now (its own ack will then be late too).
+    """
 
     delivery: Delivery
+    removed: bool = False
 
 
 @final
@@ -131,6 +139,7 @@ class Consumer:
     """
 
     __slots__ = (
+        "_ack_done",
         "_acks",
         "_conn",
         "_error",
@@ -183,6 +192,7 @@ class Consumer:
         self._streak = 0
         self._in_hand: Delivery | None = None
         self._acks: deque[Delivery] = deque()
+        self._ack_done: deque[float | None] = deque()  # when each verdict came, if known
         self._error: OkqError | None = None
         self._state = _S.REGISTERING
         conn.send(QRegister(wire))
@@ -311,7 +321,7 @@ class Consumer:
             if event is not None:
                 return event
 
-    def handled(self, delivery: Delivery, success: bool) -> None:
+    def handled(self, delivery: Delivery, success: bool, now: float | None = None) -> None:
         """Report the application's verdict on the delivery in hand.
 
         Legal in HANDLING and FINISHING, for the delivery `next_event` handed out.  On
@@ -319,6 +329,15 @@ class Consumer:
         pop leaves with the ack in one write (state POPPING); in FINISHING, the final ack
         is sent (ACKING), or the consumer is STOPPED if there is nothing to ack.  Without
         success no ack is sent: the server hands the event out again once the claim expires.
+
+        Args:
+            delivery: the delivery in hand.
+            success: the handler's verdict (True: ack it).
+            now: the caller's monotonic clock when the handler finished.  An ack whose
+                handler finished at or after ``delivery.deadline`` is reported as `LateAck`
+                whatever ``QACK`` replies.  None: the time passed to the `next_event` that
+                reads the ack's reply stands in (never earlier, so never a false
+                `AckSettled`).
 
         Raises:
             LocalProtocolError: in another state, or for a different delivery (state ERROR).
@@ -336,6 +355,7 @@ class Consumer:
         self._in_hand = None
         if ack:
             self._acks.append(delivery)
+            self._ack_done.append(now)
             self._conn.send(QAck(to_wire(delivery.queue), to_wire(delivery.id)))
         if new is _S.POPPING:
             index = self._names[delivery.queue]
@@ -388,6 +408,11 @@ class Consumer:
         if kind is QAck:
             self._move(_I.ACK_REPLY)
             delivery = self._acks.popleft()
+            done = self._ack_done.popleft()
+            if done is None:
+                done = now
+            if done >= delivery.deadline:  # the claim had expired: maybe delivered again
+                return LateAck(delivery, removed=result == 1)
             if result == 1:
                 return AckSettled(delivery) if self._report_acks else None
             return LateAck(delivery)

@@ -296,10 +296,13 @@ class Hooks:
         """An event was popped and is about to be handed to the handler."""
 
     def acked(self, delivery: Delivery) -> None:
-        """A handled event was acknowledged (QACK replied 1)."""
+        """A handled event was acknowledged in time: the handler finished before the claim's
+        deadline and QACK replied 1."""
 
     def late_ack(self, delivery: Delivery) -> None:
-        """QACK replied 0: the claim had expired and the event was already taken or gone."""
+        """A late ack: the handler finished at or after the claim's deadline (the event may
+        have been delivered again, and the QACK may have removed the redelivered copy), or
+        QACK replied 0 (the event was already taken or gone)."""
 
     def handler_failed(self, delivery: Delivery, error: BaseException | None) -> None:
         """The handler returned false or raised (`error`); the event will be redelivered."""

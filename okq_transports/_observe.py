@@ -103,12 +103,16 @@ def handler_failed(
     call_hook(hooks, "handler_failed", delivery, error)
 
 
-def late_ack(hooks: Hooks | None, delivery: Delivery) -> None:
-    """``QACK`` replied 0: the claim had expired and the event was taken or gone."""
+def late_ack(hooks: Hooks | None, delivery: Delivery, *, removed: bool = False) -> None:
+    """A late ack (`okq_proto.LateAck`): the handler finished after the claim's deadline, or
+    ``QACK`` replied 0.  The event may have been delivered again; `removed`: the ``QACK``
+    still removed it (after a redelivery, possibly the copy another consumer holds)."""
     log.warning(
-        "okq: late ack of %s in %s: its claim had expired and it was gone",
+        "okq: late ack of %s in %s: its claim had expired or it was gone; the event may have "
+        "been delivered again (%s)",
         delivery.id,
         delivery.queue,
+        "the ack removed it" if removed else "the ack found nothing",
         extra={"okq_queue": delivery.queue, "okq_event_id": delivery.id},
     )
     call_hook(hooks, "late_ack", delivery)

@@ -304,11 +304,11 @@ def _run(
             ok = _handle(handler, delivery, hooks)
             if stop.is_set():
                 consumer.stop()
-            consumer.handled(delivery, ok)
+            consumer.handled(delivery, ok, monotonic())  # finished after the deadline: late
         elif isinstance(event, AckSettled):
             call_hook(hooks, "acked", event.delivery)
         elif isinstance(event, LateAck):
-            late_ack(hooks, event.delivery)
+            late_ack(hooks, event.delivery, removed=event.removed)
         else:
             assert isinstance(event, ConsumerStopped)
             return

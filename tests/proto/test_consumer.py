@@ -492,3 +492,59 @@ def test_allowed_silence_is_the_notify_wait_only_while_waiting() -> None:
     assert c.allowed_silence_s() == 5.0
     c.stop()
     assert c.allowed_silence_s() == 0.0
+
+
+def _ack_reply_after(
+    finished: float | None, reply: bytes, read_at: float = 200.0
+) -> tuple[object, Delivery]:
+    """Pop one event at t=100 (claim 10 s: deadline 110), report it handled (finished at
+    `finished`, or with no time), feed the QACK's `reply`, return what the machine says."""
+    c = Consumer([Q], expire_s=10, notify_timeout_s=5)
+    c.data_to_send()
+    feed(c, OK)
+    feed(c, name_reply())
+    got = feed(c, event_reply(b"e2"), now=100.0)
+    assert isinstance(got, Delivered)
+    assert got.delivery.deadline == 110.0
+    c.data_to_send()
+    c.stop()
+    c.handled(got.delivery, True, now=finished)
+    assert c.data_to_send() == wire((b"QACK", b"jobs", b"e2"))
+    c.receive_data(reply)
+    return c.next_event(read_at), got.delivery
+
+
+@pytest.mark.parametrize("reply", [b":1\r\n", b":0\r\n"])
+def test_a_handler_finishing_after_its_deadline_is_a_late_ack_whatever_the_reply(
+    reply: bytes,
+) -> None:
+    event, delivery = _ack_reply_after(110.5, reply)
+    assert event == LateAck(delivery, removed=reply == b":1\r\n")
+    event, delivery = _ack_reply_after(110.0, reply)  # at the deadline
+    assert isinstance(event, LateAck)
+
+
+def test_a_handler_finishing_in_time_is_acked_even_if_the_reply_is_read_later() -> None:
+    event, delivery = _ack_reply_after(109.0, b":1\r\n", read_at=500.0)
+    assert event == AckSettled(delivery)
+    event, delivery = _ack_reply_after(109.0, b":0\r\n")
+    assert event == LateAck(delivery, removed=False)
+
+
+def test_without_a_finish_time_the_reply_time_decides() -> None:
+    event, delivery = _ack_reply_after(None, b":1\r\n", read_at=105.0)
+    assert event == AckSettled(delivery)
+    event, delivery = _ack_reply_after(None, b":1\r\n", read_at=111.0)
+    assert event == LateAck(delivery, removed=True)
+
+
+def test_late_acks_are_reported_even_when_acks_are_not() -> None:
+    c = Consumer([Q], expire_s=1, report_acks=False)
+    c.data_to_send()
+    feed(c, OK)
+    feed(c, name_reply())
+    first = feed(c, event_reply(b"e1"), now=0.0)
+    assert isinstance(first, Delivered)
+    c.handled(first.delivery, True, now=5.0)  # 4 s past its 1 s claim
+    c.receive_data(b":1\r\n" + NIL)
+    assert c.next_event(5.0) == LateAck(first.delivery, removed=True)
