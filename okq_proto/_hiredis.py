@@ -229,12 +229,31 @@ class HiredisDecoder:
         if type(data) is not bytes:
             data = bytes(data)  # the framer slices it and may hold on to it
         size = len(data)
-        line = self._line
-        if line and size == 1 and data != b"\n" and len(line) <= self._fast_max:
-            line += data  # a byte that cannot end the line being read (fed byte by byte)
-            return
-        if self._skip > size + 2:  # inside a payload, short of its CR LF
-            self._skip -= size
+        skip = self._skip
+        if size == 1 and not skip:  # fed byte by byte: most bytes only extend a line
+            line = self._line
+            if (
+                data != b"\n"
+                and len(line) <= self._fast_max
+                and self._pending is None
+                and self._error is None
+            ):
+                line += data  # cannot end the line (the framer reads it once it ends)
+                self._quiet = False
+                return
+        elif size == 1 and skip <= 2 and self._pending is None:  # a payload's CR LF, bytewise
+            if skip == 2:
+                self._cr_ok = data == b"\r"
+                self._skip = 1
+                self._out(data, 0, 1)
+                return
+            if self._cr_ok and data == b"\n":
+                self._skip = 0
+                self._close_element(data, 0, 1)
+                self._quiet = not self._stack
+                return
+        elif skip >= size + 2:  # inside a payload, short of its CR LF
+            self._skip = skip - size
             if self._hold_level < 0:
                 self._feed(data)
             else:
