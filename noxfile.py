@@ -93,9 +93,10 @@ def lower_bound_pins() -> list[str]:
 # -- interpreters -------------------------------------------------------------------------------
 
 
-def _probe(candidate: Path, version: str) -> Path | None:
-    """The executable behind `candidate` (its ``sys.executable``) if it runs and is CPython
-    `version`; None otherwise (a pyenv shim for an inactive version is on PATH but fails)."""
+def _probe(candidate: Path, version: str, path: list[Path]) -> Path | None:
+    """The executable behind `candidate` (its ``sys.executable``, links resolved) if it runs
+    with `path` as PATH and is CPython `version`; None otherwise (a pyenv shim for an inactive
+    version is on PATH but fails, or runs whatever else PATH has)."""
     if not (candidate.is_file() and os.access(candidate, os.X_OK)):
         return None
     script = "import sys; print(sys.implementation.name, '%d.%d' % sys.version_info[:2])"
@@ -103,6 +104,7 @@ def _probe(candidate: Path, version: str) -> Path | None:
     try:
         result = subprocess.run(
             [str(candidate), "-c", script],
+            env={**os.environ, "PATH": os.pathsep.join(map(str, path))},
             capture_output=True,
             text=True,
             timeout=60,
@@ -113,7 +115,7 @@ def _probe(candidate: Path, version: str) -> Path | None:
     lines = result.stdout.splitlines()
     if result.returncode != 0 or len(lines) != 2 or lines[0].split() != ["cpython", version]:
         return None
-    return Path(lines[1])
+    return Path(lines[1]).resolve()
 
 
 #: Where each interpreter found is linked as ``pythonX.Y``, first on PATH (nox looks there).
@@ -124,7 +126,8 @@ def find_python(version: str) -> Path | None:
     """CPython `version` (``X.Y``): ``pythonX.Y`` on PATH, else the newest patch release under
     ``$PYENV_ROOT/versions``: the interpreter's own ``sys.executable``."""
     path = [Path(entry) for entry in os.environ.get("PATH", "").split(os.pathsep) if entry]
-    candidates = [entry / f"python{version}" for entry in path if entry != LINKS]
+    path = [entry for entry in path if entry != LINKS]  # never find our own links
+    candidates = [entry / f"python{version}" for entry in path]
     pyenv_root = Path(os.environ.get("PYENV_ROOT") or Path.home() / ".pyenv")
     releases = [
         install
@@ -133,7 +136,7 @@ def find_python(version: str) -> Path | None:
     ]
     releases.sort(key=lambda install: int(install.name.rsplit(".", 1)[1]), reverse=True)
     candidates += [install / "bin" / f"python{version}" for install in releases]
-    return next((found for c in candidates if (found := _probe(c, version))), None)
+    return next((found for c in candidates if (found := _probe(c, version, path))), None)
 
 
 def _put_interpreters_on_path() -> None:
