@@ -96,6 +96,60 @@ def _too_deep(replies: list[Reply], max_depth: int) -> bool:
     return False
 
 
+_ENTRY: Final = b"*4\r\n$%d\r\n%s\r\n:%d\r\n:%d\r\n:%d\r\n"
+
+
+def _wire(reply: Reply, first: int, max_depth: int) -> bytes | None:
+    """The canonical RESP2 encoding of `reply` (strings as bulk strings, except a top-level
+    simple string when `first` says so), or None where there is none within `max_depth`."""
+    kind = type(reply)
+    if kind is list:
+        items = cast("list[Reply]", reply)
+        if len(items) == 2 and type(items[0]) is bytes and type(items[1]) is bytes:
+            a, b = cast("tuple[bytes, bytes]", items)  # QRPOP, QLPEEK, QRPEEK
+            return b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(a), a, len(b), b)
+        if max_depth >= 2 and all(type(x) is list and len(x) == 4 for x in items):
+            try:  # QSTATUS, QINFO: entries of a name and three counters
+                return b"*%d\r\n" % len(items) + b"".join(
+                    [_ENTRY % (len(n), n, a, b, c) for n, a, b, c in cast("list[list[Any]]", items)]
+                )
+            except TypeError:
+                pass
+        parts: list[bytes] = []
+        return b"".join(parts) if _wire_array(items, parts, max_depth) else None
+    if kind is bytes:
+        text = cast(bytes, reply)
+        if first == _PLUS:
+            return None if b"\r" in text or b"\n" in text else b"+%s\r\n" % text
+        return b"$%d\r\n%s\r\n" % (len(text), text)
+    if kind is int:
+        return b":%d\r\n" % cast(int, reply)
+    if reply is None:
+        return b"*-1\r\n" if first == _STAR else b"$-1\r\n"
+    if kind is ErrorReply:
+        message = cast(ErrorReply, reply).message
+        return None if b"\r" in message or b"\n" in message else b"-%s\r\n" % message
+    return None
+
+
+def _wire_array(items: list[Reply], parts: list[bytes], depth: int) -> bool:
+    if depth < 1:
+        return False
+    parts.append(b"*%d\r\n" % len(items))
+    for item in items:
+        kind = type(item)
+        if kind is bytes:
+            parts.append(b"$%d\r\n%s\r\n" % (len(cast(bytes, item)), item))
+        elif kind is int:
+            parts.append(b":%d\r\n" % cast(int, item))
+        elif kind is list:
+            if not _wire_array(cast("list[Reply]", item), parts, depth - 1):
+                return False
+        else:  # nil and error replies inside arrays: left to the framer
+            return False
+    return True
+
+
 class HiredisDecoder:
     """An incremental RESP2 reply decoder on ``hiredis.Reader``, same API, rules and limits as
     `Decoder`.
@@ -259,17 +313,16 @@ class HiredisDecoder:
             else:
                 self._held.append(data)
             return
-        if (
-            self._quiet
-            and 0 < size <= self._fast_max
-            and (
+        if self._quiet and 0 < size <= self._fast_max:
+            if (
                 data == _OK_LINE
                 or self._one_line(data)
                 or (self._plain_limits and self._bulks(data))
-            )
-        ):
-            self._feed(data)  # exactly one reply the pure decoder accepts
-            return
+            ):
+                self._feed(data)  # exactly one reply the pure decoder accepts
+                return
+            if self._plain_limits and self._verified(data):
+                return
         if self._error is not None:
             raise self._error
         if self._pending is not None or not size:
@@ -325,6 +378,30 @@ class HiredisDecoder:
             if data[pos - 2 : pos] != _CRLF:
                 return False
         return pos == len(data)
+
+    def _verified(self, data: bytes) -> bool:
+        """Give hiredis a short chunk between replies and keep its reply if the chunk is
+        exactly that reply's canonical encoding (then the pure decoder reads it the same);
+        otherwise hiredis is replaced by a fresh reader and False returned."""
+        if self._has_data() or self._big_array(data.translate(_FOLD)) is not None:
+            return False  # (the screen: no header hiredis could allocate much for)
+        self._feed(data)
+        try:
+            reply = self._gets()
+        except RemoteProtocolError:
+            self._error = None  # the hook's: the framer will find it, at the right reply
+            reply = NEED_DATA
+        if (
+            reply is not NEED_DATA
+            and not self._has_data()
+            and _wire(reply, data[0], self._limits.max_depth) == data
+        ):
+            self._ready.append(reply)
+            self.next_reply = self._next_ready
+            return True
+        self._new_reader()
+        self.next_reply = self._next_ready if self._ready else self._gets
+        return False
 
     def _from_boundary(self, data: bytes, pos: int) -> None:
         """Decode ``data[pos:]``, which starts a reply: hiredis at once where it can be
