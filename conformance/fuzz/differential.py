@@ -1524,6 +1524,7 @@ def run(options: Options, log: TextIO | None = sys.stderr) -> Report:
     started = time.monotonic()
     last_progress = started
     complete = True
+    watched: set[int] = set()  # streams whose worker the watchdog killed once
     try:
         slots = [spawn() for _ in range(max(1, min(options.jobs, len(tasks))))]
         while True:
@@ -1564,7 +1565,16 @@ def run(options: Options, log: TextIO | None = sys.stderr) -> Report:
                     lost(slot, "crash", _describe_exit(slot.process.exitcode))
                 elif slot.progress[3] and time.monotonic() - slot.progress[3] > options.watchdog_s:
                     stop(slot)
-                    lost(slot, "hang", f"killed by the watchdog after {options.watchdog_s:g} s")
+                    index = int(slot.progress[0])
+                    if index not in watched:
+                        # A worker stalled by a loaded machine looks the same: run the stream
+                        # again in a fresh worker before it counts as a hang.
+                        watched.add(index)
+                        assert slot.task is not None
+                        tasks.appendleft(slot.task)
+                        slot.task = None
+                    else:
+                        lost(slot, "hang", f"killed by the watchdog after {options.watchdog_s:g} s")
                 else:
                     continue
                 stop(slot)
