@@ -20,6 +20,7 @@ The transport flushes `data_to_send` after every call, feeds what it reads to `r
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from collections import deque
 from collections.abc import Iterable
@@ -38,6 +39,7 @@ from ._resp import DEFAULT_LIMITS, NEED_DATA, Decoder, Limits, NeedData, Reply
 
 __all__ = [
     "CLOSED",
+    "DEFAULT_MAX_REPLY_BYTES",
     "ClientConnection",
     "Closed",
     "CommandReplied",
@@ -58,6 +60,9 @@ class ReplyDecoder(Protocol):
 
 
 Backend = Literal["auto", "python", "hiredis"]
+
+#: The most bytes of one reply a client buffers by default (``max_reply_bytes``): 64 MiB.
+DEFAULT_MAX_REPLY_BYTES: Final = 64 * 1024 * 1024
 
 
 def make_decoder(backend: Backend = "auto", limits: Limits = DEFAULT_LIMITS) -> ReplyDecoder:
@@ -135,9 +140,28 @@ class ClientConnection:
         decoder: the reply decoder to use (default: `make_decoder` with `backend`, `limits`).
         backend: ``"auto"`` (hiredis when installed), ``"python"`` or ``"hiredis"``.
         limits: decoder limits.
+        max_reply_bytes: the most bytes one reply may take while it is incomplete (None: no
+            cap but `limits`).  A bulk string announced beyond it is refused at its header
+            (the default decoder's ``max_bulk_length`` is lowered to it); any other reply is
+            refused once this many of its bytes are buffered (counted to within one
+            `receive_data` chunk).  Either way `next_event` raises `RemoteProtocolError`
+            naming ``max_reply_bytes`` and the connection is BROKEN.
+
+    Raises:
+        LocalProtocolError: `max_reply_bytes` is not an int >= 1 or None.
     """
 
-    __slots__ = ("_decoder", "_eof", "_error", "_in_flight", "_out", "_state")
+    __slots__ = (
+        "_bulk_capped",
+        "_decoder",
+        "_eof",
+        "_error",
+        "_in_flight",
+        "_max_reply",
+        "_out",
+        "_partial",
+        "_state",
+    )
 
     def __init__(
         self,
@@ -145,8 +169,25 @@ class ClientConnection:
         *,
         backend: Backend = "auto",
         limits: Limits = DEFAULT_LIMITS,
+        max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
-        self._decoder = decoder if decoder is not None else make_decoder(backend, limits)
+        if max_reply_bytes is not None and (
+            isinstance(max_reply_bytes, bool)
+            or not isinstance(max_reply_bytes, int)
+            or max_reply_bytes < 1
+        ):
+            raise LocalProtocolError(
+                f"max_reply_bytes must be an int >= 1 or None, not {max_reply_bytes!r}"
+            )
+        self._max_reply = max_reply_bytes
+        self._bulk_capped = False
+        if decoder is None:
+            if max_reply_bytes is not None and max_reply_bytes < limits.max_bulk_length:
+                limits = dataclasses.replace(limits, max_bulk_length=max_reply_bytes)
+                self._bulk_capped = True
+            decoder = make_decoder(backend, limits)
+        self._decoder = decoder
+        self._partial = 0  # bytes received since the last complete reply
         self._in_flight: deque[Command[Any]] = deque()
         self._out: list[bytes | bytearray | memoryview] = []
         self._state = ConnectionState.OPEN
@@ -231,6 +272,7 @@ class ClientConnection:
         if self._eof:
             raise self._break(LocalProtocolError("received data after end of file"))
         if data:
+            self._partial += len(data)
             self._decoder.feed(data)
 
     def receive_eof(self) -> None:
@@ -260,8 +302,20 @@ class ClientConnection:
         try:
             reply = self._decoder.next_reply()
         except RemoteProtocolError as exc:
+            if self._bulk_capped and "max_bulk_length" in str(exc):
+                exc = RemoteProtocolError(f"reply too large: {exc} (the client's max_reply_bytes)")
             raise self._break(exc) from None
         if reply is NEED_DATA:
+            cap = self._max_reply
+            if cap is not None and self._partial > cap:
+                if self._decoder.has_partial():
+                    raise self._break(
+                        RemoteProtocolError(
+                            f"reply too large: more than max_reply_bytes ({cap}) bytes "
+                            "buffered and the reply is still incomplete"
+                        )
+                    )
+                self._partial = 0
             if not self._eof:
                 return NEED_DATA
             if self._in_flight or self._decoder.has_partial():
@@ -276,6 +330,7 @@ class ClientConnection:
             return CLOSED
         if not self._in_flight:
             raise self._break(RemoteProtocolError(f"reply {reply!r} with no command in flight"))
+        self._partial = 0
         command = self._in_flight.popleft()
         try:
             return CommandReplied(command, command.read_reply(reply))

@@ -35,6 +35,7 @@ from ._errors import (
     OkqError,
     RemoteProtocolError,
     ReplyError,
+    TimeoutError,
     TransportError,
 )
 from ._types import Event, to_wire
@@ -54,6 +55,7 @@ __all__ = [
     "new_event_id",
     "parse_address",
     "parse_addresses",
+    "read_time_left",
     "refuse_connection_state",
     "retry_safe",
     "settle_retried_push",
@@ -337,6 +339,11 @@ def _seconds(name: str, value: object) -> None:
         raise LocalProtocolError(f"{name} must be > 0 or None, not {value!r}")
 
 
+def _bytes_cap(name: str, value: object) -> None:
+    if value is not None:
+        _whole(name, value, 1)
+
+
 def _id_factory(name: str, value: object) -> None:
     if not callable(value):
         raise LocalProtocolError(f"{name} must be callable (returning an id), not {value!r}")
@@ -354,9 +361,47 @@ _CLIENT_OPTIONS: Final[dict[str, Callable[[str, object], None]]] = {
     "connect_timeout_s": _seconds,
     "read_timeout_s": _seconds,
     "pool_timeout_s": _seconds,
+    "max_reply_bytes": _bytes_cap,
     "id_factory": _id_factory,
     "hooks": _hooks,
 }
+
+
+def read_time_left(
+    started: float,
+    read_timeout_s: float | None,
+    now: float,
+    blocking_s: float = 0.0,
+    source: str = "the server",
+) -> float | None:
+    """How long the next read of a reply may wait, so that the read timeout bounds the whole
+    reply rather than each read.
+
+    A reply's budget is `read_timeout_s` plus `blocking_s` (the waits of blocking commands in
+    flight, ``QNOTIFY t``: `ClientConnection.allowed_silence_s`), counted from `started`
+    (when the request was written, or the previous reply completed); every read waits what
+    is left of it.  A peer that dribbles one byte at a time is cut off at the deadline.
+
+    Args:
+        started: the caller's monotonic clock when the budget began.
+        read_timeout_s: the read timeout (None: no deadline).
+        now: the caller's monotonic clock now.
+        blocking_s: the server's allowed silence on top of the read timeout.
+        source: who owes the reply, for the message.
+
+    Returns:
+        Seconds (> 0) the next read may wait, or None for no deadline.
+
+    Raises:
+        TimeoutError: the budget is spent.
+    """
+    if read_timeout_s is None:
+        return None
+    budget = read_timeout_s + blocking_s
+    left = started + budget - now
+    if left <= 0:
+        raise TimeoutError(f"no complete reply from {source} within {budget:g} s")
+    return left
 
 
 def check_client_options(**options: object) -> None:
@@ -365,7 +410,8 @@ def check_client_options(**options: object) -> None:
     Every front door passes the options it has, by name: ``pool_size`` (int >= 1),
     ``retries`` (int >= 0), ``notify_timeout_s`` (whole seconds >= 1), ``connect_timeout_s``
     / ``read_timeout_s`` / ``pool_timeout_s`` (seconds > 0, or None for no deadline),
-    ``id_factory`` (callable; None picks the default) and ``hooks`` (a `Hooks` or None).
+    ``max_reply_bytes`` (int >= 1, or None for no cap), ``id_factory`` (callable; None picks
+    the default) and ``hooks`` (a `Hooks` or None).
 
     Raises:
         LocalProtocolError: naming the argument and the value.

@@ -35,6 +35,7 @@ from okq_proto import (
     TimeoutError,
     is_transient,
 )
+from okq_proto._ops import read_time_left
 
 from ._observe import call_hook, handler_failed, late_ack, lost, reconnecting, where
 
@@ -160,10 +161,10 @@ class AnyStop:
 class ConsumerSettings:
     """What every consumer of one `consume` call shares.
 
-    ``read_timeout_s`` is how long a reply may take (None: forever); a ``QNOTIFY`` reply may
-    take that long past its wait.  A link that times its reads itself (redis-py's
-    ``socket_timeout``) ignores it but for that bound on the wait.  ``hooks`` is None when
-    no hook is overridden (see `active_hooks`).
+    ``read_timeout_s`` is how long a whole reply may take (None: forever), however its bytes
+    trickle in; a ``QNOTIFY`` reply may take that long past its wait.  A link that times its
+    reads itself (redis-py's ``socket_timeout``) ignores it but for that bound on the wait.
+    ``hooks`` is None when no hook is overridden (see `active_hooks`).
     """
 
     links: LinkSource
@@ -268,6 +269,7 @@ def _run(
     read_timeout = settings.read_timeout_s
     monotonic = time.monotonic
     registered = False
+    started: float | None = None  # when the replies now awaited began their read budget
     while True:
         # Flush after every call into the machine: next_event queues the next command itself.
         out = consumer.data_to_send()
@@ -280,9 +282,19 @@ def _run(
                 connection.flush(out)
             silence = consumer.allowed_silence_s()
             if not silence:
-                connection.set_read_timeout(read_timeout)
+                # The read timeout bounds the whole reply: later reads wait what is left.
+                if started is None:
+                    started = monotonic()
+                    connection.set_read_timeout(read_timeout)
+                else:
+                    connection.set_read_timeout(
+                        read_time_left(
+                            started, read_timeout, monotonic(), 0.0, where(connection.address)
+                        )
+                    )
                 connection.fill()
                 continue
+            started = None
             # Waiting in QNOTIFY: nothing is claimed, so a stop may end the wait at once.
             if not registered:
                 registered = True
@@ -299,6 +311,7 @@ def _run(
             else:
                 consumer.stop()
             continue
+        started = None
         if isinstance(event, Delivered):
             delivery = event.delivery
             ok = _handle(handler, delivery, hooks)

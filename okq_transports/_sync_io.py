@@ -6,6 +6,12 @@ errors into okq errors (through `okq_transports._exceptions`).
 Also the bounded, thread-safe `Pool` of such connections with address failover.
 Must not know: okq's rules (that is okq_proto), retries, consumers.
 
+The read timeout bounds a whole reply, not each read: a reply's deadline is computed once (when
+the request is written, or the previous pipelined reply completed), the first read waits the
+full timeout and every further read of the same reply waits only what is left
+(`okq_proto._ops.read_time_left`), so a peer that dribbles a byte at a time is cut off at the
+deadline.  How many bytes an incomplete reply may take is the machine's ``max_reply_bytes``.
+
 Timeouts are kernel socket options (``SO_RCVTIMEO`` / ``SO_SNDTIMEO``) on a *blocking* socket,
 not Python's ``settimeout``: Python's timeout mode polls before every ``recv`` (one extra
 system call per reply), the socket options cost nothing until they fire.  A read that hits the
@@ -36,7 +42,9 @@ from okq_proto import (
     OkqError,
     TimeoutError,
 )
+from okq_proto._client import DEFAULT_MAX_REPLY_BYTES
 from okq_proto._commands import T
+from okq_proto._ops import read_time_left
 
 from ._exceptions import to_okq_error
 from ._observe import log
@@ -59,7 +67,12 @@ def _timeval(seconds: float) -> bytes:
 
 
 def connect(
-    host: str, port: int, *, connect_timeout_s: float | None, read_timeout_s: float | None
+    host: str,
+    port: int,
+    *,
+    connect_timeout_s: float | None,
+    read_timeout_s: float | None,
+    max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
 ) -> SyncConnection:
     """Open a TCP connection to an okq server and wrap it.
 
@@ -84,7 +97,7 @@ def connect(
     except OSError as exc:
         sock.close()
         raise to_okq_error(exc, what, connecting=True) from exc
-    return SyncConnection(sock, (host, port), read_timeout_s)
+    return SyncConnection(sock, (host, port), read_timeout_s, max_reply_bytes)
 
 
 class SyncConnection:
@@ -96,7 +109,10 @@ class SyncConnection:
     Args:
         sock: a connected socket.
         address: ``(host, port)``, for messages and failover.
-        read_timeout_s: how long a reply may take (plus, for ``QNOTIFY``, its wait).
+        read_timeout_s: how long a whole reply may take, from the request's write to the
+            reply's last byte (plus, for ``QNOTIFY``, its wait).
+        max_reply_bytes: the most bytes an incomplete reply may take (None: no cap); beyond
+            it the read fails with `RemoteProtocolError` and the connection is broken.
     """
 
     __slots__ = (
@@ -111,12 +127,16 @@ class SyncConnection:
     )
 
     def __init__(
-        self, sock: socket.socket, address: tuple[str, int], read_timeout_s: float | None
+        self,
+        sock: socket.socket,
+        address: tuple[str, int],
+        read_timeout_s: float | None,
+        max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         self.sock = sock
         self.address = address
         self.read_timeout_s = read_timeout_s
-        self.conn = ClientConnection()
+        self.conn = ClientConnection(max_reply_bytes=max_reply_bytes)
         self.broken = False
         self._buf = bytearray(_READ_SIZE)
         self._view = memoryview(self._buf)
@@ -170,6 +190,24 @@ class SyncConnection:
         else:
             self.conn.receive_eof()
 
+    def fill_rest(self, started: float) -> None:
+        """Read once more for a reply whose budget (the read timeout) began at `started`:
+        the read waits only what is left of it.
+
+        Raises:
+            TimeoutError: the budget is spent, or ran out during the read (broken).
+            TransportError: the read failed (broken).
+        """
+        try:
+            left = read_time_left(
+                started, self.read_timeout_s, time.monotonic(), 0.0, self._where()
+            )
+        except TimeoutError:
+            self.broken = True
+            raise
+        self.set_read_timeout(left)
+        self.fill()
+
     def fill_by(self, deadline: float) -> bool:
         """Read once, waiting until `deadline` (monotonic) at most.  False if nothing came."""
         remaining = deadline - time.monotonic()
@@ -200,14 +238,17 @@ class SyncConnection:
         conn = self.conn
         try:
             conn.send(command)
+            if self._timeout_now != self.read_timeout_s:  # a deadline shortened the last one
+                self.set_read_timeout(self.read_timeout_s)
             self.flush(conn.data_to_send())
+            started = time.monotonic()  # the reply's deadline: read_timeout_s from here
             # Nothing else is in flight on a pooled connection, so no reply can be complete
-            # yet: read first, parse after.
+            # yet: read first (the full timeout), parse after.
             self.fill()
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
-                    self.fill()
+                    self.fill_rest(started)
                     continue
                 if event is CLOSED:
                     raise ConnectionClosed(f"{self._where()} closed the connection")
@@ -225,6 +266,8 @@ class SyncConnection:
         """
         conn = self.conn
         conn.send_many(commands)
+        if self._timeout_now != self.read_timeout_s:  # a deadline shortened the last one
+            self.set_read_timeout(self.read_timeout_s)
         self.flush(conn.data_to_send())
         return self.read_replies(len(commands))
 
@@ -232,19 +275,34 @@ class SyncConnection:
         self, count: int, into: list[CommandReplied] | None = None
     ) -> list[CommandReplied]:
         """Read `count` replies to commands already sent, appending to `into` as they come
-        (so a caller keeps what arrived before a failure)."""
+        (so a caller keeps what arrived before a failure).
+
+        Each reply must be complete within the read timeout of the previous one (of the call,
+        for the first): its first read waits the full timeout, later reads what is left."""
         replies = into if into is not None else []
         conn = self.conn
+        timeout = self.read_timeout_s
         try:
+            started = time.monotonic()
+            fresh = True  # no read yet for this reply
             while count:
                 event = conn.next_event()
                 if event is NEED_DATA:
-                    self.fill()
+                    if fresh:
+                        fresh = False
+                        if self._timeout_now != timeout:
+                            self.set_read_timeout(timeout)
+                        self.fill()
+                    else:
+                        self.fill_rest(started)
                     continue
                 if event is CLOSED:
                     raise ConnectionClosed(f"{self._where()} closed the connection")
                 replies.append(event)
                 count -= 1
+                if not fresh:
+                    started = time.monotonic()
+                    fresh = True
         except OkqError:
             self.broken = True
             raise
@@ -281,8 +339,10 @@ class Pool:
         connect_timeout_s: float | None,
         read_timeout_s: float | None,
         wait_timeout_s: float | None,
+        max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         self.addresses = addresses
+        self.max_reply_bytes = max_reply_bytes
         self.size = size
         self.connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
@@ -321,6 +381,7 @@ class Pool:
                     port,
                     connect_timeout_s=self.connect_timeout_s,
                     read_timeout_s=read_timeout_s,
+                    max_reply_bytes=self.max_reply_bytes,
                 )
             except (ConnectError, TimeoutError) as exc:
                 errors.append(exc)

@@ -39,6 +39,7 @@ from okq_proto import (
     parse_addresses,
     retry_safe,
 )
+from okq_proto._client import DEFAULT_MAX_REPLY_BYTES
 
 from . import _plans as plans
 from ._observe import active_hooks, log, retrying
@@ -105,9 +106,15 @@ class Client(plans.SyncMethods):
             interchangeable: connections fail over along the list.
         pool_size: most connections open at once for requests (consumers have their own).
         connect_timeout_s: how long connecting may take.
-        read_timeout_s: how long a reply may take (None: forever).
+        read_timeout_s: how long a whole reply may take, from the request's write to the
+            reply's last byte, however the bytes trickle in (None: forever).  A pipelined
+            batch gives each reply this long after the previous one.
         notify_timeout_s: the ``QNOTIFY`` wait of consumers, in whole seconds.  Their read
             deadline is always this plus `read_timeout_s`, so a wait never times out a read.
+        max_reply_bytes: the most bytes one reply may take while incomplete (64 MiB by
+            default; None: no cap).  A reply (or announced bulk string) beyond it raises
+            `RemoteProtocolError` and its connection is closed, never reused.  Raise it if
+            your events are larger.
         pool_timeout_s: how long a request waits for a free pooled connection.
         retries: how many times a retry-safe request (push with the same id, peeks, status,
             info, flush, ping) is sent again on a new connection after a transport failure.
@@ -130,6 +137,7 @@ class Client(plans.SyncMethods):
         retries: int = 1,
         id_factory: IdFactory = new_event_id,
         hooks: Hooks | None = None,
+        max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         check_client_options(
             pool_size=pool_size,
@@ -140,6 +148,7 @@ class Client(plans.SyncMethods):
             retries=retries,
             id_factory=id_factory,
             hooks=hooks,
+            max_reply_bytes=max_reply_bytes,
         )
         self.addresses: list[tuple[str, int]] = parse_addresses(address)
         """The server addresses, in failover order."""
@@ -149,8 +158,14 @@ class Client(plans.SyncMethods):
         self._id_factory = id_factory
         self.hooks = hooks if hooks is not None else Hooks()
         self.active_hooks = active_hooks(self.hooks)
+        self.max_reply_bytes = max_reply_bytes
         self._pool = Pool(
-            self.addresses, pool_size, connect_timeout_s, read_timeout_s, pool_timeout_s
+            self.addresses,
+            pool_size,
+            connect_timeout_s,
+            read_timeout_s,
+            pool_timeout_s,
+            max_reply_bytes,
         )
 
     # -- lifecycle -------------------------------------------------------------------------

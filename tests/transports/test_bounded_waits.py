@@ -1,0 +1,248 @@
+"""The sync client's waits are bounded: the read timeout bounds a whole reply, and a reply may
+buffer at most ``max_reply_bytes``.
+
+Scripted loopback TCP servers (`MalformedServer`, made to misbehave slowly here): one dribbles
+a reply a byte at a time, one sends a bulk string or an array that never ends.  Each must fail
+within the read timeout plus a margin, with a typed error, on a connection never used again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from okq_proto import (
+    NEED_DATA,
+    ClientConnection,
+    ConnectionState,
+    Event,
+    LocalProtocolError,
+    QRPeek,
+    RemoteProtocolError,
+    TimeoutError,
+)
+from okq_proto._client import DEFAULT_MAX_REPLY_BYTES
+from okq_proto._ops import read_time_left
+from okq_transports.sync import Client
+from tests.transports.scenarios import GOOD_PEEK, MalformedServer
+
+pytestmark = pytest.mark.timeout(120)
+
+READ_TIMEOUT_S = 1.0
+MARGIN_S = 2.0  # generous: the machine may be loaded
+CAP = 1024 * 1024  # the max_reply_bytes the endless-reply tests set
+SEND_LIMIT = 128 * 1024 * 1024  # a scripted server gives up after this many bytes
+
+
+class DribblingServer(MalformedServer):
+    """Answers each request with `bad`, one byte every `interval_s`, until `healed`."""
+
+    def __init__(self, bad: bytes, interval_s: float) -> None:
+        super().__init__(bad, GOOD_PEEK)
+        self.interval_s = interval_s
+
+    def _one(self, sock: socket.socket) -> None:
+        broken = False
+        with sock, contextlib.suppress(OSError):
+            while sock.recv(65536):
+                if broken:
+                    self.reused += 1
+                if self.healed.is_set():
+                    sock.sendall(self.good)
+                    continue
+                broken = True
+                self.bad_sent += 1
+                for i in range(len(self.bad)):
+                    sock.sendall(self.bad[i : i + 1])
+                    time.sleep(self.interval_s)
+
+
+class EndlessServer(MalformedServer):
+    """Answers each request with `head`, then `chunk` after `chunk` (up to `SEND_LIMIT`
+    bytes), until `healed`; `sent` counts the bytes of the endless replies."""
+
+    def __init__(self, head: bytes, chunk: bytes) -> None:
+        super().__init__(head, GOOD_PEEK)
+        self.chunk = chunk
+        self.sent = 0
+        self.stopped = threading.Event()
+
+    def _one(self, sock: socket.socket) -> None:
+        broken = False
+        with sock, contextlib.suppress(OSError):
+            while sock.recv(65536):
+                if broken:
+                    self.reused += 1
+                if self.healed.is_set():
+                    sock.sendall(self.good)
+                    continue
+                broken = True
+                self.bad_sent += 1
+                try:
+                    sock.sendall(self.bad)
+                    while self.sent < SEND_LIMIT:
+                        sock.sendall(self.chunk)
+                        self.sent += len(self.chunk)
+                finally:
+                    self.stopped.set()
+
+
+@contextlib.contextmanager
+def scripted(server: MalformedServer) -> Iterator[MalformedServer]:
+    try:
+        yield server
+    finally:
+        server.healed.set()
+        server.close()
+
+
+def check_healed(client: Client, server: MalformedServer) -> None:
+    """The failed connection was dropped: a new one serves the next request."""
+    assert client.idle_connections == 0
+    assert client.open_connections == 0
+    server.healed.set()
+    assert client.peek_next("q") == Event("q", "id", b"body")
+    assert server.reused == 0, "a broken connection was used again"
+    assert server.connections == 2
+
+
+def test_a_dribbled_reply_times_out_within_the_read_timeout() -> None:
+    # 25 bytes at 0.6 s each: every read succeeds within 1 s, the reply takes 15 s.
+    with (
+        scripted(DribblingServer(GOOD_PEEK, 0.6)) as server,
+        Client(server.address, read_timeout_s=READ_TIMEOUT_S, retries=0) as client,
+    ):
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            client.peek_next("q")
+        elapsed = time.monotonic() - start
+        assert READ_TIMEOUT_S * 0.9 <= elapsed < READ_TIMEOUT_S + MARGIN_S, elapsed
+        check_healed(client, server)
+
+
+def test_a_dribbled_pipelined_reply_times_out_too() -> None:
+    with (
+        scripted(DribblingServer(GOOD_PEEK, 0.6)) as server,
+        Client(server.address, read_timeout_s=READ_TIMEOUT_S, retries=0) as client,
+    ):
+        start = time.monotonic()
+        with pytest.raises(TimeoutError):
+            client.push_many("q", [b"a", b"b"])
+        assert time.monotonic() - start < READ_TIMEOUT_S + MARGIN_S
+
+
+def test_an_endless_bulk_string_is_refused_at_its_header() -> None:
+    # Just under RESP's 512 MiB, then data forever.
+    endless = EndlessServer(b"$536870000\r\n", b"x" * 65536)
+    with (
+        scripted(endless) as server,
+        Client(server.address, read_timeout_s=READ_TIMEOUT_S, retries=0) as client,
+    ):
+        start = time.monotonic()
+        with pytest.raises(RemoteProtocolError, match="max_reply_bytes"):
+            client.peek_next("q")
+        assert time.monotonic() - start < READ_TIMEOUT_S + MARGIN_S
+        check_healed(client, server)
+        assert endless.stopped.wait(10)
+        assert endless.sent < 32 * 1024 * 1024  # the client read no more than its socket held
+
+
+@pytest.mark.parametrize("cap", [CAP, 8 * CAP])
+def test_an_endless_reply_stops_at_max_reply_bytes(cap: int) -> None:
+    # An array of (almost) okq's most elements, each a bulk within every limit: only the
+    # bytes buffered for the one reply give it away.
+    endless = EndlessServer(b"*16000000\r\n", b"$65530\r\n" + b"x" * 65530 + b"\r\n")
+    with (
+        scripted(endless) as server,
+        Client(
+            server.address, read_timeout_s=READ_TIMEOUT_S, retries=0, max_reply_bytes=cap
+        ) as client,
+    ):
+        start = time.monotonic()
+        with pytest.raises(RemoteProtocolError, match="max_reply_bytes"):
+            client.peek_next("q")
+        assert time.monotonic() - start < READ_TIMEOUT_S + MARGIN_S
+        check_healed(client, server)
+        assert endless.stopped.wait(10)
+        # What the client read is at most the cap and a read; the rest sat in socket buffers.
+        assert endless.sent < cap + 32 * 1024 * 1024, endless.sent
+
+
+def test_without_a_cap_the_decoder_limits_still_hold() -> None:
+    # max_reply_bytes=None: no cap of the client's own; RESP's 512 MiB still refuses this.
+    endless = EndlessServer(b"$2147483647\r\n", b"x" * 65536)
+    with (
+        scripted(endless) as server,
+        Client(
+            server.address, read_timeout_s=READ_TIMEOUT_S, retries=0, max_reply_bytes=None
+        ) as client,
+    ):
+        with pytest.raises(RemoteProtocolError):
+            client.peek_next("q")
+        check_healed(client, server)
+
+
+def test_max_reply_bytes_is_checked() -> None:
+    for bad in (0, -1, "64", 1.5, True):
+        with pytest.raises(LocalProtocolError, match="max_reply_bytes"):
+            Client("127.0.0.1:1", max_reply_bytes=bad)  # type: ignore[arg-type]
+        with pytest.raises(LocalProtocolError, match="max_reply_bytes"):
+            ClientConnection(max_reply_bytes=bad)  # type: ignore[arg-type]
+    assert Client("127.0.0.1:1").max_reply_bytes == DEFAULT_MAX_REPLY_BYTES == 64 * 1024 * 1024
+    assert Client("127.0.0.1:1", max_reply_bytes=None).max_reply_bytes is None
+
+
+@pytest.mark.parametrize("backend", ["python", "auto"])
+def test_the_machine_buffers_at_most_the_cap_and_one_chunk(backend: str) -> None:
+    conn = ClientConnection(backend=backend, max_reply_bytes=10_000)  # type: ignore[arg-type]
+    conn.send(QRPeek(b"q"))
+    conn.data_to_send()
+    conn.receive_data(b"*1000\r\n")  # an array of bulks, each well within the cap
+    chunk = b"$994\r\n" + b"y" * 994 + b"\r\n"  # 1000 bytes
+    fed = 0
+    error: RemoteProtocolError | None = None
+    for _ in range(100):  # bounded
+        try:
+            assert conn.next_event() is NEED_DATA
+        except RemoteProtocolError as exc:
+            error = exc
+            break
+        conn.receive_data(chunk)
+        fed += len(chunk)
+    assert error is not None
+    assert "max_reply_bytes" in str(error)
+    assert fed <= 10_000 + len(chunk)
+    assert conn.state is ConnectionState.BROKEN
+    # A bulk announced beyond the cap is refused at its header.
+    conn = ClientConnection(backend=backend, max_reply_bytes=10_000)  # type: ignore[arg-type]
+    conn.send(QRPeek(b"q"))
+    conn.receive_data(b"*2\r\n$2\r\nid\r\n$10001\r\n")
+    with pytest.raises(RemoteProtocolError, match="max_reply_bytes"):
+        conn.next_event()
+
+
+def test_pipelined_replies_each_within_the_cap_pass() -> None:
+    conn = ClientConnection(backend="python", max_reply_bytes=1000)
+    body = b"z" * 900
+    reply = b"*2\r\n$2\r\nid\r\n$900\r\n" + body + b"\r\n"
+    for _ in range(20):
+        conn.send(QRPeek(b"q"))
+    conn.data_to_send()
+    conn.receive_data(reply * 20)  # 20 replies in one chunk: far beyond the cap together
+    for _ in range(20):
+        event = conn.next_event()
+        assert event is not NEED_DATA
+    assert conn.next_event() is NEED_DATA
+
+
+def test_read_time_left() -> None:
+    assert read_time_left(10.0, None, 1e9) is None
+    assert read_time_left(10.0, 5.0, 12.0) == 3.0
+    assert read_time_left(10.0, 5.0, 12.0, blocking_s=30.0) == 33.0
+    with pytest.raises(TimeoutError, match=r"from 1\.2\.3\.4:5 within 5 s"):
+        read_time_left(10.0, 5.0, 15.0, source="1.2.3.4:5")
