@@ -9,6 +9,7 @@ within the read timeout plus a margin, with a typed error, on a connection never
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import threading
 import time
@@ -246,3 +247,73 @@ def test_read_time_left() -> None:
     assert read_time_left(10.0, 5.0, 12.0, blocking_s=30.0) == 33.0
     with pytest.raises(TimeoutError, match=r"from 1\.2\.3\.4:5 within 5 s"):
         read_time_left(10.0, 5.0, 15.0, source="1.2.3.4:5")
+
+
+class DribblingOkqServer(MalformedServer):
+    """Plays okq for one consumer: ``+OK`` to ``QREGISTER``, the queue's name to ``QNOTIFY``,
+    and an event to ``QRPOP`` dribbled one byte every `interval_s`.  Records when the first
+    dribbling connection started its pop reply and when the client hung up on it."""
+
+    def __init__(self, interval_s: float) -> None:
+        super().__init__(b"", b"")
+        self.interval_s = interval_s
+        self.dribble_started: float | None = None
+        self.hung_up = threading.Event()
+        self.hung_up_at: float | None = None
+
+    def _one(self, sock: socket.socket) -> None:
+        first = self.dribble_started is None
+        with sock, contextlib.suppress(OSError):
+            data = b""
+            while b"QRPOP" not in data:
+                more = sock.recv(65536)
+                if not more:
+                    return
+                data += more
+                if b"QREGISTER" in more:
+                    sock.sendall(b"+OK\r\n")
+                if b"QNOTIFY" in more:
+                    sock.sendall(b"$1\r\nq\r\n")
+            if not first:
+                return  # later connections: no answer; the test is over
+            self.dribble_started = time.monotonic()
+            reply = b"*2\r\n$2\r\nid\r\n$4\r\nbody\r\n"
+            for i in range(len(reply)):
+                sock.sendall(reply[i : i + 1])
+                readable, _, _ = select.select([sock], [], [], self.interval_s)
+                if readable and not sock.recv(65536):
+                    break  # the client hung up
+            else:
+                sock.settimeout(30)
+                while sock.recv(65536):
+                    pass
+        if first:
+            self.hung_up_at = time.monotonic()
+            self.hung_up.set()
+
+
+def test_a_consumer_gives_up_on_a_dribbled_pop_reply_within_the_read_timeout() -> None:
+    server = DribblingOkqServer(0.6)
+    stop = threading.Event()
+    got: list[object] = []
+    try:
+        with Client(server.address, read_timeout_s=READ_TIMEOUT_S, notify_timeout_s=1) as client:
+            worker = threading.Thread(
+                target=client.consume,
+                args=(got.append, ["q"]),
+                kwargs={"stop": stop},
+                daemon=True,
+            )
+            worker.start()
+            assert server.hung_up.wait(30)
+            stop.set()
+            worker.join(10)
+            assert not worker.is_alive()
+    finally:
+        stop.set()
+        server.close()
+    assert server.dribble_started is not None
+    assert server.hung_up_at is not None
+    elapsed = server.hung_up_at - server.dribble_started
+    assert elapsed < READ_TIMEOUT_S + MARGIN_S, elapsed
+    assert got == []  # the dribbled event never reached the handler
