@@ -28,6 +28,7 @@ from okq_proto import (
     LocalProtocolError,
     RemoteProtocolError,
     ReplyError,
+    TimeoutError,
     TransportError,
     check_consume_options,
     is_transient,
@@ -40,6 +41,8 @@ from ._backends import READ_SIZE, STOPPED, AsyncStream, StopEvent
 from ._observe import active_hooks, call_hook, handler_failed, late_ack, lost, reconnecting
 
 __all__ = [
+    "FINAL_ACK_S",
+    "REPLY_TIMEOUT_S",
     "STOPPING_STATES",
     "AsyncClient",
     "ConsumerLink",
@@ -53,6 +56,14 @@ _C = TypeVar("_C", bound="AsyncClient")
 
 #: A consumer handler: ``handler(delivery) -> bool``, plain or ``async``; true acks.
 Handler = Callable[[Delivery], bool | Awaitable[bool]]
+
+#: How long a consumer waits for the reply to a command that does not block (``QREGISTER``,
+#: ``QRPOP``, ``QACK``: okq answers them at once) when the client has no read timeout of its
+#: own (trio); past it the connection is taken for dead and replaced.  Below 5 s, so a stop
+#: set while such a reply is owed on a dead connection is honoured within 5 s.
+REPLY_TIMEOUT_S: Final = 4.0
+#: How long the final ack of a cancelled consumer may take (shielded from the cancellation).
+FINAL_ACK_S: Final = 1.0
 
 _WAITING: Final = ConsumerState.WAITING
 _REGISTERING: Final = ConsumerState.REGISTERING
@@ -161,6 +172,7 @@ class DeliveryStream:
         self._reported = False
         self._closing = False
         self._busy = False
+        self._registered = False  # the machine on the current link got past REGISTERING
         self._backoff: Backoff = core.new_backoff()
         self._hooks = active_hooks(core.hooks)
         # Validate the arguments now, not at the first pop.
@@ -256,6 +268,11 @@ class DeliveryStream:
                 consumer.stop()
             in_hand = self._in_hand
             if in_hand is not None:
+                if self._verdict and in_hand.needs_ack and self._backend.cancel_pending():
+                    # Cancelled right after the delivery was acked (a handler that cancels
+                    # its nursery and returns true): the ack still leaves, alone.
+                    await self.send_final_ack()
+                    return None
                 self._in_hand = None
                 if not self._verdict and not self._reported:
                     handler_failed(self._hooks, in_hand, None)
@@ -305,10 +322,18 @@ class DeliveryStream:
             if self._on_registered is not None and state is not _REGISTERING:
                 self._on_registered()
                 self._on_registered = None
+            if not self._registered and state is not _REGISTERING:
+                self._registered = True
+                self._backoff.reset()  # registered: the next failure retries soon again
             silence = consumer.allowed_silence_s()
             timeout_s = read_timeout_s
             if silence:  # the QNOTIFY wait the client chose, plus a margin
                 timeout_s = silence + NOTIFY_MARGIN_S + (read_timeout_s or 0.0)
+            elif timeout_s is None:
+                # No read timeout of the caller's (trio): a consumer still never reads without
+                # a deadline, or a half-open connection (the server side gone without a FIN
+                # or RST reaching us) would hang it for good, deaf to `stop`.
+                timeout_s = REPLY_TIMEOUT_S
             stop = self._stop
             if state is _WAITING and stop is not None:
                 # Nothing is popped while waiting: a stop may abandon the wait at once (the
@@ -327,6 +352,7 @@ class DeliveryStream:
         except TransportError as exc:
             return await self._pause(exc)
         self._address = link.address
+        self._registered = False
         self._consumer = Consumer(
             self._queues,
             expire_s=self._expire_s,
@@ -349,11 +375,10 @@ class DeliveryStream:
         return await self._backend.race_stop(lambda: self._backend.sleep(delay), self._stop) is None
 
     async def _lost(self, consumer: Consumer, exc: BaseException) -> None:
+        # The backoff was reset when the machine got past REGISTERING (`_pump`): asking the
+        # machine now would be too late, it is in ERROR whatever state it failed in.
         lost(consumer.unacked, consumer.pop_in_flight, self._address, exc)
-        registered = consumer.state is not _REGISTERING
         await self._drop()
-        if registered:
-            self._backoff.reset()  # it worked for a while: retry soon
         await self._pause(exc)
 
     async def _drop(self) -> None:
@@ -362,6 +387,45 @@ class DeliveryStream:
         link, self._link = self._link, None
         if link is not None:
             await link.aclose()
+
+    async def send_final_ack(self) -> None:
+        """Stop at once, sending the ack of the delivery in hand (if `ack` was called) and
+        waiting for its reply, shielded from cancellation for at most `FINAL_ACK_S`; then
+        close.  For a task being cancelled: its handler succeeded, so the event must not
+        come back.  Nothing else is popped.  Connection failures are logged, not raised (the
+        event is then redelivered once its claim expires)."""
+        self._closing = True
+        consumer, delivery = self._consumer, self._in_hand
+        try:
+            if consumer is None or self._link is None or delivery is None or not self._verdict:
+                return
+            self._in_hand = None
+            if consumer.state not in STOPPING_STATES:
+                consumer.stop()  # HANDLING -> FINISHING: the verdict sends the final QACK only
+            consumer.handled(delivery, True)
+            if not await self._backend.shielded(
+                functools.partial(self._finish, consumer), FINAL_ACK_S
+            ):
+                lost(consumer.unacked, None, self._address, TimeoutError("final ack timed out"))
+        finally:
+            await self._drop()
+
+    async def _finish(self, consumer: Consumer) -> None:
+        """Pump a stopping machine until it has stopped (bounded: the final ack, and a pop
+        already in flight, are all that is left)."""
+        try:
+            for _ in range(4):
+                event = await self._pump(consumer)
+                if isinstance(event, AckSettled):
+                    call_hook(self._hooks, "acked", event.delivery)
+                elif isinstance(event, LateAck):
+                    late_ack(self._hooks, event.delivery)
+                elif isinstance(event, Delivered):  # claimed by a pop in flight: not handled
+                    consumer.handled(event.delivery, False)
+                else:
+                    return
+        except (*CONNECTION_FAILURES, ReplyError) as exc:
+            lost(consumer.unacked, consumer.pop_in_flight, self._address, exc)
 
     async def aclose(self) -> None:
         """Stop: the delivery in hand is reported (acked if `ack` was called), the final ack
@@ -379,11 +443,13 @@ class DeliveryStream:
             await self._drop()
 
 
-async def _call_handler(handler: Handler, delivery: Delivery) -> bool:
+async def _call_handler(handler: Handler, delivery: Delivery, outcome: list[bool]) -> bool:
     result = handler(delivery)
     if inspect.isawaitable(result):
         result = await result
-    return bool(result)
+    ok = bool(result)
+    outcome.append(ok)  # seen even if our caller is cancelled before it reads the result
+    return ok
 
 
 async def consume(
@@ -425,15 +491,23 @@ async def consume(
         ) as stream:
             async for delivery in stream:
                 error: BaseException | None = None
+                outcome: list[bool] = []
                 try:
                     if delivery.needs_ack:
                         finished, ok = await backend.run_until(
-                            functools.partial(_call_handler, handler, delivery), delivery.deadline
+                            functools.partial(_call_handler, handler, delivery, outcome),
+                            delivery.deadline,
                         )
                     else:
-                        finished, ok = True, await _call_handler(handler, delivery)
+                        finished, ok = True, await _call_handler(handler, delivery, outcome)
                 except Exception as exc:
                     finished, ok, error = True, False, exc
+                except BaseException:
+                    # Cancelled just as the handler returned true (asyncio): still ack it.
+                    if outcome and outcome[0] and delivery.needs_ack:
+                        stream.ack(delivery)
+                        await stream.send_final_ack()
+                    raise
                 if finished and ok:
                     stream.ack(delivery)
                 else:
@@ -479,7 +553,9 @@ class AsyncClient(AsyncClientCore):
 
         Stop: setting `stop` abandons ``QNOTIFY`` waits at once, lets running handlers finish
         and sends their acks, then returns.  Cancelling instead cancels handlers too (their
-        events are redelivered).  Connection failures reconnect with backoff.
+        events are redelivered); a handler that has already returned true keeps its ack,
+        sent (and its reply read) shielded from the cancellation for at most `FINAL_ACK_S`.
+        Connection failures reconnect with backoff (reset once a new connection registered).
 
         Args:
             handler: called with each `Delivery`.

@@ -3,7 +3,8 @@
 Owns: a three-method byte stream (`AsyncStream`: ``receive_some``, ``send_all``, ``aclose``)
 over an asyncio Protocol and over any ``trio.abc.Stream``, connecting, and the handful of
 concurrency primitives the shared driver needs (an event, sleeping, the clock, running a
-call until a deadline, racing a call against a stop event, running workers side by side).
+call until a deadline, racing a call against a stop event, running workers side by side,
+telling a pending cancellation, and a short shielded call that a cancellation cannot cut).
 On asyncio, any loop (uvloop's too: transports are checked by what they can do, not by
 class) and any canceller (anyio's cancel scopes cancel again and again): a task started
 here has always ended when the call that started it returns (`wait_ended`).
@@ -17,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import math
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
 
@@ -128,6 +130,19 @@ class Backend(Protocol):
 
     async def run_all(self, fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
         """Run the functions side by side; the first error cancels the others and is raised."""
+        ...
+
+    def cancel_pending(self) -> bool:
+        """True when the calling task has a cancellation pending that its next checkpoint
+        will raise (trio: an enclosing cancel scope was cancelled).  asyncio cannot tell
+        before 3.11 and answers False: there the cancellation is raised where it lands."""
+        ...
+
+    async def shielded(self, fn: Callable[[], Awaitable[None]], timeout_s: float) -> bool:
+        """Run ``fn()`` to its end even if the caller is cancelled meanwhile, but for at most
+        `timeout_s` seconds (then it is cancelled).  Returns True if it finished in time.  A
+        cancellation of the caller is not lost: trio raises it at the next checkpoint, asyncio
+        raises it here, once ``fn()`` has ended."""
         ...
 
 
@@ -324,6 +339,37 @@ class AsyncioBackend:
             if not task.cancelled() and task.exception() is not None:
                 raise task.exception()  # type: ignore[misc]  # checked not None just above
 
+    def cancel_pending(self) -> bool:
+        return False
+
+    async def shielded(self, fn: Callable[[], Awaitable[None]], timeout_s: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        task = asyncio.ensure_future(fn())
+        cancelled: asyncio.CancelledError | None = None
+        # Bounded: each pass ends at the deadline, when the task ends, or at a new
+        # cancellation of ours (anyio's scopes cancel at every loop iteration); past the
+        # deadline the task is cancelled and waited for (`wait_ended`).
+        while not task.done():
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                task.cancel()
+                try:
+                    await wait_ended((task,))
+                except asyncio.CancelledError as exc:
+                    cancelled = exc
+                break
+            try:
+                await asyncio.wait((task,), timeout=remaining)
+            except asyncio.CancelledError as exc:
+                cancelled = exc
+        finished = not task.cancelled()
+        if finished:
+            task.result()  # its own error is raised (the caller catches what it expects)
+        if cancelled is not None:
+            raise cancelled
+        return finished
+
 
 async def wait_ended(tasks: Collection[asyncio.Future[Any]]) -> None:
     """Return once every task has ended, even if the caller is cancelled meanwhile: that
@@ -468,6 +514,15 @@ class TrioBackend:
             async with self._trio.open_nursery() as nursery:
                 for fn in fns:
                     nursery.start_soon(fn)
+
+    def cancel_pending(self) -> bool:
+        return self._trio.current_effective_deadline() == -math.inf
+
+    async def shielded(self, fn: Callable[[], Awaitable[None]], timeout_s: float) -> bool:
+        trio = self._trio
+        with trio.CancelScope(shield=True, deadline=trio.current_time() + timeout_s) as scope:
+            await fn()
+        return not scope.cancelled_caught
 
 
 @contextlib.contextmanager

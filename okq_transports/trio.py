@@ -69,7 +69,9 @@ class Client(AsyncClient):
         Each handler call (``async def`` or plain) runs in a cancel scope whose deadline is
         its event's claim expiry (``delivery.deadline``, trio time).  Handlers and
         connections all live in this call's own nursery, inside the caller's; `stop` is a
-        ``trio.Event``.
+        ``trio.Event``.  Cancelling the caller's scope cancels running handlers; one that has
+        already returned true still has its ack sent, alone, in a shielded cancel scope of
+        at most one second.
         """
         await self._consume(handler, queues, expire_seconds, concurrency, stop, task_status.started)
 
