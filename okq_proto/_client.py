@@ -160,6 +160,7 @@ class ClientConnection:
         "_max_reply",
         "_out",
         "_partial",
+        "_replies",
         "_state",
     )
 
@@ -188,6 +189,7 @@ class ClientConnection:
             decoder = make_decoder(backend, limits)
         self._decoder = decoder
         self._partial = 0  # bytes received since the last complete reply
+        self._replies = 0
         self._in_flight: deque[Command[Any]] = deque()
         self._out: list[bytes | bytearray | memoryview] = []
         self._state = ConnectionState.OPEN
@@ -198,6 +200,13 @@ class ClientConnection:
     def state(self) -> ConnectionState:
         """The current `ConnectionState`."""
         return self._state
+
+    @property
+    def replies_read(self) -> int:
+        """How many replies `next_event` has handed out so far.  A transport that bounds each
+        reply's time starts the next reply's deadline when this changes (a machine such as
+        `Consumer` reads replies, and sends again, inside one of its calls)."""
+        return self._replies
 
     @property
     def in_flight(self) -> tuple[Command[Any], ...]:
@@ -331,6 +340,7 @@ class ClientConnection:
         if not self._in_flight:
             raise self._break(RemoteProtocolError(f"reply {reply!r} with no command in flight"))
         self._partial = 0
+        self._replies += 1
         command = self._in_flight.popleft()
         try:
             return CommandReplied(command, command.read_reply(reply))

@@ -11,6 +11,7 @@ pipelining, stop and failure reports are decisions of the machine; a `Link` move
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -269,7 +270,12 @@ def _run(
     read_timeout = settings.read_timeout_s
     monotonic = time.monotonic
     registered = False
-    started: float | None = None  # when the replies now awaited began their read budget
+    conn = consumer.connection
+    # One read budget per reply awaited (the read timeout, plus a QNOTIFY's wait), however
+    # its bytes trickle in: it starts when a new reply is awaited (after an event, or once
+    # the machine read a reply and sent again by itself), and each read waits what is left.
+    started: float | None = None
+    seen = -1  # conn.replies_read when the budget started
     while True:
         # Flush after every call into the machine: next_event queues the next command itself.
         out = consumer.data_to_send()
@@ -280,11 +286,13 @@ def _run(
             out = consumer.data_to_send()
             if out:
                 connection.flush(out)
+            fresh = started is None or conn.replies_read != seen
+            if fresh:
+                started, seen = monotonic(), conn.replies_read
+            assert started is not None
             silence = consumer.allowed_silence_s()
             if not silence:
-                # The read timeout bounds the whole reply: later reads wait what is left.
-                if started is None:
-                    started = monotonic()
+                if fresh:
                     connection.set_read_timeout(read_timeout)
                 else:
                     connection.set_read_timeout(
@@ -294,12 +302,11 @@ def _run(
                     )
                 connection.fill()
                 continue
-            started = None
             # Waiting in QNOTIFY: nothing is claimed, so a stop may end the wait at once.
             if not registered:
                 registered = True
                 backoff.reset()
-            deadline = monotonic() + silence + (read_timeout or 0.0)
+            deadline = started + silence + read_timeout if read_timeout is not None else math.inf
             while not stop.is_set():
                 if connection.fill_by(min(deadline, monotonic() + STOP_POLL_S)):
                     break

@@ -251,12 +251,14 @@ def test_read_time_left() -> None:
 
 class DribblingOkqServer(MalformedServer):
     """Plays okq for one consumer: ``+OK`` to ``QREGISTER``, the queue's name to ``QNOTIFY``,
-    and an event to ``QRPOP`` dribbled one byte every `interval_s`.  Records when the first
-    dribbling connection started its pop reply and when the client hung up on it."""
+    and an event to ``QRPOP``; the reply to `dribble` (``b"QRPOP"`` or ``b"QNOTIFY"``) goes
+    one byte every `interval_s`.  Records when the first connection started dribbling and
+    when the client hung up on it."""
 
-    def __init__(self, interval_s: float) -> None:
+    def __init__(self, interval_s: float, dribble: bytes = b"QRPOP") -> None:
         super().__init__(b"", b"")
         self.interval_s = interval_s
+        self.dribble = dribble
         self.dribble_started: float | None = None
         self.hung_up = threading.Event()
         self.hung_up_at: float | None = None
@@ -265,19 +267,23 @@ class DribblingOkqServer(MalformedServer):
         first = self.dribble_started is None
         with sock, contextlib.suppress(OSError):
             data = b""
-            while b"QRPOP" not in data:
+            while self.dribble not in data:
                 more = sock.recv(65536)
                 if not more:
                     return
                 data += more
                 if b"QREGISTER" in more:
                     sock.sendall(b"+OK\r\n")
-                if b"QNOTIFY" in more:
-                    sock.sendall(b"$1\r\nq\r\n")
+                if b"QNOTIFY" in more and self.dribble != b"QNOTIFY":
+                    sock.sendall(b"$9\r\nslowqueue\r\n")
             if not first:
                 return  # later connections: no answer; the test is over
             self.dribble_started = time.monotonic()
-            reply = b"*2\r\n$2\r\nid\r\n$4\r\nbody\r\n"
+            if self.dribble == b"QNOTIFY":
+                time.sleep(0.5)  # part of the wait, then the queue's name, slowly
+                reply = b"$9\r\nslowqueue\r\n"
+            else:
+                reply = b"*2\r\n$2\r\nid\r\n$4\r\nbody\r\n"
             for i in range(len(reply)):
                 sock.sendall(reply[i : i + 1])
                 readable, _, _ = select.select([sock], [], [], self.interval_s)
@@ -292,15 +298,21 @@ class DribblingOkqServer(MalformedServer):
             self.hung_up.set()
 
 
-def test_a_consumer_gives_up_on_a_dribbled_pop_reply_within_the_read_timeout() -> None:
-    server = DribblingOkqServer(0.6)
+@pytest.mark.parametrize(
+    ("dribble", "budget_s"), [(b"QRPOP", READ_TIMEOUT_S), (b"QNOTIFY", READ_TIMEOUT_S + 1)]
+)
+def test_a_consumer_gives_up_on_a_dribbled_reply_within_its_budget(
+    dribble: bytes, budget_s: float
+) -> None:
+    # QRPOP: the read timeout; QNOTIFY: its wait (1 s) plus the read timeout.
+    server = DribblingOkqServer(0.6, dribble)
     stop = threading.Event()
     got: list[object] = []
     try:
         with Client(server.address, read_timeout_s=READ_TIMEOUT_S, notify_timeout_s=1) as client:
             worker = threading.Thread(
                 target=client.consume,
-                args=(got.append, ["q"]),
+                args=(got.append, ["slowqueue"]),
                 kwargs={"stop": stop},
                 daemon=True,
             )
@@ -315,5 +327,5 @@ def test_a_consumer_gives_up_on_a_dribbled_pop_reply_within_the_read_timeout() -
     assert server.dribble_started is not None
     assert server.hung_up_at is not None
     elapsed = server.hung_up_at - server.dribble_started
-    assert elapsed < READ_TIMEOUT_S + MARGIN_S, elapsed
+    assert elapsed < budget_s + MARGIN_S, elapsed
     assert got == []  # the dribbled event never reached the handler
