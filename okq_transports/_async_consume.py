@@ -271,7 +271,7 @@ class DeliveryStream:
                 if self._verdict and in_hand.needs_ack and self._backend.cancel_pending():
                     # Cancelled right after the delivery was acked (a handler that cancels
                     # its nursery and returns true): the ack still leaves, alone.
-                    await self.send_final_ack()
+                    await self._send_final_ack()
                     return None
                 self._in_hand = None
                 if not self._verdict and not self._reported:
@@ -388,7 +388,7 @@ class DeliveryStream:
         if link is not None:
             await link.aclose()
 
-    async def send_final_ack(self) -> None:
+    async def _send_final_ack(self) -> None:
         """Stop at once, sending the ack of the delivery in hand (if `ack` was called) and
         waiting for its reply, shielded from cancellation for at most `FINAL_ACK_S`; then
         close.  For a task being cancelled: its handler succeeded, so the event must not
@@ -506,7 +506,7 @@ async def consume(
                     # Cancelled just as the handler returned true (asyncio): still ack it.
                     if outcome and outcome[0] and delivery.needs_ack:
                         stream.ack(delivery)
-                        await stream.send_final_ack()
+                        await stream._send_final_ack()
                     raise
                 if finished and ok:
                     stream.ack(delivery)
