@@ -196,3 +196,61 @@ def test_pull_stream_ack_then_cancel(server: ThreadedServer) -> None:
 
     status = trio.run(main)[0]
     assert (status.total, status.processing) == (0, 0)
+
+
+def test_blackhole_stop_is_honoured(server: ThreadedServer) -> None:
+    """A server that accepts and never answers: the registration's reply never comes, yet
+    the consumer gives up on it by itself and a stop ends the call within the bound."""
+
+    async def main(proxy: FaultProxy) -> float:
+        async with open_client(proxy.address_text) as client:
+            stop = trio.Event()
+            returned: list[float] = []
+
+            async def run() -> None:
+                await client.consume(lambda d: True, [QUEUE], stop=stop)
+                returned.append(trio.current_time())
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(run)
+                await trio.sleep(1.0)
+                stop.set()
+                stopped = trio.current_time()
+                with trio.move_on_after(STOP_BOUND_S + 5):
+                    while not returned:
+                        await trio.sleep(0.05)
+                nursery.cancel_scope.cancel()
+            assert returned, "consume did not return after its stop was set"
+            return returned[0] - stopped
+
+    with FaultProxy((server.host, server.port), blackhole=True) as proxy:
+        stop_s = trio.run(main, proxy)
+    assert proxy.threads_alive == 0
+    assert stop_s < STOP_BOUND_S
+
+
+def test_sliced_and_slow_bytes(server: ThreadedServer) -> None:
+    """Every byte forwarded on its own write, each after a small delay: replies split at
+    every byte boundary are still parsed, and every event is consumed once."""
+    n = 20
+    push_direct(server, n)
+    ledger = Ledger(n)
+
+    async def main(proxy: FaultProxy) -> None:
+        async with open_client(proxy.address_text, notify_timeout_s=1) as client:
+            stop = trio.Event()
+
+            async def handle(delivery: Delivery) -> bool:
+                ledger.record(delivery.contents)
+                if ledger.handled == n:
+                    stop.set()
+                return True
+
+            with trio.move_on_after(RUN_DEADLINE_S):
+                await client.consume(handle, [QUEUE], concurrency=2, stop=stop)
+
+    with FaultProxy((server.host, server.port), slice_bytes=True, latency_s=0.001) as proxy:
+        trio.run(main, proxy)
+    status = final_status(server)
+    assert (ledger.lost, ledger.duplicates) == (0, 0)
+    assert (status.total, status.processing, status.consumers) == (0, 0, 0)
