@@ -175,6 +175,7 @@ class HiredisDecoder:
         "_big_array",
         "_big_bulk",
         "_cr_ok",
+        "_deep_run",
         "_error",
         "_fast_max",
         "_feed",
@@ -232,6 +233,8 @@ class HiredisDecoder:
         bulks = min(5, _digits_within(limits.max_bulk_length) + 1)
         self._big_array = re.compile(rb"\*[0-9]{%d}" % arrays).search
         self._big_bulk = re.compile(rb"\$[0-9]{%d}" % bulks).search
+        # Arrays nested past max_depth as a run of headers (the commonest hostile shape).
+        self._deep_run = re.compile(rb"(?:\*[1-9][0-9]*\r\n){%d}" % (limits.max_depth + 1)).search
         self.next_reply = self._gets
 
     def _new_reader(self) -> None:
@@ -431,27 +434,28 @@ class HiredisDecoder:
         if (
             cut > pos + 2
             and cut - pos <= self._limits.max_line_length
-            and self._trusted(data if pos == 0 and cut == end else data[pos:cut])
+            and self._trusted(data, pos, cut)
         ):
             if cut == end:
                 return
             pos = cut
         self._frame(data, pos, pos)
 
-    def _trusted(self, region: bytes) -> bool:
-        """Give hiredis `region` (from a reply start) if the screen finds nothing the framer
-        would decide otherwise; True if it then held whole replies only (taken into `_ready`),
-        False if not (hiredis replaced by a fresh reader: the framer decides all of it)."""
-        folded = region.translate(_FOLD)
+    def _trusted(self, data: bytes, pos: int, cut: int) -> bool:
+        """Give hiredis ``data[pos:cut]`` (from a reply start) if the screen finds nothing the
+        framer would decide otherwise; True if it then held whole replies only (taken into
+        `_ready`), False if not (hiredis replaced by a fresh reader: the framer decides)."""
+        folded = data.translate(_FOLD)
         if (
-            region[0] in _RESP3_BYTES
-            or self._big_array(folded) is not None
-            or self._big_bulk(region) is not None
-            or _RESP3_START(region) is not None
-            or not (region.isascii() or (region[0] != _MINUS and region.find(b"\r\n-") < 0))
+            data[pos] in _RESP3_BYTES
+            or self._big_array(folded, pos, cut) is not None
+            or self._big_bulk(data, pos, cut) is not None
+            or _RESP3_START(data, pos, cut) is not None
+            or self._deep_run(data, pos, cut) is not None
+            or not (data.isascii() or (data[pos] != _MINUS and data.find(b"\r\n-", pos, cut) < 0))
         ):
             return False
-        self._feed(region)
+        self._feed(data, pos, cut - pos)
         gets = self._gets
         has_data = self._has_data
         replies: list[Reply] = []
@@ -468,7 +472,9 @@ class HiredisDecoder:
             whole = False
             self._error = None  # the hook's: the framer will find it, at the right reply
         max_depth = self._limits.max_depth
-        if whole and (folded.count(b"*") <= max_depth or not _too_deep(replies, max_depth)):
+        if whole and (
+            folded.count(b"*", pos, cut) <= max_depth or not _too_deep(replies, max_depth)
+        ):
             self._ready.extend(replies)
             self.next_reply = self._next_ready
             return True
