@@ -346,9 +346,18 @@ class DeliveryStream:
 
     async def _connect(self) -> bool:
         """Open a link and start a fresh machine on it; on failure sleep the backoff.
-        Returns False when stopped while waiting."""
+        Returns False when stopped while connecting or waiting."""
+        stop = self._stop
         try:
-            link = self._link = await self._open_link()
+            if stop is not None and self._open_link == self._open_stream_link:
+                # A connect may hang for minutes (SYNs dropped, trio has no connect timeout):
+                # a stop abandons it (a byte stream cancelled while opening leaves nothing).
+                opened = await self._backend.race_stop(self._open_link, stop)
+                if opened is STOPPED:
+                    return False
+                link = self._link = opened
+            else:
+                link = self._link = await self._open_link()
         except TransportError as exc:
             return await self._pause(exc)
         self._address = link.address

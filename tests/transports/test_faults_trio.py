@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import random
+import socket
 import time
 from collections.abc import Iterator
 
@@ -254,3 +255,37 @@ def test_sliced_and_slow_bytes(server: ThreadedServer) -> None:
     status = final_status(server)
     assert (ledger.lost, ledger.duplicates) == (0, 0)
     assert (status.total, status.processing, status.consumers) == (0, 0, 0)
+
+
+def test_stop_abandons_a_hanging_connect() -> None:
+    """A listener whose accept queue is full drops further SYNs, so a connect hangs (trio
+    has no connect timeout): a stop still ends the consume call at once."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        host, port = listener.getsockname()[:2]
+        with socket.create_connection((host, port), timeout=2.0):  # fills the queue
+
+            async def main() -> float:
+                async with open_client(f"{host}:{port}") as client:
+                    stop = trio.Event()
+                    returned: list[float] = []
+
+                    async def run() -> None:
+                        await client.consume(lambda d: True, [QUEUE], stop=stop)
+                        returned.append(trio.current_time())
+
+                    async with trio.open_nursery() as nursery:
+                        nursery.start_soon(run)
+                        await trio.sleep(0.5)
+                        stop.set()
+                        stopped = trio.current_time()
+                        with trio.move_on_after(STOP_BOUND_S + 2):
+                            while not returned:
+                                await trio.sleep(0.05)
+                        nursery.cancel_scope.cancel()
+                    assert returned, "consume did not return after its stop was set"
+                    return returned[0] - stopped
+
+            stop_s = trio.run(main)
+    assert stop_s < 1.0
