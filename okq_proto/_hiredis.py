@@ -386,12 +386,16 @@ class HiredisDecoder:
         """Give hiredis a short chunk between replies and keep its reply if the chunk is
         exactly that reply's canonical encoding (then the pure decoder reads it the same);
         otherwise hiredis is replaced by a fresh reader and False returned."""
-        if self._has_data() or self._big_array(data.translate(_FOLD)) is not None:
+        if (
+            self._has_data()
+            or data[0] in _RESP3_BYTES
+            or self._big_array(data.translate(_FOLD)) is not None
+        ):
             return False  # (the screen: no header hiredis could allocate much for)
         self._feed(data)
         try:
             reply = self._gets()
-        except RemoteProtocolError:
+        except Exception:  # hiredis's own errors too (a RESP3 map with a list for a key)
             self._error = None  # the hook's: the framer will find it, at the right reply
             reply = NEED_DATA
         if (
@@ -468,7 +472,7 @@ class HiredisDecoder:
                 replies.append(reply)
             else:
                 whole = bool(replies)
-        except RemoteProtocolError:
+        except Exception:  # hiredis's own errors too (a RESP3 map with a list for a key)
             whole = False
             self._error = None  # the hook's: the framer will find it, at the right reply
         max_depth = self._limits.max_depth

@@ -586,3 +586,13 @@ def test_next_reply_kept_across_a_drain_loop() -> None:
         while (reply := next_reply()) is not NEED_DATA:
             got.append(reply)
         assert got == run(Decoder(), [chunk])[0]
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [b"%1\r\n*0\r\n:1\r\n", b"%1\r\n%0\r\n:1\r\n", b"$3\r\nabcXY%1\r\n*0\r\n:1\r\n+OK\r\n"],
+)
+def test_resp3_maps_with_unhashable_keys_are_protocol_errors(wire: bytes) -> None:
+    """hiredis itself raises TypeError building such a map; the decoder never lets it out."""
+    for _how, chunks in four_ways(wire):
+        assert run(HiredisDecoder(), chunks)[1] is RemoteProtocolError
