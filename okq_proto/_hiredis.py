@@ -77,6 +77,9 @@ _OK_LINE: Final = b"+OK\r\n"
 _FOLD: Final = bytes.maketrans(b"~>|%", b"****")
 _RESP3_START: Final = re.compile(rb"\r\n[_,#(=!~>|%]").search
 _RESP3_BYTES: Final = frozenset(b"_,#(=!~>|%")
+# A RESP3 aggregate header anywhere (hiredis builds maps and sets, and some releases crash on
+# an unhashable key): searched only where the fold shows such a byte at all.
+_AGGREGATE: Final = re.compile(rb"[~>|%][-0-9]").search
 
 
 def _digits_within(limit: int) -> int:
@@ -386,10 +389,12 @@ class HiredisDecoder:
         """Give hiredis a short chunk between replies and keep its reply if the chunk is
         exactly that reply's canonical encoding (then the pure decoder reads it the same);
         otherwise hiredis is replaced by a fresh reader and False returned."""
+        folded = data.translate(_FOLD)
         if (
             self._has_data()
             or data[0] in _RESP3_BYTES
-            or self._big_array(data.translate(_FOLD)) is not None
+            or self._big_array(folded) is not None
+            or (folded.count(b"*") != data.count(b"*") and _AGGREGATE(data) is not None)
         ):
             return False  # (the screen: no header hiredis could allocate much for)
         self._feed(data)
@@ -456,6 +461,10 @@ class HiredisDecoder:
             or self._big_bulk(data, pos, cut) is not None
             or _RESP3_START(data, pos, cut) is not None
             or self._deep_run(data, pos, cut) is not None
+            or (
+                folded.count(b"*", pos, cut) != data.count(b"*", pos, cut)
+                and _AGGREGATE(data, pos, cut) is not None
+            )
             or not (data.isascii() or (data[pos] != _MINUS and data.find(b"\r\n-", pos, cut) < 0))
         ):
             return False
