@@ -7,6 +7,7 @@ the public types.  No sockets, threads, clocks or event loops: transports in
 
 from ._client import (
     CLOSED,
+    DEFAULT_MAX_REPLY_BYTES,
     ClientConnection,
     Closed,
     CommandReplied,
@@ -74,6 +75,7 @@ from ._ops import (
     new_event_id,
     parse_address,
     parse_addresses,
+    read_time_left,
     refuse_connection_state,
     retry_safe,
     settle_retried_push,
@@ -95,6 +97,7 @@ __all__ = [
     "CONNECTION_FAILURES",
     "DEFAULT_EXPIRE_S",
     "DEFAULT_MAX_DRAIN",
+    "DEFAULT_MAX_REPLY_BYTES",
     "DEFAULT_NOTIFY_TIMEOUT_S",
     "DEFAULT_PORT",
     "NEED_DATA",
@@ -164,6 +167,7 @@ __all__ = [
     "parse_address",
     "parse_addresses",
     "push_command",
+    "read_time_left",
     "refuse_connection_state",
     "reply_error",
     "retry_safe",

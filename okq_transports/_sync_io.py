@@ -31,6 +31,7 @@ from typing import Final
 
 from okq_proto import (
     CLOSED,
+    DEFAULT_MAX_REPLY_BYTES,
     NEED_DATA,
     ClientConnection,
     Command,
@@ -41,10 +42,9 @@ from okq_proto import (
     LocalProtocolError,
     OkqError,
     TimeoutError,
+    read_time_left,
 )
-from okq_proto._client import DEFAULT_MAX_REPLY_BYTES
 from okq_proto._commands import T
-from okq_proto._ops import read_time_left
 
 from ._exceptions import to_okq_error
 from ._observe import log

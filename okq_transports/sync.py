@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from okq_proto import (
     CONNECTION_FAILURES,
+    DEFAULT_MAX_REPLY_BYTES,
     DEFAULT_NOTIFY_TIMEOUT_S,
     Backoff,
     Command,
@@ -39,7 +40,6 @@ from okq_proto import (
     parse_addresses,
     retry_safe,
 )
-from okq_proto._client import DEFAULT_MAX_REPLY_BYTES
 
 from . import _plans as plans
 from ._observe import active_hooks, log, retrying
