@@ -11,12 +11,14 @@ Must not know: asyncio or trio (that is `_backends`), okq's reply shapes (that i
 from __future__ import annotations
 
 import contextlib
+import time
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from typing import Any, Final, TypeVar
 
 from okq_proto import (
     CONNECTION_FAILURES,
+    DEFAULT_MAX_REPLY_BYTES,
     NEED_DATA,
     Backoff,
     ClientConnection,
@@ -37,6 +39,7 @@ from okq_proto import (
     check_client_options,
     new_event_id,
     parse_addresses,
+    read_time_left,
     retry_safe,
 )
 from okq_proto._client import Backend as Backend_
@@ -81,12 +84,29 @@ class AsyncConnection:
 
     Args:
         stream: the byte stream (closed by `aclose`).
-        read_timeout_s: how long the server may stay silent beyond the waits of blocking
-            commands in flight; None for no deadline of our own (trio: cancel scopes rule).
+        read_timeout_s: how long a whole reply may take, however its bytes trickle in: from
+            the request's write (or the previous pipelined reply) to the reply's last byte,
+            plus the waits of blocking commands in flight (`okq_proto.read_time_left`); None
+            for no deadline of our own (trio: cancel scopes rule).
         address: where the stream goes, for messages.
+        decoder: ``"auto"`` (hiredis when installed), ``"python"`` or ``"hiredis"``.
+        max_reply_bytes: the most bytes one reply may buffer while incomplete (None: no
+            cap); beyond it the request raises `RemoteProtocolError` and the connection is
+            closed (`ClientConnection`'s ``max_reply_bytes``).
+        clock: the monotonic clock the read timeout is measured with (the pool passes its
+            backend's; default ``time.monotonic``).
     """
 
-    __slots__ = ("_busy", "_closed", "_conn", "_stream", "address", "read_timeout_s")
+    __slots__ = (
+        "_busy",
+        "_clock",
+        "_closed",
+        "_conn",
+        "_source",
+        "_stream",
+        "address",
+        "read_timeout_s",
+    )
 
     def __init__(
         self,
@@ -95,15 +115,19 @@ class AsyncConnection:
         read_timeout_s: float | None = None,
         address: tuple[str, int] | None = None,
         decoder: Backend_ = "auto",
+        max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._stream = stream
         # hiredis when installed (its one-reply-per-feed path beats the pure decoder), as for
         # the sync client; "python" forces the pure decoder.
-        self._conn = ClientConnection(backend=decoder)
+        self._conn = ClientConnection(backend=decoder, max_reply_bytes=max_reply_bytes)
         self._busy = False
         self._closed = False
+        self._clock = clock
         self.read_timeout_s = read_timeout_s
         self.address = address
+        self._source = "the server" if address is None else f"{address[0]}:{address[1]}"
 
     @property
     def usable(self) -> bool:
@@ -117,19 +141,26 @@ class AsyncConnection:
 
         Args:
             command: what to send.
-            timeout_s: the read deadline; default: ``read_timeout_s`` plus the command's own
-                blocking wait.
+            timeout_s: how long the whole reply may take; default: ``read_timeout_s`` plus
+                the command's own blocking wait.
 
         Raises:
             ConnectionBusyError: another task is using this connection.
             ConnectionClosed, TimeoutError: the connection failed (it is now closed).
+            RemoteProtocolError: the server broke the protocol, or a reply went past
+                ``max_reply_bytes`` (the connection is now closed).
         """
         return (await self.request_many((command,), timeout_s))[0]
 
     async def request_many(
         self, commands: Sequence[Command[Any]], timeout_s: float | None = None
     ) -> list[CommandReplied]:
-        """Send the commands in one write and return their replies in order (pipelining)."""
+        """Send the commands in one write and return their replies in order (pipelining).
+
+        Each reply must be complete within its budget (`timeout_s`, default ``read_timeout_s``
+        plus the blocking waits of the batch), counted from the write for the first reply and
+        from the previous reply for each later one; every read waits what is left of it.
+        """
         if self._busy or self._closed:
             raise self._unusable()
         self._busy = True
@@ -141,16 +172,28 @@ class AsyncConnection:
                 conn.send(commands[0])
             else:
                 conn.send_many(commands)
-            if timeout_s is None and self.read_timeout_s is not None:
-                timeout_s = self.read_timeout_s
+            budget_s = timeout_s
+            blocking_s = 0.0
+            if budget_s is None and self.read_timeout_s is not None:
+                budget_s = self.read_timeout_s
                 for command in commands:  # a QNOTIFY may keep the server silent that long
-                    timeout_s += command.blocking_s
+                    blocking_s += command.blocking_s
             await stream.send_all(conn.data_to_send())
             replies: list[CommandReplied] = []
+            started: float | None = None  # when the budget of the awaited reply began
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
-                    data = await stream.receive_some(READ_SIZE, timeout_s)
+                    wait_s: float | None = None
+                    if budget_s is not None:
+                        if started is None:  # a new reply: its first read waits it all
+                            started = self._clock()
+                            wait_s = budget_s + blocking_s
+                        else:  # the same reply: wait only what is left of its budget
+                            wait_s = read_time_left(
+                                started, budget_s, self._clock(), blocking_s, self._source
+                            )
+                    data = await stream.receive_some(READ_SIZE, wait_s)
                     if data:
                         conn.receive_data(data)
                     else:
@@ -163,6 +206,7 @@ class AsyncConnection:
                 if len(replies) == count:
                     self._busy = False
                     return replies
+                started = None
         except BaseException:
             # Interrupted mid-request (cancelled, timed out, broken): the stream may still
             # carry our reply, so nobody may use it again.
@@ -209,6 +253,7 @@ class AsyncPool:
         connect_timeout_s: float | None,
         read_timeout_s: float | None,
         connect: Callable[[tuple[str, int]], Awaitable[AsyncStream]] | None = None,
+        max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         if size < 1:
             raise LocalProtocolError(f"pool size must be at least 1, not {size}")
@@ -222,6 +267,7 @@ class AsyncPool:
         self._current = 0
         self._connect_timeout_s = connect_timeout_s
         self.read_timeout_s = read_timeout_s
+        self.max_reply_bytes = max_reply_bytes
         self._connect = connect
 
     async def open_stream(self) -> tuple[AsyncStream, tuple[str, int]]:
@@ -253,7 +299,13 @@ class AsyncPool:
     async def open_connection(self) -> AsyncConnection:
         """A new `AsyncConnection` outside the pool's count (see `open_stream`)."""
         stream, address = await self.open_stream()
-        return AsyncConnection(stream, read_timeout_s=self.read_timeout_s, address=address)
+        return AsyncConnection(
+            stream,
+            read_timeout_s=self.read_timeout_s,
+            address=address,
+            max_reply_bytes=self.max_reply_bytes,
+            clock=self._backend.now,
+        )
 
     @property
     def open_count(self) -> int:
@@ -358,6 +410,7 @@ class AsyncClientCore:
         id_factory: IdFactory | None,
         hooks: Hooks | None,
         connect: Callable[[tuple[str, int]], Awaitable[AsyncStream]] | None = None,
+        max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         check_client_options(
             pool_size=pool_size,
@@ -366,6 +419,7 @@ class AsyncClientCore:
             notify_timeout_s=notify_timeout_s,
             id_factory=id_factory,
             hooks=hooks,
+            max_reply_bytes=max_reply_bytes,
         )
         self._backend = backend
         self.addresses = parse_addresses(address)
@@ -376,6 +430,7 @@ class AsyncClientCore:
             connect_timeout_s=connect_timeout_s,
             read_timeout_s=read_timeout_s,
             connect=connect,
+            max_reply_bytes=max_reply_bytes,
         )
         self.notify_timeout_s = notify_timeout_s
         self._id_factory = id_factory or new_event_id

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkab
 from okq_proto import ConnectError, ConnectionClosed, TimeoutError, TransportError
 
 from ._exceptions import to_okq_error
+from ._sync_io import keep_alive
 
 if TYPE_CHECKING:
     import trio
@@ -293,6 +294,13 @@ class AsyncioBackend:
                 f"{what}: unsupported asyncio transport {type(transport).__qualname__} "
                 "(it needs write(), is_closing() and abort())"
             )
+        sock = transport.get_extra_info("socket")  # asyncio sets TCP_NODELAY itself
+        try:
+            if sock is not None:
+                keep_alive(sock.setsockopt)
+        except OSError as exc:
+            transport.abort()
+            raise to_okq_error(exc, what, connecting=True) from exc
         return protocol
 
     def event(self) -> Waiter:
@@ -475,6 +483,11 @@ class TrioBackend:
                     stream = await trio.open_tcp_stream(host, port)
         except (OSError, trio.TooSlowError) as exc:
             raise ConnectError(f"{what}: {exc or 'timed out'}") from exc
+        try:
+            keep_alive(stream.setsockopt)  # trio sets TCP_NODELAY itself
+        except OSError as exc:
+            await trio.aclose_forcefully(stream)
+            raise ConnectError(f"{what}: {exc}") from exc
         return TrioStream(stream)
 
     def event(self) -> Waiter:

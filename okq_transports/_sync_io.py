@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Final
 
 from okq_proto import (
@@ -49,7 +50,7 @@ from okq_proto._commands import T
 from ._exceptions import to_okq_error
 from ._observe import log
 
-__all__ = ["Pool", "SyncConnection", "connect"]
+__all__ = ["Pool", "SyncConnection", "connect", "keep_alive"]
 
 _READ_SIZE: Final = 65536
 _USE_SOCKOPT_TIMEOUTS: Final = sys.platform != "win32" and hasattr(socket, "SO_RCVTIMEO")
@@ -64,6 +65,21 @@ def _timeval(seconds: float) -> bytes:
     seconds = max(seconds, 0.001)  # 0 would mean "no timeout"
     whole = int(seconds)
     return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+
+
+def keep_alive(setsockopt: Callable[[int, int, int], object]) -> None:
+    """Turn on TCP keepalive with okq's tuning, through a socket's ``setsockopt`` (a
+    `socket.socket`'s, asyncio's ``TransportSocket``'s or a ``trio.SocketStream``'s): a server
+    that vanished without a FIN or RST is noticed after about two minutes of silence.
+
+    Raises:
+        OSError: the socket refused an option.
+    """
+    setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for name, value in _KEEPALIVE:
+        option = getattr(socket, name, None)
+        if option is not None:
+            setsockopt(socket.IPPROTO_TCP, option, value)
 
 
 def connect(
@@ -87,11 +103,7 @@ def connect(
         raise to_okq_error(exc, what, connecting=True) from exc
     try:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for name, value in _KEEPALIVE:
-            option = getattr(socket, name, None)
-            if option is not None:
-                sock.setsockopt(socket.IPPROTO_TCP, option, value)
+        keep_alive(sock.setsockopt)
         if _USE_SOCKOPT_TIMEOUTS:
             sock.settimeout(None)
     except OSError as exc:

@@ -27,7 +27,13 @@ import asyncio
 import signal
 from collections.abc import Sequence
 
-from okq_proto import DEFAULT_NOTIFY_TIMEOUT_S, Delivery, Hooks, IdFactory
+from okq_proto import (
+    DEFAULT_MAX_REPLY_BYTES,
+    DEFAULT_NOTIFY_TIMEOUT_S,
+    Delivery,
+    Hooks,
+    IdFactory,
+)
 
 from ._async_consume import AsyncClient, DeliveryStream, Handler
 from ._async_driver import AsyncConnection, ConnectionBusyError
@@ -60,11 +66,19 @@ class Client(AsyncClient):
             sharing one Redis are interchangeable, so connections fail over along the list.
         pool_size: most connections open at once for requests (consumers own theirs).
         connect_timeout_s: deadline of each connection attempt.
-        read_timeout_s: how long the server may stay silent on a request; a ``QNOTIFY``
-            wait is always added on top, never cut short.
+        read_timeout_s: how long a whole reply may take, from the request's write to the
+            reply's last byte, however the bytes trickle in (None: forever).  A pipelined
+            batch gives each reply this long after the previous one; a ``QNOTIFY`` wait is
+            always added on top, never cut short.
         notify_timeout_s: the ``QNOTIFY`` wait of consumers, in whole seconds.
         id_factory: makes event ids for `push` (uuid4 text by default).
         hooks: metrics hooks (`okq_proto.Hooks`).
+        max_reply_bytes: the most bytes one reply may take while incomplete (64 MiB by
+            default; None: no cap).  A reply (or announced bulk string) beyond it raises
+            `RemoteProtocolError` and its connection is closed, never reused.
+
+    Raises:
+        LocalProtocolError: for a bad address or argument.
     """
 
     def __init__(
@@ -77,6 +91,7 @@ class Client(AsyncClient):
         notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
         id_factory: IdFactory | None = None,
         hooks: Hooks | None = None,
+        max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         super().__init__(
             ASYNCIO,
@@ -87,6 +102,7 @@ class Client(AsyncClient):
             notify_timeout_s=notify_timeout_s,
             id_factory=id_factory,
             hooks=hooks,
+            max_reply_bytes=max_reply_bytes,
         )
 
 

@@ -22,7 +22,14 @@ from contextlib import asynccontextmanager
 
 import trio
 
-from okq_proto import DEFAULT_EXPIRE_S, DEFAULT_NOTIFY_TIMEOUT_S, Delivery, Hooks, IdFactory
+from okq_proto import (
+    DEFAULT_EXPIRE_S,
+    DEFAULT_MAX_REPLY_BYTES,
+    DEFAULT_NOTIFY_TIMEOUT_S,
+    Delivery,
+    Hooks,
+    IdFactory,
+)
 
 from ._async_consume import AsyncClient, DeliveryStream, Handler
 from ._async_driver import AsyncConnection, ConnectionBusyError
@@ -76,11 +83,14 @@ class Client(AsyncClient):
         await self._consume(handler, queues, expire_seconds, concurrency, stop, task_status.started)
 
 
-def connection_over(stream: trio.abc.Stream) -> AsyncConnection:
+def connection_over(
+    stream: trio.abc.Stream, *, max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES
+) -> AsyncConnection:
     """An okq connection over any ``trio.abc.Stream`` (a TCP stream, TLS, or
     ``trio.testing.memory_stream_pair()`` in tests), without a pool: one task at a time
-    (a second one gets `ConnectionBusyError`); a request cancelled half way closes it."""
-    return AsyncConnection(TrioStream(stream))
+    (a second one gets `ConnectionBusyError`); a request cancelled half way closes it.
+    `max_reply_bytes` is `open_client`'s."""
+    return AsyncConnection(TrioStream(stream), max_reply_bytes=max_reply_bytes)
 
 
 @asynccontextmanager
@@ -92,6 +102,7 @@ async def open_client(
     id_factory: IdFactory | None = None,
     hooks: Hooks | None = None,
     stream_factory: StreamFactory | None = None,
+    max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
 ) -> AsyncIterator[Client]:
     """Open an okq client for the ``async with`` block; its connections close at the end.
 
@@ -102,6 +113,14 @@ async def open_client(
         id_factory: makes event ids for `Client.push` (uuid4 text by default).
         hooks: metrics hooks (`okq_proto.Hooks`).
         stream_factory: opens a ``trio.abc.Stream`` per connection instead of TCP.
+        max_reply_bytes: the most bytes one reply may take while incomplete (64 MiB by
+            default; None: no cap).  A reply (or announced bulk string) beyond it raises
+            `RemoteProtocolError` and its connection is closed, never reused.  Time is the
+            caller's to bound: a reply dribbled byte by byte lasts until the caller's cancel
+            scope (``trio.fail_after``) ends the call.
+
+    Raises:
+        LocalProtocolError: for a bad address or argument.
     """
     connect: Callable[[tuple[str, int]], Awaitable[AsyncStream]] | None = None
     if stream_factory is not None:
@@ -120,6 +139,7 @@ async def open_client(
         id_factory=id_factory,
         hooks=hooks,
         connect=connect,
+        max_reply_bytes=max_reply_bytes,
     )
     try:
         yield client

@@ -8,14 +8,17 @@ within the read timeout plus a margin, with a typed error, on a connection never
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import select
 import socket
 import threading
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
+import trio
 
 from okq_proto import (
     NEED_DATA,
@@ -29,8 +32,11 @@ from okq_proto import (
 )
 from okq_proto._client import DEFAULT_MAX_REPLY_BYTES
 from okq_proto._ops import read_time_left
+from okq_transports import asyncio as okq_asyncio
+from okq_transports import trio as okq_trio
+from okq_transports._sync_io import connect as sync_connect
 from okq_transports.sync import Client
-from tests.transports.scenarios import GOOD_PEEK, MalformedServer
+from tests.transports.scenarios import GOOD_PEEK, MalformedServer, run_on_uvloop
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -329,3 +335,106 @@ def test_a_consumer_gives_up_on_a_dribbled_reply_within_its_budget(
     elapsed = server.hung_up_at - server.dribble_started
     assert elapsed < budget_s + MARGIN_S, elapsed
     assert got == []  # the dribbled event never reached the handler
+
+
+# -- the async doors -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])
+def test_asyncio_a_dribbled_reply_times_out_within_the_read_timeout(loop: str) -> None:
+    # The asyncio door used to restart its deadline at every chunk: 25 bytes at 0.6 s each
+    # held it 15 s past a 1 s read timeout.
+    async def main() -> float:
+        async with okq_asyncio.Client(server.address, read_timeout_s=READ_TIMEOUT_S) as client:
+            start = time.monotonic()
+            with pytest.raises(TimeoutError):
+                async with client.connection() as conn:  # no retry on a new connection
+                    await conn.request(QRPeek(b"q"))
+            elapsed = time.monotonic() - start
+            assert not conn.usable
+            assert client.idle_connections == 0
+            server.healed.set()
+            assert await client.peek_next("q") == Event("q", "id", b"body")
+            return elapsed
+
+    with scripted(DribblingServer(GOOD_PEEK, 0.6)) as server:
+        elapsed = run_on_uvloop(main) if loop == "uvloop" else asyncio.run(main())
+        assert READ_TIMEOUT_S * 0.9 <= elapsed < READ_TIMEOUT_S + MARGIN_S, elapsed
+        assert server.reused == 0
+        assert server.connections == 2
+
+
+def test_asyncio_a_dribbled_pipelined_reply_gives_each_reply_one_budget() -> None:
+    # Two replies, each dribbled over ~0.7 s: within a 1 s budget each (counted from the
+    # previous reply), though the batch takes longer than one read timeout.
+    two = GOOD_PEEK * 2
+
+    async def main() -> None:
+        async with okq_asyncio.Client(server.address, read_timeout_s=READ_TIMEOUT_S) as client:
+            async with client.connection() as conn:
+                replies = await conn.request_many([QRPeek(b"q"), QRPeek(b"q")])
+            assert [r.result for r in replies] == [Event("q", "id", b"body")] * 2
+
+    with scripted(DribblingServer(two, 0.7 / len(GOOD_PEEK))) as server:
+        asyncio.run(main())
+
+
+def test_async_doors_check_max_reply_bytes() -> None:
+    async def main() -> None:
+        for bad in (0, -1, "64", 1.5, True):
+            with pytest.raises(LocalProtocolError, match="max_reply_bytes"):
+                okq_asyncio.Client("127.0.0.1:1", max_reply_bytes=bad)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+    async def trio_main() -> None:
+        for bad in (0, "64", True):
+            with pytest.raises(LocalProtocolError, match="max_reply_bytes"):
+                async with okq_trio.open_client("127.0.0.1:1", max_reply_bytes=bad):  # type: ignore[arg-type]
+                    pass
+
+    trio.run(trio_main)
+
+
+def _sockopt(sock: Any) -> tuple[int, int | None]:
+    """SO_KEEPALIVE and (Linux) TCP_KEEPIDLE of a connected socket."""
+    idle = getattr(socket, "TCP_KEEPIDLE", None)
+    return (
+        sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+        None if idle is None else sock.getsockopt(socket.IPPROTO_TCP, idle),
+    )
+
+
+EXPECTED_KEEPALIVE = (1, None if getattr(socket, "TCP_KEEPIDLE", None) is None else 60)
+
+
+@pytest.mark.parametrize("door", ["sync", "asyncio", "uvloop", "trio"])
+def test_every_door_turns_keepalive_on(door: str) -> None:
+    with scripted(MalformedServer(b"", b"")) as server:
+        if door == "sync":
+            host, port = server.address.rsplit(":", 1)
+            conn = sync_connect(host, int(port), connect_timeout_s=5, read_timeout_s=5)
+            try:
+                assert _sockopt(conn.sock) == EXPECTED_KEEPALIVE
+            finally:
+                conn.close()
+            return
+
+        async def asyncio_main() -> tuple[int, int | None]:
+            async with (
+                okq_asyncio.Client(server.address) as client,
+                client.connection() as conn,
+            ):
+                transport = conn._stream._transport  # type: ignore[attr-defined]
+                return _sockopt(transport.get_extra_info("socket"))
+
+        async def trio_main() -> tuple[int, int | None]:
+            async with okq_trio.open_client(server.address) as client, client.connection() as conn:
+                return _sockopt(conn._stream._stream.socket)  # type: ignore[attr-defined]
+
+        if door == "trio":
+            assert trio.run(trio_main) == EXPECTED_KEEPALIVE
+        elif door == "uvloop":
+            assert run_on_uvloop(asyncio_main) == EXPECTED_KEEPALIVE
+        else:
+            assert asyncio.run(asyncio_main()) == EXPECTED_KEEPALIVE
