@@ -21,6 +21,13 @@ How okq reads (and so how this reads):
 Defect D1 of the real server (a header shorter than 3 bytes or an absurd length crashes the
 whole process) becomes: close this connection only.  Limits are constructor arguments, so a
 peer can neither stream an endless header nor make us buffer a huge declared value.
+
+The query-buffer cap (``max_query_bytes``) is Redis's ``client-query-buffer-limit`` (1 GiB by
+default there too): the bytes one request holds while it is being read (its arguments so far
+plus its unparsed input) may not pass it.  Redis then closes the client without a reply
+("Closing client that reached max query buffer length"); so does this, and a top-level
+argument whose announced length would take its request past the cap closes at its header.
+The real okq has no such cap; below it, nothing changes.
 """
 
 from __future__ import annotations
@@ -37,6 +44,7 @@ __all__ = [
     "DEFAULT_MAX_BULK_BYTES",
     "DEFAULT_MAX_LINE_BYTES",
     "DEFAULT_MAX_NESTING",
+    "DEFAULT_MAX_QUERY_BYTES",
     "CloseWithoutReply",
     "CommandReceived",
     "InvalidCommandReceived",
@@ -54,6 +62,8 @@ DEFAULT_MAX_LINE_BYTES: Final = 1024 * 1024
 """Longest header line (type byte to LF); simple strings carry their value in it."""
 DEFAULT_MAX_NESTING: Final = 64
 """Deepest nesting of arrays inside a request."""
+DEFAULT_MAX_QUERY_BYTES: Final = 1024 * 1024 * 1024
+"""Most bytes one request may hold while it is read (Redis's client-query-buffer-limit)."""
 
 _INT64_MIN: Final = -(2**63)
 _INT64_MAX: Final = 2**63 - 1
@@ -129,6 +139,9 @@ class ServerConnection:
         max_array_count: larger array counts close the connection (D1).
         max_line_bytes: a header line longer than this (LF not found within it) closes.
         max_nesting: arrays nested deeper than this close the connection.
+        max_query_bytes: a request holding more than this while it is read (its arguments
+            so far plus its unparsed bytes) closes the connection, as Redis closes a client
+            over its ``client-query-buffer-limit``.
     """
 
     def __init__(
@@ -138,11 +151,13 @@ class ServerConnection:
         max_array_count: int = DEFAULT_MAX_ARRAY_COUNT,
         max_line_bytes: int = DEFAULT_MAX_LINE_BYTES,
         max_nesting: int = DEFAULT_MAX_NESTING,
+        max_query_bytes: int = DEFAULT_MAX_QUERY_BYTES,
     ) -> None:
         self._max_bulk = max_bulk_bytes
         self._max_count = max_array_count
         self._max_line = max_line_bytes
         self._max_nesting = max_nesting
+        self._max_query = max_query_bytes
         self._buf = bytearray()
         self._eof = False
         self._state = ServerState.IDLE
@@ -151,6 +166,7 @@ class ServerConnection:
         # Parse state of the request being read; kept across NEED_DATA (resume, not restart).
         self._remaining: list[int] = []  # elements still due per open array, outermost first
         self._args: list[bytes] | None = []  # top-level string elements; None once invalid
+        self._held = 0  # bytes in self._args (the query-buffer cap counts them)
         self._skip = 0  # payload + trailer bytes of a bulk being thrown away
         self._scan = 0  # where the LF search resumes
 
@@ -215,6 +231,9 @@ class ServerConnection:
         if event is NEED_DATA:
             if self._eof:  # a request cut off by EOF is dropped, as okq does
                 return self._finish(PeerClosed())
+            # Every complete request was returned: what is buffered is the unfinished one.
+            if self._held + len(self._buf) > self._max_query:
+                return self._finish(CloseWithoutReply(reason="query buffer over the limit"))
             return NEED_DATA
         self._state = ServerState.AWAITING_REPLY
         return event
@@ -268,6 +287,8 @@ class ServerConnection:
                     result = self._value_done(_Value.OTHER)
                 elif self._keeping_top_level_string():
                     end = lf + 1 + length
+                    if self._held + end + 2 > self._max_query:
+                        raise _Malformed(f"bulk length {length} takes the request over the limit")
                     if len(buf) < end + 2:
                         self._scan = lf  # the header is re-read (cheap) once data is in
                         return NEED_DATA
@@ -337,10 +358,13 @@ class ServerConnection:
         if len(stack) == 1 and self._args is not None:
             if kind is _Value.STRING:
                 self._args.append(payload)
+                self._held += len(payload)
             else:
                 self._args = None
+                self._held = 0
         else:
             self._args = None
+            self._held = 0
         while stack:
             stack[-1] -= 1
             if stack[-1]:
@@ -349,6 +373,7 @@ class ServerConnection:
             if not stack:
                 args = self._args
                 self._args = []
+                self._held = 0
                 if args is None:
                     return InvalidCommandReceived()
                 return CommandReceived(argv=tuple(args))

@@ -204,6 +204,60 @@ def test_limits_are_constructor_arguments() -> None:
     assert isinstance(events(b"+" + b"a" * 20 + b"\r\n", max_line_bytes=10)[0], CloseWithoutReply)
 
 
+def test_query_cap_is_exact_and_closes_at_the_header() -> None:
+    # Redis's client-query-buffer-limit: the request may hold the cap, not one byte more.
+    body = b"$1000\r\n" + b"x" * 1000 + b"\r\n"
+    at_cap = ServerConnection(max_query_bytes=len(body))
+    at_cap.receive_data(b"*1\r\n" + body)
+    assert at_cap.next_event() == CommandReceived(argv=(b"x" * 1000,))
+    over = ServerConnection(max_query_bytes=len(body) - 1)
+    over.receive_data(b"*1\r\n$1000\r\n")  # closed before any payload byte is buffered
+    assert isinstance(over.next_event(), CloseWithoutReply)
+    assert len(over._buf) == 0
+
+
+def test_query_cap_counts_the_arguments_already_read() -> None:
+    conn = ServerConnection(max_query_bytes=10_000)
+    conn.receive_data(b"*1000\r\n")
+    sent = 0
+    for _ in range(1000):
+        event = conn.next_event()
+        if isinstance(event, CloseWithoutReply):
+            break
+        assert event is NEED_DATA
+        conn.receive_data(b"$100\r\n" + b"y" * 100 + b"\r\n")
+        sent += 1
+    assert 90 <= sent <= 100  # 100-byte arguments: about a hundred fit under 10,000
+    # A partial line on top of the arguments read so far counts too.
+    lines = ServerConnection(max_query_bytes=50)
+    lines.receive_data(b"*10\r\n+" + b"a" * 30 + b"\r\n+" + b"b" * 19)
+    assert lines.next_event() is NEED_DATA  # 30 + 20 = 50: at the cap
+    lines.receive_data(b"b")
+    assert isinstance(lines.next_event(), CloseWithoutReply)
+
+
+def test_query_cap_spares_pipelines_and_skipped_values() -> None:
+    conn = ServerConnection(max_query_bytes=20)
+    conn.receive_data(cmd(b"PING") * 50)  # 700 bytes of complete requests: each is 14
+    for _ in range(50):
+        assert conn.next_event() == CommandReceived(argv=(b"PING",))
+        conn.send_reply(b"+PONG\r\n")
+    assert conn.next_event() is NEED_DATA
+    skipped = ServerConnection(max_query_bytes=1000)
+    skipped.receive_data(b"*2\r\n*1\r\n$100000\r\n")  # thrown away, never held
+    for _ in range(10):
+        assert skipped.next_event() is NEED_DATA
+        skipped.receive_data(b"z" * 10_000)
+    skipped.receive_data(b"\r\n$1\r\nq\r\n")
+    assert skipped.next_event() == InvalidCommandReceived()
+    # A new request starts from nothing: what the last one held is not carried over.
+    again = ServerConnection(max_query_bytes=30)
+    again.receive_data(cmd(b"a" * 12) * 3)
+    for _ in range(3):
+        assert again.next_event() == CommandReceived(argv=(b"a" * 12,))
+        again.send_reply(b"+X\r\n")
+
+
 def test_endless_header_is_cut_off_without_buffering_everything() -> None:
     conn = ServerConnection(max_line_bytes=1000)
     conn.receive_data(b"*")
