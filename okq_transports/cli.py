@@ -156,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--default-expire", type=_count, default=30, help="QRPOP claim without EX (s)")
     p.add_argument("--noblock-workers", type=_count, default=128, help="NOBLOCK worker pool size")
     p.add_argument("--seed", type=int, default=None, help="seed for QNOTIFY's random order")
+    p.add_argument(
+        "--max-query-bytes",
+        type=_count,
+        default=None,
+        help="bytes one request may hold while read; past it the client is closed (1 GiB)",
+    )
+    p.add_argument(
+        "--max-notify-waits",
+        type=_count,
+        default=None,
+        help="QNOTIFY waits held at once; past it QNOTIFY gets a server-side error (1000)",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
 
     p = sub("push", "push one event (or one per stdin line with --lines); prints the id")
@@ -300,17 +312,20 @@ def _print_event(event: Event, args: argparse.Namespace, *, with_queue: bool = F
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .server import serve
+    from .server import ServerOptions, serve
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
-    serve(
-        args.host,
-        args.port,
-        sweep_interval_s=args.sweep_interval,
-        default_expire_s=args.default_expire,
-        noblock_workers=args.noblock_workers,
-        seed=args.seed,
-    )
+    options: ServerOptions = {
+        "sweep_interval_s": args.sweep_interval,
+        "default_expire_s": args.default_expire,
+        "noblock_workers": args.noblock_workers,
+        "seed": args.seed,
+    }
+    if args.max_query_bytes is not None:
+        options["max_query_bytes"] = args.max_query_bytes
+    if args.max_notify_waits is not None:
+        options["max_notify_waits"] = args.max_notify_waits
+    serve(args.host, args.port, **options)
     return EXIT_OK
 
 

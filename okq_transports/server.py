@@ -11,6 +11,9 @@ and replies are `okq_proto._dispatch.Dispatcher`, queues live behind
 
 Like okq, a connection is served one request at a time and is not read while a QNOTIFY waits,
 so a client that closes during a QNOTIFY stays a registered consumer until the QNOTIFY ends.
+What okq leaves unbounded is capped here (docs/server.md, "Exposure and caps"): the bytes one
+request may hold while it is read (``max_query_bytes``, Redis's client-query-buffer-limit) and
+the QNOTIFY waits the server holds at once (``max_notify_waits``).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ from okq_proto._server import (
     DEFAULT_MAX_BULK_BYTES,
     DEFAULT_MAX_LINE_BYTES,
     DEFAULT_MAX_NESTING,
+    DEFAULT_MAX_QUERY_BYTES,
     CloseWithoutReply,
     PeerClosed,
     ServerConnection,
@@ -68,6 +72,7 @@ if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is 3.11+; annotations only
 
 __all__ = [
+    "DEFAULT_MAX_NOTIFY_WAITS",
     "EmbeddedServer",
     "MemoryStorage",
     "ServerOptions",
@@ -83,6 +88,9 @@ _log = logging.getLogger("okq.server")
 _READ_SIZE: Final = 65536
 _FLUSH_AT: Final = 65536  # pipelined replies are written in batches up to this size
 _START_TIMEOUT_S: Final = 10.0
+
+DEFAULT_MAX_NOTIFY_WAITS: Final = 1000
+"""QNOTIFY waits one server holds at once (okq has no bound); see `ServerOptions`."""
 
 
 def assert_never(value: NoReturn) -> NoReturn:  # typing.assert_never is 3.11+
@@ -104,6 +112,14 @@ class ServerOptions(TypedDict, total=False):
         max_array_count: elements of one request.
         max_line_bytes: length of one header line.
         max_nesting: depth of nested arrays.
+        max_query_bytes: bytes one request may hold while it is read, its arguments so far
+            included (Redis's client-query-buffer-limit, 1 GiB there and here); past it the
+            connection is closed without a reply, as Redis closes such a client.
+        max_notify_waits: QNOTIFY waits the server holds at once (1000).  A QNOTIFY that
+            would have to wait while that many are held is answered ``-ERR unexpected
+            server-side error`` at once (a warning is logged); one that finds work, or
+            ``QNOTIFY 0``, is answered as usual.  Closed clients keep their wait, and their
+            count as consumers, until it ends, as in okq.
     """
 
     sweep_interval_s: float
@@ -115,6 +131,8 @@ class ServerOptions(TypedDict, total=False):
     max_array_count: int
     max_line_bytes: int
     max_nesting: int
+    max_query_bytes: int
+    max_notify_waits: int
 
 
 def _checked(options: ServerOptions) -> ServerOptions:
@@ -174,7 +192,10 @@ class EmbeddedServer:
             options.get("max_array_count", DEFAULT_MAX_ARRAY_COUNT),
             options.get("max_line_bytes", DEFAULT_MAX_LINE_BYTES),
             options.get("max_nesting", DEFAULT_MAX_NESTING),
+            options.get("max_query_bytes", DEFAULT_MAX_QUERY_BYTES),
         )
+        self._max_waits = options.get("max_notify_waits", DEFAULT_MAX_NOTIFY_WAITS)
+        self._waits = 0  # QNOTIFY waits held now
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
@@ -206,6 +227,11 @@ class EmbeddedServer:
     def connection_count(self) -> int:
         """Open client connections."""
         return len(self._connections)
+
+    @property
+    def notify_waits(self) -> int:
+        """QNOTIFY waits held now (at most ``max_notify_waits``)."""
+        return self._waits
 
     async def start(self) -> None:
         """Start the storage and listen.
@@ -305,9 +331,13 @@ class EmbeddedServer:
     async def _serve_connection(
         self, consumer: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        bulk, count, line, nesting = self._limits
+        bulk, count, line, nesting, query = self._limits
         conn = ServerConnection(
-            max_bulk_bytes=bulk, max_array_count=count, max_line_bytes=line, max_nesting=nesting
+            max_bulk_bytes=bulk,
+            max_array_count=count,
+            max_line_bytes=line,
+            max_nesting=nesting,
+            max_query_bytes=query,
         )
         pending = bytearray()
         # Bounded: each iteration either reads (blocking until data/EOF) or answers a request.
@@ -359,13 +389,22 @@ class EmbeddedServer:
                 reply = action.after_check(found)
                 if reply is not None:
                     return reply
+                if self._waits >= self._max_waits:
+                    # okq would wait; past the bound we answer as okq does when it cannot
+                    # serve (clients treat that as transient and retry after a backoff).
+                    _log.warning("QNOTIFY refused: %d waits held (max_notify_waits)", self._waits)
+                    return ERR_SERVER_SIDE
                 await _flush(writer, pending)  # earlier pipelined replies go out first
                 hub = self.dispatcher.hub
                 waker = self._wakers[consumer]
                 waker.clear()
-                if not hub.start_wait(consumer):
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(waker.wait(), action.wait_s)
+                self._waits += 1
+                try:
+                    if not hub.start_wait(consumer):
+                        with contextlib.suppress(asyncio.TimeoutError):
+                            await asyncio.wait_for(waker.wait(), action.wait_s)
+                finally:
+                    self._waits -= 1
                 return hub.end_wait(consumer)
             case _:
                 assert_never(action)

@@ -5,6 +5,7 @@ the CLI)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -28,6 +29,7 @@ from okq_transports.server import (
 
 ROOT = Path(__file__).resolve().parents[2]
 TIMEOUT_S = 10.0
+LINGER_RESET = b"\x01\x00\x00\x00\x00\x00\x00\x00"  # SO_LINGER on, 0 s: close sends RST
 
 
 def cmd(*args: bytes) -> bytes:
@@ -268,6 +270,122 @@ def test_client_vanishing_mid_request() -> None:
     run(main)
 
 
+async def read_to_eof(c: Client, *, reset_ok: bool = False) -> bytes:
+    """Everything the server sends until it closes (bounded by TIMEOUT_S).  ``reset_ok``: a
+    close with our bytes still unread on the server's side arrives as a reset instead."""
+    got = b""
+    with contextlib.suppress(*((ConnectionResetError,) if reset_ok else ())):
+        while chunk := await asyncio.wait_for(c.reader.read(65536), TIMEOUT_S):
+            got += chunk
+    return got
+
+
+def test_pingxx_is_pong_then_close_byte_for_byte() -> None:
+    # Real okq: "PING" then two unchecked bytes ("XX") end the request; the CR LF after them
+    # starts a new value whose first byte (CR) is no RESP type: closed without a reply.
+    async def main() -> None:
+        async with EmbeddedServer(port=0) as srv:
+            bad = await Client.open(srv)
+            await bad.send(b"*1\r\n$4\r\nPINGXX\r\n")
+            assert await read_to_eof(bad) == b"+PONG\r\n"
+            other = await Client.open(srv)
+            assert await other.call(b"PING") == b"+PONG\r\n"
+            for c in (bad, other):
+                await c.close()
+
+    run(main)
+
+
+def test_query_buffer_cap_closes_the_client_as_redis_does() -> None:
+    cap = 64 * 1024
+
+    async def main() -> None:
+        async with EmbeddedServer(port=0, max_query_bytes=cap) as srv:
+            obs = await Client.open(srv)
+            fits = b"f" * (cap - 100)
+            assert await obs.call(b"QLPUSH", b"capq", b"fits", fits) == b"+OK\r\n"
+            # Announced past the cap: closed at the header, after the replies owed before it.
+            big = await Client.open(srv)
+            await big.send(cmd(b"PING") + b"*4\r\n$6\r\nQLPUSH\r\n$4\r\ncapq\r\n$1\r\nb")
+            await big.send(b"\r\n$%d\r\n" % (cap + 1))
+            assert await read_to_eof(big) == b"+PONG\r\n"
+            # Many small arguments streamed in: closed once they hold more than the cap.
+            many = await Client.open(srv)
+            await many.send(b"*100000\r\n$6\r\nQLPUSH\r\n$4\r\ncapq\r\n")
+            sent = 0
+            with contextlib.suppress(ConnectionError):
+                for _ in range(100):  # 400 KiB if never closed
+                    await many.send((b"$1024\r\n" + b"m" * 1024 + b"\r\n") * 4)
+                    sent += 4 * 1024
+            assert await read_to_eof(many, reset_ok=True) == b""
+            assert sent < 8 * cap  # cut off near the cap (the kernel buffers some of it)
+
+            async def one_left() -> bool:
+                return srv.connection_count == 1
+
+            await until(one_left)
+            await obs.send(cmd(b"QSTATUS", b"capq"))
+            await obs.expect(b"*1\r\n*4\r\n$4\r\ncapq\r\n:1\r\n:0\r\n:0\r\n")
+            await obs.close()
+            await big.close()
+            with contextlib.suppress(ConnectionResetError):
+                await many.close()
+
+    run(main)
+
+
+def test_notify_wait_bound_keeps_dead_consumers_and_refuses_past_it() -> None:
+    async def main() -> None:
+        async with EmbeddedServer(port=0, max_notify_waits=3) as srv:
+            obs = await Client.open(srv)
+            dead = [await Client.open(srv) for _ in range(3)]
+            for i, c in enumerate(dead):
+                assert await c.call(b"QREGISTER", b"wq") == b"+OK\r\n"
+                await c.send(cmd(b"QNOTIFY", b"2"))
+                if i == 2:  # one is reset (RST), the others closed (FIN)
+                    sock = c.writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+                await c.close()
+
+            async def full() -> bool:
+                return srv.notify_waits == 3
+
+            await until(full)
+            started = time.monotonic()
+            live = await Client.open(srv)
+            assert await live.call(b"QREGISTER", b"wq", b"other") == b"+OK\r\n"
+            # okq's behaviour below the bound: the closed clients still count as consumers.
+            assert await consumers_of(obs, b"wq") == 4
+            # Past the bound a QNOTIFY that would wait is refused at once ...
+            refused = await live.call(b"QNOTIFY", b"30")
+            assert refused == b"-ERR unexpected server-side error\r\n"
+            assert time.monotonic() - started < 1.5
+            # ... but one that need not wait is answered as usual, and the connection is fine.
+            assert await live.call(b"QNOTIFY", b"0") == b"$-1\r\n"
+            assert await obs.call(b"QLPUSH", b"other", b"e", b"c") == b"+OK\r\n"
+            assert await live.call(b"QNOTIFY", b"30") == b"$5\r\n"
+            await live.expect(b"other\r\n")
+            assert await obs.call(b"QACK", b"other", b"e") == b":1\r\n"
+
+            async def freed() -> bool:
+                return srv.notify_waits == 0 and await consumers_of(obs, b"wq") == 1
+
+            await until(freed)  # the dead waits ended at their timeout, as in okq
+            assert time.monotonic() - started >= 1.0
+            await live.send(cmd(b"QNOTIFY", b"5"))
+            await until(lambda: _is(srv.notify_waits, 1))
+            assert await obs.call(b"QLPUSH", b"wq", b"w", b"c") == b"+OK\r\n"
+            await live.expect(b"$2\r\nwq\r\n")
+            for c in (live, obs):
+                await c.close()
+
+    run(main)
+
+
+async def _is(value: int, expected: int) -> bool:
+    return value == expected
+
+
 # -- lifecycle -----------------------------------------------------------------------------------
 
 
@@ -460,3 +578,41 @@ def test_cli_serve_port_zero() -> None:
         for stream in (proc.stdout, proc.stderr):
             if stream is not None:
                 stream.close()
+
+
+def test_cli_serve_caps() -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = ["serve", "--port", "0", "--max-query-bytes", "100", "--max-notify-waits", "1"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "okq_transports", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        cwd=ROOT,
+    )
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline().decode()
+        address = ("127.0.0.1", int(line.rsplit(":", 1)[1]))
+        with socket.create_connection(address, timeout=TIMEOUT_S) as s:
+            s.sendall(cmd(b"QLPUSH", b"q", b"id", b"x" * 100))
+            assert s.recv(100) == b""  # over 100 bytes held: closed without a reply
+        with (
+            socket.create_connection(address, timeout=TIMEOUT_S) as waiter,
+            socket.create_connection(address, timeout=TIMEOUT_S) as other,
+        ):
+            waiter.sendall(cmd(b"QNOTIFY", b"10"))
+            for _ in range(5):  # until the waiter holds the one wait (each try waits 1 s)
+                other.sendall(cmd(b"QNOTIFY", b"1"))
+                reply = other.recv(100)
+                if reply != b"$-1\r\n":
+                    break
+            assert reply == b"-ERR unexpected server-side error\r\n"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(TIMEOUT_S) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(TIMEOUT_S)
+        if proc.stdout is not None:
+            proc.stdout.close()
