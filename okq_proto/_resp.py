@@ -180,6 +180,8 @@ _PLUS: Final = 43  # ord("+")
 _MINUS: Final = 45  # ord("-")
 _COLON: Final = 58  # ord(":")
 _DOLLAR: Final = 36  # ord("$")
+_CR: Final = 13  # ord("\r")
+_LF: Final = 10  # ord("\n")
 _STAR: Final = 42  # ord("*")
 
 _INT64_MAX: Final = 2**63 - 1
@@ -222,7 +224,18 @@ class Decoder:
         limits: bounds on lengths and nesting (`Limits`); the defaults are safe.
     """
 
-    __slots__ = ("_buf", "_bulk", "_error", "_limits", "_pending", "_ready", "_stack")
+    __slots__ = (
+        "_buf",
+        "_bulk",
+        "_completes",
+        "_error",
+        "_limits",
+        "_pending",
+        "_ready",
+        "_room",
+        "_stack",
+        "_stale",
+    )
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
         self._limits = limits
@@ -239,6 +252,14 @@ class Decoder:
         self._pending: RemoteProtocolError | None = None
         # The error raised, once raised: every later call raises it again.
         self._error: RemoteProtocolError | None = None
+        # Whether bytes arrived that the last parse has not seen.  A byte fed one at a time
+        # that cannot complete anything (`_room` more may come: bytes of a bulk payload short
+        # of its CR LF, or anything but LF while a line awaits its end) leaves it False, so
+        # `next_reply` answers `NEED_DATA` at once: byte-by-byte input costs no parse per byte.
+        self._stale = True
+        self._room = 0
+        # The one byte that may complete something within `_room` (b"" for none).
+        self._completes = b"\n"
 
     @property
     def limits(self) -> Limits:
@@ -251,10 +272,16 @@ class Decoder:
         Raises:
             RemoteProtocolError: if the decoder already failed.
         """
+        room = self._room
+        if room and len(data) == 1 and data != self._completes:
+            self._room = room - 1
+            self._buf += data
+            return
         if self._error is not None:
             raise self._error
         if self._pending is None:
             self._buf += data
+            self._stale = True
 
     def has_partial(self) -> bool:
         """True when some bytes of a reply that is not complete yet have been received."""
@@ -271,10 +298,11 @@ class Decoder:
             RemoteProtocolError: the bytes are not RESP2 or break a limit.  The decoder then
                 refuses further use.
         """
-        ready = self._ready
-        if ready:
-            return ready.popleft()
-        return self._fill()
+        if self._ready:
+            return self._ready.popleft()
+        if self._stale:
+            return self._fill()
+        return NEED_DATA
 
     def _fill(self) -> Reply | NeedData:
         if self._error is not None:
@@ -287,6 +315,20 @@ class Decoder:
                 self._buf = bytearray()
                 self._stack.clear()
                 self._bulk = -1
+                self._room = 0
+            else:
+                # What may arrive a byte at a time before anything can complete: the rest of
+                # a payload short of its CR LF's last byte, or (while a line awaits its end,
+                # where only an LF completes one) what keeps within max_line_length's check.
+                rest = len(self._buf)
+                bulk = self._bulk
+                if bulk >= 0:
+                    self._room = max(bulk + 1 - rest, 0)
+                    self._completes = b""  # no single byte
+                else:
+                    self._room = max(self._limits.max_line_length + 2 - rest, 0)
+                    self._completes = b"\n"
+                self._stale = False
         if self._ready:
             return self._ready.popleft()
         if self._pending is not None:
@@ -312,6 +354,21 @@ class Decoder:
         bulk = self._bulk
         if not n or (bulk >= 0 and n < bulk + 2):
             return  # nothing new can complete: no copy, no work (a large bulk arriving)
+        if bulk >= 0 and n == bulk + 2 and bulk < _VIEW_THRESHOLD:
+            # A payload the bytes so far end with exactly (one fed in small pieces).
+            if buf[bulk] != _CR or buf[bulk + 1] != _LF:
+                raise RemoteProtocolError("bulk string payload not followed by CR LF")
+            self._bulk = -1
+            self._deliver(bytes(buf)[:bulk])
+            buf.clear()
+            return
+        if bulk < 0 and n <= 8 and buf[0] == _DOLLAR and buf.find(b"\r\n") == n - 2:
+            # Just a short bulk header (a reply fed in small pieces): the payload comes next.
+            size = _SMALL_INTS.get(bytes(buf)[1:-2], -2)
+            if 0 <= size <= self._limits.max_bulk_length:
+                buf.clear()
+                self._bulk = size
+                return
         if bulk >= _VIEW_THRESHOLD:
             # A large payload that arrived in pieces: copy it out once, straight from the
             # buffer, rather than copying the whole buffer first.

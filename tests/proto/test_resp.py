@@ -439,3 +439,77 @@ def test_overlong_numbers_are_protocol_errors(
         assert decoder.next_reply() == b"x"
         with pytest.raises(RemoteProtocolError):
             decoder.next_reply()
+
+
+def _outcome_per_prefix(factory: DecoderFactory, wire: bytes, limits: Limits) -> list[object]:
+    """For every prefix length k: what the decoder has given out after the first k bytes fed
+    one at a time (a `next_reply` drain after each byte), or the protocol error's type."""
+    decoder = factory(limits)
+    got: list[object] = []
+    outcomes: list[object] = []
+    failed = False
+    for i in range(len(wire)):
+        if not failed:
+            try:
+                decoder.feed(wire[i : i + 1])
+                got += drain(decoder)
+            except RemoteProtocolError:
+                failed = True
+        outcomes.append(RemoteProtocolError if failed else list(got))
+    return outcomes
+
+
+def _outcome_of_prefixes(factory: DecoderFactory, wire: bytes, limits: Limits) -> list[object]:
+    """The same, each prefix fed whole to a fresh decoder."""
+    outcomes: list[object] = []
+    for k in range(1, len(wire) + 1):
+        try:
+            outcomes.append(decode_chunks([wire[:k]], factory, limits))
+        except RemoteProtocolError:
+            outcomes.append(RemoteProtocolError)
+    return outcomes
+
+
+@pytest.mark.parametrize("factory", BACKENDS)
+@pytest.mark.parametrize(
+    "wire",
+    [
+        b"+" + b"a" * 40 + b"\r\n+OK\r\n",  # a line past max_line_length
+        b"*2\r\n$3\r\nabcXY:1\r\n",  # a payload's end that is not CR LF
+        b"*3\r\n$5\r\nhello\r\n$0\r\n\r\n$-1\r\n:7\r\n",
+        b"$2\r\n\n\n\r\n$1\r\n\r\r\n*1\r\n$1\r\n\n\r\n",  # payloads made of CR and LF
+        b"$99\r\n" + b"x" * 99 + b"\r\n",  # a bulk past max_bulk_length
+        b"?what\r\n",  # an unknown type byte, refused once its line ends
+        b"$007\r\nabcdefg\r\n",  # a length spelled with leading zeros
+        b"*1\r\n" * 9 + b":1\r\n",  # nested past max_depth
+    ],
+)
+def test_bytewise_feeding_fails_and_succeeds_where_prefixes_do(
+    factory: DecoderFactory, wire: bytes
+) -> None:
+    """Bytes fed one at a time take shortcuts (a byte that cannot complete anything is only
+    appended); each prefix must still give exactly what it gives fed whole, errors included, at
+    the same byte."""
+    limits = Limits(max_line_length=16, max_bulk_length=64, max_depth=7)
+    assert _outcome_per_prefix(factory, wire, limits) == _outcome_of_prefixes(factory, wire, limits)
+
+
+def _bytes_until_refused(decoder: Decoder | HiredisDecoder, first: bytes, rest: bytes) -> int:
+    """Feed `first`, then `rest` again and again, a byte per call with a `next_reply` after
+    each (at most 1000 bytes): how many bytes went in when the decoder refused them."""
+    for fed in range(1, 1001):
+        try:
+            decoder.feed(first if fed == 1 else rest)
+            decoder.next_reply()
+        except RemoteProtocolError:
+            return fed
+    return -1
+
+
+@pytest.mark.parametrize("factory", BACKENDS)
+def test_an_endless_line_fed_bytewise_is_cut_off_at_the_limit(factory: DecoderFactory) -> None:
+    decoder = factory(Limits(max_line_length=100))
+    # The type byte, the limit, and the two bytes a CR LF takes: the next line byte is refused.
+    assert _bytes_until_refused(decoder, b"+", b"a") == 1 + 100 + 2
+    with pytest.raises(RemoteProtocolError):
+        decoder.feed(b"a")  # and the failure sticks, fed bytewise too
