@@ -221,6 +221,34 @@ class ClientConnection:
         """
         return sum(command.blocking_s for command in self._in_flight)
 
+    def has_unsolicited(self) -> bool:
+        """Did the server send bytes that no command asked for?  Call it with nothing in
+        flight (after the last reply owed was handed out): such bytes are a reply nobody
+        asked for, which a later request would take for its own (okq never speaks unasked).
+
+        Parses at most one buffered reply.  When the answer is True the connection is BROKEN
+        (its `state` says so, so no pool keeps it); with commands in flight, or once the
+        connection is not OPEN, the answer is False and nothing changes.
+
+        Returns:
+            True when unsolicited bytes were buffered (the connection is now BROKEN).
+        """
+        if self._in_flight or self._state is not ConnectionState.OPEN:
+            return False
+        try:
+            reply = self._decoder.next_reply()
+        except RemoteProtocolError as exc:
+            self._break(exc)
+            return True
+        if reply is NEED_DATA and not self._decoder.has_partial():
+            return False
+        self._break(
+            RemoteProtocolError(f"the server sent {reply!r} with no command in flight")
+            if reply is not NEED_DATA
+            else RemoteProtocolError("the server sent bytes with no command in flight")
+        )
+        return True
+
     def _check_usable(self, action: str) -> None:
         if self._state is ConnectionState.BROKEN:
             raise LocalProtocolError(

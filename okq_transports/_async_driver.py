@@ -131,8 +131,14 @@ class AsyncConnection:
 
     @property
     def usable(self) -> bool:
-        """False once poisoned, broken or closed: such a connection is never reused."""
-        return not (self._closed or self._busy) and self._conn.state is OPEN
+        """False once poisoned, broken or closed, or when the server sent something since
+        the last reply (a reply nobody asked for, or its end of file): such a connection is
+        never reused."""
+        return (
+            not (self._closed or self._busy)
+            and self._conn.state is OPEN
+            and not self._stream.has_unread()
+        )
 
     async def request(
         self, command: Command[Any], timeout_s: float | None = None
@@ -205,6 +211,9 @@ class AsyncConnection:
                 replies.append(event)
                 if len(replies) == count:
                     self._busy = False
+                    if conn.has_unsolicited():  # a reply nobody asked for: never reuse
+                        self._closed = True
+                        await close_quietly(stream)
                     return replies
                 started = None
         except BaseException:
@@ -322,12 +331,10 @@ class AsyncPool:
         no coroutine at all."""
         if self._out < self._size and not self._waiters:
             idle = self._idle
-            while idle:
-                conn = idle.pop()
-                if conn.usable:
-                    self._out += 1
-                    return conn
-        return None
+            if idle and idle[-1].usable:
+                self._out += 1
+                return idle.pop()
+        return None  # `acquire` closes an idle connection that is not usable
 
     def release_nowait(self, conn: AsyncConnection) -> bool:
         """Give back a connection whose last request just completed (so it is usable);
@@ -351,10 +358,11 @@ class AsyncPool:
             await self._wait_for_slot()
         try:
             idle = self._idle
-            while idle:
+            while idle:  # bounded: each pass takes one idle connection away
                 conn = idle.pop()
                 if conn.usable:
                     return conn
+                await conn.aclose()
             return await self.open_connection()
         except BaseException:
             self._give_back_slot()

@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkab
 from okq_proto import ConnectError, ConnectionClosed, TimeoutError, TransportError
 
 from ._exceptions import to_okq_error
-from ._sync_io import keep_alive
+from ._sync_io import keep_alive, readable_now
 
 if TYPE_CHECKING:
     import trio
@@ -51,6 +51,9 @@ T = TypeVar("T")
 
 #: How much one ``receive_some`` asks for.
 READ_SIZE: Final = 65536
+#: The asyncio stream stops reading from its socket while it buffers more than this unread
+#: (flow control): a flood lands in the kernel's buffers, not in ours.
+HIGH_WATER: Final = 4 * READ_SIZE
 
 
 class Stopped(enum.Enum):
@@ -87,6 +90,11 @@ class AsyncStream(Protocol):
 
     async def aclose(self) -> None:
         """Close at once, even when cancelled; idempotent."""
+        ...
+
+    def has_unread(self) -> bool:
+        """Did bytes (or the end of file) arrive that nobody received yet?  Never waits; a
+        stream that cannot tell (a memory stream) answers False."""
         ...
 
 
@@ -161,6 +169,10 @@ class ByteTransport(Protocol):
 
     def abort(self) -> None: ...
 
+    def pause_reading(self) -> None: ...
+
+    def resume_reading(self) -> None: ...
+
 
 class _AsyncioStream(asyncio.Protocol):
     """An asyncio Protocol used as an `AsyncStream`: cheaper than asyncio streams (no
@@ -177,6 +189,8 @@ class _AsyncioStream(asyncio.Protocol):
         self._paused = False
         self._deadline: float | None = None
         self._timer: asyncio.TimerHandle | None = None
+        self._unread = 0  # bytes in _chunks
+        self._reading = True
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         if isinstance(transport, ByteTransport):
@@ -185,6 +199,10 @@ class _AsyncioStream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._chunks.append(data)
+        self._unread += len(data)
+        if self._unread > HIGH_WATER and self._reading and self._transport is not None:
+            self._reading = False
+            self._transport.pause_reading()
         self._wake()
 
     def eof_received(self) -> bool:
@@ -247,6 +265,12 @@ class _AsyncioStream(asyncio.Protocol):
         if chunks:
             data = chunks[0] if len(chunks) == 1 else b"".join(chunks)
             chunks.clear()
+            self._unread = 0
+            if not self._reading:
+                self._reading = True
+                transport = self._transport
+                if transport is not None and not transport.is_closing():
+                    transport.resume_reading()
             return data
         if isinstance(self._lost, OSError):
             raise to_okq_error(self._lost, "receive")
@@ -272,6 +296,9 @@ class _AsyncioStream(asyncio.Protocol):
             self._timer = None
         if self._transport is not None:
             self._transport.abort()
+
+    def has_unread(self) -> bool:
+        return bool(self._chunks) or self._eof
 
 
 class AsyncioBackend:
@@ -460,6 +487,10 @@ class TrioStream:
 
     async def aclose(self) -> None:
         await self._trio.aclose_forcefully(self._stream)
+
+    def has_unread(self) -> bool:
+        sock = getattr(self._stream, "socket", None)  # a trio.SocketStream's
+        return sock is not None and readable_now(sock.fileno())
 
 
 class TrioBackend:

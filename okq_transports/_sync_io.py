@@ -21,6 +21,7 @@ deadline fails with ``EAGAIN``, which becomes okq's `TimeoutError`.
 from __future__ import annotations
 
 import contextlib
+import select
 import socket
 import struct
 import sys
@@ -50,7 +51,7 @@ from okq_proto._commands import T
 from ._exceptions import to_okq_error
 from ._observe import log
 
-__all__ = ["Pool", "SyncConnection", "connect", "keep_alive"]
+__all__ = ["Pool", "SyncConnection", "connect", "keep_alive", "readable_now"]
 
 _READ_SIZE: Final = 65536
 _USE_SOCKOPT_TIMEOUTS: Final = sys.platform != "win32" and hasattr(socket, "SO_RCVTIMEO")
@@ -65,6 +66,24 @@ def _timeval(seconds: float) -> bytes:
     seconds = max(seconds, 0.001)  # 0 would mean "no timeout"
     whole = int(seconds)
     return struct.pack("ll", whole, int((seconds - whole) * 1_000_000))
+
+
+def readable_now(fileno: int) -> bool:
+    """Can the socket `fileno` be read at once (bytes, the peer's end of file, or an error)?
+    One ``poll`` with no wait: how a pool tells that an idle connection heard something.
+    An unusable descriptor answers True: reading it would fail, so nobody should."""
+    try:
+        if _POLL:
+            poller = select.poll()
+            poller.register(fileno, select.POLLIN)
+            return bool(poller.poll(0))
+        readable, _, _ = select.select([fileno], [], [], 0)
+    except (OSError, ValueError):
+        return True
+    return bool(readable)
+
+
+_POLL: Final = hasattr(select, "poll")
 
 
 def keep_alive(setsockopt: Callable[[int, int, int], object]) -> None:
@@ -264,6 +283,8 @@ class SyncConnection:
                     continue
                 if event is CLOSED:
                     raise ConnectionClosed(f"{self._where()} closed the connection")
+                if conn.has_unsolicited():  # a reply nobody asked for: never reuse
+                    self.broken = True
                 return event
         except OkqError:
             self.broken = True
@@ -318,7 +339,15 @@ class SyncConnection:
         except OkqError:
             self.broken = True
             raise
+        if conn.has_unsolicited():  # a reply nobody asked for: never reuse
+            self.broken = True
         return replies
+
+    def heard_while_idle(self) -> bool:
+        """Did the server send anything (bytes, or its end of file) since the last reply?
+        With nothing asked, that is a reply nobody may read, or a hang-up: the pool closes
+        such a connection instead of handing it out."""
+        return readable_now(self.sock.fileno())
 
     @property
     def usable(self) -> bool:
@@ -412,10 +441,17 @@ class Pool:
         raise ConnectError("; ".join(str(e) for e in errors)) from errors[-1]
 
     def acquire(self) -> SyncConnection:
-        try:
-            return self._idle.pop()  # deque.pop is atomic: the fast path takes no lock
-        except IndexError:
-            return self._acquire_slow()
+        """An idle connection, or a new one.  An idle connection that heard from its server
+        while idle (`SyncConnection.heard_while_idle`) is closed, never handed out."""
+        # Bounded: each pass takes one idle connection away.
+        while True:
+            try:
+                connection = self._idle.pop()  # deque.pop is atomic: no lock on the fast path
+            except IndexError:
+                return self._acquire_slow()
+            if not connection.heard_while_idle():
+                return connection
+            self.discard(connection)
 
     def _acquire_slow(self) -> SyncConnection:
         deadline = None if self.wait_timeout_s is None else time.monotonic() + self.wait_timeout_s
@@ -425,10 +461,15 @@ class Pool:
                 while True:
                     if self.closed:
                         raise LocalProtocolError("the client is closed")
-                    try:
-                        return self._idle.pop()
-                    except IndexError:
-                        pass
+                    while True:  # bounded: each pass takes one idle connection away
+                        try:
+                            connection = self._idle.pop()  # others pop without the lock
+                        except IndexError:
+                            break
+                        if not connection.heard_while_idle():
+                            return connection
+                        connection.close()
+                        self._open -= 1
                     if self._open < self.size:
                         self._open += 1
                         break
