@@ -35,6 +35,7 @@ from okq_proto._ops import read_time_left
 from okq_transports import asyncio as okq_asyncio
 from okq_transports import trio as okq_trio
 from okq_transports._sync_io import connect as sync_connect
+from okq_transports._sync_io import readable_now
 from okq_transports.sync import Client
 from tests.transports.scenarios import GOOD_PEEK, MalformedServer, run_on_uvloop
 
@@ -438,3 +439,40 @@ def test_every_door_turns_keepalive_on(door: str) -> None:
             assert run_on_uvloop(asyncio_main) == EXPECTED_KEEPALIVE
         else:
             assert asyncio.run(asyncio_main()) == EXPECTED_KEEPALIVE
+
+
+# -- replies nobody asked for ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", ["python", "auto"])
+def test_a_reply_nobody_asked_for_breaks_the_machine(backend: str) -> None:
+    good = b"*2\r\n$2\r\nid\r\n$4\r\nbody\r\n"
+    for extra, unsolicited in [(b"", False), (b":1\r\n", True), (b"*2\r\n$2", True), (b"?", True)]:
+        conn = ClientConnection(backend=backend)  # type: ignore[arg-type]
+        conn.send(QRPeek(b"q"))
+        assert not conn.has_unsolicited()  # a command in flight: nothing is unsolicited
+        conn.receive_data(good + extra)
+        event = conn.next_event()
+        assert event is not NEED_DATA
+        assert event.result == Event("q", "id", b"body")  # type: ignore[union-attr]
+        assert conn.has_unsolicited() is unsolicited, extra
+        assert (conn.state is ConnectionState.BROKEN) is unsolicited
+        assert not conn.has_unsolicited()  # once broken, nothing changes
+
+
+def test_readable_now() -> None:
+    a, b = socket.socketpair()
+    with a, b:
+        assert not readable_now(a.fileno())
+        b.sendall(b"x")
+        deadline = time.monotonic() + 5
+        while not readable_now(a.fileno()):  # bounded: the byte is on its way
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
+        a.recv(1)
+        assert not readable_now(a.fileno())
+        b.shutdown(socket.SHUT_WR)  # an end of file is readable too
+        deadline = time.monotonic() + 5
+        while not readable_now(a.fileno()):
+            assert time.monotonic() < deadline
+            time.sleep(0.001)
