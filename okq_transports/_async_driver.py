@@ -441,6 +441,8 @@ class AsyncClientCore:
             max_reply_bytes=max_reply_bytes,
         )
         self.notify_timeout_s = notify_timeout_s
+        #: The most bytes one reply may take while incomplete (None: no cap).
+        self.max_reply_bytes = max_reply_bytes
         self._id_factory = id_factory or new_event_id
         self.hooks = hooks or Hooks()
         # None when no hook is overridden: the hot paths then skip calling no-ops.

@@ -385,6 +385,8 @@ def test_async_doors_check_max_reply_bytes() -> None:
         for bad in (0, -1, "64", 1.5, True):
             with pytest.raises(LocalProtocolError, match="max_reply_bytes"):
                 okq_asyncio.Client("127.0.0.1:1", max_reply_bytes=bad)  # type: ignore[arg-type]
+        assert okq_asyncio.Client("127.0.0.1:1").max_reply_bytes == DEFAULT_MAX_REPLY_BYTES
+        assert okq_asyncio.Client("127.0.0.1:1", max_reply_bytes=None).max_reply_bytes is None
 
     asyncio.run(main())
 
@@ -393,6 +395,8 @@ def test_async_doors_check_max_reply_bytes() -> None:
             with pytest.raises(LocalProtocolError, match="max_reply_bytes"):
                 async with okq_trio.open_client("127.0.0.1:1", max_reply_bytes=bad):  # type: ignore[arg-type]
                     pass
+        async with okq_trio.open_client("127.0.0.1:1", max_reply_bytes=5) as client:
+            assert client.max_reply_bytes == 5
 
     trio.run(trio_main)
 
