@@ -14,6 +14,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -378,6 +379,58 @@ def test_notify_wait_bound_keeps_dead_consumers_and_refuses_past_it() -> None:
             await live.expect(b"$2\r\nwq\r\n")
             for c in (live, obs):
                 await c.close()
+
+    run(main)
+
+
+def test_consumer_refused_past_the_wait_bound_recovers() -> None:
+    from okq_proto import Hooks
+    from okq_transports.asyncio import Client as AsyncioClient
+
+    class Reconnects(Hooks):
+        def __init__(self) -> None:
+            self.attempts: list[int] = []
+
+        def reconnect(self, address: tuple[str, int], attempt: int, delay_s: float) -> None:
+            self.attempts.append(attempt)
+
+    async def main() -> None:
+        async with EmbeddedServer(port=0, max_notify_waits=2) as srv:
+            obs = await Client.open(srv)
+            for _ in range(2):  # two clients gone mid-wait hold both waits for 2 s
+                dead = await Client.open(srv)  # (on another queue: pushes to rq wake nobody)
+                assert await dead.call(b"QREGISTER", b"deadq") == b"+OK\r\n"
+                await dead.send(cmd(b"QNOTIFY", b"2"))
+                await dead.close()
+            await until(lambda: _is(srv.notify_waits, 2))
+            started = time.monotonic()
+            assert await obs.call(b"QLPUSH", b"rq", b"first", b"1") == b"+OK\r\n"
+            hooks = Reconnects()
+            seen: list[str] = []
+            stop = asyncio.Event()
+
+            def handler(delivery: Any) -> bool:
+                seen.append(delivery.id)
+                if len(seen) == 2:
+                    stop.set()
+                return True
+
+            async with AsyncioClient(srv.address, notify_timeout_s=1, hooks=hooks) as client:
+                task = asyncio.ensure_future(client.consume(handler, ["rq"], stop=stop))
+                # Found by the initial check, so delivered though the waits are all held;
+                # the next QNOTIFY must wait and is refused: the consumer reconnects.
+                await until(lambda: _is(len(seen), 1))
+                await until(lambda: _is(min(len(hooks.attempts), 1), 1))
+                assert srv.notify_waits == 2
+                # Once the dead waits end (2 s, as in okq) the consumer waits like any other.
+                await until(lambda: _is(srv.notify_waits, 1))
+                assert time.monotonic() - started >= 1.5
+                assert await obs.call(b"QLPUSH", b"rq", b"second", b"2") == b"+OK\r\n"
+                await asyncio.wait_for(task, TIMEOUT_S)
+            assert seen == ["first", "second"]
+            await obs.send(cmd(b"QSTATUS", b"rq"))
+            await obs.expect(b"*1\r\n*4\r\n$2\r\nrq\r\n:0\r\n:0\r\n")
+            await obs.close()
 
     run(main)
 
