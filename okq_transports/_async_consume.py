@@ -349,9 +349,12 @@ class DeliveryStream:
         Returns False when stopped while connecting or waiting."""
         stop = self._stop
         try:
-            if stop is not None and self._open_link == self._open_stream_link:
-                # A connect may hang for minutes (SYNs dropped, trio has no connect timeout):
-                # a stop abandons it (a byte stream cancelled while opening leaves nothing).
+            if stop is not None:
+                # A connect may hang for minutes (SYNs dropped; trio has no connect timeout,
+                # a redis-py pool's socket_connect_timeout may be long): a stop abandons it.
+                # An opener cancelled midway leaves nothing behind: a byte stream is not
+                # handed out yet, and redis-py's get_connection releases the connection it
+                # was connecting on any BaseException.
                 opened = await self._backend.race_stop(self._open_link, stop)
                 if opened is STOPPED:
                     return False
