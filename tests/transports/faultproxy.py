@@ -1,17 +1,25 @@
 """A small fault-injecting TCP proxy for tests: threads and sockets on 127.0.0.1 only.
 
 Each accepted connection is forwarded to `upstream` by two pump threads (one per direction).
-Faults, chosen per proxy:
+Faults, chosen per proxy (draws from a `random.Random` seeded with ``seed``):
 
-- ``reset_probability``: each forwarded chunk resets the connection (RST, ``SO_LINGER`` 0)
-  with this probability, drawn from a `random.Random` seeded with ``seed``; ``reset_side``
-  says which side gets the RST: ``"both"``, or ``"upstream"`` only (the client's socket is
-  left open and silent: a half-open connection, as after a middlebox drops its state), or
-  ``"client"`` only (the server keeps a silent connection until it notices);
+- ``reset_probability``: each chunk read, in a direction of ``fault_direction`` (``"both"``,
+  ``"up"``: client to server, ``"down"``), cuts the connection with this probability at a
+  random byte of the chunk: the bytes before it are forwarded, the rest never is, and the
+  connection is reset (RST, ``SO_LINGER`` 0).  ``reset_side`` says who gets the RST:
+  ``"both"``, or ``"upstream"`` only (the client's socket is left open and silent: a
+  half-open connection, as after a middlebox drops its state), or ``"client"`` only (the
+  server keeps a silent connection until it notices);
+- ``stall_probability``: the same draw, but the connection goes silent at that byte both ways
+  (a blackhole in the middle of a connection): every later byte is read and dropped, both
+  sockets stay open until a peer closes its side (or the proxy stops);
 - ``slice_bytes``: forward one byte per write;
 - ``latency_s``: sleep this long before forwarding each chunk;
 - ``blackhole``: accept and read, never forward nor answer;
 - ``accept_and_close``: accept and close at once (a server that refuses to talk).
+
+A server restart is not the proxy's: restart the `ThreadedServer` behind it (its storage is
+kept); meanwhile the proxy resets the connections it cannot forward.
 
 Every thread polls with a short timeout, so `stop` ends them all, and joins them.  Use as a
 context manager::
@@ -22,6 +30,7 @@ context manager::
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import random
 import select
@@ -58,6 +67,8 @@ class _Pair:
         self.closed = False
         #: The socket left open by a one-sided reset (closed by `release`).
         self.half_open: socket.socket | None = None
+        #: Gone silent both ways (a stall): bytes read are dropped.
+        self.stalled = False
 
     def release(self) -> None:
         """Close whatever is still open (a half-open side, or everything)."""
@@ -94,6 +105,8 @@ class FaultProxy:
     Attributes (read after `stop`, or at any time as a rough figure):
         connections: connections accepted.
         resets: connections reset on purpose.
+        stalls: connections stalled on purpose.
+        faults: the faults injected, by kind and direction (``"reset-up"``, ``"stall-down"``).
         chunks: chunks forwarded (both directions).
     """
 
@@ -108,13 +121,25 @@ class FaultProxy:
         blackhole: bool = False,
         accept_and_close: bool = False,
         reset_side: str = "both",
+        stall_probability: float = 0.0,
+        fault_direction: str = "both",
         max_connections: int = 10_000,
     ) -> None:
-        if not 0.0 <= reset_probability <= 1.0:
-            raise ValueError(f"reset_probability must be in [0, 1], not {reset_probability}")
+        for name, value in (
+            ("reset_probability", reset_probability),
+            ("stall_probability", stall_probability),
+        ):
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1], not {value}")
+        if reset_probability + stall_probability > 1.0:
+            raise ValueError("reset_probability + stall_probability must not exceed 1")
         if reset_side not in ("both", "upstream", "client"):
             raise ValueError(f"reset_side must be both, upstream or client, not {reset_side!r}")
+        if fault_direction not in ("both", "up", "down"):
+            raise ValueError(f"fault_direction must be both, up or down, not {fault_direction!r}")
         self.reset_side = reset_side
+        self.stall_probability = stall_probability
+        self.fault_direction = fault_direction
         self.upstream = upstream
         self.reset_probability = reset_probability
         self.slice_bytes = slice_bytes
@@ -129,8 +154,11 @@ class FaultProxy:
         self._threads_lock = threading.Lock()
         self._pairs: list[_Pair] = []
         self._listener: socket.socket | None = None
+        self._blackout = False
         self.connections = 0
         self.resets = 0
+        self.stalls = 0
+        self.faults: collections.Counter[str] = collections.Counter()
         self.chunks = 0
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -180,6 +208,24 @@ class FaultProxy:
         if self._listener is not None:
             self._listener.close()
 
+    def set_blackout(self, on: bool) -> int:
+        """While on, the path is black: connections open now go silent both ways (they stay
+        stalled after it ends, as state lost in a middlebox), new ones are accepted and never
+        forwarded.  Returns how many open connections it stalled."""
+        self._blackout = on
+        if not on:
+            return 0
+        stalled = 0
+        with self._threads_lock:
+            pairs = [p for p in self._pairs if not p.closed and not p.stalled]
+        for pair in pairs:
+            pair.stalled = True
+            stalled += 1
+        with self._rng_lock:
+            self.stalls += stalled
+            self.faults["blackout-stall"] += stalled
+        return stalled
+
     def __enter__(self) -> FaultProxy:
         return self.start()
 
@@ -221,7 +267,10 @@ class FaultProxy:
                 client.close()
                 continue
             client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            if self.blackhole:
+            if self.blackhole or self._blackout:
+                if self._blackout:
+                    with self._rng_lock:
+                        self.faults["blackout-new"] += 1
                 pair = _Pair(client, None)
                 self._track(pair)
                 self._spawn(self._swallow, "faultproxy-blackhole", pair)
@@ -234,8 +283,8 @@ class FaultProxy:
             upstream.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             pair = _Pair(client, upstream)
             self._track(pair)
-            self._spawn(self._pump, "faultproxy-up", pair, client, upstream)
-            self._spawn(self._pump, "faultproxy-down", pair, upstream, client)
+            self._spawn(self._pump, "faultproxy-up", pair, client, upstream, "up")
+            self._spawn(self._pump, "faultproxy-down", pair, upstream, client, "down")
 
     def _track(self, pair: _Pair) -> None:
         with self._threads_lock:
@@ -252,13 +301,39 @@ class FaultProxy:
                 break
         pair.close(reset=False)
 
-    def _should_reset(self) -> bool:
-        if self.reset_probability <= 0.0:
-            return False
+    def _draw_fault(self, direction: str, size: int) -> tuple[str, int] | None:
+        """None, or the fault to inject into a chunk of `size` bytes read in `direction`:
+        ``("reset" | "stall", k)``, cutting it after its first k bytes (0 <= k < size)."""
+        if self.fault_direction not in ("both", direction):
+            return None
+        if self.reset_probability <= 0.0 and self.stall_probability <= 0.0:
+            return None
         with self._rng_lock:
-            return self._rng.random() < self.reset_probability
+            draw = self._rng.random()
+            if draw < self.reset_probability:
+                kind = "reset"
+            elif draw < self.reset_probability + self.stall_probability:
+                kind = "stall"
+            else:
+                return None
+            cut = self._rng.randrange(size)
+            self.faults[f"{kind}-{direction}"] += 1
+            if kind == "reset":
+                self.resets += 1
+            else:
+                self.stalls += 1
+        return kind, cut
 
-    def _pump(self, pair: _Pair, source: socket.socket, sink: socket.socket) -> None:
+    def _forward(self, sink: socket.socket, data: bytes) -> None:
+        if self.slice_bytes:
+            for i in range(len(data)):
+                sink.sendall(data[i : i + 1])
+        else:
+            sink.sendall(data)
+
+    def _pump(
+        self, pair: _Pair, source: socket.socket, sink: socket.socket, direction: str
+    ) -> None:
         while not self._stop.is_set() and not pair.closed:
             try:
                 readable, _, _ = select.select([source], [], [], POLL_S)
@@ -269,51 +344,22 @@ class FaultProxy:
                 break
             if not data:
                 break
-            if self._should_reset():
-                with self._rng_lock:
-                    self.resets += 1
-                pair.close(reset=True, side=self.reset_side)
-                return
-            if self.latency_s > 0:
-                time.sleep(self.latency_s)
-            self.chunks += 1
+            if pair.stalled:
+                continue  # silent both ways: read and dropped
+            fault = self._draw_fault(direction, len(data))
             try:
-                if self.slice_bytes:
-                    for i in range(len(data)):
-                        sink.sendall(data[i : i + 1])
-                else:
-                    sink.sendall(data)
+                if fault is not None:
+                    kind, cut = fault
+                    self._forward(sink, data[:cut])
+                    if kind == "reset":
+                        pair.close(reset=True, side=self.reset_side)
+                        return
+                    pair.stalled = True
+                    continue
+                if self.latency_s > 0:
+                    time.sleep(self.latency_s)
+                self.chunks += 1
+                self._forward(sink, data)
             except (OSError, ValueError):
                 break
         pair.close(reset=False)
-
-
-class Ledger:
-    """What a fault run's handlers saw, per event contents (thread-safe): handler calls and
-    acks (the handler returned true).  `lost` and `duplicates` are the run's figures."""
-
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
-        self._lock = threading.Lock()
-        self.calls: dict[bytes, int] = {}
-
-    def record(self, contents: bytes) -> None:
-        with self._lock:
-            self.calls[contents] = self.calls.get(contents, 0) + 1
-
-    @property
-    def handled(self) -> int:
-        """Distinct events handled."""
-        with self._lock:
-            return len(self.calls)
-
-    @property
-    def lost(self) -> int:
-        """Events never handled."""
-        return self.expected - self.handled
-
-    @property
-    def duplicates(self) -> int:
-        """Handler calls beyond the first per event (a claim lost with its connection)."""
-        with self._lock:
-            return sum(self.calls.values()) - len(self.calls)
