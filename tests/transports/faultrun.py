@@ -80,7 +80,8 @@ STOP_BOUND_S = 5.0
 @dataclasses.dataclass(frozen=True)
 class FaultPlan:
     """One fault kind: the proxy's options, an optional periodic fault (``"restart"`` the
-    server, or ``"blackout"`` the path for `every_s`; `at_most` times, spread over the run),
+    server, or ``"blackout"`` the path for `every_s`; `at_most` times in a CI run, spread over
+    its progress),
     the CI size (``OKQ_FAULT_N`` overrides it) and the run's deadline per thousand events."""
 
     name: str
@@ -92,6 +93,11 @@ class FaultPlan:
     deadline_per_1000_s: float = 60.0
     #: Duplicates are impossible (no connection is ever cut).
     exact: bool = False
+
+    def periodic_count(self, n: int) -> int:
+        """How many periodic faults a run of `n` events gets: `at_most` at the CI size, as
+        many more per event in bigger runs, 20 at most."""
+        return min(20, self.at_most * max(1, n // self.n)) if self.periodic else 0
 
 
 FAULTS: dict[str, FaultPlan] = {
@@ -291,15 +297,16 @@ def _periodic(
     ledger: Ledger,
     done: threading.Event,
 ) -> Callable[[], collections.Counter[str]]:
-    """Start `plan`'s periodic fault in a thread: ``at_most`` times, evenly spread over the
-    run's progress (after 1/(k+1), 2/(k+1)... of the events were handled, so the faults land
-    mid-run however fast the door is).  Returns a function that ends and joins the thread
-    and says what it injected."""
+    """Start `plan`'s periodic fault in a thread, `FaultPlan.periodic_count` times spread
+    over the run's progress (after 1/(k+1), 2/(k+1)... of the events were handled, so the
+    faults land mid-run however fast the door is).  Returns a function that ends and joins
+    the thread and says what it injected."""
     injected: collections.Counter[str] = collections.Counter()
     if plan.periodic is None:
         return lambda: injected
     n = len(ledger.expected)
-    marks = [n * (i + 1) // (plan.at_most + 1) for i in range(plan.at_most)]
+    count = plan.periodic_count(n)
+    marks = [n * (i + 1) // (count + 1) for i in range(count)]
 
     def run() -> None:
         for mark in marks:
