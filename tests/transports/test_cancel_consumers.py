@@ -109,6 +109,9 @@ class DribbleProxy:
                     self.accepted += 1
                     self.client_open += 1
                     victim = self.accepted == 1
+                # No Nagle: each byte leaves at once (with it, the last byte of a reply
+                # waits ~40 ms for the client's delayed ACK, and bytes are coalesced).
+                client.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                 upstream = socket.create_connection(self.upstream, timeout=DEADLINE_S)
                 upstream.settimeout(None)
                 link = _Link(client, upstream, victim)
@@ -195,6 +198,7 @@ class Ledger:
     redelivered: int = 0
     delivered_late: int = 0  # the final consumer's deliveries of never-claimed events
     slowest_return_s: float = 0.0
+    offset_errors: list[str] = field(default_factory=list)  # see check_offsets
     queues: list[str] = field(default_factory=list)
 
     def summary(self, runtime: str) -> str:
@@ -314,8 +318,8 @@ async def wait_for_flag(rt: Runtime, flag: Callable[[], bool], done: Callable[[]
         await rt.sleep(0.001)
 
 
-def reply_bytes(queue: str) -> bytes:
-    """Every byte a consumer reads for one event: QREGISTER, QNOTIFY, QRPOP, QACK replies."""
+def replies(queue: str) -> list[bytes]:
+    """The replies a consumer reads for one event: QREGISTER, QNOTIFY, QRPOP, QACK."""
     q = queue.encode()
     event = b"*2\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n" % (
         len(EVENT_ID),
@@ -323,7 +327,36 @@ def reply_bytes(queue: str) -> bytes:
         len(CONTENTS),
         CONTENTS,
     )
-    return b"+OK\r\n" + b"$%d\r\n%b\r\n" % (len(q), q) + event + b":1\r\n"
+    return [b"+OK\r\n", b"$%d\r\n%b\r\n" % (len(q), q), event, b":1\r\n"]
+
+
+def reply_bytes(queue: str) -> bytes:
+    """Every byte a consumer reads for one event."""
+    return b"".join(replies(queue))
+
+
+def check_offsets(outcomes: dict[int, str], queue: str) -> list[str]:
+    """What the byte offsets must give whatever the timing: nothing is claimed before the
+    QNOTIFY reply is whole, and always once a byte of the QRPOP reply came (the server ran
+    the pop); nothing is acked before the event is whole, and always once a byte of the QACK
+    reply came (the server ran the ack)."""
+    ok, notify, event, _ = (len(r) for r in replies(queue))
+    notify_end = ok + notify
+    event_end = notify_end + event
+    wrong = []
+    for k, outcome in sorted(outcomes.items()):
+        allowed = {"unclaimed", "claimed", "acked"}
+        if k < notify_end:
+            allowed = {"unclaimed"}
+        elif k > notify_end:
+            allowed.discard("unclaimed")
+        if k < event_end:
+            allowed.discard("acked")
+        elif k > event_end:
+            allowed = {"acked"}
+        if outcome not in allowed:
+            wrong.append(f"byte {k}: {outcome}, expected one of {sorted(allowed)}")
+    return wrong
 
 
 @dataclass
@@ -345,8 +378,9 @@ async def check_after(
     direct: Any,
     ref: Event,
     elapsed_s: float,
-) -> None:
-    """The checks made after every cancellation (see the module docstring)."""
+) -> str:
+    """The checks made after every cancellation (see the module docstring).  Returns what
+    became of the run's event: acked, claimed (redelivery due) or unclaimed."""
     ledger.cancellations += 1
     ledger.slowest_return_s = max(ledger.slowest_return_s, elapsed_s)
     if elapsed_s > PROMPT_S:
@@ -364,17 +398,21 @@ async def check_after(
         if got != ref:
             ledger.misroutes.append(f"{run.label}: {who} read {got!r}")
     if run.label.startswith("wait"):
-        return  # no event in this run
+        return "none"  # no event in this run
     (st,) = await direct.status(run.queue)
     if st.total == 0:
         if run.returned_true:
             ledger.acked += 1
         else:
             ledger.lost.append(f"{run.label}: acked but the handler never returned true")
-    elif st.processing == 1:
+        return "acked"
+    if run.returned_true:  # documented: a handler that returned true keeps its ack
+        ledger.lost.append(f"{run.label}: the handler returned true, the ack was not kept")
+    if st.processing == 1:
         ledger.claimed_pending.append(run.queue)
-    else:
-        ledger.unclaimed.append(run.queue)
+        return "claimed"
+    ledger.unclaimed.append(run.queue)
+    return "unclaimed"
 
 
 async def asyncio_or_trio_wait(rt: Runtime, event: threading.Event, timeout_s: float) -> bool:
@@ -419,6 +457,7 @@ async def cancel_everywhere(rt: Runtime, server: ThreadedServer) -> Ledger:
 
         # 1. Every byte offset of the replies one event takes.
         total = len(reply_bytes(f"{tag}b000"))
+        outcomes: dict[int, str] = {}
         for k in range(total + 1):
             run = Run(queue=f"{tag}b{k:03d}", label=f"byte {k}/{total}")
             assert len(reply_bytes(run.queue)) == total
@@ -435,8 +474,11 @@ async def cancel_everywhere(rt: Runtime, server: ThreadedServer) -> Ledger:
 
                 elapsed = await rt.cancel_consume(consume, at_byte, box)
                 ledger.byte_offsets += 1
-                await check_after(rt, ledger, run, proxy, client, direct, ref, elapsed)
+                outcomes[k] = await check_after(
+                    rt, ledger, run, proxy, client, direct, ref, elapsed
+                )
             ledger.queues.append(run.queue)
+        ledger.offset_errors = check_offsets(outcomes, f"{tag}b000")
 
         # 2. Waiting in QNOTIFY (nothing to do), 3. while the handler runs, 4. right after it
         # returned true (it cancels the call itself), 5. as 4 from a plain function.
@@ -483,12 +525,21 @@ async def cancel_everywhere(rt: Runtime, server: ThreadedServer) -> Ledger:
 
                     elapsed = await rt.cancel_consume(consume, point, box)
                     await check_after(rt, ledger, run, proxy, client, direct, ref, elapsed)
-                    if mode.endswith("cancel-then-true") and run.queue in (
-                        ledger.claimed_pending + ledger.unclaimed
-                    ):
-                        ledger.lost.append(f"{run.label}: returned true, ack not kept")
+                    if mode.endswith("cancel-then-true"):
+                        assert run.returned_true
                 if mode != "wait":
                     ledger.queues.append(run.queue)
+
+        # Server side: every cancelled consumer's connection is gone (noticed once its
+        # QNOTIFY 1 ends), so no queue still counts a consumer.
+        async def unregistered() -> bool:
+            statuses = await direct.status(*(r for r in ledger.queues))
+            return all(st.consumers == 0 for st in statuses)
+
+        deadline = time.monotonic() + 5
+        while not await unregistered():
+            assert time.monotonic() < deadline, "a cancelled consumer is still registered"
+            await rt.sleep(0.05)
 
         # The final consumer: what was not acked comes back (claims expire after 1 s).
         pending = set(ledger.claimed_pending) | set(ledger.unclaimed)
@@ -526,13 +577,14 @@ async def cancel_everywhere(rt: Runtime, server: ThreadedServer) -> Ledger:
 
 def check(ledger: Ledger, runtime: str) -> None:
     print("\n" + ledger.summary(runtime))
-    for name in ("misroutes", "leaked_sockets", "slow_returns", "lost"):
+    for name in ("misroutes", "leaked_sockets", "slow_returns", "lost", "offset_errors"):
         for line in getattr(ledger, name):
             print(f"  {name}: {line}")
     assert ledger.misroutes == []
     assert ledger.leaked_sockets == []
     assert ledger.slow_returns == []
     assert ledger.lost == []
+    assert ledger.offset_errors == []
     assert ledger.byte_offsets >= 30
     assert ledger.redelivered == len(ledger.claimed_pending)
     assert ledger.delivered_late == len(ledger.unclaimed)
