@@ -455,30 +455,41 @@ async def cancel_everywhere(rt: Runtime, server: ThreadedServer) -> Ledger:
 
             return handler
 
-        # 1. Every byte offset of the replies one event takes.
+        # 1. Every byte offset of the replies one event takes, for consume() and for the
+        # pull form (deliveries(), acking each delivery as it comes).
         total = len(reply_bytes(f"{tag}b000"))
-        outcomes: dict[int, str] = {}
-        for k in range(total + 1):
-            run = Run(queue=f"{tag}b{k:03d}", label=f"byte {k}/{total}")
-            assert len(reply_bytes(run.queue)) == total
-            await direct.push_event(Event(run.queue, EVENT_ID, CONTENTS))
-            async with proxied(rt, server, k) as (proxy, client):
-                box: list[Callable[[], None]] = []
-                consume = functools.partial(
-                    client.consume, handler_for(run, box, "ack"), [run.queue], expire_seconds=1
-                )
+        for form in ("consume", "pull"):
+            outcomes: dict[int, str] = {}
+            for k in range(total + 1):
+                run = Run(queue=f"{tag}{form[0]}{k:03d}", label=f"{form} byte {k}/{total}")
+                assert len(reply_bytes(run.queue)) == total
+                await direct.push_event(Event(run.queue, EVENT_ID, CONTENTS))
+                async with proxied(rt, server, k) as (proxy, client):
+                    box: list[Callable[[], None]] = []
+                    if form == "consume":
+                        consume = functools.partial(
+                            client.consume,
+                            handler_for(run, box, "ack"),
+                            [run.queue],
+                            expire_seconds=1,
+                        )
+                    else:
+                        consume = functools.partial(pull, client, run)
 
-                async def at_byte(done: Callable[[], bool], proxy: DribbleProxy = proxy) -> None:
-                    await wait_for_flag(rt, proxy.reached.is_set, done)
-                    await rt.sleep(0.003)  # let the k bytes land in the client
+                    async def at_byte(
+                        done: Callable[[], bool], proxy: DribbleProxy = proxy
+                    ) -> None:
+                        await wait_for_flag(rt, proxy.reached.is_set, done)
+                        await rt.sleep(0.003)  # let the k bytes land in the client
 
-                elapsed = await rt.cancel_consume(consume, at_byte, box)
-                ledger.byte_offsets += 1
-                outcomes[k] = await check_after(
-                    rt, ledger, run, proxy, client, direct, ref, elapsed
-                )
-            ledger.queues.append(run.queue)
-        ledger.offset_errors = check_offsets(outcomes, f"{tag}b000")
+                    elapsed = await rt.cancel_consume(consume, at_byte, box)
+                    ledger.byte_offsets += 1
+                    outcomes[k] = await check_after(
+                        rt, ledger, run, proxy, client, direct, ref, elapsed
+                    )
+                ledger.queues.append(run.queue)
+            for line in check_offsets(outcomes, f"{tag}b000"):
+                ledger.offset_errors.append(f"{form}: {line}")
 
         # 2. Waiting in QNOTIFY (nothing to do), 3. while the handler runs, 4. right after it
         # returned true (it cancels the call itself), 5. as 4 from a plain function.
@@ -575,6 +586,16 @@ async def cancel_everywhere(rt: Runtime, server: ThreadedServer) -> Ledger:
     return ledger
 
 
+async def pull(client: Any, run: Run) -> None:
+    """The pull form of a consumer: each delivery is acked (the ack leaves with the next
+    pop, or from the stream's close)."""
+    async with client.deliveries(run.queue, expire_seconds=1) as stream:
+        async for delivery in stream:
+            run.seen.append(delivery)
+            stream.ack(delivery)
+            run.returned_true = True
+
+
 def check(ledger: Ledger, runtime: str) -> None:
     print("\n" + ledger.summary(runtime))
     for name in ("misroutes", "leaked_sockets", "slow_returns", "lost", "offset_errors"):
@@ -585,7 +606,7 @@ def check(ledger: Ledger, runtime: str) -> None:
     assert ledger.slow_returns == []
     assert ledger.lost == []
     assert ledger.offset_errors == []
-    assert ledger.byte_offsets >= 30
+    assert ledger.byte_offsets >= 60
     assert ledger.redelivered == len(ledger.claimed_pending)
     assert ledger.delivered_late == len(ledger.unclaimed)
     assert ledger.acked + ledger.redelivered + ledger.delivered_late == len(ledger.queues)
