@@ -41,6 +41,7 @@ import trio
 import okq_transports.asyncio as okq_asyncio
 import okq_transports.trio as okq_trio
 from okq_proto import Delivery, Event
+from okq_transports._async_consume import FINAL_ACK_S
 from okq_transports.server import ThreadedServer
 
 pytestmark = pytest.mark.timeout(120)
@@ -53,6 +54,7 @@ CLOSE_S = 2.0
 EVENT_ID = "i1"
 CONTENTS = b"x"
 REPEATS = 4  # runs of each non-byte cancellation point
+POINT_MODES = ("wait", "hang", "cancel-then-true", "sync-cancel-then-true")
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +201,8 @@ class Ledger:
     delivered_late: int = 0  # the final consumer's deliveries of never-claimed events
     slowest_return_s: float = 0.0
     offset_errors: list[str] = field(default_factory=list)  # see check_offsets
-    queues: list[str] = field(default_factory=list)
+    queues: list[str] = field(default_factory=list)  # one event pushed to each
+    watched: list[str] = field(default_factory=list)  # every queue a consumer registered for
 
     def summary(self, runtime: str) -> str:
         return (
@@ -492,59 +495,69 @@ async def cancel_everywhere(rt: Runtime, server: ThreadedServer) -> Ledger:
                 ledger.offset_errors.append(f"{form}: {line}")
 
         # 2. Waiting in QNOTIFY (nothing to do), 3. while the handler runs, 4. right after it
-        # returned true (it cancels the call itself), 5. as 4 from a plain function.
-        for mode in ("wait", "hang", "cancel-then-true", "sync-cancel-then-true"):
-            for i in range(REPEATS):
-                run = Run(queue=f"{tag}{mode[:4]}{i}", label=f"{mode} #{i}")
-                if mode != "wait":
-                    await direct.push_event(Event(run.queue, EVENT_ID, CONTENTS))
-                async with proxied(rt, server, None) as (proxy, client):
-                    box = []
-                    handler: Any = handler_for(run, box, mode)
-                    if mode == "sync-cancel-then-true":
+        # returned true (it cancels the call itself), 5. as 4 from a plain function, 6. as 4
+        # with the reply to that final ack held after each of its bytes: the shielded wait
+        # for it gives up after FINAL_ACK_S (the server has the QACK all the same).
+        ack = len(replies(f"{tag}b000")[-1])
+        points = [
+            *((mode, i) for mode in POINT_MODES for i in range(REPEATS)),
+            *(("held-ack", j) for j in range(ack)),
+        ]
+        for mode, i in points:
+            run = Run(queue=f"{tag}{mode[:4]}{i}", label=f"{mode} #{i}")
+            # held-ack: the proxy holds the QACK reply after its byte i
+            hold = len(reply_bytes(run.queue)) - ack + i if mode == "held-ack" else None
+            ledger.watched.append(run.queue)
+            if mode != "wait":
+                await direct.push_event(Event(run.queue, EVENT_ID, CONTENTS))
+            async with proxied(rt, server, hold) as (proxy, client):
+                box = []
+                handler: Any = handler_for(
+                    run, box, "cancel-then-true" if mode == "held-ack" else mode
+                )
+                if mode == "sync-cancel-then-true":
 
-                        def handler(delivery: Delivery, run: Run = run, box: Any = box) -> bool:
-                            run.seen.append(delivery)
-                            box[0]()
-                            run.returned_true = True
-                            return True
+                    def handler(delivery: Delivery, run: Run = run, box: Any = box) -> bool:
+                        run.seen.append(delivery)
+                        box[0]()
+                        run.returned_true = True
+                        return True
 
-                    consume = functools.partial(
-                        client.consume, handler, [run.queue], expire_seconds=1
-                    )
+                consume = functools.partial(client.consume, handler, [run.queue], expire_seconds=1)
 
-                    async def point(
-                        done: Callable[[], bool], run: Run = run, mode: str = mode
-                    ) -> None:
-                        if mode == "wait":
+                async def point(done: Callable[[], bool], run: Run = run, mode: str = mode) -> None:
+                    if mode == "wait":
 
-                            async def registered() -> bool:
-                                (st,) = await direct.status(run.queue)
-                                return bool(st.consumers == 1)
+                        async def registered() -> bool:
+                            (st,) = await direct.status(run.queue)
+                            return bool(st.consumers == 1)
 
-                            deadline = time.monotonic() + DEADLINE_S
-                            while not await registered():
-                                assert not done()
-                                assert time.monotonic() < deadline
-                                await rt.sleep(0.005)
-                            await rt.sleep(0.02)  # inside the QNOTIFY wait by now
-                        elif mode == "hang":
-                            await wait_for_flag(rt, lambda: bool(run.seen), done)
-                            await rt.sleep(0.01)
-                        else:  # the handler cancels; wait for the call to end
-                            await wait_for_flag(rt, lambda: bool(run.seen), done)
+                        deadline = time.monotonic() + DEADLINE_S
+                        while not await registered():
+                            assert not done()
+                            assert time.monotonic() < deadline
+                            await rt.sleep(0.005)
+                        await rt.sleep(0.02)  # inside the QNOTIFY wait by now
+                    elif mode == "hang":
+                        await wait_for_flag(rt, lambda: bool(run.seen), done)
+                        await rt.sleep(0.01)
+                    else:  # the handler cancels; wait for the call to end
+                        await wait_for_flag(rt, lambda: bool(run.seen), done)
 
-                    elapsed = await rt.cancel_consume(consume, point, box)
-                    await check_after(rt, ledger, run, proxy, client, direct, ref, elapsed)
-                    if mode.endswith("cancel-then-true"):
-                        assert run.returned_true
-                if mode != "wait":
-                    ledger.queues.append(run.queue)
+                elapsed = await rt.cancel_consume(consume, point, box)
+                outcome = await check_after(rt, ledger, run, proxy, client, direct, ref, elapsed)
+                if mode not in ("wait", "hang"):
+                    assert run.returned_true
+                if mode == "held-ack":
+                    assert outcome == "acked"
+                    assert elapsed >= FINAL_ACK_S * 0.9, "the final ack was not awaited"
+            if mode != "wait":
+                ledger.queues.append(run.queue)
 
         # Server side: every cancelled consumer's connection is gone (noticed once its
         # QNOTIFY 1 ends), so no queue still counts a consumer.
         async def unregistered() -> bool:
-            statuses = await direct.status(*(r for r in ledger.queues))
+            statuses = await direct.status(*ledger.queues, *ledger.watched)
             return all(st.consumers == 0 for st in statuses)
 
         deadline = time.monotonic() + 5
