@@ -7,9 +7,10 @@ connection through it is the consumer's: the server's replies (``QREGISTER``'s `
 time, and after byte ``k`` the rest waits while the test cancels the ``consume`` call (task
 cancel, cancel scope).  Every ``k`` from 0 to the last byte is tried, for ``consume`` with
 one worker and with two (the other worker's connection passes straight through) and for the
-pull form (``deliveries()``).  Then the call is cancelled while waiting in QNOTIFY, while the handler runs, and right after it
-returned true (the handler cancels the call itself), also with the reply to that final ack
-held after each of its bytes.  After each cancellation:
+pull form (``deliveries()``).  Then the call is cancelled while waiting in QNOTIFY, while
+the handler runs, and right after it returned true (the handler cancels the call itself),
+also with the reply to that final ack held after each of its bytes.  After each
+cancellation:
 
 * the call returned promptly (within the shielded final-ack wait, `FINAL_ACK_S`);
 * every socket of the call was closed by the client (the proxy sees each end), before the
