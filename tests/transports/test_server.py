@@ -383,6 +383,58 @@ def test_notify_wait_bound_keeps_dead_consumers_and_refuses_past_it() -> None:
     run(main)
 
 
+def test_350_clients_gone_mid_qnotify_stay_counted_and_the_bound_holds() -> None:
+    # The exposure in docs/server.md: okq counts clients closed or reset mid-QNOTIFY until
+    # their waits end; the server holds at most max_notify_waits such waits.
+    async def main() -> None:
+        async with EmbeddedServer(port=0, max_notify_waits=300) as srv:
+            clients = [await Client.open(srv) for _ in range(350)]
+            for c in clients:
+                await c.send(cmd(b"QREGISTER", b"gone") + cmd(b"QNOTIFY", b"3"))
+            for c in clients:
+                await c.expect(b"+OK\r\n")
+            await until(lambda: _is(srv.notify_waits, 300))
+
+            async def refused(c: Client) -> bool:
+                try:
+                    line = await asyncio.wait_for(c.reader.readuntil(b"\r\n"), 0.5)
+                except asyncio.TimeoutError:
+                    return False
+                assert line == b"-ERR unexpected server-side error\r\n"
+                return True
+
+            answers = await asyncio.gather(*(refused(c) for c in clients))
+            assert sum(answers) == 50
+            for i, c in enumerate(clients):  # every other one reset, the rest closed
+                if i % 2:
+                    sock = c.writer.get_extra_info("socket")
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+                with contextlib.suppress(ConnectionError):
+                    await c.close()
+            obs = await Client.open(srv)
+
+            async def refused_ones_gone() -> bool:
+                return await consumers_of(obs, b"gone") == 300
+
+            await until(refused_ones_gone)  # noticed at once: they were not waiting
+            assert srv.notify_waits == 300
+            await asyncio.sleep(0.5)
+            assert await consumers_of(obs, b"gone") == 300  # still counted, as in okq
+
+            async def all_gone() -> bool:
+                return srv.notify_waits == 0 and await consumers_of(obs, b"gone") == 0
+
+            for _ in range(10):  # the waits end at their 3 s timeout
+                if await all_gone():
+                    break
+                await asyncio.sleep(0.5)
+            assert await all_gone()
+            assert srv.connection_count == 1
+            await obs.close()
+
+    run(main)
+
+
 def test_consumer_refused_past_the_wait_bound_recovers() -> None:
     from okq_proto import Hooks
     from okq_transports.asyncio import Client as AsyncioClient
