@@ -394,12 +394,12 @@ class EmbeddedServer:
                     # serve (clients treat that as transient and retry after a backoff).
                     _log.warning("QNOTIFY refused: %d waits held (max_notify_waits)", self._waits)
                     return ERR_SERVER_SIDE
-                await _flush(writer, pending)  # earlier pipelined replies go out first
-                hub = self.dispatcher.hub
-                waker = self._wakers[consumer]
-                waker.clear()
-                self._waits += 1
+                self._waits += 1  # taken before the flush, which may wait for a slow reader
                 try:
+                    await _flush(writer, pending)  # earlier pipelined replies go out first
+                    hub = self.dispatcher.hub
+                    waker = self._wakers[consumer]
+                    waker.clear()
                     if not hub.start_wait(consumer):
                         with contextlib.suppress(asyncio.TimeoutError):
                             await asyncio.wait_for(waker.wait(), action.wait_s)
