@@ -673,3 +673,64 @@ def assert_fds_back(before: int) -> None:
     while (now := open_fds()) is not None and now > before:
         assert time.monotonic() < deadline, f"{now - before} file descriptors left open"
         time.sleep(0.05)
+
+
+def test_asyncio_final_ack_survives_repeated_cancels(server: ThreadedServer) -> None:
+    """asyncio only (a trio scope is cancelled once for good): the handler returned true and
+    the call keeps being cancelled, every 10 ms, while its final ack's reply is held after
+    each of its bytes.  The ack is kept and the call still returns after `FINAL_ACK_S`."""
+
+    async def main() -> list[str]:
+        wrong: list[str] = []
+        tag = uuid.uuid4().hex[:6]
+        async with okq_asyncio.Client(server.address) as direct:
+            for j in range(len(b":1\r\n")):
+                queue = f"{tag}r{j}"
+                await direct.push_event(Event(queue, EVENT_ID, CONTENTS))
+                proxy = DribbleProxy((server.host, server.port), len(reply_bytes(queue)) - 4 + j)
+                try:
+                    async with okq_asyncio.Client(proxy.address, notify_timeout_s=1) as client:
+                        asked: list[float] = []
+                        tasks: list[asyncio.Task[None]] = []
+
+                        async def handler(
+                            delivery: Delivery,
+                            asked: list[float] = asked,
+                            tasks: list[asyncio.Task[None]] = tasks,
+                        ) -> bool:
+                            asked.append(time.monotonic())
+                            tasks[0].cancel()
+                            return True
+
+                        task = asyncio.ensure_future(
+                            client.consume(handler, [queue], expire_seconds=1)
+                        )
+                        tasks.append(task)
+                        cancels = 0
+                        deadline = time.monotonic() + DEADLINE_S
+                        while not task.done():
+                            assert time.monotonic() < deadline
+                            await asyncio.sleep(0.01)
+                            if asked:
+                                task.cancel()
+                                cancels += 1
+                        with contextlib.suppress(asyncio.CancelledError):
+                            await task
+                        elapsed = time.monotonic() - asked[0]
+                        proxy.release.set()
+                        if not await asyncio_or_trio_wait(
+                            AsyncioRuntime(), proxy.victim_closed, CLOSE_S
+                        ):
+                            wrong.append(f"byte {j}: socket left open")
+                    (st,) = await direct.status(queue)
+                    if st.total != 0:
+                        wrong.append(f"byte {j}: the ack was lost ({cancels} cancels)")
+                    if not FINAL_ACK_S * 0.9 <= elapsed <= PROMPT_S:
+                        wrong.append(f"byte {j}: returned after {elapsed:.2f} s")
+                    if cancels < 10:
+                        wrong.append(f"byte {j}: only {cancels} extra cancels")
+                finally:
+                    proxy.close()
+        return wrong
+
+    assert asyncio.run(main()) == []
