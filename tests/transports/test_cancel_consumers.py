@@ -266,7 +266,12 @@ class AsyncioRuntime(Runtime):
 
         box[:] = [cancel]
         try:
-            await ready(task.done)
+            try:
+                await ready(task.done)
+            except AssertionError:
+                if task.done() and not task.cancelled() and task.exception() is not None:
+                    raise AssertionError("the consume call failed") from task.exception()
+                raise
             if not asked:
                 cancel()
             with contextlib.suppress(asyncio.CancelledError):
