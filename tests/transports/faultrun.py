@@ -424,6 +424,10 @@ def run_ledger(
             finally:
                 periodic = finish()
         faults = proxy.faults + periodic
+        if plan.proxy.get("slice_bytes"):
+            faults["sliced-chunks"] = proxy.chunks
+        elif plan.proxy.get("latency_s"):
+            faults["delayed-chunks"] = proxy.chunks
         status = _final_status(server.address)
     finally:
         server.stop()
