@@ -198,7 +198,7 @@ def test_vectors_cover_the_transcripts() -> None:
         total.replies += tally.replies
         total.interpreted += tally.interpreted
         total.quirky_conns += tally.quirky_conns
-    assert len(SCENARIOS) == 52
+    assert len(SCENARIOS) == 53  # 52 recordings, and bulk_trailer_unchecked_then_close
     assert total.requests > 300
     assert total.typed > 0.8 * total.requests
     assert total.interpreted > 250
