@@ -11,7 +11,6 @@ pipelining, stop and failure reports are decisions of the machine; a `Link` move
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -55,6 +54,10 @@ __all__ = [
 Handler = Callable[[Delivery], bool]
 
 STOP_POLL_S: Final = 0.1  # how often a consumer waiting in QNOTIFY looks at its stop flag
+#: How long a consumer waits for a reply when the client has no read timeout (None): past it
+#: (beyond a ``QNOTIFY`` wait) the connection is taken for dead and replaced.  As
+#: ``_async_consume.REPLY_TIMEOUT_S``: okq answers QREGISTER, QRPOP and QACK at once.
+REPLY_TIMEOUT_S: Final = 4.0
 
 
 class StopFlag(Protocol):
@@ -162,9 +165,10 @@ class AnyStop:
 class ConsumerSettings:
     """What every consumer of one `consume` call shares.
 
-    ``read_timeout_s`` is how long a whole reply may take (None: forever), however its bytes
-    trickle in; a ``QNOTIFY`` reply may take that long past its wait.  A link that times its
-    reads itself (redis-py's ``socket_timeout``) ignores it but for that bound on the wait.
+    ``read_timeout_s`` is how long a whole reply may take (None: `REPLY_TIMEOUT_S`, as a
+    consumer never reads without a deadline), however its bytes trickle in; a ``QNOTIFY``
+    reply may take that long past its wait.  A link that times its reads itself (redis-py's
+    ``socket_timeout``) ignores it but for that bound on the wait.
     ``hooks`` is None when no hook is overridden (see `active_hooks`).
     """
 
@@ -267,7 +271,12 @@ def _run(
 ) -> None:
     """Drive one consumer machine over one connection until it stops or fails."""
     hooks, handler = settings.hooks, settings.handler
+    # A consumer never reads without a deadline, even when the client has no read timeout:
+    # a half-open connection (the server side gone without a FIN or RST reaching us) would
+    # block it for good, deaf to `stop` and holding its consume call.
     read_timeout = settings.read_timeout_s
+    if read_timeout is None:
+        read_timeout = REPLY_TIMEOUT_S
     monotonic = time.monotonic
     registered = False
     conn = consumer.connection
@@ -306,11 +315,11 @@ def _run(
             if not registered:
                 registered = True
                 backoff.reset()
-            deadline = started + silence + read_timeout if read_timeout is not None else math.inf
+            deadline = started + silence + read_timeout
             while not stop.is_set():
                 if connection.fill_by(min(deadline, monotonic() + STOP_POLL_S)):
                     break
-                if read_timeout is not None and monotonic() >= deadline:
+                if monotonic() >= deadline:
                     raise TimeoutError(
                         f"no reply to QNOTIFY from {where(connection.address)} within "
                         f"{silence + read_timeout:.1f} s"

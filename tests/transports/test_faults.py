@@ -67,10 +67,12 @@ def test_ledger(door: str, fault: str, n: int) -> None:
 
 
 @pytest.mark.timeout(120)
-def test_half_open_without_a_read_timeout() -> None:
-    """The asyncio door with ``read_timeout_s=None`` behind half-open connections: the
-    consumer bounds its reads by itself (as trio, which has no read timeout, needs)."""
-    result = run_ledger("asyncio", "half-open", 200, read_timeout_s=None)
+@pytest.mark.parametrize("door", ["sync", "asyncio"])
+def test_half_open_without_a_read_timeout(door: str) -> None:
+    """A client with ``read_timeout_s=None`` behind half-open connections: its consumers
+    bound their reads by themselves (as trio's, which have no read timeout, must).  The sync
+    consumer used to block for good in the read of a reply that never came."""
+    result = run_ledger(door, "half-open", 200, read_timeout_s=None)
     check(result)
     assert result.faults["reset-up"] + result.faults["reset-down"] > 0
 
