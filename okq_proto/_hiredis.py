@@ -47,7 +47,9 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from functools import partial
+from itertools import chain, compress
 from typing import Any, Final, cast
 
 import hiredis
@@ -71,15 +73,70 @@ _PLUS: Final = 43  # ord("+")
 _MINUS: Final = 45  # ord("-")
 _COLON: Final = 58  # ord(":")
 _OK_LINE: Final = b"+OK\r\n"
-# The trusted runs' screen folds RESP3 aggregate type bytes into "*" (their headers allocate
-# like an array's) and RESP3 scalar type bytes into 0x01 (hiredis parses them, the pure decoder
-# refuses them), so that literal-led searches, which run at C speed, find every case.
-_FOLD: Final = bytes.maketrans(b"~>|%", b"****")
+# The trusted runs' screen: RESP3 type bytes where an element starts (hiredis parses them, the
+# pure decoder refuses them).
 _RESP3_START: Final = re.compile(rb"\r\n[_,#(=!~>|%]").search
 _RESP3_BYTES: Final = frozenset(b"_,#(=!~>|%")
+# Every RESP3 type byte: a chunk without any (most) needs neither search below.
+_RESP3_TYPE_BYTES: Final = b"_,#(=!~>|%"
+_RESP3_TYPES: Final = tuple(bytes([byte]) for byte in _RESP3_TYPE_BYTES)
 # A RESP3 aggregate header anywhere (hiredis builds maps and sets, and some releases crash on
-# an unhashable key): searched only where the fold shows such a byte at all.
+# an unhashable key): searched only where a RESP3 type byte shows at all.
 _AGGREGATE: Final = re.compile(rb"[~>|%][-0-9]").search
+# A reply hiredis parses after a trusted run: it shows where the run ended (see `_trusted`).
+_MARK: Final = b"+\x00\r\n"
+_MARK_VALUE: Final = b"\x00"
+_flatten: Final = chain.from_iterable
+# What `_bulks` takes: array headers of one to nine elements, bulk headers under 2048 bytes.
+_COUNTS: Final = {b"*%d\r\n" % n: n for n in range(1, 10)}
+_BULK_HEADS: Final = {b"$%d" % n: n for n in range(2048)}
+# Whole replies of one line that start like a bulk string or an array.
+_NIL_LINES: Final = frozenset((b"$-1\r\n", b"*-1\r\n", b"*0\r\n"))
+_IS_LIST: Final = frozenset({list}).__contains__
+
+
+def _any_resp3_type(data: bytes, start: int, end: int) -> bool:
+    """Whether ``data[start:end]`` holds a RESP3 type byte anywhere."""
+    if end - start <= 2048:
+        part = data[start:end]
+        return len(part.translate(None, _RESP3_TYPE_BYTES)) != len(part)
+    find = data.find
+    return any(find(byte, start, end) >= 0 for byte in _RESP3_TYPES)  # a memchr each
+
+
+def _bulks(data: bytes) -> bool:
+    """Whether `data` is exactly one bulk string, or one array of up to nine bulk strings
+    (no nil), each under 2048 bytes: what QRPOP, QLPEEK and QRPEEK send.
+
+    Cut at its first CR LFs, such a reply falls into headers and payloads whose lengths match
+    exactly (a payload holding CR LF does not, and is left to the other paths)."""
+    count = _COUNTS.get(data[:4])
+    if count == 2:  # the commonest: an event's id and contents
+        parts = data.split(_CRLF, 4)
+        if len(parts) != 5:
+            return False
+        _, head, first, last_head, rest = parts
+        return (
+            len(first) == _BULK_HEADS.get(head)
+            and len(rest) - 2 == _BULK_HEADS.get(last_head)
+            and rest.endswith(_CRLF)
+        )
+    heads = _BULK_HEADS
+    if count is None:
+        if data[0] != _DOLLAR:
+            return False
+        head, _, rest = data.partition(_CRLF)
+        return len(rest) - 2 == heads.get(head) and rest.endswith(_CRLF)
+    if data[4:5] != b"$":  # an array of something else (QSTATUS, QINFO)
+        return False
+    parts = data.split(_CRLF, 2 * count)
+    if len(parts) != 2 * count + 1:
+        return False
+    for i in range(1, 2 * count - 1, 2):
+        if len(parts[i + 1]) != heads.get(parts[i]):
+            return False
+    rest = parts[-1]
+    return len(rest) - 2 == heads.get(parts[-2]) and rest.endswith(_CRLF)
 
 
 def _digits_within(limit: int) -> int:
@@ -88,15 +145,17 @@ def _digits_within(limit: int) -> int:
 
 
 def _too_deep(replies: list[Reply], max_depth: int) -> bool:
-    """Whether any reply nests arrays deeper than `max_depth` (no recursion)."""
-    level: list[list[Reply]] = [r for r in replies if type(r) is list]
-    depth = 0
-    while level:
-        depth += 1
-        if depth > max_depth:
-            return True
-        level = [x for r in level for x in r if type(x) is list]
-    return False
+    """Whether any reply nests arrays deeper than `max_depth` (no recursion; each level is
+    looked at, filtered and flattened at C speed)."""
+    level: list[Reply] = replies
+    for _ in range(max_depth + 1):
+        kinds = set(map(type, level))
+        if list not in kinds:
+            return False
+        if len(kinds) > 1:
+            level = list(compress(level, map(_IS_LIST, map(type, level))))
+        level = list(_flatten(cast("list[list[Reply]]", level)))
+    return True
 
 
 _ENTRY: Final = b"*4\r\n$%d\r\n%s\r\n:%d\r\n:%d\r\n:%d\r\n"
@@ -177,8 +236,8 @@ class HiredisDecoder:
     __slots__ = (
         "_big_array",
         "_big_bulk",
+        "_chained",
         "_cr_ok",
-        "_deep_run",
         "_error",
         "_fast_max",
         "_feed",
@@ -211,6 +270,8 @@ class HiredisDecoder:
         self._raw_errors: deque[bytes] = deque()
         # Replies a trusted run took out of hiredis, oldest first.
         self._ready: deque[Reply] = deque()
+        # While `next_reply` hands out a trusted run's replies at C speed: those not taken.
+        self._chained: Iterator[Reply] | None = None
         self._new_reader()
         # Elements still owed by each open array, outermost first.
         self._stack: list[int] = []
@@ -235,9 +296,13 @@ class HiredisDecoder:
         arrays = min(3, _digits_within(limits.max_array_length) + 1)
         bulks = min(5, _digits_within(limits.max_bulk_length) + 1)
         self._big_array = re.compile(rb"\*[0-9]{%d}" % arrays).search
-        self._big_bulk = re.compile(rb"\$[0-9]{%d}" % bulks).search
-        # Arrays nested past max_depth as a run of headers (the commonest hostile shape).
-        self._deep_run = re.compile(rb"(?:\*[1-9][0-9]*\r\n){%d}" % (limits.max_depth + 1)).search
+        # A trusted run is at most max_line_length long, and so are its bulk strings: only a
+        # lower max_bulk_length needs their headers screened.
+        self._big_bulk: Callable[[bytes, int, int], object] | None = (
+            re.compile(rb"\$[0-9]{%d}" % bulks).search
+            if limits.max_bulk_length < limits.max_line_length
+            else None
+        )
         self.next_reply = self._gets
 
     def _new_reader(self) -> None:
@@ -289,45 +354,51 @@ class HiredisDecoder:
         if type(data) is not bytes:
             data = bytes(data)  # the framer slices it and may hold on to it
         size = len(data)
-        skip = self._skip
-        if size == 1 and not skip:  # fed byte by byte: most bytes only extend a line
-            line = self._line
-            if (
-                data != b"\n"
-                and len(line) <= self._fast_max
-                and self._pending is None
-                and self._error is None
-            ):
-                line += data  # cannot end the line (the framer reads it once it ends)
-                self._quiet = False
-                return
-        elif size == 1 and skip <= 2 and self._pending is None:  # a payload's CR LF, bytewise
-            if skip == 2:
-                self._cr_ok = data == b"\r"
-                self._skip = 1
-                self._out(data, 0, 1)
-                return
-            if self._cr_ok and data == b"\n":
-                self._skip = 0
-                self._close_element(data, 0, 1)
-                self._quiet = not self._stack
-                return
-        elif skip >= size + 2:  # inside a payload, short of its CR LF
-            self._skip = skip - size
-            if self._hold_level < 0:
-                self._feed(data)
-            else:
-                self._held.append(data)
-            return
-        if self._quiet and 0 < size <= self._fast_max:
+        if self._quiet and 2 < size <= self._fast_max:
+            # Between replies (and no trusted run's replies handed out at C speed): a chunk that
+            # is exactly one reply the pure decoder accepts goes to hiredis as it is.
             if (
                 data == _OK_LINE
+                or (self._plain_limits and _bulks(data))
+                or data in _NIL_LINES
                 or self._one_line(data)
-                or (self._plain_limits and self._bulks(data))
             ):
-                self._feed(data)  # exactly one reply the pure decoder accepts
+                self._feed(data)
                 return
             if self._plain_limits and self._verified(data):
+                return
+        else:
+            if self._chained is not None:
+                self._unchain()
+            skip = self._skip
+            if size == 1 and not skip:  # fed byte by byte: most bytes only extend a line
+                line = self._line
+                if (
+                    data != b"\n"
+                    and len(line) <= self._fast_max
+                    and self._pending is None
+                    and self._error is None
+                ):
+                    line += data  # cannot end the line (the framer reads it once it ends)
+                    self._quiet = False
+                    return
+            elif size == 1 and skip <= 2 and self._pending is None:  # a payload's CR LF
+                if skip == 2:
+                    self._cr_ok = data == b"\r"
+                    self._skip = 1
+                    self._out(data, 0, 1)
+                    return
+                if self._cr_ok and data == b"\n":
+                    self._skip = 0
+                    self._close_element(data, 0, 1)
+                    self._quiet = not self._stack
+                    return
+            elif skip >= size + 2:  # inside a payload, short of its CR LF
+                self._skip = skip - size
+                if self._hold_level < 0:
+                    self._feed(data)
+                else:
+                    self._held.append(data)
                 return
         if self._error is not None:
             raise self._error
@@ -339,7 +410,9 @@ class HiredisDecoder:
                 self._from_boundary(data, pos)
         except RemoteProtocolError as exc:
             self._stop(exc)
-        self._quiet = not (self._stack or self._skip or self._line or self._pending or self._error)
+        self._quiet = self._chained is None and not (
+            self._stack or self._skip or self._line or self._pending or self._error
+        )
 
     # -- shortcuts and trusted runs -------------------------------------------------------
 
@@ -357,44 +430,17 @@ class HiredisDecoder:
             if kind == _MINUS:
                 self._raw_errors.append(data[1:nl])
             return True
-        return data == b"$-1\r\n" or data == b"*-1\r\n" or data == b"*0\r\n"
-
-    @staticmethod
-    def _bulks(data: bytes) -> bool:
-        """Whether `data` is exactly one bulk string, or one array of up to nine bulk strings
-        (no nil), each under 2048 bytes: what QRPOP, QLPEEK and QRPEEK send."""
-        ints = _SMALL_INTS
-        if data[0] == _STAR:
-            count = ints.get(data[1:2])
-            if count is None or count < 1 or data[2:4] != _CRLF:
-                return False
-            pos = 4
-        else:
-            count = 1
-            pos = 0
-        find = data.find
-        for _ in range(count):
-            nl = find(_CRLF, pos, pos + 6)
-            if nl < 0 or data[pos] != _DOLLAR:
-                return False
-            length = ints.get(data[pos + 1 : nl])
-            if length is None or length < 0:
-                return False
-            pos = nl + 4 + length
-            if data[pos - 2 : pos] != _CRLF:
-                return False
-        return pos == len(data)
+        return False
 
     def _verified(self, data: bytes) -> bool:
         """Give hiredis a short chunk between replies and keep its reply if the chunk is
         exactly that reply's canonical encoding (then the pure decoder reads it the same);
         otherwise hiredis is replaced by a fresh reader and False returned."""
-        folded = data.translate(_FOLD)
         if (
             self._has_data()
             or data[0] in _RESP3_BYTES
-            or self._big_array(folded) is not None
-            or (folded.count(b"*") != data.count(b"*") and _AGGREGATE(data) is not None)
+            or self._big_array(data) is not None
+            or (_any_resp3_type(data, 0, len(data)) and _AGGREGATE(data) is not None)
         ):
             return False  # (the screen: no header hiredis could allocate much for)
         self._feed(data)
@@ -452,48 +498,71 @@ class HiredisDecoder:
 
     def _trusted(self, data: bytes, pos: int, cut: int) -> bool:
         """Give hiredis ``data[pos:cut]`` (from a reply start) if the screen finds nothing the
-        framer would decide otherwise; True if it then held whole replies only (taken into
-        `_ready`), False if not (hiredis replaced by a fresh reader: the framer decides)."""
-        folded = data.translate(_FOLD)
+        framer would decide otherwise; True if it then held whole replies only (handed out by
+        `next_reply` first), False if not (hiredis replaced by a fresh reader: the framer
+        decides)."""
+        big_bulk = self._big_bulk
         if (
             data[pos] in _RESP3_BYTES
-            or self._big_array(folded, pos, cut) is not None
-            or self._big_bulk(data, pos, cut) is not None
-            or _RESP3_START(data, pos, cut) is not None
-            or self._deep_run(data, pos, cut) is not None
+            or self._big_array(data, pos, cut) is not None
+            or (big_bulk is not None and big_bulk(data, pos, cut) is not None)
             or (
-                folded.count(b"*", pos, cut) != data.count(b"*", pos, cut)
-                and _AGGREGATE(data, pos, cut) is not None
+                _any_resp3_type(data, pos, cut)
+                and (
+                    _RESP3_START(data, pos, cut) is not None
+                    or _AGGREGATE(data, pos, cut) is not None
+                )
             )
             or not (data.isascii() or (data[pos] != _MINUS and data.find(b"\r\n-", pos, cut) < 0))
         ):
             return False
-        self._feed(data, pos, cut - pos)
-        gets = self._gets
-        has_data = self._has_data
-        replies: list[Reply] = []
-        whole = False
+        # After the run, a reply of our own: hiredis gives it back last, and alone, exactly
+        # when the run ended where a reply does (otherwise it became part of an unfinished
+        # reply: an element, payload bytes, or an error).
+        feed = self._feed
+        feed(data, pos, cut - pos)
+        feed(_MARK)
         try:
-            while has_data():
-                reply = gets()
-                if reply is NEED_DATA:
-                    break
-                replies.append(reply)
-            else:
-                whole = bool(replies)
+            replies = cast("list[Reply]", list(iter(self._gets, NEED_DATA)))
+            whole = (
+                len(replies) > 1
+                and replies[-1] == _MARK_VALUE
+                and type(replies[-1]) is bytes
+                and not self._has_data()
+            )
         except Exception:  # hiredis's own errors too (a RESP3 map with a list for a key)
             whole = False
             self._error = None  # the hook's: the framer will find it, at the right reply
+        if whole:
+            del replies[-1]
+        # Nesting past max_depth takes that many array headers besides a reply's own: with
+        # fewer "*" in the run than that beyond one per array reply, no reply can.
         max_depth = self._limits.max_depth
         if whole and (
-            folded.count(b"*", pos, cut) <= max_depth or not _too_deep(replies, max_depth)
+            data.count(b"*", pos, cut) - list(map(type, replies)).count(list) < max_depth
+            or not _too_deep(replies, max_depth)
         ):
-            self._ready.extend(replies)
-            self.next_reply = self._next_ready
+            ready = self._ready
+            if ready:  # replies completed before the run come first
+                replies[:0] = ready
+                ready.clear()
+            # At C speed: these replies, then what hiredis parses of the bytes after them.
+            rest = iter(replies)
+            self._chained = rest
+            self.next_reply = partial(next, chain(rest, iter(self._gets, NEED_DATA)), NEED_DATA)
             return True
         self._new_reader()
         self.next_reply = self._next_ready if self._ready else self._gets
         return False
+
+    def _unchain(self) -> None:
+        """Replies of a trusted run not taken yet go back into `_ready`, so that what `feed`
+        adds next (or an error the framer met) comes after them."""
+        rest = self._chained
+        self._chained = None
+        ready = self._ready
+        ready.extend(rest)  # type: ignore[arg-type]  # not None: the caller checked
+        self.next_reply = self._next_ready if ready else self._after_ready()
 
     def _next_ready(self) -> Reply | NeedData:
         """`next_reply` while a trusted run holds replies hiredis already gave out."""
@@ -514,6 +583,8 @@ class HiredisDecoder:
 
     def _stop(self, error: RemoteProtocolError) -> None:
         """The framer met `error`: what was walked before it stays with hiredis, the rest goes."""
+        if self._chained is not None:
+            self._unchain()
         self._pending = error
         self._stack.clear()
         self._skip = 0

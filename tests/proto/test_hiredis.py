@@ -596,3 +596,79 @@ def test_resp3_maps_with_unhashable_keys_are_protocol_errors(wire: bytes) -> Non
     """hiredis itself raises TypeError building such a map; the decoder never lets it out."""
     for _how, chunks in four_ways(wire):
         assert run(HiredisDecoder(), chunks)[1] is RemoteProtocolError
+
+
+# -- trusted runs: where they end, what follows them -------------------------------------------
+
+_RUN = b"".join(_qrpop(b"event %d" % i) for i in range(200))
+
+
+@pytest.mark.parametrize(
+    "tail",
+    [
+        b"",
+        b"*2\r\n$3\r\nab",  # the run ends inside a payload
+        b"*3\r\n:1\r\n",  # inside an array (our end-of-run reply would become its element)
+        b"*2\r\n:1\r\n",  # inside an array it would complete
+        b"$1\r\n",  # just before a one-byte payload
+        b"+\x00\r\n",  # a reply like the one the run ends with
+        b"+\x00\r\n+\x00\r\n*1\r\n",
+        # The guessed end of the run (the last place that starts like its first reply) falls
+        # inside an array that our end-of-run reply does not complete, after a string reply.
+        b"+hello\r\n*3\r\n*2\r\n$1\r\nx\r\n$1\r\ny\r\n",
+        b"?bad\r\n",  # a protocol error right after the run
+        b"*1\r\n" * 8 + b":1\r\n",  # nested past max_depth right after it
+    ],
+)
+def test_a_trusted_run_and_what_follows_it(tail: bytes) -> None:
+    """A chunk of many replies, then `tail`: the same replies, error and order as the pure
+    decoder, fed whole, with the tail's rest later, and with a second feed before any drain."""
+    wire = _RUN + tail + b"$2\r\nzz\r\n"
+    compare([wire])
+    compare([_RUN + tail, b"$2\r\nzz\r\n"])
+    for decoder in (Decoder(), HiredisDecoder()):
+        decoder.feed(_RUN + tail)
+        decoder.feed(b"$2\r\nzz\r\n")  # before anything was taken
+        try:
+            got: list[Reply] = []
+            while (reply := decoder.next_reply()) is not NEED_DATA:
+                got.append(reply)
+            outcome: tuple[list[Reply], object] = (got, None)
+        except RemoteProtocolError:
+            outcome = (got, RemoteProtocolError)
+        if isinstance(decoder, Decoder):
+            expected = outcome
+        else:
+            assert outcome == expected
+
+
+def test_next_reply_bound_before_a_second_feed_is_not_used_after_it() -> None:
+    """The decoder's next_reply after each feed gives every reply once, in order, however the
+    calls interleave with feeds (a trusted run's replies are handed out at C speed)."""
+    decoder = HiredisDecoder()
+    decoder.feed(_RUN[: len(_RUN) // 2 + 7])
+    first = [decoder.next_reply() for _ in range(10)]
+    decoder.feed(_RUN[len(_RUN) // 2 + 7 :])
+    rest = []
+    while (reply := decoder.next_reply()) is not NEED_DATA:
+        rest.append(reply)
+    assert first + rest == run(Decoder(), [_RUN])[0]
+
+
+@pytest.mark.parametrize(
+    "unit",
+    [b"*99\r\n:1\r\n", b"*9\r\n:1\r\n", b"*1\r\n", b"*2\r\n$1\r\nx\r\n"],
+)
+def test_deep_nesting_inside_a_run_is_refused_and_bounded(unit: bytes) -> None:
+    """Arrays nested through later elements (no run of headers): refused at max_depth as by the
+    pure decoder, and hiredis never allocates much for the chain before it is refused."""
+    wire = _RUN + unit * (60_000 // len(unit))
+    tracemalloc.start()
+    try:
+        fast = run(HiredisDecoder(), [wire])
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert fast[:2] == run(Decoder(), [wire])[:2]
+    assert fast[1] is RemoteProtocolError
+    assert peak < len(wire) + 1024 * 1024
