@@ -373,15 +373,22 @@ class HiredisDecoder:
             skip = self._skip
             if size == 1 and not skip:  # fed byte by byte: most bytes only extend a line
                 line = self._line
-                if (
-                    data != b"\n"
-                    and len(line) <= self._fast_max
-                    and self._pending is None
-                    and self._error is None
-                ):
-                    line += data  # cannot end the line (the framer reads it once it ends)
-                    self._quiet = False
-                    return
+                if self._pending is None and self._error is None:
+                    if data != b"\n":
+                        if len(line) <= self._fast_max:
+                            line += data  # cannot end the line (read once it ends)
+                            self._quiet = False
+                            return
+                    elif self._plain_limits and line[:1] == b"$" and line[-1:] == b"\r":
+                        # A short bulk header ends: its payload and CR LF come next.
+                        length = _BULK_HEADS.get(bytes(line[:-1]))
+                        if length is not None:
+                            line += data
+                            self._out(bytes(line), 0, len(line))
+                            self._line = bytearray()
+                            self._skip = length + 2
+                            self._cr_ok = True
+                            return
             elif size == 1 and skip <= 2 and self._pending is None:  # a payload's CR LF
                 if skip == 2:
                     self._cr_ok = data == b"\r"
