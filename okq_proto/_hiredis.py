@@ -15,14 +15,20 @@ what is only passed over (a chunk inside a payload costs one comparison).
 
 **Trusted runs.**  The framer only has to walk to the next reply boundary.  From a boundary,
 hiredis gets a run of bytes at once when a C-speed screen of the run finds none of: an array
-header (``*``, or RESP3 ``~ > | %``) of three or more digits, a bulk header of five or more
-(fewer where `Limits` are lower), a RESP3 type byte where an element may start, or an error line
-with non-ASCII bytes.  The run is the whole chunk when it is short and ends a line (a client's
-one reply per read), else up to the last place that starts like the first reply (a run of
-pipelined replies, then one cut short).  hiredis must then end exactly after a reply (it has no
-unread byte), and no reply may nest deeper than ``max_depth``; if not, hiredis is replaced by a
-fresh reader and the framer decides the whole run.  Exact shortcuts skip even the screen for
-``+OK``, one line element, and one bulk string or array of up to nine small bulk strings.
+header of three or more digits, a bulk header of five or more (only where `Limits` allow bulk
+strings shorter than a run can be), a RESP3 type byte where an element may start or a RESP3
+aggregate header anywhere (searched for only where a memchr finds such a byte at all), or an
+error line with non-ASCII bytes.  The run is the whole chunk when it is short and ends a line (a
+client's one reply per read), else up to the last place that starts like the first reply (a run
+of pipelined replies, then one cut short).  After the run hiredis gets one reply of our own
+(``+\x00\r\n``): it comes back last, and as a reply of its own, exactly when the run ended
+where a reply ends (otherwise it became an element, payload bytes or an error).  No reply may
+nest deeper than ``max_depth`` (counted: fewer ``*`` than that beyond one per array reply
+proves it, else the replies are walked level by level at C speed); if anything fails, hiredis
+is replaced by a fresh reader and the framer decides the whole run.  The run's replies are then
+handed out at C speed (``next_reply`` is ``next`` over them, then over ``gets``).  Exact
+shortcuts skip even the screen for ``+OK``, one line element, and one bulk string or array of
+up to nine small bulk strings (recognised by one split at its first CR LFs).
 
 **Memory is bounded by the bytes received.**  hiredis allocates an array's list when it reads
 the header (``*16777216`` asks for 128 MiB at once).  In a trusted run no header counts past 99
