@@ -294,3 +294,28 @@ def test_anyio_task_group_cancel_keeps_the_ack(server: ThreadedServer) -> None:
         assert (status.total, status.processing) == (1, 0)
 
     run_scenario("asyncio", server, body)
+
+
+@pytest.mark.timeout(60)
+def test_trio_nursery_start_cancel_keeps_the_ack(server: ThreadedServer) -> None:
+    """trio's ``await nursery.start(client.consume, ...)``: started once registered; the
+    handler cancels the nursery and returns true; the ack is still sent."""
+    q = qname("nursery")
+
+    async def body(h: Harness) -> None:
+        await h.call("push", q, b"first")
+        await h.call("push", q, b"second")
+        seen: list[bytes] = []
+        async with trio.open_nursery() as nursery:
+
+            def handle(delivery: Delivery) -> bool:
+                seen.append(delivery.contents)
+                nursery.cancel_scope.cancel()
+                return True
+
+            await nursery.start(h.client.consume, handle, [q])
+        assert seen in ([b"first"], [b"second"])
+        (status,) = await h.call("status", q)
+        assert (status.total, status.processing) == (1, 0)
+
+    run_scenario("trio", server, body)
