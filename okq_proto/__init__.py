@@ -36,6 +36,8 @@ from ._commands import (
 )
 from ._consumer import (
     DEFAULT_MAX_DRAIN,
+    NOTIFY_MARGIN_S,
+    REPLY_TIMEOUT_S,
     AckSettled,
     Consumer,
     ConsumerEvent,
@@ -101,7 +103,9 @@ __all__ = [
     "DEFAULT_NOTIFY_TIMEOUT_S",
     "DEFAULT_PORT",
     "NEED_DATA",
+    "NOTIFY_MARGIN_S",
     "NO_ACK",
+    "REPLY_TIMEOUT_S",
     "AckSettled",
     "Backoff",
     "ClientConnection",

@@ -53,6 +53,8 @@ from ._types import Event, from_wire, to_wire
 
 __all__ = [
     "DEFAULT_MAX_DRAIN",
+    "NOTIFY_MARGIN_S",
+    "REPLY_TIMEOUT_S",
     "AckSettled",
     "Consumer",
     "ConsumerEvent",
@@ -63,6 +65,14 @@ __all__ = [
 
 #: Events popped from one queue in a row before the next registered queue gets a turn.
 DEFAULT_MAX_DRAIN: Final = 100
+#: What a consumer's ``QNOTIFY`` read deadline adds to the wait itself: the server answers at
+#: the end of the wait (whole seconds), and a reply that comes just then must still be read.
+NOTIFY_MARGIN_S: Final = 5.0
+#: How long a consumer waits for the reply to a command okq answers at once (``QREGISTER``,
+#: ``QRPOP``, ``QACK``) when its transport has no read timeout of its own (trio, or
+#: ``read_timeout_s=None``): past it the connection is taken for dead and replaced.  Below
+#: 5 s, so that a stop set while such a reply is owed on a dead connection is honoured soon.
+REPLY_TIMEOUT_S: Final = 4.0
 
 _INF: Final = float("inf")
 _S = ConsumerState
@@ -241,6 +251,20 @@ class Consumer:
         never read), so this is the notify timeout there and 0 elsewhere.
         """
         return self._notify.blocking_s if self._state is _S.WAITING else 0.0
+
+    def reply_budget_s(self, read_timeout_s: float | None) -> float:
+        """How long the reply now awaited may take as a whole, on a transport whose read
+        timeout is `read_timeout_s` (None: it has none).
+
+        A consumer never reads without a deadline: behind a half-open connection (the server
+        side gone without a FIN or RST reaching us) it would wait for good, deaf to `stop`.
+        While waiting in ``QNOTIFY`` the budget is the wait plus `NOTIFY_MARGIN_S` plus the
+        read timeout; otherwise the read timeout, or `REPLY_TIMEOUT_S` without one.
+        """
+        silence = self.allowed_silence_s()
+        if silence:
+            return silence + NOTIFY_MARGIN_S + (read_timeout_s or 0.0)
+        return REPLY_TIMEOUT_S if read_timeout_s is None else read_timeout_s
 
     def next_deadline(self) -> float | None:
         """The claim deadline of the delivery with the application, else None.

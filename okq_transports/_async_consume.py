@@ -21,6 +21,7 @@ from typing import Final, Protocol, TypeVar
 from okq_proto import (
     CONNECTION_FAILURES,
     DEFAULT_EXPIRE_S,
+    DEFAULT_MAX_REPLY_BYTES,
     NEED_DATA,
     Backoff,
     ClientConnection,
@@ -36,13 +37,12 @@ from okq_proto import (
 from okq_proto._consumer import AckSettled, Consumer, ConsumerStopped, Delivered, LateAck
 from okq_proto._consumer_state import ConsumerState
 
-from ._async_driver import NOTIFY_MARGIN_S, AsyncClientCore, ConnectionBusyError, close_quietly
+from ._async_driver import AsyncClientCore, ConnectionBusyError, close_quietly
 from ._backends import READ_SIZE, STOPPED, AsyncStream, StopEvent
 from ._observe import active_hooks, call_hook, handler_failed, late_ack, lost, reconnecting
 
 __all__ = [
     "FINAL_ACK_S",
-    "REPLY_TIMEOUT_S",
     "STOPPING_STATES",
     "AsyncClient",
     "ConsumerLink",
@@ -57,11 +57,6 @@ _C = TypeVar("_C", bound="AsyncClient")
 #: A consumer handler: ``handler(delivery) -> bool``, plain or ``async``; true acks.
 Handler = Callable[[Delivery], bool | Awaitable[bool]]
 
-#: How long a consumer waits for the reply to a command that does not block (``QREGISTER``,
-#: ``QRPOP``, ``QACK``: okq answers them at once) when the client has no read timeout of its
-#: own (trio); past it the connection is taken for dead and replaced.  Below 5 s, so a stop
-#: set while such a reply is owed on a dead connection is honoured within 5 s.
-REPLY_TIMEOUT_S: Final = 4.0
 #: How long the final ack of a cancelled consumer may take (shielded from the cancellation).
 FINAL_ACK_S: Final = 1.0
 
@@ -107,11 +102,16 @@ class StreamLink:
     __slots__ = ("_stream", "address", "connection", "read_timeout_s")
 
     def __init__(
-        self, stream: AsyncStream, address: tuple[str, int] | None, read_timeout_s: float | None
+        self,
+        stream: AsyncStream,
+        address: tuple[str, int] | None,
+        read_timeout_s: float | None,
+        max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
         self._stream = stream
         self.address = address
-        self.connection: ClientConnection | None = None
+        # The consumer's machine runs on it: the client's cap on buffered reply bytes holds.
+        self.connection: ClientConnection | None = ClientConnection(max_reply_bytes=max_reply_bytes)
         self.read_timeout_s = read_timeout_s
 
     async def send(self, data: bytes) -> None:
@@ -325,15 +325,7 @@ class DeliveryStream:
             if not self._registered and state is not _REGISTERING:
                 self._registered = True
                 self._backoff.reset()  # registered: the next failure retries soon again
-            silence = consumer.allowed_silence_s()
-            timeout_s = read_timeout_s
-            if silence:  # the QNOTIFY wait the client chose, plus a margin
-                timeout_s = silence + NOTIFY_MARGIN_S + (read_timeout_s or 0.0)
-            elif timeout_s is None:
-                # No read timeout of the caller's (trio): a consumer still never reads without
-                # a deadline, or a half-open connection (the server side gone without a FIN
-                # or RST reaching us) would hang it for good, deaf to `stop`.
-                timeout_s = REPLY_TIMEOUT_S
+            timeout_s = consumer.reply_budget_s(read_timeout_s)
             stop = self._stop
             if state is _WAITING and stop is not None:
                 # Nothing is popped while waiting: a stop may abandon the wait at once (the
@@ -374,8 +366,9 @@ class DeliveryStream:
         return True
 
     async def _open_stream_link(self) -> ConsumerLink:
-        stream, address = await self._core.pool.open_stream()
-        return StreamLink(stream, address, self._core.pool.read_timeout_s)
+        pool = self._core.pool
+        stream, address = await pool.open_stream()
+        return StreamLink(stream, address, pool.read_timeout_s, pool.max_reply_bytes)
 
     async def _pause(self, exc: BaseException) -> bool:
         delay = self._backoff.next_delay()

@@ -60,10 +60,6 @@ __all__ = [
 T = TypeVar("T")
 
 
-#: Extra read time granted above a blocking command's own wait (QNOTIFY t): a reply that
-#: comes exactly at the server's deadline must still be read.
-NOTIFY_MARGIN_S: Final = 5.0
-
 OPEN: Final = ConnectionState.OPEN
 
 

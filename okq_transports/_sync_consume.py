@@ -54,10 +54,6 @@ __all__ = [
 Handler = Callable[[Delivery], bool]
 
 STOP_POLL_S: Final = 0.1  # how often a consumer waiting in QNOTIFY looks at its stop flag
-#: How long a consumer waits for a reply when the client has no read timeout (None): past it
-#: (beyond a ``QNOTIFY`` wait) the connection is taken for dead and replaced.  As
-#: ``_async_consume.REPLY_TIMEOUT_S``: okq answers QREGISTER, QRPOP and QACK at once.
-REPLY_TIMEOUT_S: Final = 4.0
 
 
 class StopFlag(Protocol):
@@ -165,7 +161,7 @@ class AnyStop:
 class ConsumerSettings:
     """What every consumer of one `consume` call shares.
 
-    ``read_timeout_s`` is how long a whole reply may take (None: `REPLY_TIMEOUT_S`, as a
+    ``read_timeout_s`` is how long a whole reply may take (None: ``okq_proto.REPLY_TIMEOUT_S``, as a
     consumer never reads without a deadline), however its bytes trickle in; a ``QNOTIFY``
     reply may take that long past its wait.  A link that times its reads itself (redis-py's
     ``socket_timeout``) ignores it but for that bound on the wait.
@@ -271,12 +267,9 @@ def _run(
 ) -> None:
     """Drive one consumer machine over one connection until it stops or fails."""
     hooks, handler = settings.hooks, settings.handler
-    # A consumer never reads without a deadline, even when the client has no read timeout:
-    # a half-open connection (the server side gone without a FIN or RST reaching us) would
-    # block it for good, deaf to `stop` and holding its consume call.
+    # A consumer never reads without a deadline (`Consumer.reply_budget_s`), even when the
+    # client has no read timeout.
     read_timeout = settings.read_timeout_s
-    if read_timeout is None:
-        read_timeout = REPLY_TIMEOUT_S
     monotonic = time.monotonic
     registered = False
     conn = consumer.connection
@@ -299,15 +292,13 @@ def _run(
             if fresh:
                 started, seen = monotonic(), conn.replies_read
             assert started is not None
-            silence = consumer.allowed_silence_s()
-            if not silence:
+            budget = consumer.reply_budget_s(read_timeout)
+            if not consumer.allowed_silence_s():
                 if fresh:
-                    connection.set_read_timeout(read_timeout)
+                    connection.set_read_timeout(budget)
                 else:
                     connection.set_read_timeout(
-                        read_time_left(
-                            started, read_timeout, monotonic(), 0.0, where(connection.address)
-                        )
+                        read_time_left(started, budget, monotonic(), 0.0, where(connection.address))
                     )
                 connection.fill()
                 continue
@@ -315,14 +306,14 @@ def _run(
             if not registered:
                 registered = True
                 backoff.reset()
-            deadline = started + silence + read_timeout
+            deadline = started + budget
             while not stop.is_set():
                 if connection.fill_by(min(deadline, monotonic() + STOP_POLL_S)):
                     break
                 if monotonic() >= deadline:
                     raise TimeoutError(
                         f"no reply to QNOTIFY from {where(connection.address)} within "
-                        f"{silence + read_timeout:.1f} s"
+                        f"{budget:.1f} s"
                     )
             else:
                 consumer.stop()

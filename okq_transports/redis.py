@@ -22,6 +22,7 @@ consumers wait for that one reply on their own (sync: polling ``can_read``; asyn
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import math
@@ -63,9 +64,8 @@ from okq_proto import (
 
 from . import _plans as plans
 from ._async_consume import AsyncClient, ConsumerLink
-from ._async_driver import NOTIFY_MARGIN_S
 from ._backends import ASYNCIO, run_to_end
-from ._observe import active_hooks, retrying
+from ._observe import active_hooks, retrying, where
 from ._sync_consume import ConsumerSettings, run_consumers
 
 T = TypeVar("T")
@@ -397,7 +397,7 @@ class RedisPoolClient(plans.SyncMethods):
             queue_list,
             expire_seconds,
             self.notify_timeout_s,
-            NOTIFY_MARGIN_S,  # bounds the QNOTIFY wait; other reads take redis-py's timeout
+            None,  # the consumer's own budgets (`Consumer.reply_budget_s`), and redis-py's
             self.active_hooks,
         )
         run_consumers(settings, stop or threading.Event(), Backoff, concurrency)
@@ -407,7 +407,7 @@ class _SyncRedisLink:
     """A `Link` of the sync consumer driver over a borrowed redis-py connection: redis-py
     reads and parses, its replies reach the consumer machine through `ParsedReplies`."""
 
-    __slots__ = ("_feed", "_pool", "_rconn", "address", "conn")
+    __slots__ = ("_feed", "_pool", "_rconn", "_read_timeout_s", "address", "conn")
 
     def __init__(self, pool: Any, rconn: Any, address: tuple[str, int]) -> None:
         self._pool = pool
@@ -415,9 +415,12 @@ class _SyncRedisLink:
         self._feed = ParsedReplies()
         self.conn = ClientConnection(self._feed)
         self.address = address
+        self._read_timeout_s: float | None = None
 
     def set_read_timeout(self, seconds: float | None) -> None:
-        """Nothing to set: redis-py reads within its own ``socket_timeout``."""
+        """How long `fill` may take: waiting for a reply to start, then each read of its rest
+        (the socket's timeout while redis-py reads; its ``socket_timeout`` again after)."""
+        self._read_timeout_s = seconds
 
     def flush(self, data: bytes) -> None:
         try:
@@ -426,10 +429,13 @@ class _SyncRedisLink:
             raise _okq_error(exc, "okq over redis-py") from exc
 
     def fill(self) -> None:
-        try:
-            self._feed.push(_sync_read(self._rconn))
-        except _FAILURES as exc:
-            raise _okq_error(exc, "okq over redis-py") from exc
+        timeout = self._read_timeout_s
+        if timeout is None:
+            self._read(None)
+        elif not self.fill_by(time.monotonic() + timeout):
+            raise TimeoutError(
+                f"no reply from {where(self.address)} within {timeout:.1f} s (okq over redis-py)"
+            )
 
     def fill_by(self, deadline: float) -> bool:
         # Polled, not read with read_response(timeout=...): redis-py's timed-out read returns
@@ -440,8 +446,25 @@ class _SyncRedisLink:
         except _FAILURES as exc:
             raise _okq_error(exc, "okq over redis-py") from exc
         if ready:
-            self.fill()
+            self._read(deadline)
         return bool(ready)
+
+    def _read(self, deadline: float | None) -> None:
+        """One reply through redis-py; with a `deadline`, no read of it waits past it (a reply
+        that stops midway, behind a half-open connection, fails with a timeout)."""
+        rconn = self._rconn
+        sock = getattr(rconn, "_sock", None) if deadline is not None else None
+        try:
+            if sock is not None:
+                assert deadline is not None
+                sock.settimeout(max(deadline - time.monotonic(), 0.001))
+            self._feed.push(_sync_read(rconn))
+        except _FAILURES as exc:
+            raise _okq_error(exc, "okq over redis-py") from exc
+        finally:
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.settimeout(rconn.socket_timeout)
 
     def close(self) -> None:
         # Never hand a consumer connection back as is: it is registered (the server counts it

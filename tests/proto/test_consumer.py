@@ -14,6 +14,8 @@ from hypothesis import strategies as st
 
 from okq_proto import (
     NEED_DATA,
+    NOTIFY_MARGIN_S,
+    REPLY_TIMEOUT_S,
     AckSettled,
     ClientConnection,
     ConnectionClosed,
@@ -492,6 +494,15 @@ def test_allowed_silence_is_the_notify_wait_only_while_waiting() -> None:
     assert c.allowed_silence_s() == 5.0
     c.stop()
     assert c.allowed_silence_s() == 0.0
+
+
+def test_reply_budget_never_leaves_a_read_without_a_deadline() -> None:
+    c = make_consumer_in(S.POPPING)
+    assert c.reply_budget_s(2.0) == 2.0
+    assert c.reply_budget_s(None) == REPLY_TIMEOUT_S  # no read timeout of the transport's
+    c = make_consumer_in(S.WAITING)  # QNOTIFY 5: its wait, the margin, the read timeout
+    assert c.reply_budget_s(2.0) == 5.0 + NOTIFY_MARGIN_S + 2.0
+    assert c.reply_budget_s(None) == 5.0 + NOTIFY_MARGIN_S
 
 
 def _ack_reply_after(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import select
 import socket
 import threading
@@ -22,9 +23,12 @@ import trio
 
 from okq_proto import (
     NEED_DATA,
+    NOTIFY_MARGIN_S,
     ClientConnection,
     ConnectionState,
+    Delivery,
     Event,
+    Hooks,
     LocalProtocolError,
     QRPeek,
     RemoteProtocolError,
@@ -36,6 +40,7 @@ from okq_transports import asyncio as okq_asyncio
 from okq_transports import trio as okq_trio
 from okq_transports._sync_io import connect as sync_connect
 from okq_transports._sync_io import readable_now
+from okq_transports.server import ThreadedServer
 from okq_transports.sync import Client
 from tests.transports.scenarios import GOOD_PEEK, MalformedServer, run_on_uvloop
 
@@ -306,12 +311,14 @@ class DribblingOkqServer(MalformedServer):
 
 
 @pytest.mark.parametrize(
-    ("dribble", "budget_s"), [(b"QRPOP", READ_TIMEOUT_S), (b"QNOTIFY", READ_TIMEOUT_S + 1)]
+    ("dribble", "budget_s"),
+    [(b"QRPOP", READ_TIMEOUT_S), (b"QNOTIFY", 1 + NOTIFY_MARGIN_S + READ_TIMEOUT_S)],
 )
 def test_a_consumer_gives_up_on_a_dribbled_reply_within_its_budget(
     dribble: bytes, budget_s: float
 ) -> None:
-    # QRPOP: the read timeout; QNOTIFY: its wait (1 s) plus the read timeout.
+    # QRPOP: the read timeout; QNOTIFY: its wait (1 s), the margin and the read timeout (the
+    # budget every door's consumers take, `Consumer.reply_budget_s`).
     server = DribblingOkqServer(0.6, dribble)
     stop = threading.Event()
     got: list[object] = []
@@ -480,3 +487,78 @@ def test_readable_now() -> None:
         while not readable_now(a.fileno()):
             assert time.monotonic() < deadline
             time.sleep(0.001)
+
+
+class _Errors(Hooks):
+    """Records the errors consumers survive (each failed connection reports one)."""
+
+    def __init__(self) -> None:
+        self.errors: list[BaseException] = []
+
+    def error(self, error: BaseException) -> None:
+        self.errors.append(error)
+
+
+@pytest.mark.parametrize("door", ["asyncio", "trio"])
+def test_async_consumers_keep_the_clients_reply_cap(door: str) -> None:
+    """A consumer's connection buffers no more of one reply than its client's
+    ``max_reply_bytes``: an event larger than that is refused (its connection fails with a
+    typed error naming the cap) and never reaches the handler; smaller ones are consumed."""
+    server = ThreadedServer("127.0.0.1", 0, seed=0).start()
+    try:
+        with Client(server.address) as pusher:
+            pusher.push("capped", b"small")
+            pusher.push("capped", b"x" * 8192)
+        hooks = _Errors()
+        seen: list[bytes] = []
+
+        def handler(delivery: Delivery) -> bool:
+            seen.append(delivery.contents)
+            return True
+
+        if door == "asyncio":
+
+            async def main_asyncio() -> None:
+                stop = asyncio.Event()
+                async with okq_asyncio.Client(
+                    server.address, max_reply_bytes=1024, hooks=hooks
+                ) as client:
+                    task = asyncio.ensure_future(
+                        client.consume(handler, ["capped"], expire_seconds=30, stop=stop)
+                    )
+                    for _ in range(100):
+                        if hooks.errors and seen:
+                            break
+                        await asyncio.sleep(0.05)
+                    stop.set()
+                    await asyncio.wait_for(task, 10)
+
+            asyncio.run(main_asyncio())
+        else:
+
+            async def main_trio() -> None:
+                stop = trio.Event()
+                async with (
+                    okq_trio.open_client(
+                        server.address, max_reply_bytes=1024, hooks=hooks
+                    ) as client,
+                    trio.open_nursery() as nursery,
+                ):
+                    nursery.start_soon(
+                        functools.partial(
+                            client.consume, handler, ["capped"], expire_seconds=30, stop=stop
+                        )
+                    )
+                    for _ in range(100):
+                        if hooks.errors and seen:
+                            break
+                        await trio.sleep(0.05)
+                    stop.set()
+
+            trio.run(main_trio)
+        assert seen == [b"small"]
+        assert any(
+            isinstance(e, RemoteProtocolError) and "max_reply_bytes" in str(e) for e in hooks.errors
+        ), hooks.errors
+    finally:
+        server.stop()

@@ -67,11 +67,12 @@ def test_ledger(door: str, fault: str, n: int) -> None:
 
 
 @pytest.mark.timeout(120)
-@pytest.mark.parametrize("door", ["sync", "asyncio"])
+@pytest.mark.parametrize("door", ["sync", "asyncio", "redis-sync", "redis-asyncio"])
 def test_half_open_without_a_read_timeout(door: str) -> None:
-    """A client with ``read_timeout_s=None`` behind half-open connections: its consumers
-    bound their reads by themselves (as trio's, which have no read timeout, must).  The sync
-    consumer used to block for good in the read of a reply that never came."""
+    """A client with ``read_timeout_s=None`` (a redis-py pool with ``socket_timeout=None``)
+    behind half-open connections: its consumers bound their reads by themselves (as trio's,
+    which have no read timeout, must).  The sync consumers, of the sync client and of a sync
+    redis-py pool, used to block for good in the read of a reply that never came."""
     result = run_ledger(door, "half-open", 200, read_timeout_s=None)
     check(result)
     assert result.faults["reset-up"] + result.faults["reset-down"] > 0
