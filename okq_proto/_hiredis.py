@@ -23,8 +23,9 @@ client's one reply per read), else up to the last place that starts like the fir
 of pipelined replies, then one cut short).  After the run hiredis gets one reply of our own
 (``+\x00\r\n``): it comes back last, and as a reply of its own, exactly when the run ended
 where a reply ends (otherwise it became an element, payload bytes or an error).  No reply may
-nest deeper than ``max_depth`` (counted: fewer ``*`` than that beyond one per array reply
-proves it, else the replies are walked level by level at C speed); if anything fails, hiredis
+nest deeper than ``max_depth`` (a run of arrays of strings is flat; else fewer ``*`` than
+that beyond one per array reply proves it; else the replies are walked level by level, all at
+C speed); if anything fails, hiredis
 is replaced by a fresh reader and the framer decides the whole run.  The run's replies are then
 handed out at C speed (``next_reply`` is ``next`` over them, then over ``gets``).  Exact
 shortcuts skip even the screen for ``+OK``, one line element, and one bulk string or array of
@@ -55,7 +56,7 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
-from itertools import chain, compress
+from itertools import chain, compress, repeat
 from typing import Any, Final, cast
 
 import hiredis
@@ -106,8 +107,8 @@ def _any_resp3_type(data: bytes, start: int, end: int) -> bool:
     if end - start <= 2048:
         part = data[start:end]
         return len(part.translate(None, _RESP3_TYPE_BYTES)) != len(part)
-    find = data.find
-    return any(find(byte, start, end) >= 0 for byte in _RESP3_TYPES)  # a memchr each
+    count = len(_RESP3_TYPES)  # a memchr each, at C speed
+    return max(map(data.find, _RESP3_TYPES, repeat(start, count), repeat(end, count))) >= 0
 
 
 def _bulks(data: bytes) -> bool:
@@ -148,6 +149,16 @@ def _bulks(data: bytes) -> bool:
 def _digits_within(limit: int) -> int:
     """The most digits a count can have and always stay within `limit`."""
     return len(str(limit + 1)) - 1
+
+
+def _arrays_of_strings(replies: list[Reply]) -> bool:
+    """Whether every reply is an array of strings (a run of QRPOP or peek replies): then none
+    nests.  Joining their elements proves it at C speed (anything else is a TypeError)."""
+    try:
+        b"".join(_flatten(cast("list[list[bytes]]", replies)))
+    except TypeError:
+        return False
+    return True
 
 
 def _too_deep(replies: list[Reply], max_depth: int) -> bool:
@@ -552,7 +563,8 @@ class HiredisDecoder:
         # fewer "*" in the run than that beyond one per array reply, no reply can.
         max_depth = self._limits.max_depth
         if whole and (
-            data.count(b"*", pos, cut) - list(map(type, replies)).count(list) < max_depth
+            _arrays_of_strings(replies)
+            or data.count(b"*", pos, cut) - list(map(type, replies)).count(list) < max_depth
             or not _too_deep(replies, max_depth)
         ):
             ready = self._ready

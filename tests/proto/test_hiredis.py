@@ -672,3 +672,22 @@ def test_deep_nesting_inside_a_run_is_refused_and_bounded(unit: bytes) -> None:
     assert fast[:2] == run(Decoder(), [wire])[:2]
     assert fast[1] is RemoteProtocolError
     assert peak < len(wire) + 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    "middle",
+    [
+        b"*2\r\n$1\r\na\r\n*1\r\n$1\r\nb\r\n",  # an array inside a reply like the others
+        b"*1\r\n" * 8 + b"$1\r\nc\r\n",  # nested past max_depth
+        b"*2\r\n$1\r\na\r\n"
+        + b"*1\r\n" * 7
+        + b"$1\r\nd\r\n",  # at max_depth + 1 through an element
+        b"*2\r\n:1\r\n$1\r\ne\r\n",  # an integer among the strings
+    ],
+)
+def test_nesting_in_the_middle_of_a_run_of_string_arrays(middle: bytes) -> None:
+    """A run of QRPOP-shaped replies is proven flat at C speed; one reply in the middle that is
+    not an array of strings sends the run through the full nesting check, which decides it as
+    the pure decoder does."""
+    compare([_RUN + middle + _RUN])
+    compare([_RUN + middle + _RUN + b"*2\r\n$1\r\n"])
