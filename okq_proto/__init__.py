@@ -15,6 +15,9 @@ from ._client import (
     ReplyDecoder,
     make_decoder,
 )
+from ._client import (
+    Backend as DecoderBackend,
+)
 from ._commands import (
     DEFAULT_EXPIRE_S,
     NO_ACK,
@@ -121,6 +124,7 @@ __all__ = [
     "ConsumerState",
     "ConsumerStopped",
     "Decoder",
+    "DecoderBackend",
     "Delivered",
     "Delivery",
     "DuplicateEventError",

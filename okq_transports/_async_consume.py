@@ -23,9 +23,15 @@ from okq_proto import (
     DEFAULT_EXPIRE_S,
     DEFAULT_MAX_REPLY_BYTES,
     NEED_DATA,
+    AckSettled,
     Backoff,
     ClientConnection,
+    Consumer,
+    ConsumerState,
+    ConsumerStopped,
+    Delivered,
     Delivery,
+    LateAck,
     LocalProtocolError,
     RemoteProtocolError,
     ReplyError,
@@ -34,8 +40,6 @@ from okq_proto import (
     check_consume_options,
     is_transient,
 )
-from okq_proto._consumer import AckSettled, Consumer, ConsumerStopped, Delivered, LateAck
-from okq_proto._consumer_state import ConsumerState
 
 from ._async_driver import AsyncClientCore, ConnectionBusyError, close_quietly
 from ._backends import READ_SIZE, STOPPED, AsyncStream, StopEvent

@@ -27,6 +27,7 @@ from okq_proto import (
     ConnectError,
     ConnectionClosed,
     ConnectionState,
+    DecoderBackend,
     Event,
     Hooks,
     IdFactory,
@@ -42,7 +43,6 @@ from okq_proto import (
     read_time_left,
     retry_safe,
 )
-from okq_proto._client import Backend as Backend_
 
 from . import _plans as plans
 from ._backends import READ_SIZE, AsyncStream, Backend, Waiter
@@ -110,7 +110,7 @@ class AsyncConnection:
         *,
         read_timeout_s: float | None = None,
         address: tuple[str, int] | None = None,
-        decoder: Backend_ = "auto",
+        decoder: DecoderBackend = "auto",
         max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:

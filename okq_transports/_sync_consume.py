@@ -34,8 +34,8 @@ from okq_proto import (
     ReplyError,
     TimeoutError,
     is_transient,
+    read_time_left,
 )
-from okq_proto._ops import read_time_left
 
 from ._observe import call_hook, handler_failed, late_ack, lost, reconnecting, where
 

@@ -29,7 +29,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 from okq_proto import (
     CLOSED,
@@ -46,7 +46,6 @@ from okq_proto import (
     TimeoutError,
     read_time_left,
 )
-from okq_proto._commands import T
 
 from ._exceptions import to_okq_error
 from ._observe import log
@@ -259,7 +258,7 @@ class SyncConnection:
             self.conn.receive_eof()
         return True
 
-    def request(self, command: Command[T]) -> CommandReplied:
+    def request(self, command: Command[Any]) -> CommandReplied:
         """Send one command and return its reply (an error reply is in ``.error``).
 
         Raises:
@@ -290,7 +289,7 @@ class SyncConnection:
             self.broken = True
             raise
 
-    def request_many(self, commands: list[Command[T]]) -> list[CommandReplied]:
+    def request_many(self, commands: list[Command[Any]]) -> list[CommandReplied]:
         """Send `commands` in one write and return their replies, in order.
 
         Raises:

@@ -29,6 +29,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, NoReturn, TypedDict, final
 
+from okq_proto import NEED_DATA
 from okq_proto._dispatch import (
     DEFAULT_NOBLOCK_WORKERS,
     ERR_SERVER_SIDE,
@@ -54,7 +55,6 @@ from okq_proto._dispatch import (
     render_status,
 )
 from okq_proto._engine import DEFAULT_EXPIRE_S, DEFAULT_SWEEP_INTERVAL_S
-from okq_proto._resp import NEED_DATA
 from okq_proto._server import (
     DEFAULT_MAX_ARRAY_COUNT,
     DEFAULT_MAX_BULK_BYTES,
