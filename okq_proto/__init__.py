@@ -2,7 +2,9 @@
 
 Pure state machines and data: RESP2 codec, okq commands, the client connection machine and
 the public types.  No sockets, threads, clocks or event loops: transports in
-``okq_transports`` move the bytes and pass the time in.  ``__all__`` is the public API.
+``okq_transports`` move the bytes and pass the time in.  ``__all__`` is the public API; two
+more public modules hold what only some callers need: ``okq_proto.server`` (the server role)
+and ``okq_proto.hiredis`` (the decoder on hiredis, which needs hiredis installed).
 """
 
 from ._client import (
@@ -48,6 +50,9 @@ from ._consumer import (
     Delivered,
     LateAck,
 )
+from ._consumer_state import MOVES as CONSUMER_MOVES
+from ._consumer_state import PEER_INPUTS as CONSUMER_PEER_INPUTS
+from ._consumer_state import USER_INPUTS as CONSUMER_USER_INPUTS
 from ._consumer_state import ConsumerInput, ConsumerState
 from ._errors import (
     ConnectError,
@@ -100,6 +105,9 @@ from ._types import Event, PushFlag, QueueStatus, contents_bytes, from_wire, to_
 __all__ = [
     "CLOSED",
     "CONNECTION_FAILURES",
+    "CONSUMER_MOVES",
+    "CONSUMER_PEER_INPUTS",
+    "CONSUMER_USER_INPUTS",
     "DEFAULT_EXPIRE_S",
     "DEFAULT_MAX_DRAIN",
     "DEFAULT_MAX_REPLY_BYTES",

@@ -57,3 +57,20 @@ def test_no_io_modules_imported_by_the_core() -> None:
                 for ban in banned:
                     assert f"\nimport {ban}\n" not in text, (name, ban)
                     assert f"\nfrom {ban} import" not in text, (name, ban)
+
+
+def test_server_module_exports_the_server_role() -> None:
+    import okq_proto.server
+
+    pinned = {"ServerConnection", "CloseWithoutReply", "PeerClosed", "Dispatcher", "QueueEngine"}
+    assert pinned <= set(okq_proto.server.__all__)
+    for name in okq_proto.server.__all__:
+        assert hasattr(okq_proto.server, name), name
+
+
+def test_consumer_table_is_public() -> None:
+    moves = okq_proto.CONSUMER_MOVES
+    assert moves[okq_proto.ConsumerState.REGISTERING, okq_proto.ConsumerInput.REGISTERED]
+    assert okq_proto.CONSUMER_PEER_INPUTS | okq_proto.CONSUMER_USER_INPUTS == set(
+        okq_proto.ConsumerInput
+    )
