@@ -105,7 +105,7 @@ def test_state_diagram_covers_every_move() -> None:
         import gen_state_diagram
     finally:
         sys.path.remove(str(DOCS))
-    from okq_proto._consumer_state import MOVES
+    from okq_proto import CONSUMER_MOVES as MOVES
 
     table = gen_state_diagram.render_table(MOVES)
     for (state, inp), nxt in MOVES.items():

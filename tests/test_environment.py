@@ -80,7 +80,7 @@ def test_default_decoder_follows_what_is_installed() -> None:
         with pytest.raises(LocalProtocolError, match="hiredis"):
             make_decoder("hiredis")
     else:
-        from okq_proto._hiredis import HiredisDecoder
+        from okq_proto.hiredis import HiredisDecoder
 
         assert type(make_decoder()) is HiredisDecoder
     assert type(make_decoder("python")) is Decoder

@@ -126,7 +126,7 @@ UNDOCUMENTED: Final = "undocumented"
 #: ``name=module:class`` of each backend; the first is the reference.
 DEFAULT_BACKENDS: Final = (
     "python=okq_proto:Decoder",
-    "hiredis=okq_proto._hiredis:HiredisDecoder",
+    "hiredis=okq_proto.hiredis:HiredisDecoder",
 )
 
 #: Limits a stream is decoded under (chosen per stream).  ``tight`` reaches every limit with

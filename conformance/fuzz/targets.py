@@ -26,7 +26,7 @@ from okq_proto import (
     RemoteProtocolError,
     TransportError,
 )
-from okq_proto._server import CloseWithoutReply, PeerClosed, ServerConnection
+from okq_proto.server import CloseWithoutReply, PeerClosed, ServerConnection
 
 __all__ = ["TARGETS", "fuzz_client_connection", "fuzz_decoder", "fuzz_server_connection"]
 

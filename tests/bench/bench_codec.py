@@ -34,7 +34,7 @@ from redis._parsers.socket import SocketBuffer
 from redis.connection import PythonRespSerializer
 
 from okq_proto import NEED_DATA, Decoder, QLPush, encode_command_parts
-from okq_proto._hiredis import HiredisDecoder
+from okq_proto.hiredis import HiredisDecoder
 
 # redis-py ships no types for these; keep them as Any here.
 _Parser: Any = _RESP2Parser

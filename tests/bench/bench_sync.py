@@ -46,8 +46,13 @@ if str(ROOT) not in sys.path:  # run as a script
 
 import redis  # noqa: E402
 
-from okq_proto import NEED_DATA, Delivery, encode_command, make_decoder  # noqa: E402
-from okq_proto._resp import encode_commands  # noqa: E402
+from okq_proto import (  # noqa: E402
+    NEED_DATA,
+    Delivery,
+    encode_command,
+    encode_commands,
+    make_decoder,
+)
 from okq_transports.sync import Client  # noqa: E402
 from tests.bench.bench_server import okq_server  # noqa: E402
 

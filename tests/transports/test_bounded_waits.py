@@ -22,6 +22,7 @@ import pytest
 import trio
 
 from okq_proto import (
+    DEFAULT_MAX_REPLY_BYTES,
     NEED_DATA,
     NOTIFY_MARGIN_S,
     ClientConnection,
@@ -33,9 +34,8 @@ from okq_proto import (
     QRPeek,
     RemoteProtocolError,
     TimeoutError,
+    read_time_left,
 )
-from okq_proto._client import DEFAULT_MAX_REPLY_BYTES
-from okq_proto._ops import read_time_left
 from okq_transports import asyncio as okq_asyncio
 from okq_transports import trio as okq_trio
 from okq_transports._sync_io import connect as sync_connect

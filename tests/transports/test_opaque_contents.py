@@ -29,8 +29,8 @@ if os.environ.get("CI", "").lower() != "true":  # under CI a missing one fails t
 
 import okq_proto
 from okq_proto import Decoder, Event, from_wire, make_decoder, to_wire
-from okq_proto._dispatch import render_info
-from okq_proto._engine import QueueStatus as ServerQueueStatus
+from okq_proto.server import QueueStatus as ServerQueueStatus
+from okq_proto.server import render_info
 from okq_transports import sync as okq_sync
 from okq_transports.server import ThreadedServer
 from tests.proto.test_opaque_codec import (
@@ -313,6 +313,6 @@ def test_doors_decode_with_hiredis(backend: str) -> None:
     """The okq doors decode with hiredis when it is installed (the default decoder), so the
     tests above cover it; under CI it must be installed."""
     require(backend)
-    from okq_proto._hiredis import HiredisDecoder
+    from okq_proto.hiredis import HiredisDecoder
 
     assert isinstance(make_decoder(), HiredisDecoder)
