@@ -1,13 +1,11 @@
-"""The embedded okq server: asyncio TCP around the pure server machines.
+"""The embedded okq server on an asyncio loop: `EmbeddedServer`.
 
-Owns: sockets, tasks, timers, the server's options (`ServerOptions`) and the three ways to run
-the server: `serve` (the CLI, ``python -m okq_transports serve``), an async context manager
-(`EmbeddedServer` on the running asyncio loop; `open_server` for trio, which runs it in a
-thread) and `ThreadedServer` / `run_in_thread` (a background thread for sync code and pytest
-fixtures; the thread itself is `okq_transports._server_thread.LoopThread`).
-Must not know: okq's rules.  Framing is `okq_proto._server.ServerConnection`, command meaning
-and replies are `okq_proto._dispatch.Dispatcher`, queues live behind
-`okq_transports._storage.Storage`.  This module only carries out the `Action` values.
+Owns: the listening socket, one task per connection, the QNOTIFY wakers and the bound on the
+waits held at once, the NOBLOCK pushes stored in the background, and a graceful close.
+Must not know: okq's rules.  Framing is `okq_proto.server.ServerConnection`, command meaning
+and replies are `okq_proto.server.Dispatcher`, queues live behind
+`okq_transports.server.Storage`.  This module only carries out the `Action` values.  Threads
+and trio are `okq_transports.server._runners`.
 
 Like okq, a connection is served one request at a time and is not read while a QNOTIFY waits,
 so a client that closes during a QNOTIFY stays a registered consumer until the QNOTIFY ends.
@@ -22,29 +20,35 @@ import asyncio
 import contextlib
 import logging
 import random
-import signal
-import sys
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, NoReturn, TypedDict, final
+from typing import TYPE_CHECKING, Final, NoReturn, final
 
 from okq_proto import NEED_DATA
-from okq_proto._dispatch import (
+from okq_proto.server import (
+    DEFAULT_MAX_ARRAY_COUNT,
+    DEFAULT_MAX_BULK_BYTES,
+    DEFAULT_MAX_LINE_BYTES,
+    DEFAULT_MAX_NESTING,
+    DEFAULT_MAX_QUERY_BYTES,
     DEFAULT_NOBLOCK_WORKERS,
     ERR_SERVER_SIDE,
     OK,
     Ack,
     Action,
+    CloseWithoutReply,
     Dispatcher,
     Flush,
     Peek,
+    PeerClosed,
     Pop,
     Push,
     Register,
     Reply,
     RunInBackground,
     RunOp,
+    ServerConnection,
     Status,
     StorageOp,
     WaitForNotify,
@@ -54,102 +58,22 @@ from okq_proto._dispatch import (
     render_push,
     render_status,
 )
-from okq_proto._engine import DEFAULT_EXPIRE_S, DEFAULT_SWEEP_INTERVAL_S
-from okq_proto._server import (
-    DEFAULT_MAX_ARRAY_COUNT,
-    DEFAULT_MAX_BULK_BYTES,
-    DEFAULT_MAX_LINE_BYTES,
-    DEFAULT_MAX_NESTING,
-    DEFAULT_MAX_QUERY_BYTES,
-    CloseWithoutReply,
-    PeerClosed,
-    ServerConnection,
-)
-from okq_transports._server_thread import LoopThread
-from okq_transports._storage import MemoryStorage, Storage, StorageError
+
+from ._options import DEFAULT_MAX_NOTIFY_WAITS, ServerOptions, checked, default_storage
+from ._storage import Storage, StorageError
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack  # typing.Unpack is 3.11+; annotations only
 
-__all__ = [
-    "DEFAULT_MAX_NOTIFY_WAITS",
-    "EmbeddedServer",
-    "MemoryStorage",
-    "ServerOptions",
-    "Storage",
-    "StorageError",
-    "ThreadedServer",
-    "open_server",
-    "run_in_thread",
-    "serve",
-]
+__all__ = ["EmbeddedServer"]
 
 _log = logging.getLogger("okq.server")
 _READ_SIZE: Final = 65536
 _FLUSH_AT: Final = 65536  # pipelined replies are written in batches up to this size
-_START_TIMEOUT_S: Final = 10.0
-
-DEFAULT_MAX_NOTIFY_WAITS: Final = 1000
-"""QNOTIFY waits one server holds at once (okq has no bound); see `ServerOptions`."""
 
 
 def assert_never(value: NoReturn) -> NoReturn:  # typing.assert_never is 3.11+
     raise AssertionError(f"unhandled value {value!r}")
-
-
-class ServerOptions(TypedDict, total=False):
-    """The keyword options of `EmbeddedServer`, `ThreadedServer`, `run_in_thread`,
-    `open_server` and `serve`; all optional.
-
-    Attributes:
-        sweep_interval_s: restore sweep period for the default storage (okq: 10 s).
-        sweep_interval: alias of ``sweep_interval_s`` (wins when both are given).
-        default_expire_s: QRPOP's claim duration without ``EX``, for the default storage.
-        noblock_workers: NOBLOCK pushes in flight before ``ERR too busy`` (okq: 128).
-        seed: seeds QNOTIFY's shuffle (None: unpredictable).
-        max_bulk_bytes: input limit per connection (as are the three below); exceeding one
-            closes that connection without a reply.
-        max_array_count: elements of one request.
-        max_line_bytes: length of one header line.
-        max_nesting: depth of nested arrays.
-        max_query_bytes: bytes one request may hold while it is read, its arguments so far
-            included (Redis's client-query-buffer-limit, 1 GiB there and here); past it the
-            connection is closed without a reply, as Redis closes such a client.
-        max_notify_waits: QNOTIFY waits the server holds at once (1000).  A QNOTIFY that
-            would have to wait while that many are held is answered ``-ERR unexpected
-            server-side error`` at once (a warning is logged); one that finds work, or
-            ``QNOTIFY 0``, is answered as usual.  Closed clients keep their wait, and their
-            count as consumers, until it ends, as in okq.
-    """
-
-    sweep_interval_s: float
-    sweep_interval: float | None
-    default_expire_s: int
-    noblock_workers: int
-    seed: int | None
-    max_bulk_bytes: int
-    max_array_count: int
-    max_line_bytes: int
-    max_nesting: int
-    max_query_bytes: int
-    max_notify_waits: int
-
-
-def _checked(options: ServerOptions) -> ServerOptions:
-    """A copy of ``options``; an unknown name is a TypeError, as for any keyword argument."""
-    unknown = sorted(set(options) - ServerOptions.__optional_keys__)
-    if unknown:
-        raise TypeError(f"unexpected server option(s): {', '.join(unknown)}")
-    return options.copy()
-
-
-def _default_storage(options: ServerOptions) -> MemoryStorage:
-    """The `MemoryStorage` a server makes when it is given none."""
-    sweep = options.get("sweep_interval")
-    if sweep is None:
-        sweep = options.get("sweep_interval_s", DEFAULT_SWEEP_INTERVAL_S)
-    expire = options.get("default_expire_s", DEFAULT_EXPIRE_S)
-    return MemoryStorage(sweep_interval_s=sweep, default_expire_s=expire)
 
 
 @final
@@ -177,10 +101,10 @@ class EmbeddedServer:
         storage: Storage | None = None,
         **options: Unpack[ServerOptions],
     ) -> None:
-        options = _checked(options)
+        options = checked(options)
         self._host = host
         self._requested_port = port
-        self.storage: Storage = storage or _default_storage(options)
+        self.storage: Storage = storage or default_storage(options)
         """The storage behind this server."""
         self.dispatcher = Dispatcher(
             rng=random.Random(options.get("seed")),
@@ -448,176 +372,3 @@ async def _flush(writer: asyncio.StreamWriter, pending: bytearray) -> None:
         writer.write(bytes(pending))
         pending.clear()
         await writer.drain()
-
-
-# -- background thread, trio --------------------------------------------------------------------
-
-
-@final
-class ThreadedServer:
-    """An `EmbeddedServer` on its own event loop in a daemon thread, for sync code and fixtures.
-
-    ::
-
-        with run_in_thread(sweep_interval_s=0.5) as srv:
-            sock = socket.create_connection((srv.host, srv.port))
-            ...
-            srv.stop()        # clients see their connections closed
-            srv.start()       # same port, same storage
-
-    Args:
-        host, port: as for `EmbeddedServer`; after the first start the bound port is reused by
-            later starts.
-        storage: kept across `stop` / `start`; a fresh `MemoryStorage` if None.
-        **options: the `ServerOptions`, as for `EmbeddedServer`.
-    """
-
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        storage: Storage | None = None,
-        **options: Unpack[ServerOptions],
-    ) -> None:
-        self._host = host
-        self._port = port
-        self._options = _checked(options)
-        self.storage: Storage = storage or _default_storage(self._options)
-        """The storage, shared by every start of this server."""
-        self._thread = LoopThread("okq-embedded-server")
-
-    @property
-    def host(self) -> str:
-        """The listening host."""
-        return self._host
-
-    @property
-    def port(self) -> int:
-        """The bound port (0 before the first start)."""
-        return self._port
-
-    @property
-    def address(self) -> str:
-        """``"host:port"``."""
-        return f"{self._host}:{self._port}"
-
-    @property
-    def running(self) -> bool:
-        """True between `start` and `stop`."""
-        return self._thread.running
-
-    def start(self) -> ThreadedServer:
-        """Start serving in a new thread; returns once listening (on the same port as before).
-
-        Raises:
-            RuntimeError: already running, or the server failed to start (cause chained).
-        """
-        if self._thread.running:
-            raise RuntimeError("server already running")
-        try:
-            server = self._thread.start(self._new_server, _START_TIMEOUT_S)
-        except BaseException as exc:
-            raise RuntimeError(f"embedded okq server did not start on {self.address}") from exc
-        self._port = server.port
-        return self
-
-    def _new_server(self) -> EmbeddedServer:
-        return EmbeddedServer(self._host, self._port, storage=self.storage, **self._options)
-
-    def stop(self) -> None:
-        """Close the server gracefully and join its thread.  The storage is kept.  Idempotent."""
-        self._thread.stop(_START_TIMEOUT_S * 3)
-
-    def restart(self) -> None:
-        """`stop`, then `start` on the same port with the same storage."""
-        self.stop()
-        self.start()
-
-    def __enter__(self) -> ThreadedServer:
-        if not self._thread.running:
-            self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-@contextlib.contextmanager
-def run_in_thread(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    storage: Storage | None = None,
-    **options: Unpack[ServerOptions],
-) -> Iterator[ThreadedServer]:
-    """Run a `ThreadedServer` for the ``with`` block: ``with run_in_thread() as srv: ...``."""
-    with ThreadedServer(host, port, storage=storage, **options) as server:
-        yield server
-
-
-@contextlib.asynccontextmanager
-async def open_server(
-    host: str = "127.0.0.1",
-    port: int = 0,
-    *,
-    storage: Storage | None = None,
-    **options: Unpack[ServerOptions],
-) -> AsyncIterator[ThreadedServer]:
-    """For trio: run a `ThreadedServer` for the ``async with`` block.
-
-    ::
-
-        async with open_server(sweep_interval_s=0.5) as srv:
-            client = await trio.open_tcp_stream(srv.host, srv.port)
-
-    The server keeps its own asyncio loop in a thread; starting and stopping it happen in a
-    trio worker thread, so the trio loop never blocks.  Leaving the block (also by an
-    exception or a cancellation) stops the server and closes its connections.  The server's
-    own `ThreadedServer.stop` / `restart` block: call them through ``trio.to_thread.run_sync``.
-    Under asyncio, use `EmbeddedServer` on the running loop instead.  Needs trio (imported on
-    first use).
-
-    Raises:
-        RuntimeError: the server failed to start (cause chained).
-    """
-    import trio  # optional dependency: only this helper needs it
-
-    server = ThreadedServer(host, port, storage=storage, **options)
-    await trio.to_thread.run_sync(server.start)
-    try:
-        yield server
-    finally:
-        with trio.CancelScope(shield=True):
-            await trio.to_thread.run_sync(server.stop)
-
-
-# -- CLI ----------------------------------------------------------------------------------------
-
-
-def serve(host: str = "127.0.0.1", port: int = 4777, **options: Unpack[ServerOptions]) -> None:
-    """Run the server in the foreground until SIGINT or SIGTERM (the CLI's ``serve``), with the
-    `ServerOptions` given.
-
-    Prints ``okq server listening on HOST:PORT`` (flushed) once listening, so a parent
-    process that passed port 0 can read the port.
-    """
-
-    async def main() -> None:
-        server = EmbeddedServer(host, port, **options)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                loop.add_signal_handler(sig, stop.set)
-        async with server:
-            print(f"okq server listening on {server.address}", flush=True)
-            await stop.wait()
-        print("okq server stopped", file=sys.stderr, flush=True)
-
-    asyncio.run(main())

@@ -3,7 +3,8 @@
 Owns: the thread, its event loop, the start handshake (return once the server listens, or
 raise what stopped it) and the stop request sent from another thread.
 Must not know: what the server does or how it is configured; `okq_transports.server` builds
-`ThreadedServer` (sync code, fixtures) and `open_server` (trio) on `LoopThread`.
+`ThreadedServer` (sync code, fixtures) and `open_server` (trio) on `LoopThread`
+(in ``okq_transports.server._runners``).
 """
 
 from __future__ import annotations

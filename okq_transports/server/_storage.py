@@ -2,8 +2,9 @@
 
 Owns: the async storage interface the server talks to (one method per okq operation, in bytes),
 push notifications out of the storage (`Storage.subscribe`), and the in-memory implementation
-that drives the pure `okq_proto._engine.QueueEngine` and its restore sweep timer.
-Must not know: connections, RESP, okq's argument rules or reply formats (`okq_proto._dispatch`).
+that drives the pure `okq_proto.server.QueueEngine` and its restore sweep timer.
+Must not know: connections, RESP, okq's argument rules or reply formats (the
+`okq_proto.server.Dispatcher`).
 
 The interface mirrors okq's Redis steps (protocol doc section 10) so that a Redis-backed
 storage using okq's key layout can be dropped in; it would raise `StorageError` for any Redis
@@ -20,7 +21,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Protocol, final
 
-from okq_proto._engine import (
+from okq_proto.server import (
     DEFAULT_EXPIRE_S,
     DEFAULT_SWEEP_INTERVAL_S,
     ExpiryTooLargeError,

@@ -1,0 +1,75 @@
+"""The embedded server's options: `ServerOptions`, their defaults and their checking.
+
+Owns: the keyword options every way of running the server takes, the bound okq leaves out
+(`DEFAULT_MAX_NOTIFY_WAITS`), the check that refuses an unknown option and the default
+`MemoryStorage` the options describe.
+Must not know: sockets, event loops, threads; what the options do (`EmbeddedServer` does it).
+"""
+
+from __future__ import annotations
+
+from typing import Final, TypedDict
+
+from okq_proto.server import DEFAULT_EXPIRE_S, DEFAULT_SWEEP_INTERVAL_S
+
+from ._storage import MemoryStorage
+
+__all__ = ["DEFAULT_MAX_NOTIFY_WAITS", "ServerOptions", "checked", "default_storage"]
+
+DEFAULT_MAX_NOTIFY_WAITS: Final = 1000
+"""QNOTIFY waits one server holds at once (okq has no bound); see `ServerOptions`."""
+
+
+class ServerOptions(TypedDict, total=False):
+    """The keyword options of `EmbeddedServer`, `ThreadedServer`, `run_in_thread`,
+    `open_server` and `serve`; all optional.
+
+    Attributes:
+        sweep_interval_s: restore sweep period for the default storage (okq: 10 s).
+        sweep_interval: alias of ``sweep_interval_s`` (wins when both are given).
+        default_expire_s: QRPOP's claim duration without ``EX``, for the default storage.
+        noblock_workers: NOBLOCK pushes in flight before ``ERR too busy`` (okq: 128).
+        seed: seeds QNOTIFY's shuffle (None: unpredictable).
+        max_bulk_bytes: input limit per connection (as are the three below); exceeding one
+            closes that connection without a reply.
+        max_array_count: elements of one request.
+        max_line_bytes: length of one header line.
+        max_nesting: depth of nested arrays.
+        max_query_bytes: bytes one request may hold while it is read, its arguments so far
+            included (Redis's client-query-buffer-limit, 1 GiB there and here); past it the
+            connection is closed without a reply, as Redis closes such a client.
+        max_notify_waits: QNOTIFY waits the server holds at once (1000).  A QNOTIFY that
+            would have to wait while that many are held is answered ``-ERR unexpected
+            server-side error`` at once (a warning is logged); one that finds work, or
+            ``QNOTIFY 0``, is answered as usual.  Closed clients keep their wait, and their
+            count as consumers, until it ends, as in okq.
+    """
+
+    sweep_interval_s: float
+    sweep_interval: float | None
+    default_expire_s: int
+    noblock_workers: int
+    seed: int | None
+    max_bulk_bytes: int
+    max_array_count: int
+    max_line_bytes: int
+    max_nesting: int
+    max_query_bytes: int
+    max_notify_waits: int
+
+
+def checked(options: ServerOptions) -> ServerOptions:
+    """A copy of ``options``; an unknown name is a TypeError, as for any keyword argument."""
+    unknown = sorted(set(options) - ServerOptions.__optional_keys__)
+    if unknown:
+        raise TypeError(f"unexpected server option(s): {', '.join(unknown)}")
+    return options.copy()
+
+
+def default_storage(options: ServerOptions) -> MemoryStorage:
+    """The `MemoryStorage` a server makes when it is given none."""
+    sweep = options.get("sweep_interval")
+    if sweep is None:
+        sweep = options.get("sweep_interval_s", DEFAULT_SWEEP_INTERVAL_S)
+    expire = options.get("default_expire_s", DEFAULT_EXPIRE_S)
+    return MemoryStorage(sweep_interval_s=sweep, default_expire_s=expire)
