@@ -14,15 +14,23 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Final
 
 from okq_proto import Delivery
 
-from ._cli_common import EXIT_ERROR, EXIT_OK, EXIT_USAGE, CliError, Progress, one_line, percentile
-from ._cli_common import resolve_server as _resolve
+from ._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    EXIT_USAGE,
+    CliError,
+    Progress,
+    embedded_or_given,
+    one_line,
+    percentile,
+    positive_int,
+)
 
-__all__ = ["add_arguments", "embedded_or_given", "run"]
+__all__ = ["add_arguments", "run"]
 
 _STAMP: Final = 20  # bytes of decimal perf_counter_ns at the start of each event's contents
 _MIN_WAIT_S: Final = 30.0
@@ -30,37 +38,19 @@ _MIN_WAIT_S: Final = 30.0
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``bench`` options to its subparser."""
-    from .cli import _count
-
-    p.add_argument("-n", "--events", type=_count, default=10_000, help="events (10000)")
-    p.add_argument("--size", type=_count, default=100, help=f"contents bytes (>= {_STAMP})")
-    p.add_argument("--batch", type=_count, default=100, help="events per push_many (100)")
-    p.add_argument("--concurrency", type=_count, default=1, help="consumer connections (1)")
+    p.add_argument("-n", "--events", type=positive_int, default=10_000, help="events (10000)")
+    p.add_argument("--size", type=positive_int, default=100, help=f"contents bytes (>= {_STAMP})")
+    p.add_argument("--batch", type=positive_int, default=100, help="events per push_many (100)")
+    p.add_argument("--concurrency", type=positive_int, default=1, help="consumer connections (1)")
     p.add_argument("--queue", default=None, help="queue name (default: a fresh bench-XXXX)")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many s (auto)")
-
-
-@contextlib.contextmanager
-def embedded_or_given(
-    given: str | None, *, sweep_interval_s: float = 10.0
-) -> Iterator[tuple[str, bool]]:
-    """Yield ``(address, embedded)``: the server the user chose, or a fresh embedded one
-    (in a background thread, stopped on exit)."""
-    address, chosen = _resolve(given)
-    if chosen:
-        yield address, False
-        return
-    from .server import ThreadedServer
-
-    with ThreadedServer(port=0, sweep_interval_s=sweep_interval_s) as server:
-        yield server.address, True
 
 
 def run(args: argparse.Namespace) -> int:
     """Run the bench; returns the exit status."""
     if args.size < _STAMP:
         raise CliError(f"okq bench: error: --size must be at least {_STAMP}", EXIT_USAGE)
-    from .sync import Client
+    from okq_transports.sync import Client
 
     total: int = args.events
     queue = args.queue or f"bench-{uuid.uuid4().hex[:8]}"

@@ -1,13 +1,12 @@
-"""The ``okq`` command line (also ``python -m okq_transports``).
+"""What each ``okq`` subcommand does, over the sync client (``serve``: the embedded server).
 
-Owns: parsing the command line (argparse, no dependency), running each subcommand over the
-sync client, and the error contract: a failure is one line on stderr and a non-zero exit status
-(`EXIT_ERROR` 1 for failures, `EXIT_USAGE` 2 for a bad command line, `EXIT_EMPTY` 3 when
-there was nothing to peek, pop or ack), never a traceback.  ``demo`` and ``bench`` live in
-`okq_transports._cli_demo` and `okq_transports._cli_bench`.
-Must not know: the wire protocol (the sync client and `okq_proto` speak it).
-
-Run ``okq --help`` or ``okq SUBCOMMAND --help`` for the details; ``docs/cli.md`` has examples.
+Owns: one function per subcommand (`COMMANDS` maps each name to it), which of them let the
+clients' warnings through (`CHATTY`), the output of events and tables, ``consume --exec`` and
+the signal handling of ``consume``.  ``demo`` and ``bench`` live in
+`okq_transports.cli._demo` and `okq_transports.cli._bench`.
+Must not know: the wire protocol (the sync client and `okq_proto` speak it), argparse's
+layout (`okq_transports.cli._parser`) or the exit-status contract's shape (`okq_transports.cli`
+turns what these raise into one line and a status).
 """
 
 from __future__ import annotations
@@ -21,21 +20,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Final, NoReturn
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Final
 
 from okq_proto import (
     Delivery,
     Event,
-    LocalProtocolError,
-    OkqError,
     PushFlag,
     QAck,
     QRPop,
     to_wire,
 )
 
-from ._cli_common import (
+from ._common import (
     EXIT_EMPTY,
     EXIT_ERROR,
     EXIT_OK,
@@ -51,236 +48,17 @@ from ._cli_common import (
 )
 
 if TYPE_CHECKING:
-    from .sync import Client
+    from okq_transports.sync import Client
 
-__all__ = ["build_parser", "main"]
+__all__ = ["CHATTY", "COMMANDS", "error"]
 
 _PUSH_BATCH: Final = 1000
 #: Commands that run for a while and let the clients' warnings (reconnects...) through.
-_CHATTY: Final = frozenset({"serve", "consume", "bench", "demo"})
+CHATTY: Final = frozenset({"serve", "consume", "bench", "demo"})
 
 
-# -- argument types: each failure is one line, never a traceback ------------------------------
-
-
-def _int_at_least(minimum: int) -> Callable[[str], int]:
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"must be >= {minimum}, not {value}")
-        return value
-
-    parse.__name__ = f"int >= {minimum}"
-    return parse
-
-
-def _seconds(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
-    return value
-
-
-_expire = _int_at_least(-1)
-_port = _int_at_least(0)
-_count = _int_at_least(1)
-
-
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (``okq push: error: ...``) and exit status 2,
-    and a subcommand's options may come between its positionals (``okq push q --id X text``:
-    plain argparse would leave ``text`` unrecognised)."""
-
-    intermixed = False
-    _parsing = False
-
-    def error(self, message: str) -> NoReturn:
-        raise CliError(f"{self.prog}: error: {message} (see '{self.prog} --help')", EXIT_USAGE)
-
-    def parse_known_args(  # type: ignore[override]  # same signature, narrower types
-        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
-    ) -> tuple[argparse.Namespace, list[str]]:
-        if not self.intermixed or self._parsing:
-            return super().parse_known_args(args, namespace)
-        # parse_known_intermixed_args calls back into parse_known_args: guard the recursion
-        self._parsing = True
-        try:
-            return super().parse_known_intermixed_args(args, namespace)
-        finally:
-            self._parsing = False
-
-
-# -- the parser -------------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The ``okq`` argument parser (exposed for the docs and the tests)."""
-    common = _Parser(add_help=False)
-    common.add_argument(
-        "--server",
-        metavar="HOST:PORT",
-        default=argparse.SUPPRESS,
-        help="okq server (default: $OKQ_SERVER or 127.0.0.1:4777)",
-    )
-    parser = _Parser(
-        prog="okq",
-        description="Push, inspect and consume okq queues; run a test server, a demo, a bench.",
-        epilog="Exit status: 0 ok, 1 failure, 2 bad command line, 3 nothing there.",
-    )
-    parser.add_argument(
-        "--server",
-        metavar="HOST:PORT",
-        default=None,
-        help="okq server (default: $OKQ_SERVER or 127.0.0.1:4777)",
-    )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    def sub(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help_text, description=help_text, parents=[common])
-        assert isinstance(p, _Parser)
-        p.intermixed = True
-        return p
-
-    p = sub("serve", "run the embedded okq server (memory storage) in the foreground")
-    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
-    p.add_argument("--port", type=_port, default=4777, help="TCP port; 0 picks a free one")
-    p.add_argument(
-        "--sweep-interval", type=_seconds, default=10.0, help="restore sweep period in s (10)"
-    )
-    p.add_argument("--default-expire", type=_count, default=30, help="QRPOP claim without EX (s)")
-    p.add_argument("--noblock-workers", type=_count, default=128, help="NOBLOCK worker pool size")
-    p.add_argument("--seed", type=int, default=None, help="seed for QNOTIFY's random order")
-    p.add_argument(
-        "--max-query-bytes",
-        type=_count,
-        default=None,
-        help="bytes one request may hold while read; past it the client is closed (1 GiB)",
-    )
-    p.add_argument(
-        "--max-notify-waits",
-        type=_count,
-        default=None,
-        help="QNOTIFY waits held at once; past it QNOTIFY gets a server-side error (1000)",
-    )
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-
-    p = sub("push", "push one event (or one per stdin line with --lines); prints the id")
-    p.add_argument("queue")
-    p.add_argument("contents", nargs="?", default="-", help="the contents; '-' reads stdin")
-    p.add_argument("--lines", action="store_true", help="one event per line of stdin")
-    p.add_argument("--id", dest="event_id", help="the event id (default: a new UUID4)")
-    p.add_argument("--high-priority", action="store_true", help="QRPUSH: consumed next")
-    p.add_argument("--no-block", action="store_true", help="NOBLOCK: fast, duplicates unseen")
-
-    p = sub("peek", "show the next event to be consumed (or the last with --last)")
-    p.add_argument("queue")
-    p.add_argument("--last", action="store_true", help="the most recently pushed event")
-    _event_output(p)
-
-    p = sub("pop", "claim the next event (ack it within --ex seconds)")
-    p.add_argument("queue")
-    p.add_argument(
-        "--ex", type=_int_at_least(0), default=30, help="claim length in s; 0: at-most-once"
-    )
-    _event_output(p)
-
-    p = sub("ack", "acknowledge (delete) an event")
-    p.add_argument("queue")
-    p.add_argument("event_id", metavar="ID")
-
-    p = sub("flush", "delete every event of a queue")
-    p.add_argument("queue")
-
-    sub("ping", "check that the server answers")
-
-    p = sub("status", "queue counters as a table (all queues, or the ones named)")
-    p.add_argument("queues", nargs="*", metavar="QUEUE")
-    p.add_argument("--json", action="store_true", help="JSON instead of a table")
-    p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
-    p.add_argument("--interval", type=_seconds, default=1.0, help="--watch period in s (1)")
-    p.add_argument("--count", type=_count, default=None, help="--watch: stop after N refreshes")
-
-    p = sub("info", "the server's own one-line-per-queue summary (QINFO)")
-    p.add_argument("queues", nargs="*", metavar="QUEUE")
-
-    p = sub("consume", "consume events: print them, or run a command per event")
-    p.add_argument("queues", nargs="+", metavar="QUEUE")
-    p.add_argument(
-        "--exec",
-        dest="exec_cmd",
-        metavar="CMD",
-        help="shell command run per event, contents on stdin; exit status 0 acks",
-    )
-    p.add_argument("--concurrency", type=_count, default=1, help="events handled at once (1)")
-    p.add_argument(
-        "--expire", type=_expire, default=30, help="claim length in s (30); -1: at-most-once"
-    )
-    p.add_argument("--max-events", type=_count, default=None, help="stop after N events")
-    p.add_argument("--json", action="store_true", help="print events as JSON lines")
-
-    from ._cli_bench import add_arguments as add_bench
-    from ._cli_demo import add_arguments as add_demo
-
-    add_bench(sub("bench", "push and consume N events; print rates and latency percentiles"))
-    add_demo(sub("demo", "watch events flow: embedded server, producer, sync/asyncio/trio"))
-    return parser
-
-
-def _event_output(p: argparse.ArgumentParser) -> None:
-    group = p.add_mutually_exclusive_group()
-    group.add_argument("--json", action="store_true", help="print the event as JSON")
-    group.add_argument("--raw", action="store_true", help="write only the contents, as is")
-
-
-# -- running ----------------------------------------------------------------------------------
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``okq`` with `argv` (default: ``sys.argv[1:]``); returns the exit status.
-
-    Never raises for bad input or an unreachable server: the error goes to stderr as one line.
-    """
-    logger = logging.getLogger("okq")
-    level = logger.level
-    try:
-        args = build_parser().parse_args(argv)
-        handler: Callable[[argparse.Namespace], int] = _COMMANDS[args.command]
-        if args.command not in _CHATTY:
-            # a one-shot command reports its failure as its one line; the client's own
-            # warnings ("cannot connect ...") would only repeat it
-            logger.setLevel(logging.CRITICAL)
-        return handler(args)
-    except CliError as exc:
-        _error(str(exc), prefixed=str(exc).startswith("okq"))
-        return exc.code
-    except LocalProtocolError as exc:
-        _error(one_line(exc))
-        return EXIT_USAGE
-    except OkqError as exc:
-        _error(one_line(exc) or type(exc).__name__)
-        return EXIT_ERROR
-    except BrokenPipeError:
-        # `okq status | head`: the reader left; exit quietly (Python docs, "SIGPIPE")
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_ERROR
-    except OSError as exc:
-        _error(one_line(exc))
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        _error("interrupted")
-        return 130
-    finally:
-        logger.setLevel(level)
-
-
-def _error(message: str, *, prefixed: bool = False) -> None:
+def error(message: str, *, prefixed: bool = False) -> None:
+    """Report `message` as one line on stderr (``okq: error: ...`` unless `prefixed`)."""
     print(message if prefixed else f"okq: error: {message}", file=sys.stderr, flush=True)
 
 
@@ -290,7 +68,7 @@ def _server(args: argparse.Namespace) -> str:
 
 @contextlib.contextmanager
 def _client(args: argparse.Namespace) -> Iterator[Client]:
-    from .sync import Client
+    from okq_transports.sync import Client
 
     with Client(address=_server(args)) as client:
         yield client
@@ -312,7 +90,7 @@ def _print_event(event: Event, args: argparse.Namespace, *, with_queue: bool = F
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from .server import ServerOptions, serve
+    from okq_transports.server import ServerOptions, serve
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     options: ServerOptions = {
@@ -364,7 +142,7 @@ def _push_lines(args: argparse.Namespace, flags: PushFlag) -> int:
                     _out(outcome.id)
                 else:
                     failed += 1
-                    _error(f"push {show(outcome.id)}: {one_line(outcome.error)}")
+                    error(f"push {show(outcome.id)}: {one_line(outcome.error)}")
             batch.clear()
 
         for line in sys.stdin.buffer:
@@ -380,7 +158,7 @@ def _cmd_peek(args: argparse.Namespace) -> int:
     with _client(args) as client:
         event = client.peek_last(args.queue) if args.last else client.peek_next(args.queue)
     if event is None:
-        _error(f"queue {show(args.queue)} has no waiting event")
+        error(f"queue {show(args.queue)} has no waiting event")
         return EXIT_EMPTY
     _print_event(event, args)
     return EXIT_OK
@@ -390,7 +168,7 @@ def _cmd_pop(args: argparse.Namespace) -> int:
     with _client(args) as client:
         event = client.execute(QRPop(to_wire(args.queue), args.ex))
     if event is None:
-        _error(f"queue {show(args.queue)} has no waiting event")
+        error(f"queue {show(args.queue)} has no waiting event")
         return EXIT_EMPTY
     _print_event(event, args)
     if args.ex > 0 and sys.stderr.isatty():
@@ -405,7 +183,7 @@ def _cmd_ack(args: argparse.Namespace) -> int:
     with _client(args) as client:
         removed = client.execute(QAck(to_wire(args.queue), to_wire(args.event_id)))
     if not removed:
-        _error(
+        error(
             f"no event {show(args.event_id)} in queue {show(args.queue)} "
             "(already acked, flushed, or popped with --ex 0)"
         )
@@ -504,7 +282,7 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     if threading.current_thread() is not threading.main_thread():
         yield  # Python installs signal handlers in the main thread only
         return
-    from .sync import stop_on_signals
+    from okq_transports.sync import stop_on_signals
 
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.getsignal(sig) for sig in signals}
@@ -535,13 +313,13 @@ def _run_exec(command: str, delivery: Delivery) -> bool:
             check=False,
         )
     except subprocess.TimeoutExpired:
-        _error(f"--exec timed out on event {show(delivery.id)}: the claim expired; not acked")
+        error(f"--exec timed out on event {show(delivery.id)}: the claim expired; not acked")
         return False
     except OSError as exc:
-        _error(f"--exec failed on event {show(delivery.id)}: {one_line(exc)}")
+        error(f"--exec failed on event {show(delivery.id)}: {one_line(exc)}")
         return False
     if done.returncode != 0:
-        _error(f"--exec exited {done.returncode} on event {show(delivery.id)}: not acked")
+        error(f"--exec exited {done.returncode} on event {show(delivery.id)}: not acked")
     return done.returncode == 0
 
 
@@ -576,18 +354,18 @@ def _cmd_consume(args: argparse.Namespace) -> int:
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:
-    from ._cli_bench import run
+    from ._bench import run
 
     return run(args)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from ._cli_demo import run
+    from ._demo import run
 
     return run(args)
 
 
-_COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
+COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "serve": _cmd_serve,
     "push": _cmd_push,
     "peek": _cmd_peek,
@@ -601,6 +379,3 @@ _COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "bench": _cmd_bench,
     "demo": _cmd_demo,
 }
-
-if __name__ == "__main__":
-    raise SystemExit(main())

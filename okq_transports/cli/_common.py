@@ -1,20 +1,24 @@
-"""What the ``okq`` command's subcommands share: exit codes, errors, output helpers.
+"""What the ``okq`` command's subcommands share: exit codes, errors, argument types, output.
 
-Owns: the exit-code contract, `CliError`, the server address resolution (``--server`` /
-``OKQ_SERVER``), showing events and names on a terminal, a one-line progress bar, and a
-one-shot call of any core command over a plain socket (`call`), used where the sync client has
-no method (``QRPOP`` with a chosen expiry, ``QACK``).
-Must not know: argparse, what each subcommand does.
+Owns: the exit-code contract, `CliError`, the argument types (`int_at_least`, `positive_int`,
+`positive_seconds`...: a bad value is one line, never a traceback), the server address resolution
+(``--server`` / ``OKQ_SERVER``) and the embedded server used when none is named
+(`embedded_or_given`), showing events and names on a terminal, a one-line progress bar and the
+status table.
+Must not know: the parser's layout, what each subcommand does.  Every other CLI module imports
+this one; it imports none of them.
 """
 
 from __future__ import annotations
 
+import argparse
 import base64
+import contextlib
 import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Final, TypeVar
 
 from okq_proto import (
@@ -33,10 +37,16 @@ __all__ = [
     "EXIT_USAGE",
     "CliError",
     "Progress",
+    "claim_seconds",
+    "embedded_or_given",
     "event_json",
     "event_line",
+    "int_at_least",
     "one_line",
     "percentile",
+    "port_number",
+    "positive_int",
+    "positive_seconds",
     "resolve_server",
     "show",
     "status_json",
@@ -78,6 +88,44 @@ def one_line(text: object) -> str:
     return " ".join(str(text).split())
 
 
+# -- argument types: each failure is one line, never a traceback ------------------------------
+
+
+def int_at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: a whole number, at least `minimum`."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, not {value}")
+        return value
+
+    parse.__name__ = f"int >= {minimum}"
+    return parse
+
+
+def positive_seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, not {text}")
+    return value
+
+
+#: An argparse type: a claim length in seconds, -1 (at-most-once) allowed.
+claim_seconds: Final = int_at_least(-1)
+#: An argparse type: a TCP port, 0 (pick a free one) allowed.
+port_number: Final = int_at_least(0)
+#: An argparse type: a count of one or more.
+positive_int: Final = int_at_least(1)
+
+
 def resolve_server(given: str | None) -> tuple[str, bool]:
     """The server address to use and whether the user chose it.
 
@@ -94,6 +142,22 @@ def resolve_server(given: str | None) -> tuple[str, bool]:
     except OkqError as exc:
         raise CliError(one_line(exc), EXIT_USAGE) from None
     return address, chosen is not None
+
+
+@contextlib.contextmanager
+def embedded_or_given(
+    given: str | None, *, sweep_interval_s: float = 10.0
+) -> Iterator[tuple[str, bool]]:
+    """Yield ``(address, embedded)``: the server the user chose, or a fresh embedded one
+    (in a background thread, stopped on exit)."""
+    address, chosen = resolve_server(given)
+    if chosen:
+        yield address, False
+        return
+    from okq_transports.server import ThreadedServer
+
+    with ThreadedServer(port=0, sweep_interval_s=sweep_interval_s) as server:
+        yield server.address, True
 
 
 def show(data: bytes | str) -> str:

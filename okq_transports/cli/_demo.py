@@ -27,8 +27,16 @@ from typing import Final
 
 from okq_proto import Delivery, PushFlag
 
-from ._cli_bench import embedded_or_given
-from ._cli_common import EXIT_ERROR, EXIT_OK, CliError, Progress, one_line
+from ._common import (
+    EXIT_ERROR,
+    EXIT_OK,
+    CliError,
+    Progress,
+    embedded_or_given,
+    one_line,
+    positive_int,
+    positive_seconds,
+)
 
 __all__ = ["add_arguments", "run"]
 
@@ -43,11 +51,9 @@ _PACE_S: Final = 0.04  # between two pushes
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Add the ``demo`` options to its subparser."""
-    from .cli import _count, _seconds
-
-    p.add_argument("-n", "--events", type=_count, default=30, help="events to push (30)")
+    p.add_argument("-n", "--events", type=positive_int, default=30, help="events to push (30)")
     p.add_argument("--work", type=float, default=0.02, help="seconds of 'work' per event (0.02)")
-    p.add_argument("--timeout", type=_seconds, default=60.0, help="give up after N s (60)")
+    p.add_argument("--timeout", type=positive_seconds, default=60.0, help="give up after N s (60)")
     p.add_argument("--no-trio", action="store_true", help="leave the trio consumer out")
 
 
@@ -98,7 +104,7 @@ Runner = Callable[[str, str, _Tally, float, threading.Event], None]
 def _sync_consumer(
     address: str, queue: str, tally: _Tally, work_s: float, stop: threading.Event
 ) -> None:
-    from .sync import Client
+    from okq_transports.sync import Client
 
     def handler(delivery: Delivery) -> bool:
         time.sleep(work_s)
@@ -114,7 +120,7 @@ def _sync_consumer(
 def _asyncio_consumer(
     address: str, queue: str, tally: _Tally, work_s: float, stop: threading.Event
 ) -> None:
-    from .asyncio import Client
+    from okq_transports.asyncio import Client
 
     async def main() -> None:
         async_stop = asyncio.Event()
@@ -146,7 +152,7 @@ def _trio_consumer(
 ) -> None:
     import trio
 
-    from .trio import open_client
+    from okq_transports.trio import open_client
 
     async def main() -> None:
         trio_stop = trio.Event()
@@ -186,7 +192,7 @@ def _runners(no_trio: bool) -> dict[str, Runner]:
 
 
 def _wait_for_consumers(client: object, queue: str, count: int, stop_at: float) -> None:
-    from .sync import Client
+    from okq_transports.sync import Client
 
     assert isinstance(client, Client)
     while time.monotonic() < stop_at:
@@ -203,7 +209,7 @@ def _final_status(client: object, queue: str, stop_at: float) -> object:
     A consumer that stopped while waiting in ``QNOTIFY`` stays registered (okq's rule) until
     that wait ends, at most ``_NOTIFY_S`` later.
     """
-    from .sync import Client
+    from okq_transports.sync import Client
 
     assert isinstance(client, Client)
     stop_at = min(stop_at, time.monotonic() + _NOTIFY_S + 0.5)
@@ -222,7 +228,7 @@ def _shares(total: int, names: list[str]) -> dict[str, int]:
 
 def run(args: argparse.Namespace) -> int:
     """Run the demo; returns the exit status."""
-    from .sync import Client
+    from okq_transports.sync import Client
 
     runners = _runners(args.no_trio)
     total: int = args.events
@@ -286,7 +292,7 @@ def _produce(
 ) -> tuple[int, int]:
     """Push `total` events at a gentle pace (so you can watch): one high priority, one that
     fails once.  Calls `pushed_one` after each push."""
-    from .sync import Client
+    from okq_transports.sync import Client
 
     assert isinstance(client, Client)
     urgent = 0

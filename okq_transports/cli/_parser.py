@@ -1,0 +1,177 @@
+"""The ``okq`` argument parser: every subcommand, its arguments and its help.
+
+Owns: `build_parser` and the parser class that makes a usage error one line (exit status 2)
+and lets a subcommand's options come between its positionals.
+Must not know: what a subcommand does (`okq_transports.cli._commands`), the clients, the
+server.  ``bench`` and ``demo`` add their own options (`okq_transports.cli._bench`,
+`okq_transports.cli._demo`).
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import NoReturn
+
+from ._bench import add_arguments as add_bench
+from ._common import (
+    EXIT_USAGE,
+    CliError,
+    claim_seconds,
+    int_at_least,
+    port_number,
+    positive_int,
+    positive_seconds,
+)
+from ._demo import add_arguments as add_demo
+
+__all__ = ["build_parser"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line (``okq push: error: ...``) and exit status 2,
+    and a subcommand's options may come between its positionals (``okq push q --id X text``:
+    plain argparse would leave ``text`` unrecognised)."""
+
+    intermixed = False
+    _parsing = False
+
+    def error(self, message: str) -> NoReturn:
+        raise CliError(f"{self.prog}: error: {message} (see '{self.prog} --help')", EXIT_USAGE)
+
+    def parse_known_args(  # type: ignore[override]  # same signature, narrower types
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        if not self.intermixed or self._parsing:
+            return super().parse_known_args(args, namespace)
+        # parse_known_intermixed_args calls back into parse_known_args: guard the recursion
+        self._parsing = True
+        try:
+            return super().parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``okq`` argument parser (exposed for the docs and the tests)."""
+    common = _Parser(add_help=False)
+    common.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        default=argparse.SUPPRESS,
+        help="okq server (default: $OKQ_SERVER or 127.0.0.1:4777)",
+    )
+    parser = _Parser(
+        prog="okq",
+        description="Push, inspect and consume okq queues; run a test server, a demo, a bench.",
+        epilog="Exit status: 0 ok, 1 failure, 2 bad command line, 3 nothing there.",
+    )
+    parser.add_argument(
+        "--server",
+        metavar="HOST:PORT",
+        default=None,
+        help="okq server (default: $OKQ_SERVER or 127.0.0.1:4777)",
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+
+    def sub(name: str, help_text: str) -> argparse.ArgumentParser:
+        p = commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+        assert isinstance(p, _Parser)
+        p.intermixed = True
+        return p
+
+    p = sub("serve", "run the embedded okq server (memory storage) in the foreground")
+    p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    p.add_argument("--port", type=port_number, default=4777, help="TCP port; 0 picks a free one")
+    p.add_argument(
+        "--sweep-interval",
+        type=positive_seconds,
+        default=10.0,
+        help="restore sweep period in s (10)",
+    )
+    p.add_argument(
+        "--default-expire", type=positive_int, default=30, help="QRPOP claim without EX (s)"
+    )
+    p.add_argument(
+        "--noblock-workers", type=positive_int, default=128, help="NOBLOCK worker pool size"
+    )
+    p.add_argument("--seed", type=int, default=None, help="seed for QNOTIFY's random order")
+    p.add_argument(
+        "--max-query-bytes",
+        type=positive_int,
+        default=None,
+        help="bytes one request may hold while read; past it the client is closed (1 GiB)",
+    )
+    p.add_argument(
+        "--max-notify-waits",
+        type=positive_int,
+        default=None,
+        help="QNOTIFY waits held at once; past it QNOTIFY gets a server-side error (1000)",
+    )
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+
+    p = sub("push", "push one event (or one per stdin line with --lines); prints the id")
+    p.add_argument("queue")
+    p.add_argument("contents", nargs="?", default="-", help="the contents; '-' reads stdin")
+    p.add_argument("--lines", action="store_true", help="one event per line of stdin")
+    p.add_argument("--id", dest="event_id", help="the event id (default: a new UUID4)")
+    p.add_argument("--high-priority", action="store_true", help="QRPUSH: consumed next")
+    p.add_argument("--no-block", action="store_true", help="NOBLOCK: fast, duplicates unseen")
+
+    p = sub("peek", "show the next event to be consumed (or the last with --last)")
+    p.add_argument("queue")
+    p.add_argument("--last", action="store_true", help="the most recently pushed event")
+    _event_output(p)
+
+    p = sub("pop", "claim the next event (ack it within --ex seconds)")
+    p.add_argument("queue")
+    p.add_argument(
+        "--ex", type=int_at_least(0), default=30, help="claim length in s; 0: at-most-once"
+    )
+    _event_output(p)
+
+    p = sub("ack", "acknowledge (delete) an event")
+    p.add_argument("queue")
+    p.add_argument("event_id", metavar="ID")
+
+    p = sub("flush", "delete every event of a queue")
+    p.add_argument("queue")
+
+    sub("ping", "check that the server answers")
+
+    p = sub("status", "queue counters as a table (all queues, or the ones named)")
+    p.add_argument("queues", nargs="*", metavar="QUEUE")
+    p.add_argument("--json", action="store_true", help="JSON instead of a table")
+    p.add_argument("--watch", action="store_true", help="refresh in place until Ctrl-C")
+    p.add_argument("--interval", type=positive_seconds, default=1.0, help="--watch period in s (1)")
+    p.add_argument(
+        "--count", type=positive_int, default=None, help="--watch: stop after N refreshes"
+    )
+
+    p = sub("info", "the server's own one-line-per-queue summary (QINFO)")
+    p.add_argument("queues", nargs="*", metavar="QUEUE")
+
+    p = sub("consume", "consume events: print them, or run a command per event")
+    p.add_argument("queues", nargs="+", metavar="QUEUE")
+    p.add_argument(
+        "--exec",
+        dest="exec_cmd",
+        metavar="CMD",
+        help="shell command run per event, contents on stdin; exit status 0 acks",
+    )
+    p.add_argument("--concurrency", type=positive_int, default=1, help="events handled at once (1)")
+    p.add_argument(
+        "--expire", type=claim_seconds, default=30, help="claim length in s (30); -1: at-most-once"
+    )
+    p.add_argument("--max-events", type=positive_int, default=None, help="stop after N events")
+    p.add_argument("--json", action="store_true", help="print events as JSON lines")
+
+    add_bench(sub("bench", "push and consume N events; print rates and latency percentiles"))
+    add_demo(sub("demo", "watch events flow: embedded server, producer, sync/asyncio/trio"))
+    return parser
+
+
+def _event_output(p: argparse.ArgumentParser) -> None:
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--json", action="store_true", help="print the event as JSON")
+    group.add_argument("--raw", action="store_true", help="write only the contents, as is")
