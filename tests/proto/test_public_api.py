@@ -71,6 +71,5 @@ def test_server_module_exports_the_server_role() -> None:
 def test_consumer_table_is_public() -> None:
     moves = okq_proto.CONSUMER_MOVES
     assert moves[okq_proto.ConsumerState.REGISTERING, okq_proto.ConsumerInput.REGISTERED]
-    assert okq_proto.CONSUMER_PEER_INPUTS | okq_proto.CONSUMER_USER_INPUTS == set(
-        okq_proto.ConsumerInput
-    )
+    inputs = okq_proto.CONSUMER_PEER_INPUTS | okq_proto.CONSUMER_USER_INPUTS
+    assert inputs == set(okq_proto.ConsumerInput)
