@@ -9,6 +9,7 @@
   imports made inside functions too.
 * No module of ``okq_proto`` or ``okq_transports`` is over `MAX_LINES` lines, except files
   whose first line says they are generated, and the few named in `OVERSIZE`.
+* Every package under them is in ``[tool.setuptools] packages``, so the wheel ships it.
 """
 
 from __future__ import annotations
@@ -281,3 +282,21 @@ def test_oversize_allowances_are_still_needed() -> None:
     sizes = _sizes()
     stale = [rel for rel in OVERSIZE if sizes.get(rel, 0) <= MAX_LINES]
     assert not stale, f"back under {MAX_LINES} lines (or gone): remove from OVERSIZE: {stale}"
+
+
+# -- packaging -------------------------------------------------------------------------------
+
+
+def test_every_package_ships() -> None:
+    text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
+    listed = re.search(r"^packages = \[(.*?)\]", text, re.MULTILINE | re.DOTALL)
+    assert listed, "[tool.setuptools] packages not found in pyproject.toml"
+    shipped = set(re.findall(r'"([\w.]+)"', listed.group(1)))
+    packages = {
+        module_name(init.parent / "__init__.py")
+        for top in (PROTO, TRANSPORTS)
+        for init in _python_files(top)
+        if init.name == "__init__.py"
+    }
+    missing = sorted(packages - shipped)
+    assert not missing, f"add to [tool.setuptools] packages in pyproject.toml: {missing}"
