@@ -4,11 +4,22 @@ Run: ``python tests/bench/bench_async.py [--n 5000] [--runs 5] [--server HOST:PO
 
 Measures, in one run and against one server (an embedded okq server in a subprocess by
 default, so its CPU is not counted): sequential push, pipelined batch push, consume+ack on a
-busy queue, and 50 concurrent producers; for the okq asyncio and trio clients, for
-``redis.asyncio`` sending the same commands (``protocol=2``, no HELLO / CLIENT SETINFO) as
-the baseline, and for bare floors (an asyncio Protocol with okq_proto's codec; trio streams
-with the codec).  Prints medians of ``--runs`` runs: operations per second and client CPU
-(process time) per operation, with ratios.
+busy queue at concurrency 1 and 8, and 50 concurrent producers; for the okq asyncio and trio
+clients, for ``redis.asyncio`` sending the same commands (``protocol=2``, no HELLO / CLIENT
+SETINFO) as the baseline, and for bare floors:
+
+* ``bare-asyncio``: an asyncio Protocol with a ``hiredis.Reader``, sending commands encoded
+  before the timed loop (push, 50 producers) or, when consuming, each ``QACK`` in the same
+  write as the next ``QRPOP`` (one round trip per event, C connections at concurrency C);
+* ``bare-enc-asyncio``: the same Protocol shape with okq_proto's encoder (id and command made
+  inside the loop) and its pure decoder;
+* ``bare-trio``: trio streams with okq_proto's codec.
+
+A consume run is timed from the call to the n-th event (okq: its handler; bare: the last
+connection's empty pop), so connection set-up is inside, okq's shutdown is not.  Prints
+medians of ``--runs`` runs: operations per second and client CPU (process time) per
+operation; each ratio is the median of the per-round ratios of two benchmarks, the rounds
+interleaving every benchmark.
 
 Every run is bounded: its load loops stop after their count of operations, and the run has a
 time budget (``--run-timeout``: ``asyncio.wait_for`` / ``trio.fail_after`` around it); a lost
@@ -25,13 +36,11 @@ import statistics
 import subprocess
 import sys
 import time
-import uuid
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import redis.asyncio
 import trio
@@ -40,157 +49,52 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:  # run as a script from anywhere
     sys.path.insert(0, str(ROOT))
 
-from okq_proto import NEED_DATA, Decoder, Event, encode_command  # noqa: E402
-from okq_transports._async_consume import AsyncClient  # noqa: E402
+from okq_proto import Event  # noqa: E402
 from okq_transports.asyncio import Client as AsyncioClient  # noqa: E402
 from okq_transports.trio import open_client  # noqa: E402
+from tests.bench.async_floors import (  # noqa: E402
+    BATCH,
+    CONSUMERS,
+    PAYLOAD,
+    PRODUCERS,
+    Overrun,
+    Sample,
+    Timer,
+    bare_asyncio_consume,
+    bare_asyncio_producers,
+    bare_asyncio_push,
+    bare_enc_asyncio_producers,
+    bare_enc_asyncio_push,
+    bare_trio_push,
+    new_id,
+    queue,
+)
 
-PAYLOAD = b"x" * 64
-BATCH = 100
-PRODUCERS = 50
 #: The longest one read of the redis.asyncio baseline may wait.
 IO_TIMEOUT_S = 10.0
 #: The default time budget of one run of one benchmark.
 RUN_TIMEOUT_S = 120.0
 
 
-class Overrun(RuntimeError):
-    """A run went past its time budget or its count of tries."""
-
-
-@dataclass
-class Sample:
-    """One timed run: operations, wall seconds, client CPU seconds."""
-
-    ops: int
-    wall_s: float
-    cpu_s: float
-
-    @property
-    def rate(self) -> float:
-        return self.ops / self.wall_s
-
-    @property
-    def cpu_us(self) -> float:
-        return self.cpu_s / self.ops * 1e6
-
-
-class Timer:
-    """Wall and process-CPU time of the block."""
-
-    def __enter__(self) -> Timer:
-        self.wall0, self.cpu0 = time.perf_counter(), time.process_time()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.wall = time.perf_counter() - self.wall0
-        self.cpu = time.process_time() - self.cpu0
-
-
-def queue() -> str:
-    return "bench-" + uuid.uuid4().hex[:8]
-
-
-def new_id() -> bytes:
-    """An event id, made inside the timed loop as every client does (uuid4 text)."""
-    return str(uuid.uuid4()).encode()
-
-
-# ---------------------------------------------------------------------------- bare floors
-
-
-class _BareProtocol(asyncio.Protocol):
-    """The asyncio floor: a Protocol, okq_proto's encoder and decoder, nothing else."""
-
-    def __init__(self) -> None:
-        self.decoder = Decoder()
-        self.waiter: asyncio.Future[None] | None = None
-        self.lost: ConnectionError | None = None
-        self.transport: asyncio.Transport | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
-
-    def data_received(self, data: bytes) -> None:
-        self.decoder.feed(data)
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = ConnectionError(f"the server closed the connection ({exc or 'EOF'})")
-        if self.waiter is not None and not self.waiter.done():
-            self.waiter.set_exception(self.lost)
-
-    async def request(self, args: list[bytes]) -> object:
-        assert self.transport is not None
-        self.transport.write(encode_command(args))
-        while (reply := self.decoder.next_reply()) is NEED_DATA:
-            if self.lost is not None:
-                raise self.lost
-            self.waiter = asyncio.get_running_loop().create_future()
-            await self.waiter
-        return reply
-
-
-async def bare_asyncio_connect(host: str, port: int) -> _BareProtocol:
-    loop = asyncio.get_running_loop()
-    _, protocol = await loop.create_connection(_BareProtocol, host, port)
-    return protocol
-
-
-async def bare_asyncio_push(host: str, port: int, n: int) -> Sample:
-    conn = await bare_asyncio_connect(host, port)
-    q = queue().encode()
-    try:
-        with Timer() as t:
-            for _ in range(n):
-                await conn.request([b"QLPUSH", q, new_id(), PAYLOAD])
-    finally:
-        assert conn.transport is not None
-        conn.transport.close()
-    return Sample(n, t.wall, t.cpu)
-
-
-async def bare_asyncio_producers(host: str, port: int, n: int) -> Sample:
-    conns = [await bare_asyncio_connect(host, port) for _ in range(PRODUCERS)]
-    q = queue().encode()
-    per = n // PRODUCERS
-
-    async def produce(conn: _BareProtocol) -> None:
-        for _ in range(per):
-            await conn.request([b"QLPUSH", q, new_id(), PAYLOAD])
-
-    try:
-        with Timer() as t:
-            await asyncio.gather(*(produce(c) for c in conns))
-    finally:
-        for conn in conns:
-            assert conn.transport is not None
-            conn.transport.close()
-    return Sample(per * PRODUCERS, t.wall, t.cpu)
-
-
-async def bare_trio_push(host: str, port: int, n: int) -> Sample:
-    decoder = Decoder()
-    q = queue().encode()
-    async with await trio.open_tcp_stream(host, port) as stream:
-        with Timer() as t:
-            for _ in range(n):
-                await stream.send_all(encode_command([b"QLPUSH", q, new_id(), PAYLOAD]))
-                while decoder.next_reply() is NEED_DATA:
-                    data = await stream.receive_some(65536)
-                    if not data:
-                        raise ConnectionError("the server closed the connection (EOF)")
-                    decoder.feed(data)
-    return Sample(n, t.wall, t.cpu)
-
-
 # -------------------------------------------------------------------------- okq clients
 
 
+class OkqClient(Protocol):
+    """What the benches use of an okq async client (asyncio's and trio's have these)."""
+
+    async def ping(self) -> object: ...
+
+    async def push(self, queue: str, contents: bytes) -> str: ...
+
+    async def push_many(self, queue: str, contents: list[bytes]) -> Sequence[object]: ...
+
+    async def consume(
+        self, handler: Callable[[Any], bool], queues: Sequence[str], *, concurrency: int, stop: Any
+    ) -> None: ...
+
+
 #: Opens an okq client (asyncio's or trio's: same methods) for an ``async with`` block.
-OpenOkq = Callable[[str], AbstractAsyncContextManager[AsyncClient]]
+OpenOkq = Callable[[str], AbstractAsyncContextManager[OkqClient]]
 #: Makes the stop event of a consume: ``asyncio.Event`` or ``trio.Event``.
 NewEvent = Callable[[], "asyncio.Event | trio.Event"]
 
@@ -216,24 +120,28 @@ async def okq_batch(open_okq: OpenOkq, host: str, port: int, n: int) -> Sample:
 
 
 async def okq_consume(
-    open_okq: OpenOkq, new_event: NewEvent, host: str, port: int, n: int
+    open_okq: OpenOkq, new_event: NewEvent, host: str, port: int, n: int, concurrency: int = 1
 ) -> Sample:
-    """Consume n prefilled events; the run's time budget (`run_one`) cancels it if some
-    never come."""
+    """Consume n prefilled events, timed from the call to the n-th event's handler; the run's
+    time budget (`run_one`) cancels it if some never come."""
     async with open_okq(f"{host}:{port}") as client:
         q = queue()
         await client.push_many(q, [PAYLOAD] * n)
         stop, count = new_event(), [0]
+        end: list[tuple[float, float]] = []
 
         def handler(delivery: Event) -> bool:
             count[0] += 1
             if count[0] == n:
+                end.append((time.perf_counter(), time.process_time()))
                 stop.set()
             return True
 
-        with Timer() as t:
-            await client.consume(handler, [q], stop=stop)
-    return Sample(n, t.wall, t.cpu)
+        wall0, cpu0 = time.perf_counter(), time.process_time()
+        await client.consume(handler, [q], concurrency=concurrency, stop=stop)
+    if not end:
+        raise Overrun(f"consume: {count[0]} of {n} events, and the consumer stopped")
+    return Sample(n, end[0][0] - wall0, end[0][1] - cpu0)
 
 
 async def okq_asyncio_producers(host: str, port: int, n: int) -> Sample:
@@ -339,6 +247,7 @@ Bench = Callable[[str, int, int], Coroutine[Any, Any, Sample]]
 #: name -> (runner, bench): every function of this module's table, in print order.
 BENCHES: dict[str, tuple[str, Bench]] = {
     "push/bare-asyncio": ("asyncio", bare_asyncio_push),
+    "push/bare-enc-asyncio": ("asyncio", bare_enc_asyncio_push),
     "push/okq-asyncio": ("asyncio", partial(okq_push, AsyncioClient)),
     "push/bare-trio": ("trio", bare_trio_push),
     "push/okq-trio": ("trio", partial(okq_push, open_client)),
@@ -346,13 +255,44 @@ BENCHES: dict[str, tuple[str, Bench]] = {
     "batch/okq-asyncio": ("asyncio", partial(okq_batch, AsyncioClient)),
     "batch/okq-trio": ("trio", partial(okq_batch, open_client)),
     "batch/redis.asyncio": ("asyncio", redis_batch),
+    "consume/bare-asyncio": ("asyncio", bare_asyncio_consume),
     "consume/okq-asyncio": ("asyncio", partial(okq_consume, AsyncioClient, asyncio.Event)),
     "consume/okq-trio": ("trio", partial(okq_consume, open_client, trio.Event)),
     "consume/redis.asyncio": ("asyncio", redis_consume),
+    "consume8/bare-asyncio": ("asyncio", partial(bare_asyncio_consume, concurrency=CONSUMERS)),
+    "consume8/okq-asyncio": (
+        "asyncio",
+        partial(okq_consume, AsyncioClient, asyncio.Event, concurrency=CONSUMERS),
+    ),
     "50-producers/bare-asyncio": ("asyncio", bare_asyncio_producers),
+    "50-producers/bare-enc-asyncio": ("asyncio", bare_enc_asyncio_producers),
     "50-producers/okq-asyncio": ("asyncio", okq_asyncio_producers),
     "50-producers/redis.asyncio": ("asyncio", redis_producers),
 }
+
+#: (label, benchmark, baseline, cpu?, goal): the ratios the issue sets goals for, printed first.
+GOALS = (
+    (
+        "50 producers throughput, okq-asyncio / bare-asyncio",
+        "50-producers",
+        "bare",
+        False,
+        ">= 0.9",
+    ),
+    ("50 producers CPU/push,   okq-asyncio / bare-asyncio", "50-producers", "bare", True, "<= 1.3"),
+    ("consume c=1 events/s,    okq-asyncio / bare-asyncio", "consume", "bare", False, ">= 0.9"),
+    ("consume c=1 CPU/event,   okq-asyncio / bare-asyncio", "consume", "bare", True, "<= 1.3"),
+    ("consume c=8 events/s,    okq-asyncio / bare-asyncio", "consume8", "bare", False, ">= 0.9"),
+    ("consume c=8 CPU/event,   okq-asyncio / bare-asyncio", "consume8", "bare", True, "<= 1.3"),
+    ("push CPU/push,           okq-asyncio / bare-asyncio", "push", "bare", True, ""),
+    (
+        "50 producers CPU/push,   okq-asyncio / bare-enc-asyncio",
+        "50-producers",
+        "bare-enc",
+        True,
+        "",
+    ),
+)
 
 
 def run_one(name: str, host: str, port: int, n: int, timeout_s: float = RUN_TIMEOUT_S) -> Sample:
@@ -441,14 +381,13 @@ def main(argv: list[str] | None = None) -> None:
         return statistics.median(r[a].rate / r[b].rate for r in rounds)
 
     print(f"\nmedians of {args.runs} runs of {args.n} operations; ratios: medians per round")
-    cpu_asyncio = ratio("push/okq-asyncio", "push/bare-asyncio", True)
+    for label, kind, base, cpu, goal in GOALS:
+        value = ratio(f"{kind}/okq-asyncio", f"{kind}/{base}-asyncio", cpu)
+        print(f"{label}: {value:.2f}x{f' (goal {goal})' if goal else ''}")
     cpu_trio = ratio("push/okq-trio", "push/bare-trio", True)
     vs_redis = ratio("50-producers/okq-asyncio", "50-producers/redis.asyncio", False)
-    vs_bare = ratio("50-producers/okq-asyncio", "50-producers/bare-asyncio", False)
-    print(f"client CPU per push, okq-asyncio / bare-asyncio: {cpu_asyncio:.2f}x (goal <= 1.3x)")
-    print(f"client CPU per push, okq-trio / bare-trio:       {cpu_trio:.2f}x (goal <= 1.3x)")
+    print(f"client CPU per push, okq-trio / bare-trio:       {cpu_trio:.2f}x")
     print(f"50 producers, okq-asyncio / redis.asyncio: {vs_redis:.2f}x throughput (goal >= 1.8x)")
-    print(f"50 producers, okq-asyncio / bare-asyncio:  {vs_bare:.2f}x throughput")
     for kind in ("push", "batch", "consume"):
         for client in ("okq-asyncio", "okq-trio"):
             a, b = f"{kind}/{client}", f"{kind}/redis.asyncio"

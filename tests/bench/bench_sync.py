@@ -1,4 +1,4 @@
-"""Client-side cost of the sync client, beside redis-py and a bare socket, in one run.
+"""Client-side cost of the sync client, beside redis-py and bare sockets, in one run.
 
 Run as a script::
 
@@ -6,20 +6,28 @@ Run as a script::
 
 Without ``--server`` the embedded server runs in a subprocess
 (``python -m okq_transports serve --port 0``), so ``time.process_time`` of this process is the
-client's CPU only.  Workloads, each measured for three clients:
+client's CPU only.  Workloads:
 
 * push: sequential ``QLPUSH q <uuid4> <100 B>`` round trips.  okq: ``Client.push``; redis-py
-  (``protocol=2``, no HELLO / CLIENT SETINFO): ``execute_command``; bare: one socket, our
-  encoder, the hiredis-backed decoder.
+  (``protocol=2``, no HELLO / CLIENT SETINFO): ``execute_command``; bare: one socket and a
+  ``hiredis.Reader``, sending commands encoded before the timed loop (the floor: no id, no
+  encoding, no checks); bare-enc: one socket, the id made and the command encoded by
+  okq_proto inside the loop, okq_proto's decoder.
 * push_many: batches of ``--batch`` pushes in one write.  okq: ``Client.push_many``; redis-py:
-  a non-transactional pipeline; bare: one write, then the replies.
-* consume: pop and ack a prefilled queue.  okq: ``Client.consume`` (drain + ack pipelined with
-  the next pop: one round trip per event); redis-py: the okq-go loop (``QNOTIFY`` ->
-  ``QRPOP q EX 30`` -> ``QACK``: three round trips); bare: the pipelined QACK+QRPOP loop on one
-  socket (the floor of what okq's strategy costs).
+  a non-transactional pipeline; bare: one pre-encoded write per batch, then the replies
+  (hiredis).
+* consume (concurrency 1) and consume8 (concurrency 8): pop and ack a prefilled queue.  okq:
+  ``Client.consume(concurrency=C)`` (drain + ack pipelined with the next pop: one round trip
+  per event); bare: C threads, each with one socket and a ``hiredis.Reader``, sending each
+  ``QACK`` in the same write as the next ``QRPOP``; redis-py (concurrency 1 only): the okq-go
+  loop (``QNOTIFY`` -> ``QRPOP q EX 30`` -> ``QACK``: three round trips).  A consume run is
+  timed from the call to the n-th event's handler (okq) or to the last thread's empty pop
+  (bare): connection set-up is inside both, okq's shutdown is not.
 
-Rows give events/s (wall) and client CPU per event in microseconds, medians of ``--runs``;
-the ratios are the ones the issue sets goals for.
+The clients of a workload take turns inside each run (push, push_many: in rounds; consume:
+one after the other), so a noisy neighbour hits them alike.  Rows give events/s (wall) and
+client CPU per event in microseconds, medians of ``--runs``; each ratio is the median of the
+per-run ratios of two clients measured in the same run.
 
 Every run is bounded: each load loop stops after its count of events, each run has a time
 budget (``--run-timeout``, checked once per event) and every socket a read timeout, so a lost
@@ -29,7 +37,7 @@ connection or a lost event ends the bench with `Overrun` or `ConnectionError` in
 from __future__ import annotations
 
 import argparse
-import socket
+import itertools
 import statistics
 import sys
 import threading
@@ -46,45 +54,24 @@ if str(ROOT) not in sys.path:  # run as a script
 
 import redis  # noqa: E402
 
-from okq_proto import (  # noqa: E402
-    NEED_DATA,
-    Delivery,
-    encode_command,
-    encode_commands,
-    make_decoder,
-)
+from okq_proto import Delivery  # noqa: E402
 from okq_transports.sync import Client  # noqa: E402
+from tests.bench import sync_floors as floors  # noqa: E402
 from tests.bench.bench_server import okq_server  # noqa: E402
-
-PAYLOAD = b"x" * 100
-#: The longest any one socket read may wait.
-IO_TIMEOUT_S = 10.0
-
-# (events, wall seconds, cpu seconds)
-Sample = tuple[int, float, float]
-
-
-class Overrun(RuntimeError):
-    """A run went past its time budget or its count of tries, or ended without all its events."""
-
-
-class Budget:
-    """How long one run may take; `check` raises `Overrun` once that is up."""
-
-    def __init__(self, what: str, seconds: float) -> None:
-        self.what, self.seconds = what, seconds
-        self.deadline = time.monotonic() + seconds
-
-    def check(self) -> None:
-        if time.monotonic() > self.deadline:
-            raise Overrun(f"{self.what}: not done within its {self.seconds:g} s budget")
-
-
-def measure(fn: Callable[[], int]) -> Sample:
-    cpu, wall = time.process_time(), time.perf_counter()
-    events = fn()
-    return events, time.perf_counter() - wall, time.process_time() - cpu
-
+from tests.bench.sync_floors import (  # noqa: E402
+    IO_TIMEOUT_S,
+    PAYLOAD,
+    Bare,
+    Budget,
+    HiredisBare,
+    Overrun,
+    Sample,
+    consume_bare,
+    measure,
+    push_bare,
+    push_bare_enc,
+    push_many_bare,
+)
 
 # -- clients ---------------------------------------------------------------------------------------
 
@@ -109,44 +96,12 @@ def redis_client(host: str, port: int) -> redis.Redis:
     return redis.Redis(host=host, port=port, protocol=2, driver_info=no_info, **timeouts)
 
 
-class Bare:
-    """The floor: one blocking socket, our encoder, the decoder okq_proto picks."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.sock = socket.create_connection((host, port), timeout=IO_TIMEOUT_S)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.decoder = make_decoder()
-        self.buf = bytearray(65536)
-
-    def replies(self, count: int) -> list[object]:
-        out: list[object] = []
-        while len(out) < count:
-            reply = self.decoder.next_reply()
-            if reply is NEED_DATA:
-                n = self.sock.recv_into(self.buf)  # at most IO_TIMEOUT_S, then TimeoutError
-                if n == 0:
-                    raise ConnectionError(
-                        f"the server closed the connection with {count - len(out)} "
-                        "replies still due"
-                    )
-                self.decoder.feed(memoryview(self.buf)[:n])
-                continue
-            out.append(reply)
-        return out
-
-    def call(self, *argv: bytes) -> object:
-        self.sock.sendall(encode_command(argv))
-        return self.replies(1)[0]
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 # -- workloads -------------------------------------------------------------------------------------
 
 
-CLIENTS = ("okq", "redis-py", "bare")
-Live = dict[str, "Client | redis.Redis | Bare"]
+PUSHERS = ("okq", "redis-py", "bare", "bare-enc")
+BATCHERS = ("okq", "redis-py", "bare")
+Live = dict[str, "Client | redis.Redis | Bare | HiredisBare"]
 
 
 @contextmanager
@@ -156,13 +111,15 @@ def opened(host: str, port: int) -> Iterator[Live]:
     okq.ping()
     r = redis_client(host, port)
     r.execute_command("PING")  # type: ignore[no-untyped-call]
-    bare = Bare(host, port)
+    bare = HiredisBare(host, port)
+    bare_enc = Bare(host, port)
     try:
-        yield {"okq": okq, "redis-py": r, "bare": bare}
+        yield {"okq": okq, "redis-py": r, "bare": bare, "bare-enc": bare_enc}
     finally:
         okq.close()
         r.close()
         bare.close()
+        bare_enc.close()
 
 
 def push_okq(client: object, queue: str, n: int, batch: int, budget: Budget) -> Sample:
@@ -187,19 +144,6 @@ def push_redis(client: object, queue: str, n: int, batch: int, budget: Budget) -
         for _ in range(n):
             budget.check()
             ex("QLPUSH", q, str(uuid.uuid4()), PAYLOAD)  # type: ignore[no-untyped-call]
-        return n
-
-    return measure(run)
-
-
-def push_bare(client: object, queue: str, n: int, batch: int, budget: Budget) -> Sample:
-    assert isinstance(client, Bare)
-    q = queue.encode()
-
-    def run() -> int:
-        for _ in range(n):
-            budget.check()
-            client.call(b"QLPUSH", q, str(uuid.uuid4()).encode(), PAYLOAD)
         return n
 
     return measure(run)
@@ -235,38 +179,16 @@ def push_many_redis(client: object, queue: str, n: int, batch: int, budget: Budg
     return measure(run)
 
 
-def push_many_bare(client: object, queue: str, n: int, batch: int, budget: Budget) -> Sample:
-    assert isinstance(client, Bare)
-    q = queue.encode()
-
-    def run() -> int:
-        for start in range(0, n, batch):
-            budget.check()
-            count = min(batch, n - start)
-            argvs = [(b"QLPUSH", q, str(uuid.uuid4()).encode(), PAYLOAD) for _ in range(count)]
-            client.sock.sendall(encode_commands(argvs))
-            client.replies(count)
-        return n
-
-    return measure(run)
-
-
-def prefill(address: str, queue: str, n: int) -> None:
-    with Client(address) as client:
-        client.flush(queue)
-        for start in range(0, n, 1000):
-            client.push_many(queue, [PAYLOAD] * min(1000, n - start))
-
-
-def consume_okq(address: str, queue: str, n: int, budget: Budget) -> Sample:
-    prefill(address, queue, n)
+def consume_okq(address: str, queue: str, n: int, budget: Budget, concurrency: int = 1) -> Sample:
+    """``Client.consume`` of n prefilled events, timed up to the n-th event's handler."""
+    floors.prefill(address, queue, n)
     stop = threading.Event()
-    count = 0
+    counter = itertools.count(1)  # next() on it is atomic: handlers run in several threads
+    end: list[tuple[float, float]] = []
 
     def handler(delivery: Delivery) -> bool:
-        nonlocal count
-        count += 1
-        if count == n:
+        if next(counter) == n:
+            end.append((time.perf_counter(), time.process_time()))
             stop.set()
         return True
 
@@ -274,25 +196,25 @@ def consume_okq(address: str, queue: str, n: int, budget: Budget) -> Sample:
     # the run at the deadline even when events went missing
     timer = threading.Timer(max(0.0, budget.deadline - time.monotonic()), stop.set)
     timer.daemon = True
-    with Client(address, notify_timeout_s=1, read_timeout_s=IO_TIMEOUT_S) as client:
-
-        def run() -> int:
-            client.consume(handler, [queue], stop=stop)
-            if count < n:
-                raise Overrun(f"{budget.what}: {count} of {n} events within {budget.seconds:g} s")
-            return count
-
+    with Client(
+        address, notify_timeout_s=1, read_timeout_s=IO_TIMEOUT_S, pool_size=concurrency + 1
+    ) as client:
         timer.start()
         try:
-            return measure(run)
+            cpu, wall = time.process_time(), time.perf_counter()
+            client.consume(handler, [queue], concurrency=concurrency, stop=stop)
         finally:
             timer.cancel()
+    if not end:
+        got = next(counter) - 1
+        raise Overrun(f"{budget.what}: {got} of {n} events within {budget.seconds:g} s")
+    return n, end[0][0] - wall, end[0][1] - cpu
 
 
 def consume_redis_okq_go(
     host: str, port: int, queue: str, n: int, address: str, budget: Budget
 ) -> Sample:
-    prefill(address, queue, n)
+    floors.prefill(address, queue, n)
     r = redis_client(host, port)
     q = queue.encode()
 
@@ -330,34 +252,6 @@ def consume_redis_okq_go(
         r.close()
 
 
-def consume_bare(host: str, port: int, queue: str, n: int, address: str, budget: Budget) -> Sample:
-    prefill(address, queue, n)
-    bare = Bare(host, port)
-    q = queue.encode()
-
-    def run() -> int:
-        done = 0
-        event = bare.call(b"QRPOP", q, b"EX", b"30")
-        while event is not None:
-            assert isinstance(event, list)
-            if done == n:
-                raise Overrun(f"{budget.what}: more than the {n} events it pushed")
-            budget.check()
-            done += 1
-            bare.sock.sendall(
-                encode_commands([(b"QACK", q, event[0]), (b"QRPOP", q, b"EX", b"30")])
-            )
-            _ack, event = bare.replies(2)
-        if done < n:
-            raise Overrun(f"{budget.what}: the queue ran dry after {done} of {n} events")
-        return done
-
-    try:
-        return measure(run)
-    finally:
-        bare.close()
-
-
 # -- report ----------------------------------------------------------------------------------------
 
 
@@ -366,6 +260,32 @@ def median_rates(samples: list[Sample]) -> tuple[float, float]:
     rate = statistics.median(e / w for e, w, _ in samples)
     cpu_us = statistics.median(c / e * 1e6 for e, _, c in samples)
     return rate, cpu_us
+
+
+def per_run_ratio(a: list[Sample], b: list[Sample], cpu: bool) -> float:
+    """Median over runs of a's rate (or CPU per event) over b's, in the same run."""
+    if cpu:
+        return statistics.median(
+            (ca / ea) / (cb / eb) for (ea, _, ca), (eb, _, cb) in zip(a, b, strict=True)
+        )
+    return statistics.median(
+        (ea / wa) / (eb / wb) for (ea, wa, _), (eb, wb, _) in zip(a, b, strict=True)
+    )
+
+
+#: (label, workload, client, baseline, cpu?, goal text): the printed ratios.
+RATIOS = (
+    ("push cpu okq/bare", "push", "okq", "bare", True, "<= 1.5"),
+    ("push cpu okq/redis-py", "push", "okq", "redis-py", True, "<= 0.6"),
+    ("push cpu okq/bare-enc", "push", "okq", "bare-enc", True, ""),
+    ("push rate okq/redis-py", "push", "okq", "redis-py", False, ""),
+    ("push_many cpu okq/bare", "push_many", "okq", "bare", True, ""),
+    ("consume rate okq/bare", "consume", "okq", "bare", False, ">= 0.9"),
+    ("consume cpu okq/bare", "consume", "okq", "bare", True, "<= 1.3"),
+    ("consume8 rate okq/bare", "consume8", "okq", "bare", False, ">= 0.9"),
+    ("consume8 cpu okq/bare", "consume8", "okq", "bare", True, "<= 1.3"),
+    ("consume rate okq/okq-go-loop", "consume", "okq", "redis-py", False, ""),
+)
 
 
 def bench(
@@ -384,55 +304,61 @@ def bench(
     """
     address = f"{host}:{port}"
     q = f"bench-{uuid.uuid4()}"
-    results: dict[str, dict[str, tuple[float, float]]] = {}
+    samples: dict[str, dict[str, list[Sample]]] = {}
     out(f"{events} events per run, median of {runs} runs, server {address}")
-    out(f"{'workload':<10} {'client':<9} {'events/s':>10} {'cpu us/ev':>10}")
-    # Sequential pushes and batches: the three clients take turns in small rounds inside each
-    # run, so a noisy neighbour on the machine hits all three alike.
+    # Sequential pushes and batches: the clients take turns in small rounds inside each run,
+    # so a noisy neighbour on the machine hits them alike.
     rounds = max(1, min(10, events // max(batch, 100)))
     chunk = max(1, events // rounds)
-    for name, fns in (
-        ("push", (push_okq, push_redis, push_bare)),
-        ("push_many", (push_many_okq, push_many_redis, push_many_bare)),
+    for name, clients, fns in (
+        ("push", PUSHERS, (push_okq, push_redis, push_bare, push_bare_enc)),
+        ("push_many", BATCHERS, (push_many_okq, push_many_redis, push_many_bare)),
     ):
-        samples: dict[str, list[Sample]] = {c: [] for c in CLIENTS}
+        samples[name] = {c: [] for c in clients}
         for run in range(runs):
             budget = Budget(f"{name} run {run + 1}", run_timeout_s)
             with opened(host, port) as live:
-                totals = {who: [0.0, 0.0, 0.0] for who in CLIENTS}
+                totals = {who: [0.0, 0.0, 0.0] for who in clients}
                 for _ in range(rounds):
-                    for who, work in zip(CLIENTS, fns, strict=True):
+                    for who, work in zip(clients, fns, strict=True):
                         for i, value in enumerate(work(live[who], q, chunk, batch, budget)):
                             totals[who][i] += value
                 okq_client = live["okq"]
                 assert isinstance(okq_client, Client)
                 okq_client.flush(q)
-            for who in CLIENTS:
+            for who in clients:
                 count, wall, cpu = totals[who]
-                samples[who].append((int(count), wall, cpu))
-        results[name] = {who: median_rates(s) for who, s in samples.items()}
-        for who, (rate, cpu_us) in results[name].items():
-            out(f"{name:<10} {who:<9} {rate:>10.0f} {cpu_us:>10.1f}")
-    consumers: dict[str, Callable[[Budget], Sample]] = {
-        "okq": lambda b: consume_okq(address, q + "c", events, b),
-        "redis-py": lambda b: consume_redis_okq_go(host, port, q + "c", events, address, b),
-        "bare": lambda b: consume_bare(host, port, q + "c", events, address, b),
+                samples[name][who].append((int(count), wall, cpu))
+    consumers: dict[str, dict[str, Callable[[Budget], Sample]]] = {
+        "consume": {
+            "okq": lambda b: consume_okq(address, q + "c", events, b),
+            "redis-py": lambda b: consume_redis_okq_go(host, port, q + "c", events, address, b),
+            "bare": lambda b: consume_bare(host, port, q + "c", events, address, b),
+        },
+        "consume8": {
+            "okq": lambda b: consume_okq(address, q + "c8", events, b, 8),
+            "bare": lambda b: consume_bare(host, port, q + "c8", events, address, b, 8),
+        },
     }
-    consumed: dict[str, list[Sample]] = {who: [] for who in CLIENTS}
+    for name, table in consumers.items():
+        samples[name] = {who: [] for who in table}
     for run in range(runs):
-        for who, consume in consumers.items():
-            consumed[who].append(consume(Budget(f"consume {who} run {run + 1}", run_timeout_s)))
-    results["consume"] = {who: median_rates(s) for who, s in consumed.items()}
-    for who, (rate, cpu_us) in results["consume"].items():
-        out(f"{'consume':<10} {who:<9} {rate:>10.0f} {cpu_us:>10.1f}")
-    p, pm, c = results["push"], results["push_many"], results["consume"]
-    out("goals:")
-    out(f"  push cpu okq/bare      {p['okq'][1] / p['bare'][1]:.2f}  (<= 1.3)")
-    out(f"  push cpu okq/redis-py  {p['okq'][1] / p['redis-py'][1]:.2f}  (about 0.55)")
-    out(f"  push rate okq/redis-py {p['okq'][0] / p['redis-py'][0]:.2f}  (>= 1.1)")
-    out(f"  push_many cpu us/event {pm['okq'][1]:.1f}  (<= 40)")
-    out(f"  consume rate okq/okq-go-loop {c['okq'][0] / c['redis-py'][0]:.2f}  (>= 2)")
-    out(f"  consume cpu okq/bare   {c['okq'][1] / c['bare'][1]:.2f}  (<= 1.3)")
+        for name, table in consumers.items():
+            for who, consume in table.items():
+                budget = Budget(f"{name} {who} run {run + 1}", run_timeout_s)
+                samples[name][who].append(consume(budget))
+    results = {
+        name: {who: median_rates(s) for who, s in rows.items()} for name, rows in samples.items()
+    }
+    out(f"{'workload':<10} {'client':<9} {'events/s':>10} {'cpu us/ev':>10}")
+    for name, rows in results.items():
+        for who, (rate, cpu_us) in rows.items():
+            out(f"{name:<10} {who:<9} {rate:>10.0f} {cpu_us:>10.1f}")
+    out("ratios (median of per-run ratios), goal:")
+    for label, name, a, b, cpu, goal in RATIOS:
+        value = per_run_ratio(samples[name][a], samples[name][b], cpu)
+        out(f"  {label:<29} {value:5.2f}  {f'({goal})' if goal else ''}".rstrip())
+    out(f"  {'push_many cpu us/event':<29} {results['push_many']['okq'][1]:5.1f}  (<= 40)")
     return results
 
 
