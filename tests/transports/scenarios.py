@@ -16,7 +16,6 @@ import functools
 import importlib
 import inspect
 import os
-import socket
 import sys
 import threading
 import time
@@ -36,18 +35,37 @@ from okq_proto import (
     DuplicateEventError,
     Event,
     LocalProtocolError,
-    OkqError,
     PushFlag,
     QAck,
+    QNotify,
     QRegister,
     QRPop,
+    QueueStatus,
     is_dup,
     to_wire,
 )
 from okq_transports.redis import AsyncRedisPoolClient
 from okq_transports.server import ThreadedServer
 
-DEADLINE_S = 20.0
+from .scenarios_servers import (
+    DEADLINE_S,
+    GOOD_PEEK,
+    OTHER_REPLY,
+    VICTIM_REPLY,
+    DribbleServer,
+    MalformedServer,
+    cancelled_at_every_byte,
+)
+
+__all__ = [  # the scripted servers, for the modules that import them from here
+    "DEADLINE_S",
+    "GOOD_PEEK",
+    "OTHER_REPLY",
+    "VICTIM_REPLY",
+    "DribbleServer",
+    "MalformedServer",
+    "cancelled_at_every_byte",
+]
 
 T = TypeVar("T")
 
@@ -105,6 +123,7 @@ class Harness:
     cancellable_requests = True  # a request can be cancelled mid-flight
     options: frozenset[str] = frozenset()  # the client's constructor options
     parses_itself = True  # okq's own decoder reads the replies (not redis-py's)
+    failover = True  # the client takes several addresses (a redis-py pool has one)
     #: ``reopen(address=None, **options)``: a `Harness` over a new client of the same kind
     #: (an async context manager); set by the runner.
     reopen: Callable[..., AbstractAsyncContextManager[Any]]
@@ -114,15 +133,25 @@ class Harness:
         self.server = server
 
     def idle_connections(self) -> int | None:
-        """Pooled connections open and idle, where the client says (None: it does not)."""
+        """Pooled connections open and idle, where the client pools its own (None: a
+        redis-py pool's, which the client does not count)."""
         count = getattr(self.client, "idle_connections", None)
-        return count if isinstance(count, int) else None
+        return count if isinstance(count, int) and self.failover else None
+
+    def open_connections(self) -> int | None:
+        """Pooled connections open (idle or in use); None as for `idle_connections`."""
+        count = getattr(self.client, "open_connections", None)
+        return count if isinstance(count, int) and self.failover else None
 
     async def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
         return await getattr(self.client, method)(*args, **kwargs)
 
     def new_stop(self) -> Any:
         return asyncio.Event()
+
+    def now(self) -> float:
+        """The clock of ``delivery.deadline`` (the loop's; a blocking client's monotonic)."""
+        return asyncio.get_running_loop().time()
 
     async def consume(self, handler: Callable[..., Any], queues: list[str], **kw: Any) -> None:
         await self.client.consume(handler, queues, **kw)
@@ -214,6 +243,9 @@ class ThreadedHarness(Harness):
     def new_stop(self) -> Any:
         return threading.Event()
 
+    def now(self) -> float:
+        return time.monotonic()
+
     async def consume(self, handler: Callable[..., Any], queues: list[str], **kw: Any) -> None:
         await asyncio.to_thread(functools.partial(self.client.consume, handler, queues, **kw))
 
@@ -225,6 +257,9 @@ class TrioHarness(Harness):
 
     def new_stop(self) -> Any:
         return trio.Event()
+
+    def now(self) -> float:
+        return trio.current_time()
 
     async def sleep(self, seconds: float) -> None:
         await trio.sleep(seconds)
@@ -269,52 +304,114 @@ class TrioHarness(Harness):
 
 
 async def every_method(h: Harness) -> None:
-    q = qname("every")
+    q, nope = qname("every"), qname("nope")
     await h.call("ping")
     assert await h.call("peek_next", q) is None
     first = await h.call("push", q, b"one")
-    second = await h.call("push", q, "two")
+    second = await h.call("push", q, "two")  # str contents go as UTF-8
     assert isinstance(first, str)
     assert len(first) == 36
     nxt, last = await h.call("peek_next", q), await h.call("peek_last", q)
     assert nxt == Event(q, first, b"one")
     assert last == Event(q, second, b"two")
     await h.call("push_event", Event(q, "mine", b"three"))
-    (st,) = await h.call("status", q)
-    assert (st.name, st.total, st.processing, st.consumers) == (q, 3, 0, 0)
+    assert await h.call("status", q, nope) == [QueueStatus(q, 3, 0, 0), QueueStatus(nope, 0, 0, 0)]
+    assert q in [s.name for s in await h.call("status")]  # every known queue
     assert any(q in line for line in await h.call("info"))
-    assert (await h.call("info", q))[0].startswith(q)
+    (line,) = await h.call("info", q)
+    assert line.startswith(f"{q}  total: 3  processing: 0"), line
+    # one request at a time: one connection, back in the pool
+    assert h.idle_connections() in (None, 1)
+    assert h.open_connections() in (None, 1)
     outcomes = await h.call("push_many", q, [b"a", b"b", b"c"])
     assert [o.ok for o in outcomes] == [True] * 3
     assert len({o.id for o in outcomes}) == 3
+    assert not any(o.retried for o in outcomes)
     assert await h.call("push_many", q, []) == []
     claimed = await h.call("execute", QRPop(to_wire(q), 60))  # the escape hatch
     assert claimed.id == first
+    assert (await h.call("status", q))[0].processing == 1
     assert await h.call("execute", QAck(to_wire(q), to_wire(first))) == 1
+    assert await h.call("execute", QAck(to_wire(q), to_wire(first))) == 0
+    for command in (QRegister((to_wire(q),)), QNotify(1)):
+        with pytest.raises(LocalProtocolError, match="consume"):
+            await h.call("execute", command)  # consumer state: use consume()
     with pytest.raises(LocalProtocolError):
-        await h.call("execute", QRegister((to_wire(q),)))  # consumer state: use consume()
+        await h.call("execute", b"PING")
     await h.call("flush", q)
-    assert (await h.call("status", q))[0].total == 0
+    (st,) = await h.call("status", q)
+    assert (st.total, st.processing, st.consumers) == (0, 0, 0)
 
 
 async def flags_and_binary(h: Harness) -> None:
     q = qname("flags")
     blob = bytes(range(256)) * 3 + b"\r\n\x00"
-    await h.call("push", q, blob)
-    await h.call("push", q, b"normal")
+    a = await h.call("push", q, blob)
+    b = await h.call("push", q, b"normal")
     urgent = await h.call("push", q, b"urgent", PushFlag.HIGH_PRIORITY)
-    assert (await h.call("peek_next", q)).id == urgent
-    assert (await h.call("peek_last", q)).contents == b"normal"
-    await h.call("push", q, b"fast", PushFlag.NO_BLOCK)
+    (first,) = await h.call("push_many", q, [b"first"], PushFlag.HIGH_PRIORITY)
+    assert (await h.call("peek_next", q)) == Event(q, first.id, b"first")
+    assert (await h.call("peek_last", q)) == Event(q, b, b"normal")
+    order = await _consume_all(h, [q], 4)
+    assert [d.id for d in order] == [first.id, urgent, a, b]
+    assert order[2].contents == blob
+    fast = await h.call("push", q, b"fast", PushFlag.NO_BLOCK | PushFlag.HIGH_PRIORITY)
 
-    async def four() -> bool:
-        total: int = (await h.call("status", q))[0].total
-        return total == 4
+    async def landed() -> bool:
+        return await h.call("peek_next", q) is not None
 
-    await h.wait_until(four)
+    await h.wait_until(landed)  # NO_BLOCK: the reply came before the event was stored
+    assert await h.call("peek_next", q) == Event(q, fast, b"fast")
+    # Names and ids are bytes too (surrogate escapes, CR LF, NUL), in and out.
+    odd = Event(qname("q\udcff\r\n"), "id\x00\udcfe", blob + b"\r\n\x00" * 100)
+    await h.call("push_event", odd)
+    assert await h.call("peek_next", odd.queue) == odd
+    (got,) = await _consume_all(h, [odd.queue], 1)
+    assert (got.queue, got.id, got.contents) == (odd.queue, odd.id, odd.contents)
+    assert (await h.call("status", odd.queue))[0].total == 0
+
+
+async def _consume_all(h: Harness, queues: list[str], n: int) -> list[Any]:
+    """Consume (and ack) `n` deliveries from `queues`, in the order they came."""
+    stop, seen = h.new_stop(), []
+    lock = threading.Lock()
+
+    def handler(delivery: Any) -> bool:
+        with lock:
+            seen.append(delivery)
+            if len(seen) >= n:
+                stop.set()
+        return True
+
+    await h.consume(handler, queues, stop=stop)
+    return seen
+
+
+async def custom_id_factory(h: Harness) -> None:
+    """Ids come from the client's ``id_factory``; a duplicate in a batch is that item's
+    outcome, not the batch's."""
+    q = qname("ids")
+    ids = iter(["a", "b", "a", "c"])
+    async with h.reopen(id_factory=lambda: next(ids)) as client:
+        outcomes = await client.call("push_many", q, [b"1", b"2", b"3", b"4"])
+    assert [o.id for o in outcomes] == ["a", "b", "a", "c"]
+    assert [o.ok for o in outcomes] == [True, True, False, True]
+    assert is_dup(outcomes[2].error)
+    assert not any(o.retried for o in outcomes)
+    with pytest.raises(DuplicateEventError):
+        outcomes[2].unwrap()
+    assert (await h.call("status", q))[0].total == 3
+
+
+async def large_batch(h: Harness) -> None:
+    """`push_many` pipelines a large batch (in writes of its own size)."""
+    q = qname("batch")
+    outcomes = await h.call("push_many", q, (b"%d" % i for i in range(10_000)))
+    assert all(o.ok for o in outcomes)
+    assert len({o.id for o in outcomes}) == 10_000
+    assert (await h.call("status", q))[0].total == 10_000
+    assert await h.call("peek_next", q) == Event(q, outcomes[0].id, b"0")
     await h.call("flush", q)
-    await h.call("push", q, blob)
-    assert (await h.call("peek_next", q)).contents == blob
 
 
 async def duplicates(h: Harness) -> None:
@@ -325,6 +422,8 @@ async def duplicates(h: Harness) -> None:
     assert is_dup(info.value)
     assert info.value.event_id == "same"
     assert (await h.call("peek_next", q)).contents == b"x"
+    # NO_BLOCK hides duplicates (okq replies before storing)
+    await h.call("push_event", Event(q, "same", b"z"), PushFlag.NO_BLOCK)
 
 
 async def consume_and_stop(h: Harness) -> None:
@@ -365,6 +464,61 @@ async def redelivery(h: Harness) -> None:
     assert (await h.call("status", q))[0].total == 0
 
 
+async def failed_handlers_are_reported(h: Harness) -> None:
+    """A handler that raises, then one that returns false: no ack, the event comes back after
+    its 1 s claim; the third attempt acks it.  Each failure is reported to the hooks."""
+    q, hooks = qname("redeliver"), _Failures()
+    event_id = await h.call("push", q, b"retry me")
+    calls = []
+    async with h.reopen(hooks=hooks) as client:
+        stop = client.new_stop()
+
+        def handler(delivery: Any) -> bool:
+            calls.append(delivery.id)
+            assert 0 < delivery.remaining(client.now()) <= 1.0
+            if len(calls) == 1:
+                raise RuntimeError("first attempt fails")
+            if len(calls) == 2:
+                return False
+            stop.set()
+            return True
+
+        await client.consume(handler, [q], expire_seconds=1, stop=stop)
+    assert calls == [event_id] * 3
+    assert [type(e) for e in hooks.failed] == [RuntimeError, type(None)]
+    assert hooks.deliveries == 3
+    assert (await h.call("status", q))[0].total == 0
+
+
+class _Failures(okq_proto.Hooks):
+    """Counts what the hooks hear."""
+
+    def __init__(self) -> None:
+        self.failed: list[BaseException | None] = []
+        self.deliveries = self.pushes = self.acks = 0
+
+    def pushed(self, queue: str, event_id: str, *, retried: bool = False) -> None:
+        self.pushes += 1
+
+    def handler_failed(self, delivery: Any, error: BaseException | None) -> None:
+        self.failed.append(error)
+
+    def delivered(self, delivery: Any) -> None:
+        self.deliveries += 1
+
+    def acked(self, delivery: Any) -> None:
+        self.acks += 1
+
+
+async def hooks_see_pushes_deliveries_and_acks(h: Harness) -> None:
+    q, hooks = qname("hooks"), _Failures()
+    async with h.reopen(hooks=hooks) as client:
+        await client.call("push", q, b"1")
+        await client.call("push_many", q, [b"2", b"3"])
+        await _consume_all(client, [q], 3)
+    assert (hooks.pushes, hooks.deliveries, hooks.acks, hooks.failed) == (3, 3, 3, [])
+
+
 async def at_most_once(h: Harness) -> None:
     q = qname("amo")
     await h.call("push_many", q, [b"1", b"2"])
@@ -373,13 +527,23 @@ async def at_most_once(h: Harness) -> None:
     def handler(delivery: Any) -> bool:
         seen.append(delivery.contents)
         assert not delivery.needs_ack
-        if len(seen) == 2:
-            stop.set()
-        return False  # nothing to ack anyway: the server acked on pop
+        assert delivery.remaining(0.0) == float("inf")  # no claim, no deadline
+        return False  # lost: that is what at-most-once means (the server acked on pop)
 
-    await h.consume(handler, [q], expire_seconds=-1, stop=stop)
+    async def consumer() -> None:
+        await h.consume(handler, [q], expire_seconds=-1, stop=stop)
+
+    async with h.background(consumer):
+
+        async def both() -> bool:
+            return len(seen) == 2
+
+        await h.wait_until(both)
+        await h.sleep(0.5)  # well past any sweep: nothing comes back
+        stop.set()
     assert seen == [b"1", b"2"]
-    assert (await h.call("status", q))[0].total == 0
+    (st,) = await h.call("status", q)
+    assert (st.total, st.processing) == (0, 0)
 
 
 async def concurrency(h: Harness) -> None:
@@ -424,7 +588,6 @@ async def stop_abandons_wait(h: Harness) -> None:
     async def consumer() -> None:
         await h.consume(lambda d: True, [q], stop=stop)
 
-    started = time.monotonic()
     async with h.background(consumer):
 
         async def registered() -> bool:
@@ -432,8 +595,40 @@ async def stop_abandons_wait(h: Harness) -> None:
             return consumers == 1
 
         await h.wait_until(registered)
+        await h.sleep(0.1)  # inside the QNOTIFY wait by now
+        stopped = time.monotonic()
         stop.set()
-    assert time.monotonic() - started < 5  # the 30 s QNOTIFY wait was abandoned
+    assert time.monotonic() - stopped < 1.0  # the QNOTIFY wait was abandoned
+
+
+async def notify_wait_outlasts_read_timeout(h: Harness) -> None:
+    """A ``QNOTIFY`` wait (1 s) longer than the read timeout (redis-py's ``socket_timeout``),
+    more than once: the consumer waits it out and reports no error."""
+    q, errors, got = qname("slow-notify"), _Errors(), []
+    async with h.reopen(read_timeout_s=0.2, hooks=errors) as client:
+        stop = client.new_stop()
+
+        def handler(delivery: Any) -> bool:
+            got.append(delivery.contents)
+            stop.set()
+            return True
+
+        async def consumer() -> None:
+            await client.consume(handler, [q], stop=stop)
+
+        async with client.background(consumer):
+            await client.sleep(2.5)  # two QNOTIFY rounds and more
+            await h.call("push", q, b"late")
+    assert got == [b"late"]
+    assert errors.errors == []
+
+
+class _Errors(okq_proto.Hooks):
+    def __init__(self) -> None:
+        self.errors: list[BaseException] = []
+
+    def error(self, error: BaseException) -> None:
+        self.errors.append(error)
 
 
 async def handler_cancelled_at_expiry(h: Harness) -> None:
@@ -480,245 +675,23 @@ async def pull_deliveries(h: Harness) -> None:
     assert (st.total, st.processing) == (1, 1)  # b is claimed, unacked
 
 
-async def server_restart(h: Harness) -> None:
-    q = qname("restart")
-    stop, seen = h.new_stop(), set()
-    lock = threading.Lock()
-    pushed: list[str] = []
-
-    def handler(delivery: Any) -> bool:
-        with lock:
-            seen.add(delivery.id)
-        return True
-
-    async def consumer() -> None:
-        await h.consume(handler, [q], expire_seconds=2, stop=stop)
-
-    async with h.background(consumer):
-        for i in range(10):
-            pushed.append(await h.call("push", q, b"before %d" % i))
-        assert h.server is not None
-        await h.run_sync(h.server.restart)
-        for i in range(10):
-            pushed.append(await h.call("push", q, b"after %d" % i))
-
-        async def all_seen() -> bool:
-            return set(pushed) <= seen
-
-        await h.wait_until(all_seen, timeout=15)
-        stop.set()
-
-
-class DribbleServer:
-    """A scripted server on loopback: the first connection gets `reply` cut after `k` bytes
-    (the rest only once `release` is set); later connections get `other` at once."""
-
-    def __init__(self, reply: bytes, other: bytes, k: int) -> None:
-        self.reply, self.other, self.k = reply, other, k
-        self.sent_part = threading.Event()
-        self.release = threading.Event()
-        self.connections = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                sock, _ = self._listener.accept()
-                self.connections += 1
-                threading.Thread(
-                    target=self._one, args=(sock, self.connections == 1), daemon=True
-                ).start()
-
-    def _one(self, sock: socket.socket, victim: bool) -> None:
-        with sock, contextlib.suppress(OSError):
-            while sock.recv(65536):
-                if victim:
-                    sock.sendall(self.reply[: self.k])
-                    self.sent_part.set()
-                    self.release.wait(DEADLINE_S)
-                    sock.sendall(self.reply[self.k :])
-                else:
-                    sock.sendall(self.other)
-
-    def close(self) -> None:
-        self.release.set()
-        self._listener.close()
-
-
-VICTIM_REPLY = b"*2\r\n$6\r\nvictim\r\n$5\r\nfirst\r\n"
-OTHER_REPLY = b"*2\r\n$5\r\nother\r\n$6\r\nsecond\r\n"
-
-
-async def cancelled_at_every_byte(h: Harness, make_client: Callable[[str], Any]) -> None:
-    """A request cancelled after its bytes left and before its whole reply came back poisons
-    its connection: the next request never reads the victim's reply (CVE-2023-28858)."""
-    if not h.cancellable_requests:
-        pytest.skip("a blocking call cannot be cancelled mid-request")
-    for k in range(len(VICTIM_REPLY)):
-        server = DribbleServer(VICTIM_REPLY, OTHER_REPLY, k)
-        try:
-            async with make_client(server.address) as client:
-
-                async def ready(server: DribbleServer = server) -> None:
-                    await h.run_sync(lambda: server.sent_part.wait(DEADLINE_S))
-                    await h.sleep(0.005)  # let the k bytes land in the client
-
-                cancelled = await h.cancel_when(functools.partial(client.peek_next, "q"), ready)
-                assert cancelled, f"k={k}: the request finished"
-                server.release.set()  # the rest of the victim's reply is now on the wire
-                await h.sleep(0.005)
-                event = await client.peek_next("q")
-                assert event == Event("q", "other", b"second"), f"k={k}: got {event!r}"
-                assert server.connections == 2
-        finally:
-            server.close()
-
-
-class MalformedServer:
-    """A scripted server on loopback: every request is answered with `bad` (and the
-    connection left open) until `healed` is set, then with `good`.  It counts connections, and
-    requests that came on a connection after it had sent `bad` (a broken connection reused).
-
-    Args:
-        heal_after: set `healed` by itself once `bad` was sent this many times.
-    """
-
-    def __init__(self, bad: bytes, good: bytes, heal_after: int | None = None) -> None:
-        self.bad, self.good, self.heal_after = bad, good, heal_after
-        self.healed = threading.Event()
-        self.connections = 0
-        self.bad_sent = 0
-        self.reused = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.address = f"127.0.0.1:{self._listener.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while True:
-                sock, _ = self._listener.accept()
-                self.connections += 1
-                threading.Thread(target=self._one, args=(sock,), daemon=True).start()
-
-    def _one(self, sock: socket.socket) -> None:
-        broken = False
-        with sock, contextlib.suppress(OSError):
-            while sock.recv(65536):
-                if broken:
-                    self.reused += 1
-                if self.healed.is_set():
-                    sock.sendall(self.good)
-                    continue
-                broken = True
-                self.bad_sent += 1
-                if self.bad_sent == self.heal_after:
-                    self.healed.set()  # before sending: the retry may come at once
-                sock.sendall(self.bad)
-
-    def close(self) -> None:
-        self._listener.close()
-
-
-GOOD_PEEK = b"*2\r\n$2\r\nid\r\n$4\r\nbody\r\n"
-#: Not RESP2; a bulk string and an array of absurd sizes (beyond okq's `Limits`).
-MALFORMED = [b"?what\r\n", b"$2147483647\r\n", b"*2147483648\r\n"]
-
-
-async def malformed_reply(h: Harness) -> None:
-    """A reply that is not RESP2, or announces an absurd size, raises a typed okq error
-    (never a library's own) and its connection is never reused."""
-    for bad in MALFORMED:
-        server = MalformedServer(bad, GOOD_PEEK)
-        try:
-            # read_timeout_s: redis-py (the adapters' parser) waits for the announced bytes.
-            async with h.reopen(server.address, read_timeout_s=1.0) as client:
-                with pytest.raises(OkqError) as info:
-                    await client.call("peek_next", "q")
-                error = info.value
-                # one of okq_proto's own errors, not the library's underneath
-                assert getattr(okq_proto, type(error).__name__, None) is type(error), repr(error)
-                if h.parses_itself or bad == b"?what\r\n":
-                    assert isinstance(error, okq_proto.RemoteProtocolError), repr(error)
-                assert client.idle_connections() in (0, None)
-                server.healed.set()
-                assert await client.call("peek_next", "q") == Event("q", "id", b"body")
-                assert server.reused == 0, f"{bad!r}: a broken connection was used again"
-                assert server.connections == server.bad_sent + 1
-        finally:
-            server.close()
-
-
-#: (option, bad value) pairs; each transport tries those its constructor has.
-BAD_OPTIONS: list[tuple[str, object]] = [
-    ("pool_size", "3"),
-    ("pool_size", 0),
-    ("pool_size", 2.0),
-    ("connect_timeout_s", -1),
-    ("read_timeout_s", -1),
-    ("read_timeout_s", "5"),
-    ("pool_timeout_s", 0),
-    ("retries", -1),
-    ("notify_timeout_s", 2.5),
-    ("notify_timeout_s", 0),
-    ("notify_timeout_s", "30"),
-    ("notify_timeout_s", True),
-    ("id_factory", "uuid4"),
-    ("hooks", object()),
-]
-
-
-async def bad_arguments(h: Harness) -> None:
-    """Every front door refuses the same bad arguments with `LocalProtocolError`, naming the
-    argument, before anything is sent."""
-    tried = 0
-    for name, value in BAD_OPTIONS:
-        if name not in h.options:
-            continue
-        tried += 1
-        with pytest.raises(LocalProtocolError, match=name):
-            async with h.reopen(**{name: value}):
-                pass
-    assert tried >= 6
-    q = qname("badargs")
-    bad_consumes: list[tuple[Any, Any, dict[str, Any]]] = [
-        (_ack, [q], {"concurrency": 2.5}),
-        (_ack, [q], {"concurrency": "2"}),
-        (_ack, [q], {"concurrency": 0}),
-        (_ack, [q], {"concurrency": True}),
-        (_ack, [q], {"expire_seconds": -5}),
-        (_ack, [q], {"expire_seconds": "30"}),
-        (_ack, [], {}),
-        (_ack, q, {}),  # one bare name, not a list
-        ("not callable", [q], {}),
-    ]
-    for handler, queues, kw in bad_consumes:
-        with pytest.raises(LocalProtocolError):
-            await h.consume(handler, queues, stop=h.new_stop(), **kw)
-    assert (await h.call("status", q))[0].consumers == 0
-
-
-def _ack(delivery: Any) -> bool:
-    return True
-
-
 SCENARIOS: list[Callable[[Harness], Awaitable[None]]] = [
     every_method,
     flags_and_binary,
+    custom_id_factory,
+    large_batch,
     duplicates,
     consume_and_stop,
     redelivery,
+    failed_handlers_are_reported,
+    hooks_see_pushes_deliveries_and_acks,
     at_most_once,
     concurrency,
     graceful_stop_in_flight,
     stop_abandons_wait,
+    notify_wait_outlasts_read_timeout,
     handler_cancelled_at_expiry,
     pull_deliveries,
-    server_restart,
-    malformed_reply,
-    bad_arguments,
 ]
 
 #: Scenarios that only apply to the async clients: a blocking client's handler runs in a

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import inspect
 import logging
-import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Iterator
 from typing import Any
 
@@ -31,20 +31,19 @@ from okq_transports.server import ThreadedServer
 from .scenarios import (
     ASYNC_ONLY,
     DEADLINE_S,
-    GOOD_PEEK,
     NO_SETINFO,
     NOTIFY_S,
     SCENARIOS,
     Harness,
-    MalformedServer,
     ThreadedHarness,
     TrioHarness,
-    cancelled_at_every_byte,
     qname,
     redis_async_client,
     run_on_uvloop,
-    server_restart,
 )
+from .scenarios_faults import FAULT_SCENARIOS
+from .scenarios_links import LINK_SCENARIOS, RESTARTING, failover
+from .scenarios_servers import GOOD_PEEK, MalformedServer
 
 #: ``X-uvloop``: the asyncio transport ``X`` on a uvloop loop.
 UVLOOP = "-uvloop"
@@ -87,50 +86,41 @@ def server() -> Iterator[ThreadedServer]:
         srv.stop()
 
 
+def _options(constructor: Callable[..., Any]) -> frozenset[str]:
+    """The keyword-only options of a client's constructor."""
+    parameters = inspect.signature(constructor).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind is inspect.Parameter.KEYWORD_ONLY)
+
+
 #: The constructor options each transport has (the bad-argument scenario tries each).
 OPTIONS = {
-    "sync": frozenset(
-        {
-            "pool_size",
-            "connect_timeout_s",
-            "read_timeout_s",
-            "notify_timeout_s",
-            "pool_timeout_s",
-            "retries",
-            "id_factory",
-            "hooks",
-        }
-    ),
-    "asyncio": frozenset(
-        {
-            "pool_size",
-            "connect_timeout_s",
-            "read_timeout_s",
-            "notify_timeout_s",
-            "id_factory",
-            "hooks",
-        }
-    ),
-    "trio": frozenset({"pool_size", "notify_timeout_s", "id_factory", "hooks"}),
-    "redis-sync": frozenset({"notify_timeout_s", "id_factory", "hooks"}),
-    "redis-asyncio": frozenset({"notify_timeout_s", "id_factory", "hooks"}),
+    "sync": _options(okq_sync.Client),
+    "asyncio": _options(okq_asyncio.Client),
+    "trio": _options(okq_trio.open_client),
+    "redis-sync": _options(RedisPoolClient),
+    "redis-asyncio": _options(AsyncRedisPoolClient),
 }
 
 
 @contextlib.asynccontextmanager
 async def harness_for(
-    kind: str, server: ThreadedServer | None, address: str | None = None, **options: Any
+    kind: str, server: ThreadedServer | None, address: Any = None, **options: Any
 ) -> AsyncIterator[Harness]:
-    """A `Harness` over a new client of `kind` to `address` (default: `server`'s).
+    """A `Harness` over a new client of `kind` to `address` (default: `server`'s; text or,
+    but for the redis-py adapters, a list of addresses).
 
     ``read_timeout_s`` becomes redis-py's ``socket_timeout`` for the redis-py adapters and
-    is dropped for trio (cancel scopes rule there)."""
+    is dropped for trio (cancel scopes rule there); ``pool_size`` becomes the redis-py
+    pool's ``max_connections``."""
     address = address or (server.address if server is not None else "")
     named = functools.partial(_named, kind=kind)
     kind = client_kind(kind)
     timeout = options.get("read_timeout_s")
     if kind in ("trio", "redis-sync", "redis-asyncio"):
         options.pop("read_timeout_s", None)
+    pool_options: dict[str, Any] = {}
+    if kind.startswith("redis") and "pool_size" in options:
+        pool_options["max_connections"] = options.pop("pool_size")
     options = {"notify_timeout_s": NOTIFY_S, **options}
     if kind == "asyncio":
         async with okq_asyncio.Client(address, **options) as client:
@@ -139,7 +129,9 @@ async def harness_for(
         async with okq_trio.open_client(address, **options) as client:
             yield named(TrioHarness(client, server))
     elif kind == "redis-asyncio":
-        async with redis_async_client(address, socket_timeout=timeout, **options) as client:
+        async with redis_async_client(
+            address, socket_timeout=timeout, **pool_options, **options
+        ) as client:
             yield named(Harness(client, server))
     elif kind == "sync":
         with okq_sync.Client(address, **options) as client:
@@ -153,9 +145,11 @@ async def harness_for(
             socket_timeout=timeout,
             socket_connect_timeout=DEADLINE_S,
             **NO_SETINFO,
+            **pool_options,
         )
         try:
-            yield named(ThreadedHarness(RedisPoolClient(pool, **options), server))
+            with RedisPoolClient(pool, **options) as client:
+                yield named(ThreadedHarness(client, server))
         finally:
             pool.disconnect()
 
@@ -163,19 +157,9 @@ async def harness_for(
 def _named(h: Harness, kind: str) -> Harness:
     h.name = kind
     h.options = OPTIONS[client_kind(kind)]
-    h.parses_itself = not kind.startswith("redis")
+    h.parses_itself = h.failover = not kind.startswith("redis")
     h.reopen = functools.partial(harness_for, kind, h.server)
     return h
-
-
-def client_factory(kind: str) -> Callable[[str], Any]:
-    """A pool-of-one client for `cancelled_at_every_byte` (a reused connection would show)."""
-    kind = client_kind(kind)
-    if kind == "asyncio":
-        return lambda address: okq_asyncio.Client(address, pool_size=1)
-    if kind == "trio":
-        return lambda address: okq_trio.open_client(address, pool_size=1)
-    return lambda address: redis_async_client(address, max_connections=1)
 
 
 def run_scenario(
@@ -201,16 +185,27 @@ def run_scenario(
 
 
 BLOCKING = {"sync", "redis-sync"}
+#: The scenarios of the shared server, and the doors each runs on.
+SHARED = [*SCENARIOS, *FAULT_SCENARIOS, *LINK_SCENARIOS]
+
+
+def runs_on(scenario: Callable[[Harness], Awaitable[None]], kind: str) -> bool:
+    """Does `scenario` apply to transport `kind`?  Only the async doors cancel handlers and
+    pull; only the doors with several addresses fail over."""
+    if scenario in ASYNC_ONLY:
+        return kind not in BLOCKING
+    if scenario is failover:
+        return not kind.startswith("redis")
+    return True
 
 
 @pytest.mark.parametrize(
     ("scenario", "kind"),
     [
         pytest.param(scenario, kind, id=f"{scenario.__name__}-{kind}")
-        for scenario in SCENARIOS
-        if scenario is not server_restart
+        for scenario in SHARED
         for kind in TRANSPORTS
-        if not (kind in BLOCKING and scenario in ASYNC_ONLY)
+        if runs_on(scenario, kind)
     ],
 )
 def test_scenario(
@@ -219,25 +214,22 @@ def test_scenario(
     run_scenario(kind, server, scenario)
 
 
-@pytest.mark.parametrize("kind", TRANSPORTS)
-def test_server_restart_under_running_consumer(kind: str) -> None:
+@pytest.mark.parametrize(
+    ("scenario", "kind"),
+    [
+        pytest.param(scenario, kind, id=f"{scenario.__name__}-{kind}")
+        for scenario in RESTARTING
+        for kind in TRANSPORTS
+    ],
+)
+def test_restarting_scenario(kind: str, scenario: Callable[[Harness], Awaitable[None]]) -> None:
+    """The scenarios that restart their server, each on a server of its own."""
     srv = ThreadedServer(sweep_interval_s=0.2)
     srv.start()
     try:
-        run_scenario(kind, srv, server_restart)
+        run_scenario(kind, srv, scenario)
     finally:
         srv.stop()
-
-
-@pytest.mark.parametrize("kind", [*ASYNCIO_KINDS, "trio"])
-def test_cancelled_at_every_byte(kind: str, server: ThreadedServer) -> None:
-    make_client = client_factory(kind)
-    run_scenario(kind, server, lambda h: cancelled_at_every_byte(h, make_client))
-
-
-def _set_and_ack(stop: Any, delivery: Any) -> bool:
-    stop.set()
-    return True
 
 
 # -- beyond the shared list: what only some transports have ---------------------------------
@@ -249,15 +241,14 @@ def test_trio_memory_stream_cancel_at_every_byte_and_busy() -> None:
     from trio.testing import memory_stream_pair, wait_all_tasks_blocked
 
     from okq_proto import ConnectionClosed, Ping
-    from okq_transports._async_driver import AsyncConnection, ConnectionBusyError
-    from okq_transports._backends import TrioStream
+    from okq_transports.trio import AsyncConnection, ConnectionBusyError, connection_over
 
     reply = b"+PONG\r\n"
 
     async def main() -> None:
         for k in range(len(reply)):
             client_side, server_side = memory_stream_pair()
-            conn = AsyncConnection(TrioStream(client_side))
+            conn = connection_over(client_side)
             async with trio.open_nursery() as nursery:
                 scope = trio.CancelScope()
 
@@ -342,50 +333,6 @@ def test_redis_pool_refused_with_reason(server: ThreadedServer) -> None:
         with pytest.raises(LocalProtocolError):
             check_pool({"protocol": 2, **bad})
     check_pool({"protocol": 2, "socket_timeout": 5})
-
-
-@pytest.mark.parametrize("kind", ["redis-sync", "redis-asyncio", "redis-asyncio" + UVLOOP])
-def test_redis_qnotify_longer_than_socket_timeout(kind: str, server: ThreadedServer) -> None:
-    """redis-py's socket timeout (0.3 s here, 5 s by default) is shorter than the QNOTIFY
-    wait (1 s): the consumer must wait it out, not fail."""
-    q = f"slow-notify-{kind}"
-    errors: list[BaseException] = []
-
-    class Hooks(okq_proto.Hooks):
-        def error(self, error: BaseException) -> None:
-            errors.append(error)
-
-    if kind == "redis-sync":
-        pool = redis.ConnectionPool(
-            host=server.host, port=server.port, protocol=2, socket_timeout=0.3
-        )
-        client = RedisPoolClient(pool, notify_timeout_s=1, hooks=Hooks())
-        stop = threading.Event()
-        timer = threading.Timer(2.5, lambda: client.push(q, b"late"))
-        timer.start()
-        client.consume(functools.partial(_set_and_ack, stop), [q], stop=stop)
-        timer.join()
-        pool.disconnect()
-    else:
-
-        async def main() -> None:
-            pool = redis.asyncio.ConnectionPool(
-                host=server.host, port=server.port, protocol=2, socket_timeout=0.3
-            )
-            client = AsyncRedisPoolClient(pool, notify_timeout_s=1, hooks=Hooks())
-            stop = asyncio.Event()
-
-            async def later() -> None:
-                await asyncio.sleep(2.5)
-                await client.push(q, b"late")
-
-            pusher = asyncio.ensure_future(later())
-            await client.consume(functools.partial(_set_and_ack, stop), [q], stop=stop)
-            await pusher
-            await pool.disconnect()
-
-        run_asyncio(kind, lambda: asyncio.wait_for(main(), DEADLINE_S))
-    assert errors == []
 
 
 def test_trio_open_client_over_memory_streams() -> None:

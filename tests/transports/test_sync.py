@@ -1,13 +1,15 @@
-"""The sync client over real loopback TCP against the embedded okq server.
+"""What only the sync client has, over real loopback TCP against the embedded okq server:
+handlers in threads (several at once, overrunning their claim), a thread-safe bounded pool,
+its hooks, signal handling, a producer retrying across restarts.
 
-Every wait is bounded; consumers run in threads joined with a timeout.
+Every behaviour the doors share (requests, flags, consumers, retries, failover, a closed
+client, bad arguments) is a scenario in `scenarios*.py`, run on every door by
+test_scenarios.py.  Every wait is bounded; consumers run in threads joined with a timeout.
 """
 
 from __future__ import annotations
 
-import logging
 import signal
-import socket
 import threading
 import time
 from collections import Counter
@@ -15,22 +17,15 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-import okq_proto as okq
 from okq_proto import (
-    ConnectError,
-    ConnectionClosed,
     Delivery,
     DuplicateEventError,
     Event,
     Hooks,
-    LocalProtocolError,
-    PushFlag,
-    QueueStatus,
     TransportError,
-    is_dup,
 )
 from okq_transports.server import ThreadedServer
-from okq_transports.sync import Client, expired, remaining, stop_on_signals
+from okq_transports.sync import Client, expired, stop_on_signals
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -120,100 +115,6 @@ class Consuming:
             raise self.error
 
 
-# -- methods and flags ----------------------------------------------------------------------------
-
-
-def test_push_peek_status_info_flush_ping(client: Client) -> None:
-    client.ping()
-    assert client.peek_next("q") is None
-    first = client.push("q", b"one")
-    last = client.push("q", "two")  # str contents go as UTF-8
-    assert len(first) == 36
-    assert client.peek_next("q") == Event("q", first, b"one")
-    assert client.peek_last("q") == Event("q", last, b"two")
-    assert client.status("q", "nope") == [QueueStatus("q", 2, 0, 0), QueueStatus("nope", 0, 0, 0)]
-    assert [s.name for s in client.status()] == ["q"]
-    (line,) = client.info("q")
-    assert line.startswith("q  total: 2  processing: 0")
-    client.flush("q")
-    assert counts(client, "q") == [(0, 0)]
-    assert client.idle_connections == client.open_connections == 1
-
-
-def test_binary_contents_and_names_round_trip(client: Client) -> None:
-    contents = bytes(range(256)) + b"\r\n\x00" * 100
-    event = Event("q\udcff\r\n", "id\x00\udcfe", contents)
-    client.push_event(event)
-    assert client.peek_next(event.queue) == event
-    got: list[Delivery] = []
-
-    def handler(delivery: Delivery) -> bool:
-        got.append(delivery)
-        return True
-
-    run = Consuming(client, handler, queues=[event.queue])
-    wait_until(lambda: bool(got))
-    run.finish()
-    assert got[0].contents == contents
-    assert got[0].id == event.id
-    assert client.status(event.queue)[0].total == 0
-
-
-def test_duplicates_are_reported(client: Client) -> None:
-    client.push_event(Event("q", "same", b"1"))
-    with pytest.raises(DuplicateEventError) as info:
-        client.push_event(Event("q", "same", b"2"))
-    assert is_dup(info.value)
-    assert info.value.event_id == "same"
-    assert client.peek_next("q") == Event("q", "same", b"1")
-    # NOBLOCK hides duplicates (okq replies before storing)
-    client.push_event(Event("q", "same", b"3"), PushFlag.NO_BLOCK)
-
-
-def test_custom_id_factory_and_push_many_outcomes(server: ThreadedServer) -> None:
-    ids = iter(["a", "b", "a", "c"])
-    with Client(server.address, id_factory=lambda: next(ids)) as client:
-        outcomes = client.push_many("q", [b"1", b"2", b"3", b"4"])
-    assert [o.id for o in outcomes] == ["a", "b", "a", "c"]
-    assert [o.ok for o in outcomes] == [True, True, False, True]
-    assert is_dup(outcomes[2].error)
-    assert not any(o.retried for o in outcomes)
-    with pytest.raises(DuplicateEventError):
-        outcomes[2].unwrap()
-
-
-def test_high_priority_goes_first(client: Client) -> None:
-    a = client.push("q", b"a")
-    b = client.push("q", b"b")
-    c = client.push("q", b"c", PushFlag.HIGH_PRIORITY)
-    (d,) = client.push_many("q", [b"d"], PushFlag.HIGH_PRIORITY)
-    assert client.peek_next("q") == Event("q", d.id, b"d")
-    order: list[str] = []
-
-    def handler(delivery: Delivery) -> bool:
-        order.append(delivery.id)
-        return True
-
-    run = Consuming(client, handler, queues=["q"])
-    wait_until(lambda: len(order) == 4)
-    run.finish()
-    assert order == [d.id, c, a, b]
-
-
-def test_noblock_push_lands_shortly(client: Client) -> None:
-    event_id = client.push("q", b"x", PushFlag.NO_BLOCK | PushFlag.HIGH_PRIORITY)
-    wait_until(lambda: client.peek_next("q") is not None)
-    assert client.peek_next("q") == Event("q", event_id, b"x")
-
-
-def test_push_many_pipelines_a_large_batch(client: Client) -> None:
-    outcomes = client.push_many("q", (b"%d" % i for i in range(10_000)))
-    assert all(o.ok for o in outcomes)
-    assert len({o.id for o in outcomes}) == 10_000
-    assert client.status("q")[0].total == 10_000
-    assert client.peek_next("q") == Event("q", outcomes[0].id, b"0")
-
-
 # -- consumers ------------------------------------------------------------------------------------
 
 
@@ -238,29 +139,6 @@ def test_several_consumers_handle_each_event_once(client: Client) -> None:
     assert set(seen.values()) == {1}
     assert len(threads) > 1
     assert counts(client, "q", "r") == [(0, 0), (0, 0)]
-
-
-def test_failed_handler_gets_the_event_again(server: ThreadedServer) -> None:
-    hooks = Recorder()
-    attempts: Counter[str] = Counter()
-
-    def handler(delivery: Delivery) -> bool:
-        attempts[delivery.id] += 1
-        assert 0 < remaining(delivery) <= 1.0
-        if attempts[delivery.id] == 1:
-            raise RuntimeError("first try fails")
-        return attempts[delivery.id] >= 3  # the second try returns False
-
-    with Client(server.address, notify_timeout_s=1, hooks=hooks) as client:
-        event_id = client.push("q", b"x")
-        run = Consuming(client, handler, queues=["q"], expire_seconds=1)
-        wait_until(lambda: hooks.calls["acked"] == 1)
-        run.finish()
-        assert attempts[event_id] == 3
-        assert counts(client, "q") == [(0, 0)]
-    assert isinstance(hooks.failed[0], RuntimeError)
-    assert hooks.failed[1] is None
-    assert hooks.calls["delivered"] == 3
 
 
 def test_overrun_handler_is_redelivered_and_its_late_ack_reported(server: ThreadedServer) -> None:
@@ -294,23 +172,6 @@ def test_overrun_handler_is_redelivered_and_its_late_ack_reported(server: Thread
         assert counts(client, "q") == [(0, 0)]
 
 
-def test_at_most_once_never_acks_and_never_redelivers(client: Client) -> None:
-    got: list[Delivery] = []
-
-    def handler(delivery: Delivery) -> bool:
-        got.append(delivery)
-        assert remaining(delivery) == float("inf")
-        return False  # lost: that is what at-most-once means
-
-    client.push_many("q", [b"1", b"2"])
-    run = Consuming(client, handler, queues=["q"], expire_seconds=-1)
-    wait_until(lambda: len(got) == 2)
-    time.sleep(0.5)  # well past any sweep: nothing comes back
-    run.finish()
-    assert len(got) == 2
-    assert counts(client, "q") == [(0, 0)]
-
-
 def test_graceful_stop_finishes_in_flight_handlers_and_acks(client: Client) -> None:
     started = threading.Barrier(3)
     handled: list[str] = []
@@ -332,49 +193,6 @@ def test_graceful_stop_finishes_in_flight_handlers_and_acks(client: Client) -> N
     assert status.processing == 0  # every claimed event was acked before consume returned
     assert status.total == 20 - len(handled)
     assert len(handled) >= 2
-
-
-def test_stop_while_waiting_is_prompt(client: Client) -> None:
-    run = Consuming(client, lambda d: True, queues=["q"])
-    wait_until(lambda: client.status("q")[0].consumers == 1)
-    began = time.monotonic()
-    run.finish()
-    assert time.monotonic() - began < 1.0
-
-
-def test_a_notify_wait_longer_than_the_read_timeout_does_not_raise(server: ThreadedServer) -> None:
-    hooks = Recorder()
-    got: list[Delivery] = []
-    with Client(server.address, read_timeout_s=0.2, notify_timeout_s=1, hooks=hooks) as client:
-
-        def handler(delivery: Delivery) -> bool:
-            got.append(delivery)
-            return True
-
-        run = Consuming(client, handler, queues=["q"])
-        time.sleep(1.6)  # more than one QNOTIFY round, each far longer than the read timeout
-        client.push("q", b"late")
-        wait_until(lambda: bool(got))
-        run.finish()
-    assert hooks.calls["error"] == 0
-
-
-def test_handler_exceptions_are_logged(client: Client, caplog: pytest.LogCaptureFixture) -> None:
-    calls: list[int] = []
-
-    def handler(delivery: Delivery) -> bool:
-        calls.append(1)
-        raise ValueError("boom")
-
-    client.push("q", b"x")
-    with caplog.at_level(logging.ERROR, logger="okq"):
-        run = Consuming(client, handler, queues=["q"], expire_seconds=30)
-        wait_until(lambda: bool(calls))
-        run.finish()
-    (record,) = [r for r in caplog.records if "handler failed" in r.getMessage()]
-    assert record.okq_queue == "q"  # type: ignore[attr-defined]
-    assert record.exc_info is not None
-    assert client.status("q")[0].processing == 1  # not acked
 
 
 # -- resilience -----------------------------------------------------------------------------------
@@ -429,106 +247,6 @@ def test_server_restart_under_a_consumer_and_a_producer(server: ThreadedServer) 
     assert hooks.calls["reconnect"] >= 2
 
 
-def test_failover_to_the_next_address(server: ThreadedServer) -> None:
-    dead = socket.socket()
-    dead.bind(("127.0.0.1", 0))
-    dead_port = dead.getsockname()[1]
-    dead.close()
-    with Client(f"127.0.0.1:{dead_port}, {server.address}") as client:
-        client.ping()
-        assert client.push("q", b"x")
-    with Client([("127.0.0.1", dead_port), server.address]) as client:
-        client.ping()
-
-
-def test_refused_connection_is_a_connect_error() -> None:
-    dead = socket.socket()
-    dead.bind(("127.0.0.1", 0))
-    port = dead.getsockname()[1]
-    dead.close()
-    with Client(f"127.0.0.1:{port}") as client, pytest.raises(ConnectError):
-        client.ping()
-
-
-class HalfReplyServer:
-    """Answers each connection's first request with half a reply, then closes."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen()
-        self.sock.settimeout(WAIT_S)
-        self.address = f"127.0.0.1:{self.sock.getsockname()[1]}"
-        self.accepted = 0
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            with conn:
-                conn.settimeout(WAIT_S)
-                conn.recv(65536)
-                conn.sendall(b"*2\r\n$2\r\nid\r\n$10\r\nabc")  # QRPEEK reply cut short
-
-    def close(self) -> None:
-        self.sock.close()
-        self.thread.join(WAIT_S)
-
-
-def test_a_connection_broken_mid_reply_is_discarded() -> None:
-    raw = HalfReplyServer()
-    try:
-        with Client(raw.address, retries=0) as client:
-            with pytest.raises(ConnectionClosed):
-                client.peek_next("q")
-            assert client.open_connections == 0  # closed, not pooled
-            with Client(raw.address, retries=1) as retrying, pytest.raises(ConnectionClosed):
-                retrying.peek_next("q")  # safe to retry: once, on a new connection
-            assert raw.accepted == 3
-    finally:
-        raw.close()
-
-
-def test_pooled_connections_survive_a_restart(server: ThreadedServer) -> None:
-    with Client(server.address) as client:
-        client.push("q", b"x")
-        server.restart()
-        assert client.peek_next("q") is not None  # the stale pooled connection is retried
-        event_id = client.push("q", b"y")  # a push retried after failure
-        assert client.peek_last("q") == Event("q", event_id, b"y")
-
-
-def test_bad_arguments_fail_before_anything_is_sent(server: ThreadedServer) -> None:
-    with Client(server.address) as client:
-        with pytest.raises(LocalProtocolError):
-            client.push(3, b"x")  # type: ignore[arg-type]
-        with pytest.raises(LocalProtocolError):
-            client.push("q", 3)  # type: ignore[arg-type]
-        with pytest.raises(LocalProtocolError):
-            client.push("q", b"x", 3)  # type: ignore[arg-type]
-        with pytest.raises(LocalProtocolError):
-            client.push_event(("q", "i", b"c"))  # type: ignore[arg-type]
-        with pytest.raises(LocalProtocolError):
-            client.push_many("q", [b"ok", 5])  # type: ignore[list-item]
-        with pytest.raises(LocalProtocolError):
-            client.consume(lambda d: True, ["q"], expire_seconds=-5)
-        with pytest.raises(LocalProtocolError):
-            client.consume(lambda d: True, [])
-        with pytest.raises(LocalProtocolError):
-            client.consume(lambda d: True, ["q"], concurrency=0)
-        assert client.open_connections == 0  # nothing was even connected
-    for bad in ({"pool_size": 0}, {"retries": -1}, {"read_timeout_s": 0}, {"notify_timeout_s": -1}):
-        with pytest.raises(LocalProtocolError):
-            Client(server.address, **bad)  # type: ignore[arg-type]
-    with pytest.raises(LocalProtocolError):
-        Client("host:notaport")
-
-
 def test_pool_is_bounded_and_thread_safe(server: ThreadedServer) -> None:
     with Client(server.address, pool_size=3) as client:
         errors: list[BaseException] = []
@@ -552,18 +270,6 @@ def test_pool_is_bounded_and_thread_safe(server: ThreadedServer) -> None:
     assert client.open_connections == 0
 
 
-def test_hooks_see_pushes_deliveries_and_acks(server: ThreadedServer) -> None:
-    hooks = Recorder()
-    with Client(server.address, notify_timeout_s=1, hooks=hooks) as client:
-        client.push("q", b"1")
-        client.push_many("q", [b"2", b"3"])
-        run = Consuming(client, lambda d: True, queues=["q"])
-        wait_until(lambda: hooks.calls["acked"] == 3)
-        run.finish()
-    assert hooks.calls["pushed"] == 3
-    assert hooks.calls["delivered"] == 3
-
-
 def test_stop_on_signals_sets_the_flag_and_restores_handlers() -> None:
     before = signal.getsignal(signal.SIGINT)
     flag = stop_on_signals()
@@ -572,20 +278,3 @@ def test_stop_on_signals_sets_the_flag_and_restores_handlers() -> None:
     assert flag.is_set()
     assert signal.getsignal(signal.SIGINT) is before
     assert signal.getsignal(signal.SIGTERM) is not None
-
-
-def test_execute_runs_any_command_and_refuses_consumer_state(okq_server: ThreadedServer) -> None:
-    with Client(okq_server.address) as client:
-        client.push("exec-q", b"one")
-        event = client.execute(okq.QRPop(okq.to_wire("exec-q"), 60))
-        assert event is not None
-        assert event.contents == b"one"
-        assert client.status("exec-q")[0].processing == 1
-        assert client.execute(okq.QAck(okq.to_wire("exec-q"), okq.to_wire(event.id))) == 1
-        assert client.execute(okq.QAck(okq.to_wire("exec-q"), okq.to_wire(event.id))) == 0
-        for command in (okq.QRegister((b"exec-q",)), okq.QNotify(1)):
-            with pytest.raises(okq.LocalProtocolError, match="consume"):
-                client.execute(command)
-        with pytest.raises(okq.LocalProtocolError):
-            client.execute(b"PING")  # type: ignore[arg-type]
-        assert client.status("exec-q")[0].consumers == 0
