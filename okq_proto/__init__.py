@@ -55,6 +55,7 @@ from ._consumer_state import PEER_INPUTS as CONSUMER_PEER_INPUTS
 from ._consumer_state import USER_INPUTS as CONSUMER_USER_INPUTS
 from ._consumer_state import ConsumerInput, ConsumerState
 from ._errors import (
+    ClientClosed,
     ConnectError,
     ConnectionClosed,
     DuplicateEventError,
@@ -119,6 +120,7 @@ __all__ = [
     "REPLY_TIMEOUT_S",
     "AckSettled",
     "Backoff",
+    "ClientClosed",
     "ClientConnection",
     "Closed",
     "Command",

@@ -221,6 +221,18 @@ class ClientConnection:
         """
         return sum(command.blocking_s for command in self._in_flight)
 
+    def reply_budget_s(self, read_timeout_s: float | None) -> float | None:
+        """How long the reply now awaited may take as a whole on a transport whose read
+        timeout is `read_timeout_s` (None: no deadline): the read timeout plus the blocking
+        waits in flight (`allowed_silence_s`).  Counted from the request's write, or from the
+        previous reply; every read waits what is left of it (`okq_proto.policy.read_time_left`).
+        """
+        if read_timeout_s is None:
+            return None
+        if not self._in_flight:
+            return read_timeout_s
+        return read_timeout_s + sum(command.blocking_s for command in self._in_flight)
+
     def has_unsolicited(self) -> bool:
         """Did the server send bytes that no command asked for?  Call it with nothing in
         flight (after the last reply owed was handed out): such bytes are a reply nobody

@@ -124,7 +124,20 @@ class TransportError(OkqError):
 
 
 class ConnectError(TransportError):
-    """A connection to the server could not be made."""
+    """A connection to the server could not be made.
+
+    Attributes:
+        failures: when several addresses were tried (failover), each address and why it
+            failed, in the order tried; empty otherwise.
+    """
+
+    def __init__(
+        self,
+        message: str = "cannot connect",
+        failures: tuple[tuple[tuple[str, int], OkqError], ...] = (),
+    ) -> None:
+        super().__init__(message)
+        self.failures = failures
 
 
 class TimeoutError(TransportError, builtins.TimeoutError):
@@ -145,6 +158,18 @@ class ConnectionClosed(TransportError):
     def __init__(self, message: str = "connection closed", unanswered: tuple[object, ...] = ()):
         super().__init__(message)
         self.unanswered = unanswered
+
+
+class ClientClosed(LocalProtocolError, ConnectionClosed):
+    """A request was made on a client (or pool) that was already closed.
+
+    The same error on every door.  It is a `LocalProtocolError` (the caller's mistake: nothing
+    was sent) and, for code written against earlier releases of the async doors, a
+    `ConnectionClosed`; it is never retried and never reconnected.
+    """
+
+    def __init__(self, message: str = "the client is closed") -> None:
+        super().__init__(message)
 
 
 _DUPLICATE_PREFIX: Final = b"ERR duplicate event "

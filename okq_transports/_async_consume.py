@@ -41,8 +41,10 @@ from okq_proto import (
     is_transient,
 )
 
-from ._async_driver import AsyncClientCore, ConnectionBusyError, close_quietly
-from ._backends import READ_SIZE, STOPPED, AsyncStream, StopEvent
+from ._async.client import AsyncClientCore
+from ._async.streams import AsyncStream, close_quietly
+from ._backends import STOPPED, Backend, StopEvent
+from ._exceptions import ConnectionBusyError
 from ._observe import active_hooks, call_hook, handler_failed, late_ack, lost, reconnecting
 
 __all__ = [
@@ -115,18 +117,14 @@ class StreamLink:
         self._stream = stream
         self.address = address
         # The consumer's machine runs on it: the client's cap on buffered reply bytes holds.
-        self.connection: ClientConnection | None = ClientConnection(max_reply_bytes=max_reply_bytes)
+        self.connection: ClientConnection | None = stream.new_machine("auto", max_reply_bytes)
         self.read_timeout_s = read_timeout_s
 
     async def send(self, data: bytes) -> None:
         await self._stream.send_all(data)
 
     async def receive(self, consumer: Consumer, timeout_s: float | None) -> None:
-        data = await self._stream.receive_some(READ_SIZE, timeout_s)
-        if data:
-            consumer.receive_data(data)
-        else:
-            consumer.receive_eof()
+        await self._stream.fill(consumer, timeout_s)
 
     async def aclose(self) -> None:
         await close_quietly(self._stream)
@@ -151,13 +149,14 @@ class DeliveryStream:
 
     def __init__(
         self,
-        core: AsyncClientCore,
+        core: AsyncClient,
         queues: Sequence[str],
         *,
         expire_seconds: int,
         stop: StopEvent | None = None,
         on_registered: Callable[[], None] | None = None,
         open_link: Callable[[], Awaitable[ConsumerLink]] | None = None,
+        backoff: Callable[[], Backoff] | None = None,
     ) -> None:
         if isinstance(queues, str):
             raise LocalProtocolError("queues must be a list of names, not one name")
@@ -177,7 +176,7 @@ class DeliveryStream:
         self._closing = False
         self._busy = False
         self._registered = False  # the machine on the current link got past REGISTERING
-        self._backoff: Backoff = core.new_backoff()
+        self._backoff: Backoff = (backoff or core.new_backoff)()
         self._hooks = active_hooks(core.hooks)
         # Validate the arguments now, not at the first pop.
         Consumer(self._queues, expire_s=expire_seconds, notify_timeout_s=core.notify_timeout_s)
@@ -462,7 +461,7 @@ async def _call_handler(handler: Handler, delivery: Delivery, outcome: list[bool
 
 
 async def consume(
-    core: AsyncClientCore,
+    core: AsyncClient,
     handler: Handler,
     queues: Sequence[str],
     *,
@@ -471,6 +470,7 @@ async def consume(
     stop: StopEvent | None,
     on_registered: Callable[[], None] | None = None,
     open_link: Callable[[], Awaitable[ConsumerLink]] | None = None,
+    backoff: Callable[[], Backoff] | None = None,
 ) -> None:
     """Run `concurrency` consumer connections until `stop` is set (or cancellation).
 
@@ -497,6 +497,7 @@ async def consume(
             stop=stop,
             on_registered=registered,
             open_link=open_link,
+            backoff=backoff,
         ) as stream:
             async for delivery in stream:
                 error: BaseException | None = None
@@ -527,21 +528,9 @@ async def consume(
 
 class AsyncClient(AsyncClientCore):
     """`AsyncClientCore` plus consuming: the base of the asyncio, trio and ``redis.asyncio``
-    clients.  Subclasses that reach the server otherwise than by a byte stream set
-    ``_open_link``."""
+    clients (each consumer opens a stream of its own from the client's pool)."""
 
-    _open_link: Callable[[], Awaitable[ConsumerLink]] | None = None
-
-    async def __aenter__(self: _C) -> _C:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
+    backend: Backend  # consumers need the whole backend, not only the pool's part
 
     async def consume(
         self,
@@ -551,6 +540,7 @@ class AsyncClient(AsyncClientCore):
         expire_seconds: int = DEFAULT_EXPIRE_S,
         concurrency: int = 1,
         stop: StopEvent | None = None,
+        backoff: Callable[[], Backoff] = Backoff,
     ) -> None:
         """Consume from `queues` until `stop` is set, or until cancelled.
 
@@ -572,11 +562,12 @@ class AsyncClient(AsyncClientCore):
             expire_seconds: claim length; -1 for at-most-once (never acked, never cancelled).
             concurrency: consumer connections (and handlers) running side by side.
             stop: an ``asyncio.Event`` (asyncio) or ``trio.Event`` (trio).
+            backoff: makes the reconnect `Backoff` of each consumer.
 
         Raises:
             ReplyError: the server refused a consumer command.
         """
-        await self._consume(handler, queues, expire_seconds, concurrency, stop, None)
+        await self._consume(handler, queues, expire_seconds, concurrency, stop, None, backoff)
 
     async def _consume(
         self,
@@ -586,6 +577,7 @@ class AsyncClient(AsyncClientCore):
         concurrency: int,
         stop: StopEvent | None,
         on_registered: Callable[[], None] | None,
+        backoff: Callable[[], Backoff],
     ) -> None:
         await consume(
             self,
@@ -595,7 +587,7 @@ class AsyncClient(AsyncClientCore):
             concurrency=concurrency,
             stop=stop,
             on_registered=on_registered,
-            open_link=self._open_link,
+            backoff=backoff,
         )
 
     def deliveries(
@@ -603,6 +595,7 @@ class AsyncClient(AsyncClientCore):
         *queues: str,
         expire_seconds: int = DEFAULT_EXPIRE_S,
         stop: StopEvent | None = None,
+        backoff: Callable[[], Backoff] = Backoff,
     ) -> DeliveryStream:
         """A pull consumer on its own connection: use as ``async with`` and ``async for``.
 
@@ -613,8 +606,9 @@ class AsyncClient(AsyncClientCore):
                     async with stream.handling(delivery):   # acks unless the block raises
                         await work(delivery)
 
-        Or call ``stream.ack(delivery)``.  The ack leaves with the next pop.
+        Or call ``stream.ack(delivery)``.  The ack leaves with the next pop.  `backoff`
+        makes the stream's reconnect `Backoff`.
         """
         return DeliveryStream(
-            self, queues, expire_seconds=expire_seconds, stop=stop, open_link=self._open_link
+            self, queues, expire_seconds=expire_seconds, stop=stop, backoff=backoff
         )

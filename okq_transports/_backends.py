@@ -20,12 +20,21 @@ import contextlib
 import enum
 import math
 from collections.abc import Awaitable, Callable, Collection, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar, cast, runtime_checkable
 
-from okq_proto import ConnectError, ConnectionClosed, TimeoutError, TransportError
+from okq_proto import (
+    ClientConnection,
+    ConnectError,
+    ConnectionClosed,
+    DecoderBackend,
+    TimeoutError,
+    TransportError,
+)
 
+from ._async.streams import AsyncBackend, AsyncStream, Feedable
+from ._async.streams import Waiter as PoolWaiter
 from ._exceptions import to_okq_error
-from ._sync_io import keep_alive, readable_now
+from ._socket import keep_alive, readable_now
 
 if TYPE_CHECKING:
     import trio
@@ -56,6 +65,25 @@ READ_SIZE: Final = 65536
 HIGH_WATER: Final = 4 * READ_SIZE
 
 
+class NoLock:
+    """The pool's lock on one event loop: nothing runs between two awaits, and the pool never
+    awaits while holding it, so it needs no lock at all."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc_info: object) -> None:
+        return None
+
+    def __repr__(self) -> str:
+        return "NO_LOCK"
+
+
+NO_LOCK: Final = NoLock()
+
+
 class Stopped(enum.Enum):
     """Returned by `Backend.race_stop` when the stop event won."""
 
@@ -73,31 +101,6 @@ class StopEvent(Protocol):
     async def wait(self) -> object: ...
 
 
-class AsyncStream(Protocol):
-    """A bidirectional byte stream, as the driver sees it (httpcore's network stream).
-
-    ``timeout_s`` None means "no deadline of our own" (trio: the caller's cancel scopes rule).
-    Raises only okq errors: `ConnectionClosed`, `TimeoutError`.
-    """
-
-    async def receive_some(self, max_bytes: int, timeout_s: float | None) -> bytes:
-        """Bytes from the peer (at most `max_bytes`), or ``b""`` at end of file."""
-        ...
-
-    async def send_all(self, data: bytes) -> None:
-        """Write all of `data`."""
-        ...
-
-    async def aclose(self) -> None:
-        """Close at once, even when cancelled; idempotent."""
-        ...
-
-    def has_unread(self) -> bool:
-        """Did bytes (or the end of file) arrive that nobody received yet?  Never waits; a
-        stream that cannot tell (a memory stream) answers False."""
-        ...
-
-
 class Waiter(Protocol):
     """A one-shot event (``asyncio.Event``, ``trio.Event``): what the pool's waiters park on."""
 
@@ -108,7 +111,7 @@ class Waiter(Protocol):
     async def wait(self) -> object: ...
 
 
-class Backend(Protocol):
+class Backend(AsyncBackend, Protocol):
     """The primitives the shared driver uses; one implementation per event loop library."""
 
     name: str
@@ -276,6 +279,16 @@ class _AsyncioStream(asyncio.Protocol):
             raise to_okq_error(self._lost, "receive")
         return b""
 
+    def new_machine(self, decoder: DecoderBackend, max_reply_bytes: int | None) -> ClientConnection:
+        return ClientConnection(backend=decoder, max_reply_bytes=max_reply_bytes)
+
+    async def fill(self, machine: Feedable, timeout_s: float | None) -> None:
+        data = await self.receive_some(READ_SIZE, timeout_s)
+        if data:
+            machine.receive_data(data)
+        else:
+            machine.receive_eof()
+
     async def send_all(self, data: bytes) -> None:
         transport = self._transport
         if transport is None or transport.is_closing():
@@ -332,6 +345,20 @@ class AsyncioBackend:
 
     def event(self) -> Waiter:
         return asyncio.Event()
+
+    async def wait(self, waiter: PoolWaiter, timeout_s: float | None) -> bool:
+        event = cast(asyncio.Event, waiter)  # made by `event`
+        if timeout_s is None:
+            await event.wait()
+            return True
+        try:
+            await asyncio.wait_for(event.wait(), timeout_s)
+        except asyncio.TimeoutError:
+            return waiter.is_set()
+        return True
+
+    def lock(self) -> NoLock:
+        return NO_LOCK
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -476,6 +503,16 @@ class TrioStream:
         except trio.BusyResourceError as exc:
             raise TransportError(f"stream used by two tasks at once: {exc}") from exc
 
+    def new_machine(self, decoder: DecoderBackend, max_reply_bytes: int | None) -> ClientConnection:
+        return ClientConnection(backend=decoder, max_reply_bytes=max_reply_bytes)
+
+    async def fill(self, machine: Feedable, timeout_s: float | None) -> None:
+        data = await self.receive_some(READ_SIZE, timeout_s)
+        if data:
+            machine.receive_data(data)
+        else:
+            machine.receive_eof()
+
     async def send_all(self, data: bytes) -> None:
         trio = self._trio
         try:
@@ -523,6 +560,18 @@ class TrioBackend:
 
     def event(self) -> Waiter:
         return self._trio.Event()
+
+    async def wait(self, waiter: PoolWaiter, timeout_s: float | None) -> bool:
+        event = cast(Waiter, waiter)  # a trio.Event, made by `event`
+        if timeout_s is None:
+            await event.wait()
+            return True
+        with self._trio.move_on_after(timeout_s):
+            await event.wait()
+        return waiter.is_set()
+
+    def lock(self) -> NoLock:
+        return NO_LOCK
 
     async def sleep(self, seconds: float) -> None:
         await self._trio.sleep(seconds)

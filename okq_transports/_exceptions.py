@@ -15,9 +15,9 @@ import errno
 from collections.abc import Iterator
 from typing import Final
 
-from okq_proto import ConnectError, ConnectionClosed, OkqError, TimeoutError
+from okq_proto import ConnectError, ConnectionClosed, LocalProtocolError, OkqError, TimeoutError
 
-__all__ = ["map_exceptions", "to_okq_error"]
+__all__ = ["ConnectionBusyError", "map_exceptions", "to_okq_error"]
 
 # A read or write that hit SO_RCVTIMEO / SO_SNDTIMEO fails with EAGAIN on a blocking socket.
 _TIMEOUT_ERRNOS: Final = frozenset({errno.EAGAIN, errno.EWOULDBLOCK, errno.ETIMEDOUT})
@@ -63,3 +63,11 @@ def map_exceptions(what: str, *, connecting: bool = False) -> Iterator[None]:
         yield
     except OSError as exc:
         raise to_okq_error(exc, what, connecting=connecting) from exc
+
+
+class ConnectionBusyError(LocalProtocolError):
+    """Two tasks (or threads) used one connection at the same time (trio's
+    ``BusyResourceError`` idea).
+
+    Nothing was sent for the second caller; the first one carries on undisturbed.
+    """

@@ -3,14 +3,14 @@
 Owns: the body of every request method (`push`, `push_event`, `push_many`, peeks, `status`,
 `info`, `flush`, `ping`) as a `Plan`: the commands to pipeline, and a function that turns
 their replies (and whether they were retried) into the method's result.  A client only runs
-the commands (``await`` or not) and calls ``finish``; so the sync redis-py adapter and the
-async driver share one body per method instead of keeping twins.
+the commands and calls ``finish`` (``okq_transports._async.client``, and its generated
+blocking twin).
 Must not know: I/O, pools, event loops.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Final, Generic, TypeVar
 
@@ -43,7 +43,6 @@ __all__ = [
     "BATCH",
     "Contents",
     "Plan",
-    "SyncMethods",
     "flush",
     "info",
     "peek_last",
@@ -214,124 +213,3 @@ def flush(queue: str) -> Plan[None]:
 def ping() -> Plan[None]:
     """`ping`: ``PING``."""
     return _one(Ping())
-
-
-class SyncMethods:
-    """The request methods of the blocking clients (``sync.Client`` and the redis-py
-    adapter's ``RedisPoolClient``), written once over their ``_run``.  The async core
-    (``_async_driver.AsyncClientCore``) has the same methods as coroutines."""
-
-    _id_factory: IdFactory
-    active_hooks: Hooks | None
-
-    def _run(self, commands: Sequence[Command[Any]]) -> tuple[list[CommandReplied], bool]:
-        """Send `commands` pipelined on one connection (retrying once if it is safe);
-        return the replies and whether they answer a retry."""
-        raise NotImplementedError
-
-    def _execute(self, plan: Plan[T]) -> T:
-        if not plan.commands:
-            return plan.finish([], False)
-        return plan.finish(*self._run(plan.commands))
-
-    def push(self, queue: str, contents: Contents, flags: PushFlag = PushFlag.NORMAL) -> str:
-        """Push a new event with a fresh id (okq-go's ``Push``).
-
-        Args:
-            queue: the queue's name.
-            contents: the payload; `str` is sent as UTF-8.
-            flags: `PushFlag.HIGH_PRIORITY` (``QRPUSH``: consumed next) and/or
-                `PushFlag.NO_BLOCK` (the server replies before storing; duplicates are not
-                reported).
-
-        Returns:
-            The new event's id (from `id_factory`).
-
-        Raises:
-            LocalProtocolError: bad arguments (nothing was sent).
-            DuplicateEventError: the id is already in the queue (only with a custom
-                `id_factory`).
-            TooBusyError: ``NO_BLOCK`` and the server's workers are all busy.
-            TransportError: the server could not be reached, even after a retry.
-        """
-        event_id, command = push(queue, contents, flags, self._id_factory)
-        replies, retried = self._run((command,))
-        settle_push(queue, event_id, replies[0], retried, self.active_hooks)
-        return event_id
-
-    def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> None:
-        """Push `event` with its own id (okq-go's ``PushEvent``).
-
-        Raises:
-            DuplicateEventError: the queue already holds an event with this id (`is_dup`).
-            LocalProtocolError, TooBusyError, TransportError: as for `push`.
-        """
-        self._execute(push_event(event, flags, self.active_hooks))
-
-    def push_many(
-        self,
-        queue: str,
-        contents: Iterable[Contents],
-        flags: PushFlag = PushFlag.NORMAL,
-    ) -> list[PushOutcome]:
-        """Push one new event per item, pipelined: a batch leaves in one write.
-
-        Never raises for one item: each `PushOutcome` says whether its event is stored
-        (``ok``), carries the error otherwise (`is_dup`, `TooBusyError`...), and says whether
-        it was sent again after a connection failure (``retried``; a duplicate reply to our
-        own retry means the first attempt landed and counts as success).
-
-        Raises:
-            LocalProtocolError: a bad argument (nothing was sent).
-            TransportError: the server could not be reached even after `retries`.
-        """
-        outcomes: list[PushOutcome] = []
-        for plan in push_many(queue, contents, flags, self._id_factory, self.active_hooks):
-            batch = self._execute(plan)
-            outcomes += batch
-        return outcomes
-
-    def execute(self, command: Command[T]) -> T:
-        """Send any okq command from `okq_proto` on a pooled connection; return its result.
-
-        The escape hatch for what the named methods do not cover, e.g. a one-off claim and
-        acknowledgement::
-
-            event = client.execute(QRPop(to_wire("jobs"), 60))
-            ...
-            client.execute(QAck(to_wire("jobs"), to_wire(event.id)))
-
-        Retry-safe commands are retried like the named methods; ``QRPOP`` and ``QACK`` never.
-
-        Raises:
-            LocalProtocolError: for ``QREGISTER`` / ``QNOTIFY``, which change or need a
-                connection's consumer state: use `consume` for those.
-            ReplyError: the server replied with an error.
-            TransportError: the connection failed.
-        """
-        return self._execute(execute(command))
-
-    def peek_next(self, queue: str) -> Event | None:
-        """The event a consumer would get next (``QRPEEK``), or None (okq-go's ``PeekNext``)."""
-        return self._execute(peek_next(queue))
-
-    def peek_last(self, queue: str) -> Event | None:
-        """The event consumed last (``QLPEEK``), or None (okq-go's ``PeekLast``)."""
-        return self._execute(peek_last(queue))
-
-    def status(self, *queues: str) -> list[QueueStatus]:
-        """Counters of these queues (unknown ones report zeros), or of every known queue when
-        none is named (``QSTATUS``)."""
-        return self._execute(status(queues))
-
-    def info(self, *queues: str) -> list[str]:
-        """One human-readable line per queue (``QINFO``), selected like `status`."""
-        return self._execute(info(queues))
-
-    def flush(self, queue: str) -> None:
-        """Delete every event of `queue`, claimed ones included (``QFLUSH``)."""
-        self._execute(flush(queue))
-
-    def ping(self) -> None:
-        """Check the server answers (``PING``)."""
-        self._execute(ping())

@@ -5,15 +5,15 @@ Owns: running the handler and turning its verdict into ``Consumer.handled``, wai
 (and logging what was left claimed), consumer threads, hooks and log records of consumers.
 Must not know: okq's wire rules, or how bytes reach the server.  What to send next, drain,
 pipelining, stop and failure reports are decisions of the machine; a `Link` moves the bytes
-(a `SyncConnection` of the sync client, or a borrowed redis-py connection of
-``okq_transports.redis``), and this module moves time.
+(`StreamLink`: a `SyncStream` of the blocking driver, over a socket or a borrowed redis-py
+connection), and this module moves time.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol
 
@@ -33,11 +33,14 @@ from okq_proto import (
     OkqError,
     ReplyError,
     TimeoutError,
+    check_consume_options,
     is_transient,
     read_time_left,
 )
 
 from ._observe import call_hook, handler_failed, late_ack, lost, reconnecting, where
+from ._sync.client import SyncClientCore, SyncConnectionSource
+from ._sync.streams import SyncStream
 
 __all__ = [
     "AnyStop",
@@ -45,8 +48,11 @@ __all__ = [
     "Handler",
     "Link",
     "LinkSource",
+    "PoolLinks",
     "StopFlag",
+    "StreamLink",
     "consume_forever",
+    "consume_from",
     "run_consumers",
 ]
 
@@ -155,6 +161,60 @@ class AnyStop:
                 return False
             self._inner.wait(left)
         return True
+
+
+class StreamLink:
+    """A `Link` over a `SyncStream` (a consumer's own connection from its client's pool)."""
+
+    __slots__ = ("_timeout_s", "address", "conn", "stream")
+
+    def __init__(
+        self, stream: SyncStream, address: tuple[str, int], max_reply_bytes: int | None
+    ) -> None:
+        self.stream = stream
+        self.address = address
+        self.conn = stream.new_machine("auto", max_reply_bytes)
+        self._timeout_s: float | None = None
+
+    def set_read_timeout(self, seconds: float | None) -> None:
+        self._timeout_s = seconds
+
+    def flush(self, data: bytes) -> None:
+        self.stream.send_all(data)
+
+    def fill(self) -> None:
+        self.stream.fill(self.conn, self._timeout_s)
+
+    def fill_by(self, deadline: float) -> bool:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            self.stream.fill(self.conn, remaining)
+        except TimeoutError:
+            return False  # nothing came in time (nothing was read)
+        return True
+
+    def close(self) -> None:
+        self.stream.close()
+
+
+class PoolLinks:
+    """The `LinkSource` of a client's pool: each consumer opens a stream of its own
+    (failing over along the addresses, or borrowing from a redis-py pool)."""
+
+    __slots__ = ("_pool",)
+
+    def __init__(self, pool: SyncConnectionSource) -> None:
+        self._pool = pool
+
+    @property
+    def preferred_address(self) -> tuple[str, int]:
+        return self._pool.preferred_address
+
+    def connect_any(self, read_timeout_s: float | None) -> StreamLink:
+        stream, address = self._pool.open_stream()
+        return StreamLink(stream, address, self._pool.max_reply_bytes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -344,3 +404,29 @@ def _handle(handler: Handler, delivery: Delivery, hooks: Hooks | None) -> bool:
     if not ok:
         handler_failed(hooks, delivery, None)
     return ok
+
+
+def consume_from(
+    client: SyncClientCore,
+    handler: Handler,
+    queues: Sequence[str],
+    expire_seconds: int,
+    concurrency: int,
+    stop: StopFlag | None,
+    backoff: Callable[[], Backoff],
+) -> None:
+    """``consume`` of the blocking doors: check the arguments, then run the consumers on
+    connections of `client`'s pool until `stop` is set."""
+    queue_list = check_consume_options(
+        handler, queues, expire_seconds=expire_seconds, concurrency=concurrency
+    )
+    settings = ConsumerSettings(
+        PoolLinks(client.pool),
+        handler,
+        queue_list,
+        expire_seconds,
+        client.notify_timeout_s,
+        client.read_timeout_s,
+        client.active_hooks,
+    )
+    run_consumers(settings, stop if stop is not None else threading.Event(), backoff, concurrency)

@@ -3,7 +3,7 @@
 Owns: only what is asyncio's own: the constructor's defaults (asyncio has no cancel scopes,
 so read and connect timeouts are arguments), ``async with``, and wiring signals to a stop
 event.  Every method, the pool, the consumer and the cancellation safety are in
-`okq_transports._async_driver` / `_async_consume`, shared with the trio client.
+`okq_transports._async` / `_async_consume`, shared with the trio client.
 
 Producer::
 
@@ -34,10 +34,12 @@ from okq_proto import (
     Hooks,
     IdFactory,
 )
+from okq_proto.policy import DEFAULT_POOL_TIMEOUT_S, DEFAULT_RETRIES
 
+from ._async.connection import AsyncConnection
 from ._async_consume import AsyncClient, DeliveryStream, Handler
-from ._async_driver import AsyncConnection, ConnectionBusyError
 from ._backends import ASYNCIO
+from ._exceptions import ConnectionBusyError
 
 __all__ = [
     "AsyncConnection",
@@ -71,6 +73,11 @@ class Client(AsyncClient):
             batch gives each reply this long after the previous one; a ``QNOTIFY`` wait is
             always added on top, never cut short.
         notify_timeout_s: the ``QNOTIFY`` wait of consumers, in whole seconds.
+        pool_timeout_s: how long a request waits for a free pooled connection (None:
+            forever); then `okq_proto.TimeoutError`.
+        retries: how many times a retry-safe request (push with the same id, peeks, status,
+            info, flush, ping) is sent again on a new connection after a connection failure
+            (`okq_proto.policy.may_retry`; the same on every door).
         id_factory: makes event ids for `push` (uuid4 text by default).
         hooks: metrics hooks (`okq_proto.Hooks`).
         max_reply_bytes: the most bytes one reply may take while incomplete (64 MiB by
@@ -89,6 +96,8 @@ class Client(AsyncClient):
         connect_timeout_s: float | None = 5.0,
         read_timeout_s: float | None = 10.0,
         notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
+        pool_timeout_s: float | None = DEFAULT_POOL_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
         id_factory: IdFactory | None = None,
         hooks: Hooks | None = None,
         max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
@@ -99,6 +108,8 @@ class Client(AsyncClient):
             pool_size=pool_size,
             connect_timeout_s=connect_timeout_s,
             read_timeout_s=read_timeout_s,
+            pool_timeout_s=pool_timeout_s,
+            retries=retries,
             notify_timeout_s=notify_timeout_s,
             id_factory=id_factory,
             hooks=hooks,

@@ -41,11 +41,9 @@ from okq_proto import (
     NEED_DATA,
     Backoff,
     ClientConnection,
-    Command,
-    CommandReplied,
     ConnectError,
     ConnectionClosed,
-    Consumer,
+    DecoderBackend,
     Delivery,
     ErrorReply,
     Hooks,
@@ -56,17 +54,17 @@ from okq_proto import (
     RemoteProtocolError,
     Reply,
     TimeoutError,
-    check_client_options,
-    check_consume_options,
-    new_event_id,
-    retry_safe,
 )
+from okq_proto.policy import DEFAULT_RETRIES
 
-from . import _plans as plans
-from ._async_consume import AsyncClient, ConsumerLink
+from ._async.borrowed import AsyncBorrowedPool
+from ._async_consume import AsyncClient
 from ._backends import ASYNCIO, run_to_end
-from ._observe import active_hooks, retrying, where
-from ._sync_consume import ConsumerSettings, run_consumers
+from ._observe import where
+from ._socket import SOCKETS
+from ._sync.borrowed import SyncBorrowedPool
+from ._sync.client import SyncClientCore
+from ._sync_consume import consume_from
 
 T = TypeVar("T")
 
@@ -162,59 +160,6 @@ def _okq_error(exc: BaseException, what: str) -> OkqError:
 _FAILURES: Final = (redis.RedisError, OSError)
 
 
-class _Exchange:
-    """One pipelined request over a redis-py connection, for the sync and async clients:
-    the bytes to send, then parsed replies pushed one at a time until all are in."""
-
-    __slots__ = ("_count", "_feed", "_machine", "replies")
-
-    def __init__(self, commands: Sequence[Command[Any]]) -> None:
-        self._feed = ParsedReplies()
-        self._machine = ClientConnection(self._feed)
-        self._machine.send_many(commands)
-        self._count = len(commands)
-        self.replies: list[CommandReplied] = []
-
-    @property
-    def owed(self) -> bool:
-        """True until every reply was read: the connection must then not be reused."""
-        return len(self.replies) < self._count
-
-    def data_to_send(self) -> bytes:
-        """The request's bytes (send them with ``send_packed_command([data])``)."""
-        return self._machine.data_to_send()
-
-    def wants_reply(self) -> bool:
-        """Collect the replies available; True while one more parsed reply is needed."""
-        while self.owed:
-            event = self._machine.next_event()
-            if event is NEED_DATA:
-                return True
-            assert type(event) is CommandReplied
-            self.replies.append(event)
-        return False
-
-    def push(self, reply: Reply) -> None:
-        """Hand over one reply redis-py parsed."""
-        self._feed.push(reply)
-
-
-def _retry_or_raise(
-    exc: BaseException,
-    attempt: int,
-    commands: Sequence[Command[Any]],
-    hooks: Hooks | None,
-    address: tuple[str, int],
-) -> bool:
-    """After a failed attempt: True (retry, logged) for a first failure of retry-safe
-    commands, else raise the okq error."""
-    error = _okq_error(exc, "okq over redis-py")
-    if attempt or not all(map(retry_safe, commands)):
-        raise error from exc
-    retrying(hooks, commands, address, error, attempt + 1)
-    return True
-
-
 def _address(pool: Any) -> tuple[str, int]:
     kwargs = pool.connection_kwargs
     return str(kwargs.get("host", "localhost")), int(kwargs.get("port", 6379))
@@ -241,37 +186,6 @@ def _connection_getter(pool: Any) -> Callable[[], Any]:
     if params and params[0].kind in positional and params[0].default is inspect.Parameter.empty:
         return functools.partial(get, _COMMAND_NAME)
     return get
-
-
-def _get_connection(get: Callable[[], Any]) -> Any:
-    """A connection from a sync pool's `_connection_getter`."""
-    try:
-        return get()
-    except _FAILURES as exc:
-        raise ConnectError(f"okq over redis-py: cannot connect: {exc}") from exc
-
-
-async def _aget_connection(get: Callable[[], Any]) -> Any:
-    """A connection from a ``redis.asyncio`` pool's `_connection_getter`."""
-    try:
-        return await get()
-    except _FAILURES as exc:
-        raise ConnectError(f"okq over redis.asyncio: cannot connect: {exc}") from exc
-
-
-async def _agive_back(pool: Any, rconn: Any, disconnect: bool) -> None:
-    """Give a borrowed ``redis.asyncio`` connection back, disconnected first when a reply may
-    still be owed on it.  Runs to its end even if the caller is cancelled meanwhile
-    (`run_to_end`): a connection never given back is a pool slot lost for good."""
-
-    async def give_back() -> None:
-        try:
-            if disconnect:
-                await rconn.disconnect()
-        finally:
-            await pool.release(rconn)
-
-    await run_to_end(give_back())
 
 
 def _sync_read(rconn: Any) -> Reply:
@@ -306,19 +220,193 @@ async def _async_read(rconn: Any, timeout_s: float | None) -> Reply:
         return _error_reply(exc)
 
 
-class RedisPoolClient(plans.SyncMethods):
-    """The sync okq client over a user's ``redis.ConnectionPool`` (same methods as
-    ``okq_transports.sync.Client``: `push`, `push_event`, `push_many`, `peek_next`,
-    `peek_last`, `status`, `info`, `flush`, `ping`, `consume`).
+class RedisStream:
+    """A connection borrowed from a ``redis.ConnectionPool`` as the blocking driver's stream:
+    bytes leave through ``send_packed_command``, replies come back parsed by redis-py
+    (``read_response``) and reach the machine through `ParsedReplies`."""
 
-    The pool stays the caller's: `close` does not close it.  Each request borrows a
-    connection, pipelines its commands in one ``send_packed_command``, reads the replies
-    redis-py parsed, and gives the connection back (disconnected first if a reply might
-    still be owed, so no later user can read it).
+    __slots__ = ("_feed", "_pool", "_rconn", "_returned")
+
+    def __init__(self, pool: Any, rconn: Any) -> None:
+        self._pool = pool
+        self._rconn = rconn
+        self._feed = ParsedReplies()
+        self._returned = False
+
+    def new_machine(self, decoder: DecoderBackend, max_reply_bytes: int | None) -> ClientConnection:
+        return ClientConnection(self._feed)
+
+    def send_all(self, data: bytes) -> None:
+        try:
+            self._rconn.send_packed_command([data])
+        except _FAILURES as exc:
+            raise _okq_error(exc, "okq over redis-py") from exc
+
+    def fill(self, machine: object, timeout_s: float | None) -> None:
+        """One reply through redis-py.  With `timeout_s`, no read of it waits past that: the
+        reply's start is polled (``can_read``: redis-py's own timed-out read returns None,
+        which reads exactly like okq's nil reply), its rest read under a socket timeout
+        (a reply that stops midway, behind a half-open connection, times out)."""
+        rconn = self._rconn
+        try:
+            if timeout_s is None:
+                self._feed.push(_sync_read(rconn))
+                return
+            deadline = time.monotonic() + timeout_s
+            if not rconn.can_read(timeout=timeout_s):
+                raise TimeoutError(
+                    f"no reply from {where(_address(self._pool))} within {timeout_s:.1f} s"
+                )
+            sock = getattr(rconn, "_sock", None)
+            try:
+                if sock is not None:
+                    sock.settimeout(max(deadline - time.monotonic(), 0.001))
+                self._feed.push(_sync_read(rconn))
+            finally:
+                if sock is not None:
+                    with contextlib.suppress(OSError):
+                        sock.settimeout(rconn.socket_timeout)
+        except _FAILURES as exc:
+            raise _okq_error(exc, "okq over redis-py") from exc
+
+    def has_unread(self) -> bool:
+        return False  # redis-py's pool checks a connection it hands out (can_read)
+
+    def give_back(self) -> None:
+        if not self._returned:
+            self._returned = True
+            self._pool.release(self._rconn)
+
+    def close(self) -> None:
+        # A reply may still be owed (or, for a consumer, it is registered): never hand the
+        # connection back as it is.
+        if self._returned:
+            return
+        self._returned = True
+        try:
+            self._rconn.disconnect()
+        finally:
+            self._pool.release(self._rconn)
+
+
+class AsyncRedisStream:
+    """A connection borrowed from a ``redis.asyncio.ConnectionPool`` as the async driver's
+    stream (`RedisStream` for ``redis.asyncio``)."""
+
+    __slots__ = ("_feed", "_pool", "_rconn", "_returned")
+
+    def __init__(self, pool: Any, rconn: Any) -> None:
+        self._pool = pool
+        self._rconn = rconn
+        self._feed = ParsedReplies()
+        self._returned = False
+
+    def new_machine(self, decoder: DecoderBackend, max_reply_bytes: int | None) -> ClientConnection:
+        return ClientConnection(self._feed)
+
+    async def send_all(self, data: bytes) -> None:
+        try:
+            await self._rconn.send_packed_command([data])
+        except _FAILURES as exc:
+            raise _okq_error(exc, "okq over redis.asyncio") from exc
+
+    async def fill(self, machine: object, timeout_s: float | None) -> None:
+        try:
+            self._feed.push(await _async_read(self._rconn, timeout_s))
+        except _FAILURES as exc:
+            raise _okq_error(exc, "okq over redis.asyncio") from exc
+
+    def has_unread(self) -> bool:
+        return False  # redis-py's pool checks a connection it hands out
+
+    async def give_back(self) -> None:
+        await self._hand_back(disconnect=False)
+
+    async def aclose(self) -> None:
+        await self._hand_back(disconnect=True)
+
+    async def _hand_back(self, *, disconnect: bool) -> None:
+        """Give the connection back, disconnected first when a reply may still be owed on
+        it.  Runs to its end even if the caller is cancelled meanwhile (`run_to_end`): a
+        connection never given back is a pool slot lost for good."""
+        if self._returned:
+            return
+        self._returned = True
+        pool, rconn = self._pool, self._rconn
+
+        async def hand_back() -> None:
+            try:
+                if disconnect:
+                    await rconn.disconnect()
+            finally:
+                await pool.release(rconn)
+
+        await run_to_end(hand_back())
+
+
+def _idle_connected(pool: Any, stream_attribute: str) -> int:
+    """How many idle connections of a redis-py pool are connected.  redis-py keeps no public
+    count: its list of idle connections (which keeps disconnected ones for reuse) and each
+    connection's socket (``_sock``) or reader (``_reader``, ``redis.asyncio``) have kept their
+    names from 5.0 to 8; informational only (0 when they are not there)."""
+    idle = getattr(pool, "_available_connections", ())
+    return sum(1 for conn in idle if getattr(conn, stream_attribute, None) is not None)
+
+
+class _Lender:
+    """Lends the connections of a sync ``redis.ConnectionPool`` (`SyncLender`)."""
+
+    def __init__(self, pool: Any) -> None:
+        check_pool(pool.connection_kwargs)
+        self._pool = pool
+        self._get = _connection_getter(pool)
+        self.address = _address(pool)
+
+    def idle_count(self) -> int:
+        return _idle_connected(self._pool, "_sock")
+
+    def borrow(self) -> RedisStream:
+        try:
+            return RedisStream(self._pool, self._get())
+        except _FAILURES as exc:
+            raise ConnectError(f"okq over redis-py: cannot connect: {exc}") from exc
+
+
+class _AsyncLender:
+    """Lends the connections of a ``redis.asyncio.ConnectionPool`` (`AsyncLender`)."""
+
+    def __init__(self, pool: Any) -> None:
+        check_pool(pool.connection_kwargs)
+        self._pool = pool
+        self._get = _connection_getter(pool)
+        self.address = _address(pool)
+
+    def idle_count(self) -> int:
+        return _idle_connected(self._pool, "_reader")
+
+    async def borrow(self) -> AsyncRedisStream:
+        try:
+            return AsyncRedisStream(self._pool, await self._get())
+        except _FAILURES as exc:
+            raise ConnectError(f"okq over redis.asyncio: cannot connect: {exc}") from exc
+
+
+class RedisPoolClient(SyncClientCore):
+    """The sync okq client over a user's ``redis.ConnectionPool`` (same methods as
+    ``okq_transports.sync.Client``: `push`, `push_event`, `push_many`, `execute`,
+    `peek_next`, `peek_last`, `status`, `info`, `flush`, `ping`, `consume`, `connection`).
+
+    The pool stays the caller's: `close` does not close it.  Every byte goes through it
+    (its TLS, unix socket, limits and timeouts hold): each request borrows a connection,
+    pipelines its commands in one ``send_packed_command``, reads the replies redis-py parsed,
+    and gives the connection back (disconnected first if a reply might still be owed, so no
+    later user can read it).  Each consumer borrows a connection of its own.
 
     Args:
         pool: a ``redis.ConnectionPool`` made with ``protocol=2`` (see `check_pool`).
         notify_timeout_s: the ``QNOTIFY`` wait of consumers, in whole seconds.
+        retries: how many times a retry-safe request is sent again on a new connection after
+            a connection failure (`okq_proto.policy.may_retry`; the same on every door).
         id_factory: makes event ids for `push` (uuid4 text by default).
         hooks: metrics hooks.
 
@@ -331,45 +419,25 @@ class RedisPoolClient(plans.SyncMethods):
         pool: redis.ConnectionPool,
         *,
         notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
         id_factory: IdFactory | None = None,
         hooks: Hooks | None = None,
     ) -> None:
-        check_pool(pool.connection_kwargs)
-        check_client_options(notify_timeout_s=notify_timeout_s, id_factory=id_factory, hooks=hooks)
-        self._pool: Any = pool
-        self._get = _connection_getter(pool)
-        self._address = _address(pool)
-        self.notify_timeout_s = notify_timeout_s
-        self._id_factory = id_factory or new_event_id
-        self.hooks = hooks or Hooks()
-        self.active_hooks = active_hooks(self.hooks)
-
-    def __enter__(self) -> RedisPoolClient:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.close()
+        lender = _Lender(pool)
+        super().__init__(
+            SOCKETS,
+            lender.address,
+            retries=retries,
+            notify_timeout_s=notify_timeout_s,
+            id_factory=id_factory,
+            hooks=hooks,
+            pool=SyncBorrowedPool(lender),
+        )
 
     def close(self) -> None:
-        """Nothing to close: the pool belongs to the caller."""
-
-    def _run(self, commands: Sequence[Command[Any]]) -> tuple[list[CommandReplied], bool]:
-        retried = False
-        for attempt in range(2):
-            rconn = _get_connection(self._get)
-            exchange = _Exchange(commands)
-            try:
-                rconn.send_packed_command([exchange.data_to_send()])
-                while exchange.wants_reply():
-                    exchange.push(_sync_read(rconn))
-                return exchange.replies, retried
-            except _FAILURES as exc:
-                retried = _retry_or_raise(exc, attempt, commands, self.active_hooks, self._address)
-            finally:
-                if exchange.owed:  # failed mid-request: the reply may still come, to nobody
-                    rconn.disconnect()
-                self._pool.release(rconn)
-        raise AssertionError("unreachable")  # pragma: no cover
+        """Refuse further requests (`okq_proto.ClientClosed`); the pool stays open: it
+        belongs to the caller."""
+        super().close()
 
     def consume(
         self,
@@ -379,6 +447,7 @@ class RedisPoolClient(plans.SyncMethods):
         expire_seconds: int = DEFAULT_EXPIRE_S,
         concurrency: int = 1,
         stop: threading.Event | None = None,
+        backoff: Callable[[], Backoff] = Backoff,
     ) -> None:
         """Consume until `stop` is set, as ``okq_transports.sync.Client.consume`` does (the
         same consumer driver): one borrowed redis-py connection per consumer thread.
@@ -388,140 +457,15 @@ class RedisPoolClient(plans.SyncMethods):
         (threads cannot be cancelled: check ``delivery.deadline`` against `time.monotonic`).
         Connection failures reconnect with backoff.
         """
-        queue_list = check_consume_options(
-            handler, queues, expire_seconds=expire_seconds, concurrency=concurrency
-        )
-        settings = ConsumerSettings(
-            _SyncRedisLinks(self._pool, self._get),
-            handler,
-            queue_list,
-            expire_seconds,
-            self.notify_timeout_s,
-            None,  # the consumer's own budgets (`Consumer.reply_budget_s`), and redis-py's
-            self.active_hooks,
-        )
-        run_consumers(settings, stop or threading.Event(), Backoff, concurrency)
-
-
-class _SyncRedisLink:
-    """A `Link` of the sync consumer driver over a borrowed redis-py connection: redis-py
-    reads and parses, its replies reach the consumer machine through `ParsedReplies`."""
-
-    __slots__ = ("_feed", "_pool", "_rconn", "_read_timeout_s", "address", "conn")
-
-    def __init__(self, pool: Any, rconn: Any, address: tuple[str, int]) -> None:
-        self._pool = pool
-        self._rconn = rconn
-        self._feed = ParsedReplies()
-        self.conn = ClientConnection(self._feed)
-        self.address = address
-        self._read_timeout_s: float | None = None
-
-    def set_read_timeout(self, seconds: float | None) -> None:
-        """How long `fill` may take: waiting for a reply to start, then each read of its rest
-        (the socket's timeout while redis-py reads; its ``socket_timeout`` again after)."""
-        self._read_timeout_s = seconds
-
-    def flush(self, data: bytes) -> None:
-        try:
-            self._rconn.send_packed_command([data])
-        except _FAILURES as exc:
-            raise _okq_error(exc, "okq over redis-py") from exc
-
-    def fill(self) -> None:
-        timeout = self._read_timeout_s
-        if timeout is None:
-            self._read(None)
-        elif not self.fill_by(time.monotonic() + timeout):
-            raise TimeoutError(
-                f"no reply from {where(self.address)} within {timeout:.1f} s (okq over redis-py)"
-            )
-
-    def fill_by(self, deadline: float) -> bool:
-        # Polled, not read with read_response(timeout=...): redis-py's timed-out read returns
-        # None, which reads exactly like okq's nil reply.
-        remaining = deadline - time.monotonic()
-        try:
-            ready = remaining > 0 and self._rconn.can_read(timeout=remaining)
-        except _FAILURES as exc:
-            raise _okq_error(exc, "okq over redis-py") from exc
-        if ready:
-            self._read(deadline)
-        return bool(ready)
-
-    def _read(self, deadline: float | None) -> None:
-        """One reply through redis-py; with a `deadline`, no read of it waits past it (a reply
-        that stops midway, behind a half-open connection, fails with a timeout)."""
-        rconn = self._rconn
-        sock = getattr(rconn, "_sock", None) if deadline is not None else None
-        try:
-            if sock is not None:
-                assert deadline is not None
-                sock.settimeout(max(deadline - time.monotonic(), 0.001))
-            self._feed.push(_sync_read(rconn))
-        except _FAILURES as exc:
-            raise _okq_error(exc, "okq over redis-py") from exc
-        finally:
-            if sock is not None:
-                with contextlib.suppress(OSError):
-                    sock.settimeout(rconn.socket_timeout)
-
-    def close(self) -> None:
-        # Never hand a consumer connection back as is: it is registered (the server counts it
-        # as a consumer) and may owe a QNOTIFY reply.
-        try:
-            self._rconn.disconnect()
-        finally:
-            self._pool.release(self._rconn)
-
-
-class _SyncRedisLinks:
-    """The `LinkSource` of `RedisPoolClient.consume`: connections borrowed from its pool."""
-
-    __slots__ = ("_get", "_pool", "preferred_address")
-
-    def __init__(self, pool: Any, get: Callable[[], Any]) -> None:
-        self._pool = pool
-        self._get = get
-        self.preferred_address = _address(pool)
-
-    def connect_any(self, read_timeout_s: float | None) -> _SyncRedisLink:
-        return _SyncRedisLink(self._pool, _get_connection(self._get), self.preferred_address)
-
-
-class _RedisLink:
-    """A `ConsumerLink` over a borrowed ``redis.asyncio`` connection."""
-
-    def __init__(self, pool: Any, rconn: Any) -> None:
-        self._pool = pool
-        self._rconn = rconn
-        self._feed = ParsedReplies()
-        self.connection: ClientConnection | None = ClientConnection(self._feed)
-        self.address: tuple[str, int] | None = None
-        self.read_timeout_s: float | None = None  # None: redis-py's socket_timeout
-
-    async def send(self, data: bytes) -> None:
-        try:
-            await self._rconn.send_packed_command([data])
-        except _FAILURES as exc:
-            raise _okq_error(exc, "okq over redis.asyncio") from exc
-
-    async def receive(self, consumer: Consumer, timeout_s: float | None) -> None:
-        try:
-            self._feed.push(await _async_read(self._rconn, timeout_s))
-        except _FAILURES as exc:
-            raise _okq_error(exc, "okq over redis.asyncio") from exc
-
-    async def aclose(self) -> None:
-        # A consumer connection may owe a QNOTIFY reply: never hand it back as is.
-        await _agive_back(self._pool, self._rconn, disconnect=True)
+        consume_from(self, handler, queues, expire_seconds, concurrency, stop, backoff)
 
 
 class AsyncRedisPoolClient(AsyncClient):
     """The asyncio okq client over a user's ``redis.asyncio.ConnectionPool``: the same
-    coroutines as ``okq_transports.asyncio.Client`` (`consume` and `deliveries` included,
-    handlers cancelled at claim expiry), with requests and consumers on connections
-    borrowed from the pool.  `aclose` leaves the pool to its owner.
+    coroutines as ``okq_transports.asyncio.Client`` (`consume`, `deliveries` and
+    `connection` included, handlers cancelled at claim expiry), every byte through the
+    user's pool: each request and each consumer borrows its connections.  `aclose` leaves
+    the pool to its owner.
 
     Raises:
         LocalProtocolError: the pool cannot talk to okq (`check_pool`).
@@ -532,45 +476,22 @@ class AsyncRedisPoolClient(AsyncClient):
         pool: redis.asyncio.ConnectionPool,
         *,
         notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
         id_factory: IdFactory | None = None,
         hooks: Hooks | None = None,
     ) -> None:
-        check_pool(pool.connection_kwargs)
+        lender = _AsyncLender(pool)
         super().__init__(
             ASYNCIO,
-            _address(pool),
-            pool_size=1,
-            connect_timeout_s=None,
-            read_timeout_s=None,
+            lender.address,
+            retries=retries,
             notify_timeout_s=notify_timeout_s,
             id_factory=id_factory,
             hooks=hooks,
+            pool=AsyncBorrowedPool(lender),
         )
-        self._redis_pool: Any = pool
-        self._get = _connection_getter(pool)
-        self._address = _address(pool)
-        self._open_link = self._open_redis_link
 
     async def aclose(self) -> None:
-        """Nothing to close: the pool belongs to the caller."""
-
-    async def _run(self, commands: Sequence[Command[Any]]) -> tuple[list[CommandReplied], bool]:
-        retried = False
-        for attempt in range(2):
-            rconn = await _aget_connection(self._get)
-            exchange = _Exchange(commands)
-            try:
-                await rconn.send_packed_command([exchange.data_to_send()])
-                while exchange.wants_reply():
-                    exchange.push(await _async_read(rconn, None))
-                return exchange.replies, retried
-            except _FAILURES as exc:
-                retried = _retry_or_raise(exc, attempt, commands, self.active_hooks, self._address)
-            finally:
-                # cancelled or failed mid-request: disconnect, so the reply goes to nobody
-                await _agive_back(self._redis_pool, rconn, disconnect=exchange.owed)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _open_redis_link(self) -> ConsumerLink:
-        rconn = await _aget_connection(self._get)
-        return _RedisLink(self._redis_pool, rconn)
+        """Refuse further requests (`okq_proto.ClientClosed`); the pool stays open: it
+        belongs to the caller."""
+        await super().aclose()

@@ -4,7 +4,8 @@ Owns: the connection pool (bounded, thread-safe, address failover), retrying wha
 retry, running handlers, consumer threads with reconnects, logging and hooks.
 Must not know: okq's wire rules.  Commands and their replies are `okq_proto` commands, the
 consumer loop is `okq_proto.Consumer`, retry and backoff policies are `okq_proto` functions;
-bytes move through `okq_transports._sync_io`.
+the request methods, the pool and the bytes are the one driver's (``okq_transports._sync``,
+generated from ``okq_transports._async``) over blocking sockets (`okq_transports._socket`).
 
 ::
 
@@ -21,30 +22,24 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
-from types import FrameType, TracebackType
-from typing import Any, TypeVar
+from types import FrameType
+from typing import TypeVar
 
 from okq_proto import (
-    CONNECTION_FAILURES,
     DEFAULT_MAX_REPLY_BYTES,
     DEFAULT_NOTIFY_TIMEOUT_S,
     Backoff,
-    Command,
-    CommandReplied,
     Delivery,
     Hooks,
     IdFactory,
-    check_client_options,
-    check_consume_options,
     new_event_id,
-    parse_addresses,
-    retry_safe,
 )
+from okq_proto.policy import DEFAULT_POOL_TIMEOUT_S, DEFAULT_RETRIES
 
-from . import _plans as plans
-from ._observe import active_hooks, log, retrying
-from ._sync_consume import ConsumerSettings, Handler, StopFlag, run_consumers
-from ._sync_io import Pool
+from ._observe import log
+from ._socket import SOCKETS
+from ._sync.client import SyncClientCore
+from ._sync_consume import Handler, StopFlag, consume_from
 
 __all__ = ["Client", "Handler", "StopFlag", "expired", "remaining", "stop_on_signals"]
 
@@ -97,7 +92,7 @@ def stop_on_signals(
     return flag
 
 
-class Client(plans.SyncMethods):
+class Client(SyncClientCore):
     """A synchronous okq client over a bounded, thread-safe connection pool.
 
     Args:
@@ -133,98 +128,25 @@ class Client(plans.SyncMethods):
         connect_timeout_s: float | None = 5.0,
         read_timeout_s: float | None = 10.0,
         notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
-        pool_timeout_s: float | None = 30.0,
-        retries: int = 1,
+        pool_timeout_s: float | None = DEFAULT_POOL_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
         id_factory: IdFactory = new_event_id,
         hooks: Hooks | None = None,
         max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
     ) -> None:
-        check_client_options(
+        super().__init__(
+            SOCKETS,
+            address,
             pool_size=pool_size,
             connect_timeout_s=connect_timeout_s,
             read_timeout_s=read_timeout_s,
-            notify_timeout_s=notify_timeout_s,
             pool_timeout_s=pool_timeout_s,
             retries=retries,
+            notify_timeout_s=notify_timeout_s,
             id_factory=id_factory,
             hooks=hooks,
             max_reply_bytes=max_reply_bytes,
         )
-        self.addresses: list[tuple[str, int]] = parse_addresses(address)
-        """The server addresses, in failover order."""
-        self.read_timeout_s = read_timeout_s
-        self.notify_timeout_s = notify_timeout_s
-        self.retries = retries
-        self._id_factory = id_factory
-        self.hooks = hooks if hooks is not None else Hooks()
-        self.active_hooks = active_hooks(self.hooks)
-        self.max_reply_bytes = max_reply_bytes
-        self._pool = Pool(
-            self.addresses,
-            pool_size,
-            connect_timeout_s,
-            read_timeout_s,
-            pool_timeout_s,
-            max_reply_bytes,
-        )
-
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def close(self) -> None:
-        """Close the pooled connections; connections in use are closed when released.
-        Running consumers are not affected (stop them with their ``stop`` flag).  Idempotent.
-        """
-        self._pool.close()
-
-    def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-    @property
-    def open_connections(self) -> int:
-        """Pooled connections open now (idle or in use)."""
-        return self._pool.open_count
-
-    @property
-    def idle_connections(self) -> int:
-        """Pooled connections open and idle now."""
-        return self._pool.idle_count
-
-    # -- requests --------------------------------------------------------------------------
-
-    def _run(self, commands: Sequence[Command[Any]]) -> tuple[list[CommandReplied], bool]:
-        """Send commands pipelined on a pooled connection; send them again on a new one after
-        a connection failure if all are retry-safe (up to `retries` times).
-
-        Returns the replies and whether they answer a retry."""
-        pool = self._pool
-        attempt = 0
-        while True:
-            connection = pool.acquire()
-            try:
-                if len(commands) == 1:
-                    replies = [connection.request(commands[0])]
-                else:
-                    replies = connection.request_many(list(commands))
-            except CONNECTION_FAILURES as exc:
-                pool.discard(connection)
-                if attempt >= self.retries or not all(map(retry_safe, commands)):
-                    raise
-                attempt += 1
-                retrying(self.active_hooks, commands, connection.address, exc, attempt)
-                continue
-            except BaseException:
-                pool.discard(connection)
-                raise
-            pool.release(connection)
-            return replies, attempt > 0
 
     # -- consumers -------------------------------------------------------------------------
 
@@ -270,17 +192,4 @@ class Client(plans.SyncMethods):
             ReplyError: the server refused the consumer's commands (other than with its
                 transient ``unexpected server-side error``).
         """
-        queue_list = check_consume_options(
-            handler, queues, expire_seconds=expire_seconds, concurrency=concurrency
-        )
-        flag: StopFlag = stop if stop is not None else threading.Event()
-        settings = ConsumerSettings(
-            self._pool,
-            handler,
-            queue_list,
-            expire_seconds,
-            self.notify_timeout_s,
-            self.read_timeout_s,
-            self.active_hooks,
-        )
-        run_consumers(settings, flag, backoff, concurrency)
+        consume_from(self, handler, queues, expire_seconds, concurrency, stop, backoff)

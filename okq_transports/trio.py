@@ -26,14 +26,17 @@ from okq_proto import (
     DEFAULT_EXPIRE_S,
     DEFAULT_MAX_REPLY_BYTES,
     DEFAULT_NOTIFY_TIMEOUT_S,
+    Backoff,
     Delivery,
     Hooks,
     IdFactory,
 )
+from okq_proto.policy import DEFAULT_RETRIES
 
+from ._async.connection import AsyncConnection
 from ._async_consume import AsyncClient, DeliveryStream, Handler
-from ._async_driver import AsyncConnection, ConnectionBusyError
 from ._backends import AsyncStream, StopEvent, TrioStream, trio_backend
+from ._exceptions import ConnectionBusyError
 
 __all__ = [
     "AsyncConnection",
@@ -68,6 +71,7 @@ class Client(AsyncClient):
         expire_seconds: int = DEFAULT_EXPIRE_S,
         concurrency: int = 1,
         stop: StopEvent | None = None,
+        backoff: Callable[[], Backoff] = Backoff,
         task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
     ) -> None:
         """`AsyncClient.consume`, reporting to ``nursery.start`` once registered.
@@ -80,7 +84,9 @@ class Client(AsyncClient):
         already returned true still has its ack sent, alone, in a shielded cancel scope of
         at most one second.
         """
-        await self._consume(handler, queues, expire_seconds, concurrency, stop, task_status.started)
+        await self._consume(
+            handler, queues, expire_seconds, concurrency, stop, task_status.started, backoff
+        )
 
 
 def connection_over(
@@ -99,6 +105,8 @@ async def open_client(
     *,
     pool_size: int = 10,
     notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
+    pool_timeout_s: float | None = None,
+    retries: int = DEFAULT_RETRIES,
     id_factory: IdFactory | None = None,
     hooks: Hooks | None = None,
     stream_factory: StreamFactory | None = None,
@@ -110,6 +118,11 @@ async def open_client(
         address: ``"host:port"``, a comma-separated list, or a list (failover order).
         pool_size: most pooled connections open at once.
         notify_timeout_s: the ``QNOTIFY`` wait of consumers, in whole seconds.
+        pool_timeout_s: how long a request waits for a free pooled connection (None, the
+            default: until the caller's cancel scope ends it).
+        retries: how many times a retry-safe request (push with the same id, peeks, status,
+            info, flush, ping) is sent again on a new connection after a connection failure
+            (`okq_proto.policy.may_retry`; the same on every door).
         id_factory: makes event ids for `Client.push` (uuid4 text by default).
         hooks: metrics hooks (`okq_proto.Hooks`).
         stream_factory: opens a ``trio.abc.Stream`` per connection instead of TCP.
@@ -135,6 +148,8 @@ async def open_client(
         pool_size=pool_size,
         connect_timeout_s=None,
         read_timeout_s=None,
+        pool_timeout_s=pool_timeout_s,
+        retries=retries,
         notify_timeout_s=notify_timeout_s,
         id_factory=id_factory,
         hooks=hooks,

@@ -38,8 +38,7 @@ from okq_proto import (
 )
 from okq_transports import asyncio as okq_asyncio
 from okq_transports import trio as okq_trio
-from okq_transports._sync_io import connect as sync_connect
-from okq_transports._sync_io import readable_now
+from okq_transports._socket import readable_now
 from okq_transports.server import ThreadedServer
 from okq_transports.sync import Client
 from tests.transports.scenarios import GOOD_PEEK, MalformedServer, run_on_uvloop
@@ -424,12 +423,8 @@ EXPECTED_KEEPALIVE = (1, None if getattr(socket, "TCP_KEEPIDLE", None) is None e
 def test_every_door_turns_keepalive_on(door: str) -> None:
     with scripted(MalformedServer(b"", b"")) as server:
         if door == "sync":
-            host, port = server.address.rsplit(":", 1)
-            conn = sync_connect(host, int(port), connect_timeout_s=5, read_timeout_s=5)
-            try:
-                assert _sockopt(conn.sock) == EXPECTED_KEEPALIVE
-            finally:
-                conn.close()
+            with Client(server.address) as client, client.connection() as conn:
+                assert _sockopt(conn.stream.sock) == EXPECTED_KEEPALIVE  # type: ignore[attr-defined]
             return
 
         async def asyncio_main() -> tuple[int, int | None]:
