@@ -38,7 +38,7 @@ from okq_proto.policy import DEFAULT_POOL_TIMEOUT_S, DEFAULT_RETRIES
 
 from ._async.connection import AsyncConnection
 from ._async_consume import AsyncClient, DeliveryStream, Handler
-from ._backends import ASYNCIO
+from ._asyncio_backend import ASYNCIO
 from ._exceptions import ConnectionBusyError
 
 __all__ = [

@@ -59,7 +59,7 @@ from okq_proto.policy import DEFAULT_RETRIES
 
 from ._async.borrowed import AsyncBorrowedPool
 from ._async_consume import AsyncClient
-from ._backends import ASYNCIO, run_to_end
+from ._asyncio_backend import ASYNCIO, run_to_end
 from ._observe import where
 from ._socket import SOCKETS
 from ._sync.borrowed import SyncBorrowedPool

@@ -35,8 +35,9 @@ from okq_proto.policy import DEFAULT_RETRIES
 
 from ._async.connection import AsyncConnection
 from ._async_consume import AsyncClient, DeliveryStream, Handler
-from ._backends import AsyncStream, StopEvent, TrioStream, trio_backend
+from ._backends import AsyncStream, StopEvent
 from ._exceptions import ConnectionBusyError
+from ._trio_backend import TrioStream, trio_backend
 
 __all__ = [
     "AsyncConnection",
