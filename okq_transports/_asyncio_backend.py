@@ -13,6 +13,7 @@ Must not know: okq commands, pools, consumers.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Final, Protocol, TypeVar, cast, runtime_checkable
 
@@ -22,16 +23,15 @@ from okq_proto import (
     TimeoutError,
 )
 
-from ._async.streams import AsyncStream
+from ._async.streams import AsyncStream, Feedable
+from ._async.streams import StopEvent as PoolStop
 from ._async.streams import Waiter as PoolWaiter
 from ._backends import (
     HIGH_WATER,
     NO_LOCK,
-    STOPPED,
     ByteStream,
     NoLock,
     StopEvent,
-    Stopped,
     Waiter,
 )
 from ._exceptions import to_okq_error
@@ -258,18 +258,38 @@ class AsyncioBackend:
             return True, task.result()  # it finished while being cancelled
         return False, None  # type: ignore[return-value]  # (False, _) carries no result
 
-    async def race_stop(self, fn: Callable[[], Awaitable[T]], stop: StopEvent) -> T | Stopped:
+    async def race_stop(self, fn: Callable[[], Awaitable[T]], stop: PoolStop) -> T | None:
         if stop.is_set():
-            return STOPPED
+            return None
         task = asyncio.ensure_future(fn())
-        stopper = asyncio.ensure_future(stop.wait())
+        stopper = asyncio.ensure_future(cast(StopEvent, stop).wait())
         try:
             await asyncio.wait((task, stopper), return_when=asyncio.FIRST_COMPLETED)
         finally:
             await cancel_and_wait((task, stopper))  # a finished task is left as it is
-        return STOPPED if task.cancelled() else task.result()
+        return None if task.cancelled() else task.result()
 
-    async def run_all(self, fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    async def sleep_or_stop(self, seconds: float, stop: PoolStop) -> bool:
+        return await self.race_stop(functools.partial(self._slept, seconds), stop) is not None
+
+    async def _slept(self, seconds: float) -> bool:
+        await asyncio.sleep(seconds)
+        return True
+
+    async def fill_or_stop(
+        self, stream: AsyncStream, machine: Feedable, timeout_s: float, stop: PoolStop
+    ) -> bool:
+        return (
+            await self.race_stop(functools.partial(_filled, stream, machine, timeout_s), stop)
+            is not None
+        )
+
+    def stop_group(self, stop: PoolStop | None) -> PoolStop | None:
+        return stop  # the first failure cancels the other workers
+
+    async def run_all(
+        self, fns: Sequence[Callable[[], Awaitable[None]]], group: PoolStop | None
+    ) -> None:
         tasks = [asyncio.ensure_future(fn()) for fn in fns]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -309,6 +329,11 @@ class AsyncioBackend:
         if cancelled is not None:
             raise cancelled
         return finished
+
+
+async def _filled(stream: AsyncStream, machine: Feedable, timeout_s: float) -> bool:
+    await stream.fill(machine, timeout_s)
+    return True
 
 
 async def wait_ended(tasks: Collection[asyncio.Future[Any]]) -> None:

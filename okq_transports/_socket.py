@@ -1,8 +1,11 @@
 """The blocking backend of the one driver: a TCP socket as a stream, threads' primitives.
 
 Owns: connecting (TCP_NODELAY, keepalive), a blocking socket as a `SyncStream` (read once into
-a machine within a deadline, write all, close, tell whether the peer spoke unasked), and the
-clock, waiter and lock the generated blocking driver (``okq_transports._sync``) asks for.
+a machine within a deadline, write all, close, tell whether the peer spoke unasked), and what
+the generated blocking driver (``okq_transports._sync``) asks of its backend: the clock, a
+waiter and a lock for the pool; for consumers, sleeping and reading while watching a stop
+flag (in slices of `STOP_POLL_S`), and consumer threads with a shared stop (`AnyStop`).  A
+thread cannot be cancelled: a handler runs to its end, a connect to its timeout.
 Every socket failure leaves as an okq error (`_exceptions.to_okq_error`).
 Must not know: okq commands, pools, retries, consumers.
 
@@ -22,17 +25,29 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Final, cast
+from collections.abc import Callable, Sequence
+from typing import Final, TypeVar, cast
 
-from okq_proto import ClientConnection, DecoderBackend
+from okq_proto import ClientConnection, DecoderBackend, TimeoutError
 
 from ._exceptions import to_okq_error
-from ._sync.streams import Feedable, Waiter
+from ._sync.streams import Feedable, StopEvent, SyncStream, Waiter
 
-__all__ = ["SOCKETS", "SocketBackend", "SocketStream", "keep_alive", "readable_now"]
+__all__ = [
+    "SOCKETS",
+    "STOP_POLL_S",
+    "AnyStop",
+    "SocketBackend",
+    "SocketStream",
+    "keep_alive",
+    "readable_now",
+]
+
+T = TypeVar("T")
 
 READ_SIZE: Final = 65536
+#: How often a blocking consumer waiting in ``QNOTIFY`` (or a backoff) looks at its stop flag.
+STOP_POLL_S: Final = 0.1
 _USE_SOCKOPT_TIMEOUTS: Final = sys.platform != "win32" and hasattr(socket, "SO_RCVTIMEO")
 # Linux keepalive tuning (seconds): first probe after 60 s idle, then every 10 s, 6 probes.
 _KEEPALIVE: Final = (("TCP_KEEPIDLE", 60), ("TCP_KEEPINTVL", 10), ("TCP_KEEPCNT", 6))
@@ -172,6 +187,129 @@ class SocketBackend:
 
     def lock(self) -> threading.Lock:
         return threading.Lock()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+    def sleep_or_stop(self, seconds: float, stop: StopEvent) -> bool:
+        deadline = time.monotonic() + seconds
+        while not stop.is_set():  # bounded by the deadline
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return True
+            _wait(stop, min(left, STOP_POLL_S))
+        return False
+
+    def fill_or_stop(
+        self, stream: SyncStream, machine: Feedable, timeout_s: float, stop: StopEvent
+    ) -> bool:
+        """Read in slices of `STOP_POLL_S`, looking at `stop` between them (a read that
+        times out has read nothing); past `timeout_s`, `TimeoutError`."""
+        deadline = time.monotonic() + timeout_s
+        while not stop.is_set():  # bounded by the deadline
+            left = deadline - time.monotonic()
+            try:
+                if left <= 0:
+                    raise TimeoutError(f"no reply within {timeout_s:.1f} s")
+                stream.fill(machine, min(left, STOP_POLL_S))
+            except TimeoutError:
+                if time.monotonic() >= deadline:
+                    raise
+                continue
+            return True
+        return False
+
+    def race_stop(self, fn: Callable[[], T], stop: StopEvent) -> T | None:
+        return None if stop.is_set() else fn()  # a blocking call cannot be abandoned
+
+    def run_until(self, fn: Callable[[], T], deadline: float) -> tuple[bool, T]:
+        return True, fn()  # a thread cannot be cancelled: a late finish is a late ack
+
+    def stop_group(self, stop: StopEvent | None) -> AnyStop:
+        return AnyStop(stop)
+
+    def run_all(self, fns: Sequence[Callable[[], None]], group: StopEvent | None) -> None:
+        """Run each function in a thread of its own (the first in the calling thread when
+        there is only one); the first failure sets `group` (an `AnyStop`), which stops the
+        others, and is raised once all have ended; so is a KeyboardInterrupt of the calling
+        thread."""
+        if len(fns) == 1:
+            fns[0]()
+            return
+        halt = group if isinstance(group, AnyStop) else AnyStop(group)
+        failures: list[BaseException] = []
+
+        def run(fn: Callable[[], None]) -> None:
+            try:
+                fn()
+            except BaseException as exc:
+                failures.append(exc)
+                halt.set()
+
+        threads = [
+            threading.Thread(target=run, args=(fn,), name=f"okq-consumer-{i}", daemon=True)
+            for i, fn in enumerate(fns)
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            for thread in threads:
+                while thread.is_alive():
+                    thread.join(0.2)
+        except BaseException:
+            halt.set()
+            for thread in threads:
+                thread.join()
+            raise
+        if failures:
+            raise failures[0]
+
+    def cancel_pending(self) -> bool:
+        return False
+
+    def shielded(self, fn: Callable[[], None], timeout_s: float) -> bool:
+        fn()  # nothing cancels a thread; the connection's read timeout bounds it
+        return True
+
+
+def _wait(stop: StopEvent, seconds: float) -> None:
+    """Wait up to `seconds` for `stop` (its own ``wait`` when it has one)."""
+    wait = getattr(stop, "wait", None)
+    if callable(wait):
+        wait(seconds)
+    else:
+        time.sleep(seconds)
+
+
+class AnyStop:
+    """The stop flag of consumer threads run together: set by the user's flag (if any) or by
+    a sibling that failed (`set`), never setting the user's."""
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, outer: StopEvent | None) -> None:
+        self._outer = outer
+        self._inner = threading.Event()
+
+    def is_set(self) -> bool:
+        """True when either flag is set."""
+        return self._inner.is_set() or (self._outer is not None and self._outer.is_set())
+
+    def set(self) -> None:
+        """Set the inner flag (the user's flag is left alone)."""
+        self._inner.set()
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait for either flag (polling the user's, which may not be an Event)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():  # bounded by the deadline (None: until set)
+            left = (
+                STOP_POLL_S if deadline is None else min(STOP_POLL_S, deadline - time.monotonic())
+            )
+            if left <= 0:
+                return False
+            self._inner.wait(left)
+        return True
 
 
 SOCKETS: Final = SocketBackend()

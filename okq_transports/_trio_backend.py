@@ -20,15 +20,14 @@ from okq_proto import (
     TransportError,
 )
 
-from ._async.streams import AsyncStream
+from ._async.streams import AsyncStream, Feedable
+from ._async.streams import StopEvent as PoolStop
 from ._async.streams import Waiter as PoolWaiter
 from ._backends import (
     NO_LOCK,
-    STOPPED,
     ByteStream,
     NoLock,
     StopEvent,
-    Stopped,
     Waiter,
 )
 from ._exceptions import to_okq_error
@@ -139,7 +138,7 @@ class TrioBackend:
         assert scope.cancelled_caught
         return False, None  # type: ignore[return-value]  # (False, _) carries no result
 
-    async def race_stop(self, fn: Callable[[], Awaitable[T]], stop: StopEvent) -> T | Stopped:
+    async def race_stop(self, fn: Callable[[], Awaitable[T]], stop: PoolStop) -> T | None:
         result: list[T] = []
         with unwrap_single_group():
             async with self._trio.open_nursery() as nursery:
@@ -149,14 +148,34 @@ class TrioBackend:
                     nursery.cancel_scope.cancel()
 
                 async def watch() -> None:
-                    await stop.wait()
+                    await cast(StopEvent, stop).wait()
                     nursery.cancel_scope.cancel()
 
                 nursery.start_soon(run)
                 nursery.start_soon(watch)
-        return result[0] if result else STOPPED
+        return result[0] if result else None
 
-    async def run_all(self, fns: Sequence[Callable[[], Awaitable[None]]]) -> None:
+    async def sleep_or_stop(self, seconds: float, stop: PoolStop) -> bool:
+        with self._trio.move_on_after(seconds):
+            await cast(StopEvent, stop).wait()
+            return False
+        return True
+
+    async def fill_or_stop(
+        self, stream: AsyncStream, machine: Feedable, timeout_s: float, stop: PoolStop
+    ) -> bool:
+        async def filled() -> bool:
+            await stream.fill(machine, timeout_s)
+            return True
+
+        return await self.race_stop(filled, stop) is not None
+
+    def stop_group(self, stop: PoolStop | None) -> PoolStop | None:
+        return stop  # the first failure cancels the other workers (the nursery)
+
+    async def run_all(
+        self, fns: Sequence[Callable[[], Awaitable[None]]], group: PoolStop | None
+    ) -> None:
         with unwrap_single_group():
             async with self._trio.open_nursery() as nursery:
                 for fn in fns:

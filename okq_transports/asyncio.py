@@ -3,7 +3,7 @@
 Owns: only what is asyncio's own: the constructor's defaults (asyncio has no cancel scopes,
 so read and connect timeouts are arguments), ``async with``, and wiring signals to a stop
 event.  Every method, the pool, the consumer and the cancellation safety are in
-`okq_transports._async` / `_async_consume`, shared with the trio client.
+`okq_transports._async`, shared with every other door.
 
 Producer::
 
@@ -28,16 +28,12 @@ import signal
 from collections.abc import Sequence
 
 from okq_proto import (
-    DEFAULT_MAX_REPLY_BYTES,
-    DEFAULT_NOTIFY_TIMEOUT_S,
     Delivery,
-    Hooks,
-    IdFactory,
 )
-from okq_proto.policy import DEFAULT_POOL_TIMEOUT_S, DEFAULT_RETRIES
 
 from ._async.connection import AsyncConnection
-from ._async_consume import AsyncClient, DeliveryStream, Handler
+from ._async.consume import AsyncClient, Handler
+from ._async.consume import AsyncDeliveryStream as DeliveryStream
 from ._asyncio_backend import ASYNCIO
 from ._exceptions import ConnectionBusyError
 
@@ -88,33 +84,7 @@ class Client(AsyncClient):
         LocalProtocolError: for a bad address or argument.
     """
 
-    def __init__(
-        self,
-        address: str | tuple[str, int] | Sequence[str | tuple[str, int]] = "127.0.0.1:4777",
-        *,
-        pool_size: int = 10,
-        connect_timeout_s: float | None = 5.0,
-        read_timeout_s: float | None = 10.0,
-        notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
-        pool_timeout_s: float | None = DEFAULT_POOL_TIMEOUT_S,
-        retries: int = DEFAULT_RETRIES,
-        id_factory: IdFactory | None = None,
-        hooks: Hooks | None = None,
-        max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
-    ) -> None:
-        super().__init__(
-            ASYNCIO,
-            address,
-            pool_size=pool_size,
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
-            pool_timeout_s=pool_timeout_s,
-            retries=retries,
-            notify_timeout_s=notify_timeout_s,
-            id_factory=id_factory,
-            hooks=hooks,
-            max_reply_bytes=max_reply_bytes,
-        )
+    BACKEND = ASYNCIO
 
 
 def stop_on_signals(

@@ -4,11 +4,11 @@ Owns: checking that a redis-py pool can talk to okq, borrowing its connections
 (``get_connection`` / ``send_packed_command([data])`` / ``read_response(disable_decoding=True)``
 / ``release``, after ``disconnect()`` when a reply may still be owed), and turning redis-py's
 raised ``ResponseError`` back into an `ErrorReply` value.
-Must not know: okq's reply shapes or consumer rules.  The replies redis-py parsed are fed to
+Must not know: okq's reply shapes or consumer rules, pooling, retries.  A borrowed
+connection is a stream of the one driver (`RedisStream`, `AsyncRedisStream`) lent by the
+user's pool (``okq_transports._async.borrowed``): the replies redis-py parsed are fed to
 okq_proto's own machines through `ParsedReplies`, a decoder that hands out already-decoded
-replies, so commands, pipelining and the consumer machine are the core's, unchanged; and
-consumers run on the clients' own consumer drivers (``_sync_consume`` over a `Link`,
-``_async_consume`` over a `ConsumerLink`).
+replies, so commands, pipelining, retries and the consumer loop are the driver's, unchanged.
 
 okq speaks RESP2 only and treats ``HELLO``, ``AUTH``, ``SELECT`` and ``CLIENT`` as unknown
 commands.  redis-py 8 defaults to RESP3 (it sends ``HELLO 3`` on connect), so pools must be
@@ -26,25 +26,21 @@ import contextlib
 import functools
 import inspect
 import math
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from typing import Any, Final, TypeVar
 
 import redis
 import redis.asyncio
 
 from okq_proto import (
-    DEFAULT_EXPIRE_S,
     DEFAULT_NOTIFY_TIMEOUT_S,
     NEED_DATA,
-    Backoff,
     ClientConnection,
     ConnectError,
     ConnectionClosed,
     DecoderBackend,
-    Delivery,
     ErrorReply,
     Hooks,
     IdFactory,
@@ -58,13 +54,12 @@ from okq_proto import (
 from okq_proto.policy import DEFAULT_RETRIES
 
 from ._async.borrowed import AsyncBorrowedPool
-from ._async_consume import AsyncClient
+from ._async.consume import AsyncClient
 from ._asyncio_backend import ASYNCIO, run_to_end
 from ._observe import where
 from ._socket import SOCKETS
 from ._sync.borrowed import SyncBorrowedPool
-from ._sync.client import SyncClientCore
-from ._sync_consume import consume_from
+from ._sync.consume import SyncClient
 
 T = TypeVar("T")
 
@@ -391,7 +386,7 @@ class _AsyncLender:
             raise ConnectError(f"okq over redis.asyncio: cannot connect: {exc}") from exc
 
 
-class RedisPoolClient(SyncClientCore):
+class RedisPoolClient(SyncClient):
     """The sync okq client over a user's ``redis.ConnectionPool`` (same methods as
     ``okq_transports.sync.Client``: `push`, `push_event`, `push_many`, `execute`,
     `peek_next`, `peek_last`, `status`, `info`, `flush`, `ping`, `consume`, `connection`).
@@ -400,7 +395,10 @@ class RedisPoolClient(SyncClientCore):
     (its TLS, unix socket, limits and timeouts hold): each request borrows a connection,
     pipelines its commands in one ``send_packed_command``, reads the replies redis-py parsed,
     and gives the connection back (disconnected first if a reply might still be owed, so no
-    later user can read it).  Each consumer borrows a connection of its own.
+    later user can read it).  Each consumer borrows a connection of its own; a ``QNOTIFY``
+    wait is polled in short slices (``can_read``) so a stop is noticed at once, and may
+    outlast redis-py's ``socket_timeout``; handlers run to completion (threads cannot be
+    cancelled: check ``delivery.deadline`` against `time.monotonic`).
 
     Args:
         pool: a ``redis.ConnectionPool`` made with ``protocol=2`` (see `check_pool`).
@@ -425,8 +423,8 @@ class RedisPoolClient(SyncClientCore):
     ) -> None:
         lender = _Lender(pool)
         super().__init__(
-            SOCKETS,
             lender.address,
+            backend=SOCKETS,
             retries=retries,
             notify_timeout_s=notify_timeout_s,
             id_factory=id_factory,
@@ -438,26 +436,6 @@ class RedisPoolClient(SyncClientCore):
         """Refuse further requests (`okq_proto.ClientClosed`); the pool stays open: it
         belongs to the caller."""
         super().close()
-
-    def consume(
-        self,
-        handler: Callable[[Delivery], bool],
-        queues: Sequence[str],
-        *,
-        expire_seconds: int = DEFAULT_EXPIRE_S,
-        concurrency: int = 1,
-        stop: threading.Event | None = None,
-        backoff: Callable[[], Backoff] = Backoff,
-    ) -> None:
-        """Consume until `stop` is set, as ``okq_transports.sync.Client.consume`` does (the
-        same consumer driver): one borrowed redis-py connection per consumer thread.
-
-        A ``QNOTIFY`` wait is polled in short slices (``can_read``) so a stop is noticed at
-        once, and may outlast redis-py's ``socket_timeout``; handlers run to completion
-        (threads cannot be cancelled: check ``delivery.deadline`` against `time.monotonic`).
-        Connection failures reconnect with backoff.
-        """
-        consume_from(self, handler, queues, expire_seconds, concurrency, stop, backoff)
 
 
 class AsyncRedisPoolClient(AsyncClient):
@@ -482,8 +460,8 @@ class AsyncRedisPoolClient(AsyncClient):
     ) -> None:
         lender = _AsyncLender(pool)
         super().__init__(
-            ASYNCIO,
             lender.address,
+            backend=ASYNCIO,
             retries=retries,
             notify_timeout_s=notify_timeout_s,
             id_factory=id_factory,

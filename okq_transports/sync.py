@@ -21,29 +21,37 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from types import FrameType
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from okq_proto import (
-    DEFAULT_MAX_REPLY_BYTES,
-    DEFAULT_NOTIFY_TIMEOUT_S,
-    Backoff,
     Delivery,
-    Hooks,
-    IdFactory,
-    new_event_id,
 )
-from okq_proto.policy import DEFAULT_POOL_TIMEOUT_S, DEFAULT_RETRIES
 
 from ._observe import log
 from ._socket import SOCKETS
-from ._sync.client import SyncClientCore
-from ._sync_consume import Handler, StopFlag, consume_from
+from ._sync.consume import Handler, SyncClient
 
 __all__ = ["Client", "Handler", "StopFlag", "expired", "remaining", "stop_on_signals"]
 
 T = TypeVar("T")
+
+
+class StopFlag(Protocol):
+    """What `Client.consume` needs of its ``stop``: a `threading.Event` fits."""
+
+    def is_set(self) -> bool:
+        """True once stopping was asked."""
+        ...
+
+    def set(self) -> None:
+        """Ask to stop."""
+        ...
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Wait until set, at most `timeout` seconds."""
+        ...
 
 
 def remaining(delivery: Delivery) -> float:
@@ -92,7 +100,7 @@ def stop_on_signals(
     return flag
 
 
-class Client(SyncClientCore):
+class Client(SyncClient):
     """A synchronous okq client over a bounded, thread-safe connection pool.
 
     Args:
@@ -120,76 +128,4 @@ class Client(SyncClientCore):
         LocalProtocolError: for a bad address or argument.
     """
 
-    def __init__(
-        self,
-        address: str | tuple[str, int] | Sequence[str | tuple[str, int]] = "127.0.0.1:4777",
-        *,
-        pool_size: int = 10,
-        connect_timeout_s: float | None = 5.0,
-        read_timeout_s: float | None = 10.0,
-        notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
-        pool_timeout_s: float | None = DEFAULT_POOL_TIMEOUT_S,
-        retries: int = DEFAULT_RETRIES,
-        id_factory: IdFactory = new_event_id,
-        hooks: Hooks | None = None,
-        max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
-    ) -> None:
-        super().__init__(
-            SOCKETS,
-            address,
-            pool_size=pool_size,
-            connect_timeout_s=connect_timeout_s,
-            read_timeout_s=read_timeout_s,
-            pool_timeout_s=pool_timeout_s,
-            retries=retries,
-            notify_timeout_s=notify_timeout_s,
-            id_factory=id_factory,
-            hooks=hooks,
-            max_reply_bytes=max_reply_bytes,
-        )
-
-    # -- consumers -------------------------------------------------------------------------
-
-    def consume(
-        self,
-        handler: Handler,
-        queues: Sequence[str],
-        *,
-        expire_seconds: int = 30,
-        concurrency: int = 1,
-        stop: StopFlag | None = None,
-        backoff: Callable[[], Backoff] = Backoff,
-    ) -> None:
-        """Consume events until `stop` is set (or an unrecoverable error).
-
-        Each consumer is its own connection: it registers for `queues`, waits with ``QNOTIFY``,
-        claims events with ``QRPOP q EX expire_seconds`` and calls ``handler(event)`` with a
-        `Delivery` (an `Event` plus its claim ``deadline`` in `time.monotonic` seconds; see
-        `remaining`).  True acks the event; false, or an exception, leaves it claimed, and the
-        server hands it out again once the claim expires.  Exceptions are logged (logger
-        ``"okq"``) and reported to ``hooks.handler_failed``; they do not stop the consumer.
-
-        A consumer that loses its connection (server restart, network) reconnects with
-        capped exponential backoff and full jitter, failing over along the addresses, and
-        re-registers.  What it had claimed and not acked is logged; the server redelivers it.
-
-        Stopping is graceful: a consumer waiting for work stops at once; a handler that is
-        running finishes, and its ack is sent before `consume` returns.
-
-        Args:
-            handler: called with each `Delivery`, from the consumer's thread.
-            queues: the queues to consume from.
-            expire_seconds: the claim length; -1 for at-most-once delivery (popped with
-                ``EX 0``, never acked, a failed handler loses the event).
-            concurrency: consumer connections, each in its own thread (the calling thread
-                waits for all of them).
-            stop: set it to stop (`threading.Event`, or `stop_on_signals`).  None: run until
-                an unrecoverable error.
-            backoff: makes the reconnect `Backoff` of each consumer.
-
-        Raises:
-            LocalProtocolError: bad arguments (before anything is sent).
-            ReplyError: the server refused the consumer's commands (other than with its
-                transient ``unexpected server-side error``).
-        """
-        consume_from(self, handler, queues, expire_seconds, concurrency, stop, backoff)
+    BACKEND = SOCKETS

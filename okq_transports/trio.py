@@ -23,10 +23,8 @@ from contextlib import asynccontextmanager
 import trio
 
 from okq_proto import (
-    DEFAULT_EXPIRE_S,
     DEFAULT_MAX_REPLY_BYTES,
     DEFAULT_NOTIFY_TIMEOUT_S,
-    Backoff,
     Delivery,
     Hooks,
     IdFactory,
@@ -34,8 +32,9 @@ from okq_proto import (
 from okq_proto.policy import DEFAULT_RETRIES
 
 from ._async.connection import AsyncConnection
-from ._async_consume import AsyncClient, DeliveryStream, Handler
-from ._backends import AsyncStream, StopEvent
+from ._async.consume import AsyncClient, Handler
+from ._async.consume import AsyncDeliveryStream as DeliveryStream
+from ._backends import AsyncStream
 from ._exceptions import ConnectionBusyError
 from ._trio_backend import TrioStream, trio_backend
 
@@ -62,32 +61,17 @@ class Client(AsyncClient):
     `flush`, `ping`, `consume`; plus `deliveries` (pull consumer) and `connection` (borrow a pooled
     connection).  Each call is bounded by the caller's cancel scopes; a request cancelled
     after it was written closes its connection, which is never reused.
+
+    `consume` reports to ``nursery.start`` once every consumer registered
+    (``await nursery.start(functools.partial(client.consume, handler, ["q"]))``).  Each
+    handler call (``async def`` or plain) runs in a cancel scope whose deadline is its event's
+    claim expiry (``delivery.deadline``, trio time).  Handlers and connections all live in
+    that call's own nursery, inside the caller's; its `stop` is a ``trio.Event``.  Cancelling
+    the caller's scope cancels running handlers; one that has already returned true still
+    has its ack sent, alone, in a shielded cancel scope of at most one second.
     """
 
-    async def consume(
-        self,
-        handler: Handler,
-        queues: Sequence[str],
-        *,
-        expire_seconds: int = DEFAULT_EXPIRE_S,
-        concurrency: int = 1,
-        stop: StopEvent | None = None,
-        backoff: Callable[[], Backoff] = Backoff,
-        task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED,
-    ) -> None:
-        """`AsyncClient.consume`, reporting to ``nursery.start`` once registered.
-
-        Use ``await nursery.start(functools.partial(client.consume, handler, ["q"]))``.
-        Each handler call (``async def`` or plain) runs in a cancel scope whose deadline is
-        its event's claim expiry (``delivery.deadline``, trio time).  Handlers and
-        connections all live in this call's own nursery, inside the caller's; `stop` is a
-        ``trio.Event``.  Cancelling the caller's scope cancels running handlers; one that has
-        already returned true still has its ack sent, alone, in a shielded cancel scope of
-        at most one second.
-        """
-        await self._consume(
-            handler, queues, expire_seconds, concurrency, stop, task_status.started, backoff
-        )
+    BACKEND = trio_backend()
 
 
 def connection_over(
@@ -144,7 +128,6 @@ async def open_client(
             return TrioStream(await factory(address))
 
     client = Client(
-        trio_backend(),
         address,
         pool_size=pool_size,
         connect_timeout_s=None,

@@ -3,7 +3,8 @@
 
 The driver is written once, as async code in ``okq_transports/_async/``; its blocking twin is
 the same code with ``async`` / ``await`` taken out and the names mapped (``AsyncPool`` ->
-``SyncPool``, ``aclose`` -> ``close``, ...), as httpcore does with unasync.  The output goes
+``SyncPool``, ``aclose`` -> ``close``, ...), as httpcore does with unasync; a line that ends
+with ``# async only`` is left out.  The output goes
 through ``ruff check --fix`` (unused imports, import order) and ``ruff format``.
 
 Usage::
@@ -53,8 +54,15 @@ RULES: list[tuple[str, str]] = [
 ]
 
 
+#: A line ending with this comment has no blocking twin: it is left out.
+ASYNC_ONLY = "# async only"
+
+
 def unasync(text: str) -> str:
     """The blocking twin of one async module's source."""
+    text = "".join(
+        line for line in text.splitlines(keepends=True) if not line.rstrip().endswith(ASYNC_ONLY)
+    )
     for pattern, replacement in RULES:
         text = re.sub(pattern, replacement, text)
     return text

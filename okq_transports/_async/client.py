@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from okq_proto import (
     DEFAULT_MAX_REPLY_BYTES,
@@ -30,6 +30,7 @@ from okq_proto import (
 )
 from okq_proto.policy import (
     DEFAULT_NOTIFY_TIMEOUT_S,
+    DEFAULT_POOL_TIMEOUT_S,
     DEFAULT_RETRIES,
     Address,
     check_client_options,
@@ -87,7 +88,6 @@ class AsyncClientCore:
     conventions (their docstrings describe every option).
 
     Args:
-        backend: the I/O world the pool and the consumers run on.
         address: ``"host:port"``, a comma-separated list of them, or a list (failover order).
         pool_size: the most pooled connections handed out at once.
         connect_timeout_s: how long connecting may take (None: the backend's own limit).
@@ -100,6 +100,7 @@ class AsyncClientCore:
         hooks: metrics hooks.
         connect: opens a stream to an address instead of the backend.
         max_reply_bytes: the most bytes one reply may take while incomplete.
+        backend: the I/O world the pool and the consumers run on (default: `BACKEND`).
         pool: connections from elsewhere (a redis-py pool's) instead of a pool of our own;
             then `address` only names the server in messages.
 
@@ -107,21 +108,24 @@ class AsyncClientCore:
         LocalProtocolError: a bad address or option (`okq_proto.policy.check_client_options`).
     """
 
+    #: The backend of the door (each door's class sets it; ``backend=`` overrides it).
+    BACKEND: ClassVar[AsyncBackend]
+
     def __init__(
         self,
-        backend: AsyncBackend,
-        address: str | Address | Sequence[str | Address],
+        address: str | Address | Sequence[str | Address] = "127.0.0.1:4777",
         *,
         pool_size: int = 10,
-        connect_timeout_s: float | None = None,
-        read_timeout_s: float | None = None,
-        pool_timeout_s: float | None = None,
-        retries: int = DEFAULT_RETRIES,
+        connect_timeout_s: float | None = 5.0,
+        read_timeout_s: float | None = 10.0,
         notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
+        pool_timeout_s: float | None = DEFAULT_POOL_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
         id_factory: IdFactory | None = None,
         hooks: Hooks | None = None,
-        connect: Callable[[Address], Awaitable[AsyncStream]] | None = None,
         max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
+        backend: AsyncBackend | None = None,
+        connect: Callable[[Address], Awaitable[AsyncStream]] | None = None,
         pool: AsyncConnectionSource | None = None,
     ) -> None:
         check_client_options(
@@ -135,7 +139,7 @@ class AsyncClientCore:
             hooks=hooks,
             max_reply_bytes=max_reply_bytes,
         )
-        self.backend = backend
+        self.backend = backend = backend if backend is not None else type(self).BACKEND
         self._pool: AsyncConnectionSource = pool or AsyncPool(
             backend,
             parse_addresses(address),

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any, Protocol, TypeVar
+from typing import Any, ClassVar, Protocol, TypeVar
 
 from okq_proto import (
     DEFAULT_MAX_REPLY_BYTES,
@@ -32,6 +32,7 @@ from okq_proto import (
 )
 from okq_proto.policy import (
     DEFAULT_NOTIFY_TIMEOUT_S,
+    DEFAULT_POOL_TIMEOUT_S,
     DEFAULT_RETRIES,
     Address,
     check_client_options,
@@ -89,7 +90,6 @@ class SyncClientCore:
     conventions (their docstrings describe every option).
 
     Args:
-        backend: the I/O world the pool and the consumers run on.
         address: ``"host:port"``, a comma-separated list of them, or a list (failover order).
         pool_size: the most pooled connections handed out at once.
         connect_timeout_s: how long connecting may take (None: the backend's own limit).
@@ -102,6 +102,7 @@ class SyncClientCore:
         hooks: metrics hooks.
         connect: opens a stream to an address instead of the backend.
         max_reply_bytes: the most bytes one reply may take while incomplete.
+        backend: the I/O world the pool and the consumers run on (default: `BACKEND`).
         pool: connections from elsewhere (a redis-py pool's) instead of a pool of our own;
             then `address` only names the server in messages.
 
@@ -109,21 +110,24 @@ class SyncClientCore:
         LocalProtocolError: a bad address or option (`okq_proto.policy.check_client_options`).
     """
 
+    #: The backend of the door (each door's class sets it; ``backend=`` overrides it).
+    BACKEND: ClassVar[SyncBackend]
+
     def __init__(
         self,
-        backend: SyncBackend,
-        address: str | Address | Sequence[str | Address],
+        address: str | Address | Sequence[str | Address] = "127.0.0.1:4777",
         *,
         pool_size: int = 10,
-        connect_timeout_s: float | None = None,
-        read_timeout_s: float | None = None,
-        pool_timeout_s: float | None = None,
-        retries: int = DEFAULT_RETRIES,
+        connect_timeout_s: float | None = 5.0,
+        read_timeout_s: float | None = 10.0,
         notify_timeout_s: int = DEFAULT_NOTIFY_TIMEOUT_S,
+        pool_timeout_s: float | None = DEFAULT_POOL_TIMEOUT_S,
+        retries: int = DEFAULT_RETRIES,
         id_factory: IdFactory | None = None,
         hooks: Hooks | None = None,
-        connect: Callable[[Address], SyncStream] | None = None,
         max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
+        backend: SyncBackend | None = None,
+        connect: Callable[[Address], SyncStream] | None = None,
         pool: SyncConnectionSource | None = None,
     ) -> None:
         check_client_options(
@@ -137,7 +141,7 @@ class SyncClientCore:
             hooks=hooks,
             max_reply_bytes=max_reply_bytes,
         )
-        self.backend = backend
+        self.backend = backend = backend if backend is not None else type(self).BACKEND
         self._pool: SyncConnectionSource = pool or SyncPool(
             backend,
             parse_addresses(address),

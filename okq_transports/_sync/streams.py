@@ -11,12 +11,24 @@ Must not know: how any backend does it.
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 from okq_proto import ClientConnection, DecoderBackend
 
-__all__ = ["Feedable", "Lock", "SyncBackend", "SyncStream", "Waiter", "close_quietly"]
+__all__ = [
+    "Feedable",
+    "Lock",
+    "StopEvent",
+    "SyncBackend",
+    "SyncStream",
+    "Waiter",
+    "close_quietly",
+]
+
+
+T = TypeVar("T")
 
 
 class Feedable(Protocol):
@@ -68,6 +80,13 @@ class Waiter(Protocol):
     def set(self) -> None: ...
 
 
+class StopEvent(Protocol):
+    """What a consumer needs of its ``stop``: ``threading.Event``, ``asyncio.Event`` or
+    ``trio.Event`` (each backend waits on its own kind)."""
+
+    def is_set(self) -> bool: ...
+
+
 class Lock(Protocol):
     """Mutual exclusion for the pool's bookkeeping: a real lock for threads; for one event
     loop, where nothing runs between two awaits, a lock that does nothing."""
@@ -103,6 +122,53 @@ class SyncBackend(Protocol):
 
     def lock(self) -> Lock:
         """A lock for the pool's bookkeeping."""
+        ...
+
+    # -- what consumers need -----------------------------------------------------------
+
+    def sleep(self, seconds: float) -> None:
+        """Sleep (a checkpoint on the async backends)."""
+        ...
+
+    def sleep_or_stop(self, seconds: float, stop: StopEvent) -> bool:
+        """Sleep, or less if `stop` is set meanwhile.  True if the whole sleep passed."""
+        ...
+
+    def fill_or_stop(
+        self, stream: SyncStream, machine: Feedable, timeout_s: float, stop: StopEvent
+    ) -> bool:
+        """`SyncStream.fill`, abandoned as soon as `stop` is set (then False: the stream
+        may be left mid-read and must be closed)."""
+        ...
+
+    def race_stop(self, fn: Callable[[], T], stop: StopEvent) -> T | None:
+        """Run ``fn()``; abandon it once `stop` is set, where the backend can cancel a call
+        (then None).  A blocking backend only looks at `stop` before the call."""
+        ...
+
+    def run_until(self, fn: Callable[[], T], deadline: float) -> tuple[bool, T]:
+        """Run ``fn()``; cancel it at `deadline` (on `now`'s clock) where the backend can
+        cancel.  Returns (finished in time, its result)."""
+        ...
+
+    def stop_group(self, stop: StopEvent | None) -> StopEvent | None:
+        """The stop event of workers run together by `run_all`: set by `stop`, and by
+        `run_all` when one of them fails (a backend that cancels instead returns `stop`)."""
+        ...
+
+    def run_all(self, fns: Sequence[Callable[[], None]], group: StopEvent | None) -> None:
+        """Run the functions side by side until all have ended; the first error stops the
+        others (cancelled, or through `group`) and is raised."""
+        ...
+
+    def cancel_pending(self) -> bool:
+        """True when the caller has a cancellation pending that its next checkpoint will
+        raise (trio: an enclosing cancel scope was cancelled); False where it cannot tell."""
+        ...
+
+    def shielded(self, fn: Callable[[], None], timeout_s: float) -> bool:
+        """Run ``fn()`` to its end even if the caller is cancelled meanwhile, but for at most
+        `timeout_s` seconds where the backend can cut it.  True if it finished in time."""
         ...
 
 

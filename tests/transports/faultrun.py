@@ -71,7 +71,7 @@ EXPIRE_S = 2
 SWEEP_S = 0.2
 CONCURRENCY = 2
 #: The read timeout of the doors that take one (redis-py's ``socket_timeout``); trio bounds
-#: its reads itself (``_async_consume.REPLY_TIMEOUT_S``).
+#: its reads itself (``okq_proto.REPLY_TIMEOUT_S``).
 READ_TIMEOUT_S = 2.0
 #: The consume call must return this soon after its stop is set.
 STOP_BOUND_S = 5.0

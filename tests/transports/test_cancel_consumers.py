@@ -47,7 +47,7 @@ import trio
 import okq_transports.asyncio as okq_asyncio
 import okq_transports.trio as okq_trio
 from okq_proto import Delivery, Event
-from okq_transports._async_consume import FINAL_ACK_S
+from okq_transports._async.consume import FINAL_ACK_S
 from okq_transports.server import ThreadedServer
 
 pytestmark = pytest.mark.timeout(120)

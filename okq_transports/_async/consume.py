@@ -1,0 +1,587 @@
+"""Consuming, written once: a reconnecting delivery stream, handlers, workers side by side.
+
+Owns: driving okq_proto's `Consumer` machine over a stream of the client's pool (flush after
+every call into the machine, read within the machine's budget for the reply awaited, feed),
+reconnecting with the consumer's `Backoff` after a connection failure (re-registering on a
+fresh machine; what was claimed and not acked is reported), abandoning a ``QNOTIFY`` wait
+when asked to stop, the pull-style `AsyncDeliveryStream`, and the push-style `consume` built
+on it: a handler (plain, or ``async def`` on the async doors) per delivery, run until its
+claim's deadline where the backend can cancel it (the blocking doors cannot: a handler that
+finishes late gets a late ack), `concurrency` workers side by side.
+Must not know: okq's consumer rules (okq_proto's), how a backend waits, races or runs workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Final, Protocol
+
+from okq_proto import (
+    CONNECTION_FAILURES,
+    DEFAULT_EXPIRE_S,
+    NEED_DATA,
+    AckSettled,
+    Backoff,
+    ClientClosed,
+    Consumer,
+    ConsumerState,
+    ConsumerStopped,
+    Delivered,
+    Delivery,
+    LateAck,
+    LocalProtocolError,
+    RemoteProtocolError,
+    ReplyError,
+    TimeoutError,
+    TransportError,
+)
+from okq_proto.policy import Address, check_consume_options, is_transient, read_time_left
+from okq_transports._exceptions import ConnectionBusyError
+from okq_transports._observe import (
+    active_hooks,
+    call_hook,
+    handler_failed,
+    late_ack,
+    lost,
+    reconnecting,
+    where,
+)
+
+from .client import AsyncClientCore
+from .streams import AsyncStream, StopEvent, close_quietly
+
+__all__ = [
+    "FINAL_ACK_S",
+    "STOPPING_STATES",
+    "AsyncClient",
+    "AsyncDeliveryStream",
+    "Handler",
+    "TaskStatus",
+    "consume",
+]
+
+#: A consumer handler: ``handler(delivery) -> bool`` (``async def`` too on the async doors);
+#: true acks the event.
+Handler = Callable[[Delivery], bool | Awaitable[bool]]
+
+#: How long the final ack of a cancelled consumer may take (shielded from the cancellation).
+FINAL_ACK_S: Final = 1.0
+
+_WAITING: Final = ConsumerState.WAITING
+_REGISTERING: Final = ConsumerState.REGISTERING
+#: States in which a stop was already asked (`Consumer.stop` is then not called again).
+STOPPING_STATES: Final = frozenset(
+    {
+        ConsumerState.STOP_POPPING,
+        ConsumerState.FINISHING,
+        ConsumerState.ACKING,
+        ConsumerState.STOPPED,
+    }
+)
+
+
+class TaskStatus(Protocol):
+    """trio's and anyio's ``task_status`` (``nursery.start``, ``TaskGroup.start``)."""
+
+    def started(self) -> None: ...
+
+
+class AsyncDeliveryStream:
+    """Deliveries from one or more queues on one dedicated connection, pulled one at a time.
+
+    Use ``async with`` and ``async for``; report each delivery before taking the next with
+    `ack` (or by leaving ``async with stream.handling(delivery):`` without an exception).  A
+    delivery not acked when the next one is taken is left to expire (redelivered by the
+    server).  Acks are pipelined: an ack leaves in the same write as the next pop.
+
+    The stream reconnects by itself after a connection failure (its `Backoff`: capped
+    exponential with full jitter, failing over along the client's addresses) and registers
+    again; what was claimed and not acked then is logged and comes back once its claim
+    expires.  It ends (``StopAsyncIteration``) when `stop` is set or after `aclose`; a
+    ``QNOTIFY`` wait is abandoned at once, a claimed delivery is always handed out and its
+    final ack sent.
+
+    Not safe for two callers at once: each consumer needs its own stream.
+    """
+
+    def __init__(
+        self,
+        core: AsyncClientCore,
+        queues: Sequence[str],
+        *,
+        expire_seconds: int,
+        stop: StopEvent | None = None,
+        on_registered: Callable[[], None] | None = None,
+        backoff: Callable[[], Backoff] | None = None,
+    ) -> None:
+        if isinstance(queues, str):
+            raise LocalProtocolError("queues must be a list of names, not one name")
+        self._core = core
+        self._backend = core.backend
+        self._queues = list(queues)
+        self._expire_s = expire_seconds
+        self._stop = stop
+        self._on_registered = on_registered
+        self._consumer: Consumer | None = None
+        self._stream: AsyncStream | None = None
+        self._address: Address | None = None
+        self._in_hand: Delivery | None = None
+        self._verdict = False
+        self._reported = False
+        self._closing = False
+        self._busy = False
+        self._registered = False  # the machine on the current stream got past REGISTERING
+        self._backoff: Backoff = (backoff or core.new_backoff)()
+        self._hooks = active_hooks(core.hooks)
+        # Validate the arguments now, not at the first pop.
+        Consumer(self._queues, expire_s=expire_seconds, notify_timeout_s=core.notify_timeout_s)
+
+    async def __aenter__(self) -> AsyncDeliveryStream:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> AsyncDeliveryStream:
+        return self
+
+    async def __anext__(self) -> Delivery:
+        delivery = await self.next_delivery()
+        if delivery is None:
+            raise StopAsyncIteration
+        return delivery
+
+    def ack(self, delivery: Delivery) -> None:
+        """Mark the delivery in hand as handled: its ``QACK`` leaves with the next pop (or when
+        the stream closes).  At-most-once deliveries need no ack (this is then a no-op).
+
+        Raises:
+            LocalProtocolError: `delivery` is not the one in hand (each delivery must be
+                reported before the next is taken).
+        """
+        if delivery is not self._in_hand:
+            raise LocalProtocolError(
+                f"cannot ack {delivery!r}: it is not the delivery in hand (ack each delivery "
+                "before taking the next)"
+            )
+        self._verdict = True
+
+    def fail(self, delivery: Delivery, error: BaseException | None = None) -> None:
+        """Mark the delivery in hand as failed (no ack: redelivered once its claim expires)
+        and report it to ``hooks.handler_failed`` now.  Not calling `ack` does the same,
+        reported when the next delivery is taken."""
+        self._fail(delivery, error, expired=False)
+
+    def _fail(self, delivery: Delivery, error: BaseException | None, *, expired: bool) -> None:
+        if delivery is self._in_hand and not self._reported:
+            self._reported = True
+            self._verdict = False
+            handler_failed(self._hooks, delivery, error, expired=expired)
+
+    @contextlib.asynccontextmanager
+    async def handling(self, delivery: Delivery) -> AsyncIterator[Delivery]:
+        """``async with stream.handling(d):`` acks `d` when the block exits without an
+        exception; with one, the event is left to expire and be redelivered."""
+        try:
+            yield delivery
+        except BaseException as exc:
+            self.fail(delivery, exc)
+            raise
+        self.ack(delivery)
+
+    async def next_delivery(self) -> Delivery | None:
+        """The next delivery, or None once the stream is stopped (or closed).
+
+        Raises:
+            ReplyError: the server refused a consumer command (not retried: okq-go ends its
+                consumer too).
+            ClientClosed: the client is closed.
+            ConnectionBusyError: another caller is inside this call on the same stream.
+        """
+        if self._busy:
+            raise ConnectionBusyError(
+                "another task is taking deliveries from this stream: each consumer needs its "
+                "own stream"
+            )
+        self._busy = True
+        try:
+            return await self._next_delivery()
+        finally:
+            self._busy = False
+
+    async def _next_delivery(self) -> Delivery | None:
+        while True:
+            consumer = self._consumer
+            if consumer is None:
+                if self._stopping():
+                    return None
+                if not await self._connect():
+                    return None
+                continue
+            if self._stopping() and consumer.state not in STOPPING_STATES:
+                consumer.stop()
+            in_hand = self._in_hand
+            if in_hand is not None:
+                if self._verdict and in_hand.needs_ack and self._backend.cancel_pending():
+                    # Cancelled right after the delivery was acked (a handler that cancels
+                    # its nursery and returns true): the ack still leaves, alone.
+                    await self._send_final_ack()
+                    return None
+                self._in_hand = None
+                if not self._verdict and not self._reported:
+                    handler_failed(self._hooks, in_hand, None)
+                # finished at or after the claim's deadline: a late ack
+                consumer.handled(in_hand, self._verdict, self._backend.now())
+            try:
+                event = await self._pump(consumer)
+            except (*CONNECTION_FAILURES, ReplyError) as exc:
+                if not is_transient(exc):  # the server refuses us: give up, as okq-go does
+                    await self._drop()
+                    raise
+                await self._lost(consumer, exc)
+                continue
+            except BaseException:
+                await self._drop()
+                raise
+            if isinstance(event, Delivered):
+                delivery = event.delivery
+                self._in_hand = delivery
+                self._verdict = self._reported = False
+                call_hook(self._hooks, "delivered", delivery)
+                return delivery
+            if isinstance(event, AckSettled):
+                call_hook(self._hooks, "acked", event.delivery)
+            elif isinstance(event, LateAck):
+                late_ack(self._hooks, event.delivery, removed=event.removed)
+            else:  # ConsumerStopped
+                await self._drop()
+                return None
+
+    def _stopping(self) -> bool:
+        return self._closing or (self._stop is not None and self._stop.is_set())
+
+    async def _pump(self, consumer: Consumer) -> Delivered | AckSettled | LateAck | ConsumerStopped:
+        """Move bytes until the machine has something for us (STYLE §7's loop).
+
+        One read budget per reply awaited (`Consumer.reply_budget_s`: the read timeout, plus
+        a ``QNOTIFY``'s wait), however its bytes trickle in: it starts when a new reply is
+        awaited (here, or once the machine read a reply and sent again by itself), and each
+        read waits what is left of it."""
+        stream = self._stream
+        assert stream is not None
+        backend = self._backend
+        conn = consumer.connection
+        read_timeout_s = self._core.read_timeout_s
+        started = 0.0
+        seen = -1  # conn.replies_read when the budget started
+        while True:
+            event = consumer.next_event(backend.now())
+            out = consumer.data_to_send()  # flush after every call into the machine
+            if out:
+                await stream.send_all(out)
+            if event is not NEED_DATA:
+                return event
+            state = consumer.state
+            if state is not _REGISTERING:
+                if self._on_registered is not None:
+                    self._on_registered()
+                    self._on_registered = None
+                if not self._registered:
+                    self._registered = True
+                    self._backoff.reset()  # registered: the next failure retries soon again
+            budget_s = consumer.reply_budget_s(read_timeout_s)
+            if conn.replies_read != seen:  # a new reply: its first read waits it all
+                started, seen = backend.now(), conn.replies_read
+                wait_s = budget_s
+            else:  # the same reply: wait only what is left of its budget
+                left = read_time_left(started, budget_s, backend.now(), 0.0, where(self._address))
+                wait_s = budget_s if left is None else left
+            stop = self._stop
+            if state is _WAITING and stop is not None:
+                # Nothing is popped while waiting: a stop may abandon the wait at once (the
+                # connection is closed then, so its late reply reaches nobody).
+                if not await backend.fill_or_stop(stream, consumer, wait_s, stop):
+                    consumer.stop()  # the next next_event says ConsumerStopped
+            else:
+                await stream.fill(consumer, wait_s)
+
+    async def _connect(self) -> bool:
+        """Open a stream and start a fresh machine on it; on failure sleep the backoff.
+        Returns False when stopped while connecting or waiting."""
+        stop = self._stop
+        pool = self._core.pool
+        try:
+            if stop is not None:
+                # A connect may hang for minutes (SYNs dropped; trio has no connect timeout,
+                # a redis-py pool's socket_connect_timeout may be long): a stop abandons it
+                # where the backend can cancel a call.  An opener cancelled midway leaves
+                # nothing behind: a stream is not handed out yet, and redis-py's
+                # get_connection releases the connection it was connecting on any error.
+                opened = await self._backend.race_stop(pool.open_stream, stop)
+                if opened is None:
+                    return False
+                stream, address = opened
+            else:
+                stream, address = await pool.open_stream()
+        except ClientClosed:
+            raise
+        except TransportError as exc:
+            return await self._pause(exc)
+        self._stream, self._address = stream, address
+        self._registered = False
+        self._consumer = Consumer(
+            self._queues,
+            expire_s=self._expire_s,
+            notify_timeout_s=self._core.notify_timeout_s,
+            connection=stream.new_machine("auto", pool.max_reply_bytes),
+        )
+        return True
+
+    async def _pause(self, exc: BaseException) -> bool:
+        delay = self._backoff.next_delay()
+        address = self._address or self._core.pool.preferred_address
+        reconnecting(self._hooks, address, exc, self._backoff.attempt, delay)
+        if self._stop is None:
+            await self._backend.sleep(delay)
+            return True
+        return await self._backend.sleep_or_stop(delay, self._stop)
+
+    async def _lost(self, consumer: Consumer, exc: BaseException) -> None:
+        # The backoff was reset when the machine got past REGISTERING (`_pump`): asking the
+        # machine now would be too late, it is in ERROR whatever state it failed in.
+        lost(consumer.unacked, consumer.pop_in_flight, self._address, exc)
+        await self._drop()
+        await self._pause(exc)
+
+    async def _drop(self) -> None:
+        self._consumer = None
+        self._in_hand = None
+        stream, self._stream = self._stream, None
+        if stream is not None:
+            await close_quietly(stream)
+
+    async def send_final_ack(self) -> None:
+        """Stop at once, sending the ack of the delivery in hand (if `ack` was called) and
+        waiting for its reply, shielded from cancellation for at most `FINAL_ACK_S`; then
+        close.  For a consumer being cancelled: its handler succeeded, so the event must not
+        come back.  Nothing else is popped.  Connection failures are logged, not raised (the
+        event is then redelivered once its claim expires)."""
+        await self._send_final_ack()
+
+    async def _send_final_ack(self) -> None:
+        self._closing = True
+        consumer, delivery = self._consumer, self._in_hand
+        try:
+            if consumer is None or self._stream is None or delivery is None or not self._verdict:
+                return
+            self._in_hand = None
+            if consumer.state not in STOPPING_STATES:
+                consumer.stop()  # HANDLING -> FINISHING: the verdict sends the final QACK only
+            consumer.handled(delivery, True)
+            if not await self._backend.shielded(
+                functools.partial(self._finish, consumer), FINAL_ACK_S
+            ):
+                lost(consumer.unacked, None, self._address, TimeoutError("final ack timed out"))
+        finally:
+            await self._drop()
+
+    async def _finish(self, consumer: Consumer) -> None:
+        """Pump a stopping machine until it has stopped (bounded: the final ack, and a pop
+        already in flight, are all that is left)."""
+        try:
+            for _ in range(4):
+                event = await self._pump(consumer)
+                if isinstance(event, AckSettled):
+                    call_hook(self._hooks, "acked", event.delivery)
+                elif isinstance(event, LateAck):
+                    late_ack(self._hooks, event.delivery, removed=event.removed)
+                elif isinstance(event, Delivered):  # claimed by a pop in flight: not handled
+                    consumer.handled(event.delivery, False)
+                else:
+                    return
+        except (*CONNECTION_FAILURES, ReplyError) as exc:
+            lost(consumer.unacked, consumer.pop_in_flight, self._address, exc)
+
+    async def aclose(self) -> None:
+        """Stop: the delivery in hand is reported (acked if `ack` was called), the final ack
+        is sent, then the connection is closed.  Idempotent."""
+        self._closing = True
+        try:
+            if self._consumer is not None and self._stream is not None:
+                with contextlib.suppress(TransportError, RemoteProtocolError):
+                    # Stopping: the final ack leaves; a delivery claimed by a pop already in
+                    # flight is handed back unacked (bounded: one pop at most is in flight).
+                    for _ in range(3):
+                        if await self.next_delivery() is None:
+                            break
+        finally:
+            await self._drop()
+
+
+async def _call_handler(handler: Handler, delivery: Delivery, outcome: list[bool]) -> bool:
+    result = handler(delivery)
+    if inspect.isawaitable(result):  # async only
+        result = await result  # async only
+    ok = bool(result)
+    outcome.append(ok)  # seen even if our caller is cancelled before it reads the result
+    return ok
+
+
+async def consume(
+    core: AsyncClientCore,
+    handler: Handler,
+    queues: Sequence[str],
+    *,
+    expire_seconds: int,
+    concurrency: int,
+    stop: StopEvent | None,
+    on_registered: Callable[[], None] | None = None,
+    backoff: Callable[[], Backoff] | None = None,
+) -> None:
+    """Run `concurrency` consumer connections until `stop` is set (or cancellation).
+
+    Each handler call runs until its delivery's claim deadline and is cancelled there where
+    the backend can cancel (no ack; the server redelivers).  A handler that raises or
+    returns false is reported through the log and ``hooks.handler_failed``; the consumer
+    carries on.  A consumer that fails for good stops the others (not the caller's `stop`)
+    and its error is raised once all have ended.
+    """
+    queues = check_consume_options(
+        handler, queues, expire_seconds=expire_seconds, concurrency=concurrency
+    )
+    backend = core.backend
+    group = backend.stop_group(stop)
+    pending = [concurrency]
+
+    def registered() -> None:
+        pending[0] -= 1
+        if pending[0] == 0 and on_registered is not None:
+            on_registered()
+
+    async def worker() -> None:
+        async with AsyncDeliveryStream(
+            core,
+            queues,
+            expire_seconds=expire_seconds,
+            stop=group,
+            on_registered=registered,
+            backoff=backoff,
+        ) as stream:
+            async for delivery in stream:
+                error: BaseException | None = None
+                outcome: list[bool] = []
+                try:
+                    if delivery.needs_ack:
+                        finished, ok = await backend.run_until(
+                            functools.partial(_call_handler, handler, delivery, outcome),
+                            delivery.deadline,
+                        )
+                    else:
+                        finished, ok = True, await _call_handler(handler, delivery, outcome)
+                except Exception as exc:
+                    finished, ok, error = True, False, exc
+                except BaseException:
+                    # Cancelled just as the handler returned true: still ack it.
+                    if outcome and outcome[0] and delivery.needs_ack:
+                        stream.ack(delivery)
+                        await stream.send_final_ack()
+                    raise
+                if finished and ok:
+                    stream.ack(delivery)
+                else:
+                    stream._fail(delivery, error, expired=not finished)
+
+    await backend.run_all([worker] * concurrency, group)
+
+
+class AsyncClient(AsyncClientCore):
+    """`AsyncClientCore` plus consuming: the base of every door's client."""
+
+    async def consume(
+        self,
+        handler: Handler,
+        queues: Sequence[str],
+        *,
+        expire_seconds: int = DEFAULT_EXPIRE_S,
+        concurrency: int = 1,
+        stop: StopEvent | None = None,
+        backoff: Callable[[], Backoff] = Backoff,
+        task_status: TaskStatus | None = None,
+    ) -> None:
+        """Consume from `queues` until `stop` is set (or an unrecoverable error, or
+        cancellation on the async doors).
+
+        Each consumer is its own connection: it registers for `queues`, waits with
+        ``QNOTIFY``, claims events with ``QRPOP q EX expire_seconds`` and calls
+        ``handler(delivery)`` with a `Delivery` (an `Event` plus its claim ``deadline`` on the
+        door's clock).  True acks the event (the ack leaves with the next pop); false or an
+        exception leaves it to be redelivered once the claim expires (reported through the
+        log ``"okq"`` and ``hooks.handler_failed``; the consumer carries on).  The async doors
+        cancel a handler when its claim expires, as okq-go cancels the handler's context; a
+        blocking handler cannot be cancelled (check ``remaining(delivery)``), and one that
+        finishes late gets a late ack (``hooks.late_ack``).
+
+        A consumer that loses its connection reconnects with its `Backoff` (reset once a new
+        connection registered), failing over along the addresses, and registers again; what
+        it had claimed and not acked is logged, and the server redelivers it.
+
+        Stop: setting `stop` abandons ``QNOTIFY`` waits at once, lets running handlers finish
+        and sends their acks, then returns.  Cancelling instead (async doors) cancels
+        handlers too (their events are redelivered); a handler that has already returned
+        true keeps its ack, sent shielded from the cancellation for at most `FINAL_ACK_S`.
+
+        Args:
+            handler: called with each `Delivery` (``async def`` too, on the async doors).
+            queues: the queue names.
+            expire_seconds: claim length; -1 for at-most-once delivery (popped with
+                ``EX 0``, never acked, never cancelled: a failed handler loses the event).
+            concurrency: consumer connections (and handlers) running side by side (threads
+                on the blocking doors; the calling thread waits for all of them).
+            stop: the door's event (`threading.Event`, ``asyncio.Event``, ``trio.Event``);
+                None: run until an unrecoverable error.
+            backoff: makes the reconnect `Backoff` of each consumer.
+            task_status: trio's and anyio's (``await nursery.start(client.consume, ...)``):
+                ``started()`` once every consumer registered.
+
+        Raises:
+            LocalProtocolError: bad arguments (before anything is sent).
+            ClientClosed: the client is closed.
+            ReplyError: the server refused the consumer's commands (other than with its
+                transient ``unexpected server-side error``).
+        """
+        await consume(
+            self,
+            handler,
+            queues,
+            expire_seconds=expire_seconds,
+            concurrency=concurrency,
+            stop=stop,
+            on_registered=None if task_status is None else task_status.started,
+            backoff=backoff,
+        )
+
+    def deliveries(
+        self,
+        *queues: str,
+        expire_seconds: int = DEFAULT_EXPIRE_S,
+        stop: StopEvent | None = None,
+        backoff: Callable[[], Backoff] = Backoff,
+    ) -> AsyncDeliveryStream:
+        """A pull consumer on its own connection: use as a context manager and iterate.
+
+        ::
+
+            async with client.deliveries("q1", "q2", expire_seconds=30) as stream:
+                async for delivery in stream:
+                    async with stream.handling(delivery):   # acks unless the block raises
+                        await work(delivery)
+
+        Or call ``stream.ack(delivery)``.  The ack leaves with the next pop.  `backoff`
+        makes the stream's reconnect `Backoff`.
+        """
+        return AsyncDeliveryStream(
+            self, queues, expire_seconds=expire_seconds, stop=stop, backoff=backoff
+        )
