@@ -124,6 +124,8 @@ async def nobody_answers(h: Harness) -> None:
             try:
                 await client.call("ping")
             except ConnectError as exc:
+                if type(exc) is not ConnectError:
+                    wrong.append(f"{type(exc).__module__}.{type(exc).__name__}: {exc}")
                 wrong += [f"{a} not in {str(exc)!r}" for a in addresses if a not in str(exc)]
             except Exception as exc:  # judged here
                 wrong.append(f"{type(exc).__module__}.{type(exc).__name__}: {exc}")
@@ -165,7 +167,7 @@ async def given_backoff_paces_reconnects(h: Harness) -> None:
         await _consume_while_down(client, 2.0, backoff=backoff)
     n = len(hooks.attempts)
     assert made
-    assert 3 <= n <= 8, hooks.delays
+    assert 3 <= n <= 12, hooks.delays  # about 7 in 2 s (more if the stop comes late)
     assert hooks.delays == [min(0.4, 0.1 * 2**i) for i in range(n)]
     hooks.check_paused()
 
