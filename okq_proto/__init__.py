@@ -2,9 +2,10 @@
 
 Pure state machines and data: RESP2 codec, okq commands, the client connection machine and
 the public types.  No sockets, threads, clocks or event loops: transports in
-``okq_transports`` move the bytes and pass the time in.  ``__all__`` is the public API; two
-more public modules hold what only some callers need: ``okq_proto.server`` (the server role)
-and ``okq_proto.hiredis`` (the decoder on hiredis, which needs hiredis installed).
+``okq_transports`` move the bytes and pass the time in.  ``__all__`` is the public API; three
+more public modules hold what only some callers need: ``okq_proto.policy`` (what a driver
+decides: retries, failover, read deadlines, option checks), ``okq_proto.server`` (the server
+role) and ``okq_proto.hiredis`` (the decoder on hiredis, which needs hiredis installed).
 """
 
 from ._client import (
@@ -72,7 +73,6 @@ from ._errors import (
     reply_error,
 )
 from ._ops import (
-    CONNECTION_FAILURES,
     DEFAULT_NOTIFY_TIMEOUT_S,
     DEFAULT_PORT,
     Backoff,
@@ -80,16 +80,9 @@ from ._ops import (
     Hooks,
     IdFactory,
     PushOutcome,
-    check_client_options,
-    check_consume_options,
-    is_transient,
     new_event_id,
     parse_address,
     parse_addresses,
-    read_time_left,
-    refuse_connection_state,
-    retry_safe,
-    settle_retried_push,
 )
 from ._resp import (
     NEED_DATA,
@@ -105,7 +98,6 @@ from ._types import Event, PushFlag, QueueStatus, contents_bytes, from_wire, to_
 
 __all__ = [
     "CLOSED",
-    "CONNECTION_FAILURES",
     "CONSUMER_MOVES",
     "CONSUMER_PEER_INPUTS",
     "CONSUMER_USER_INPUTS",
@@ -170,8 +162,6 @@ __all__ = [
     "TimeoutError",
     "TooBusyError",
     "TransportError",
-    "check_client_options",
-    "check_consume_options",
     "contents_bytes",
     "encode_command",
     "encode_command_parts",
@@ -179,16 +169,11 @@ __all__ = [
     "expire_argument",
     "from_wire",
     "is_dup",
-    "is_transient",
     "make_decoder",
     "new_event_id",
     "parse_address",
     "parse_addresses",
     "push_command",
-    "read_time_left",
-    "refuse_connection_state",
     "reply_error",
-    "retry_safe",
-    "settle_retried_push",
     "to_wire",
 ]

@@ -32,10 +32,9 @@ from okq_proto import (
     QueueStatus,
     contents_bytes,
     push_command,
-    refuse_connection_state,
-    settle_retried_push,
     to_wire,
 )
+from okq_proto.policy import refuse_connection_state, settle_retried_push
 
 from ._observe import call_hook, log
 

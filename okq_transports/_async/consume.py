@@ -20,7 +20,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Final, Protocol
 
 from okq_proto import (
-    CONNECTION_FAILURES,
     DEFAULT_EXPIRE_S,
     NEED_DATA,
     AckSettled,
@@ -38,7 +37,13 @@ from okq_proto import (
     TimeoutError,
     TransportError,
 )
-from okq_proto.policy import Address, check_consume_options, is_transient, read_time_left
+from okq_proto.policy import (
+    CONNECTION_FAILURES,
+    Address,
+    check_consume_options,
+    is_transient,
+    read_time_left,
+)
 from okq_transports._exceptions import ConnectionBusyError
 from okq_transports._observe import (
     active_hooks,

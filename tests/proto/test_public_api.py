@@ -24,8 +24,14 @@ PINNED = {
     "NO_ACK",
     # client machine and shared policies
     "ClientConnection", "CommandReplied", "ConnectionState", "Closed", "CLOSED",
-    "Backoff", "retry_safe", "settle_retried_push", "parse_address", "parse_addresses",
-    "DEFAULT_PORT",
+    "Backoff", "parse_address", "parse_addresses", "DEFAULT_PORT", "ClientClosed",
+}  # fmt: skip
+
+#: What a driver decides, in okq_proto.policy (not in okq_proto's own namespace).
+POLICY = {
+    "may_retry", "retry_safe", "Failover", "read_time_left", "settle_retried_push",
+    "is_transient", "check_client_options", "check_consume_options", "refuse_connection_state",
+    "CONNECTION_FAILURES", "DEFAULT_RETRIES", "DEFAULT_POOL_TIMEOUT_S", "Backoff",
 }  # fmt: skip
 
 
@@ -73,3 +79,14 @@ def test_consumer_table_is_public() -> None:
     assert moves[okq_proto.ConsumerState.REGISTERING, okq_proto.ConsumerInput.REGISTERED]
     inputs = okq_proto.CONSUMER_PEER_INPUTS | okq_proto.CONSUMER_USER_INPUTS
     assert inputs == set(okq_proto.ConsumerInput)
+
+
+def test_policy_module_holds_the_door_policy() -> None:
+    import okq_proto.policy
+
+    assert set(okq_proto.policy.__all__) >= POLICY
+    for name in okq_proto.policy.__all__:
+        assert hasattr(okq_proto.policy, name), name
+    door_policy = POLICY - {"Backoff"}  # users pass a Backoff factory to consume()
+    leaked = door_policy & set(okq_proto.__all__)
+    assert not leaked, f"door policy in okq_proto's own namespace: {sorted(leaked)}"

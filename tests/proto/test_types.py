@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 import okq_proto as okq
+import okq_proto.policy as okq_policy
 from okq_proto import Event, LocalProtocolError, PushFlag, QueueStatus
 
 
@@ -70,11 +71,11 @@ def test_delivery_is_an_event_with_a_deadline() -> None:
 
 def test_push_outcome_and_retry_settlement() -> None:
     dup = okq.reply_error(okq.ErrorReply(b"ERR duplicate event i"))
-    settled = okq.settle_retried_push("i", dup, retried=True)
+    settled = okq_policy.settle_retried_push("i", dup, retried=True)
     assert settled.ok
     assert settled.retried
     assert settled.unwrap() == "i"
-    fresh = okq.settle_retried_push("i", dup, retried=False)
+    fresh = okq_policy.settle_retried_push("i", dup, retried=False)
     assert not fresh.ok
     with pytest.raises(okq.DuplicateEventError):
         fresh.unwrap()
@@ -92,8 +93,8 @@ def test_retry_safety() -> None:
         okq.Ping(),
     ]
     unsafe = [okq.QRPop(b"q"), okq.QNotify(1), okq.QRegister(), okq.QAck(b"q", b"i")]
-    assert all(okq.retry_safe(c) for c in safe)
-    assert not any(okq.retry_safe(c) for c in unsafe)
+    assert all(okq_policy.retry_safe(c) for c in safe)
+    assert not any(okq_policy.retry_safe(c) for c in unsafe)
 
 
 def test_backoff_is_capped_full_jitter() -> None:

@@ -34,8 +34,8 @@ from okq_proto import (
     QRPeek,
     RemoteProtocolError,
     TimeoutError,
-    read_time_left,
 )
+from okq_proto.policy import read_time_left
 from okq_transports import asyncio as okq_asyncio
 from okq_transports import trio as okq_trio
 from okq_transports._socket import readable_now
