@@ -5,7 +5,7 @@
 Owns: moving bytes between okq_proto's machines and a stream (`streams.SyncStream`), the
 bounded pool with failover, and the client methods with okq_proto's retry policy.  Every door
 runs on it: asyncio and trio directly (their backends in ``okq_transports._backends``), the
-``redis.asyncio`` adapter over borrowed connections, and the blocking doors through
+``redis`` adapter over borrowed connections, and the blocking doors through
 ``okq_transports._sync``, which ``scripts/unasync.py`` generates from this package (the same
 code with ``async`` / ``await`` taken out and the names mapped): edit here, then run
 ``python scripts/unasync.py``; CI checks the generated files are up to date.
