@@ -28,9 +28,8 @@ from ._async.streams import StopEvent as PoolStop
 from ._async.streams import Waiter as PoolWaiter
 from ._backends import (
     HIGH_WATER,
-    NO_LOCK,
     ByteStream,
-    NoLock,
+    EventLoopBackend,
     StopEvent,
     Waiter,
 )
@@ -192,7 +191,7 @@ class _AsyncioStream(ByteStream, asyncio.Protocol):
         return bool(self._chunks) or self._eof
 
 
-class AsyncioBackend:
+class AsyncioBackend(EventLoopBackend):
     """The asyncio implementation of `Backend`."""
 
     name = "asyncio"
@@ -234,9 +233,6 @@ class AsyncioBackend:
         except asyncio.TimeoutError:
             return waiter.is_set()
         return True
-
-    def lock(self) -> NoLock:
-        return NO_LOCK
 
     async def sleep(self, seconds: float) -> None:
         await asyncio.sleep(seconds)

@@ -21,6 +21,7 @@ __all__ = [
     "READ_SIZE",
     "AsyncStream",
     "ByteStream",
+    "EventLoopBackend",
     "NoLock",
     "StopEvent",
     "Waiter",
@@ -70,6 +71,16 @@ class Waiter(Protocol):
     def set(self) -> None: ...
 
     async def wait(self) -> object: ...
+
+
+class EventLoopBackend:
+    """What the asyncio and trio backends share: one event loop, so the pool's bookkeeping
+    needs no lock."""
+
+    __slots__ = ()
+
+    def lock(self) -> NoLock:
+        return NO_LOCK
 
 
 class ByteStream:

@@ -24,9 +24,8 @@ from ._async.streams import AsyncStream, Feedable
 from ._async.streams import StopEvent as PoolStop
 from ._async.streams import Waiter as PoolWaiter
 from ._backends import (
-    NO_LOCK,
     ByteStream,
-    NoLock,
+    EventLoopBackend,
     StopEvent,
     Waiter,
 )
@@ -83,7 +82,7 @@ class TrioStream(ByteStream):
         return sock is not None and readable_now(sock.fileno())
 
 
-class TrioBackend:
+class TrioBackend(EventLoopBackend):
     """The trio implementation of `Backend`."""
 
     name = "trio"
@@ -122,9 +121,6 @@ class TrioBackend:
         with self._trio.move_on_after(timeout_s):
             await event.wait()
         return waiter.is_set()
-
-    def lock(self) -> NoLock:
-        return NO_LOCK
 
     async def sleep(self, seconds: float) -> None:
         await self._trio.sleep(seconds)

@@ -59,11 +59,11 @@ from okq_proto.server import (
     render_status,
 )
 
-from ._options import DEFAULT_MAX_NOTIFY_WAITS, ServerOptions, checked, default_storage
-from ._storage import Storage, StorageError
+from ._options import DEFAULT_MAX_NOTIFY_WAITS, Listening
+from ._storage import StorageError
 
 if TYPE_CHECKING:
-    from typing_extensions import Unpack  # typing.Unpack is 3.11+; annotations only
+    pass  # typing.Unpack is 3.11+; annotations only
 
 __all__ = ["EmbeddedServer"]
 
@@ -77,7 +77,7 @@ def assert_never(value: NoReturn) -> NoReturn:  # typing.assert_never is 3.11+
 
 
 @final
-class EmbeddedServer:
+class EmbeddedServer(Listening):
     """An okq server on an asyncio loop.  Use ``async with``, or `start` and `aclose`.
 
     ::
@@ -93,19 +93,8 @@ class EmbeddedServer:
         **options: the `ServerOptions` (sweep interval, seed, input limits, ...).
     """
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        storage: Storage | None = None,
-        **options: Unpack[ServerOptions],
-    ) -> None:
-        options = checked(options)
-        self._host = host
-        self._requested_port = port
-        self.storage: Storage = storage or default_storage(options)
-        """The storage behind this server."""
+    def _init(self) -> None:
+        options = self._options
         self.dispatcher = Dispatcher(
             rng=random.Random(options.get("seed")),
             noblock_workers=options.get("noblock_workers", DEFAULT_NOBLOCK_WORKERS),
@@ -131,21 +120,11 @@ class EmbeddedServer:
     # -- lifecycle ----------------------------------------------------------------------------
 
     @property
-    def host(self) -> str:
-        """The listening host."""
-        return self._host
-
-    @property
     def port(self) -> int:
         """The bound TCP port (known once started)."""
         if self._port is None:
             raise RuntimeError("server not started")
         return self._port
-
-    @property
-    def address(self) -> str:
-        """``"host:port"``."""
-        return f"{self._host}:{self.port}"
 
     @property
     def connection_count(self) -> int:

@@ -8,13 +8,16 @@ Must not know: sockets, event loops, threads; what the options do (`EmbeddedServ
 
 from __future__ import annotations
 
-from typing import Final, TypedDict
+from typing import TYPE_CHECKING, Final, TypedDict
 
 from okq_proto.server import DEFAULT_EXPIRE_S, DEFAULT_SWEEP_INTERVAL_S
 
-from ._storage import MemoryStorage
+from ._storage import MemoryStorage, Storage
 
-__all__ = ["DEFAULT_MAX_NOTIFY_WAITS", "ServerOptions", "checked", "default_storage"]
+if TYPE_CHECKING:
+    from typing_extensions import Unpack  # typing.Unpack is 3.11+; annotations only
+
+__all__ = ["DEFAULT_MAX_NOTIFY_WAITS", "Listening", "ServerOptions", "checked", "default_storage"]
 
 DEFAULT_MAX_NOTIFY_WAITS: Final = 1000
 """QNOTIFY waits one server holds at once (okq has no bound); see `ServerOptions`."""
@@ -73,3 +76,47 @@ def default_storage(options: ServerOptions) -> MemoryStorage:
         sweep = options.get("sweep_interval_s", DEFAULT_SWEEP_INTERVAL_S)
     expire = options.get("default_expire_s", DEFAULT_EXPIRE_S)
     return MemoryStorage(sweep_interval_s=sweep, default_expire_s=expire)
+
+
+class Listening:
+    """What both servers share: their constructor's arguments (checked once) and where they
+    listen (each says its own `port`).
+
+    Args:
+        host: address to listen on (loopback by default).
+        port: TCP port; 0 picks a free one.
+        storage: where queues live; a fresh `MemoryStorage` if None.
+        **options: the `ServerOptions`.
+    """
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        storage: Storage | None = None,
+        **options: Unpack[ServerOptions],
+    ) -> None:
+        self._host = host
+        self._requested_port = port
+        self._options = checked(options)
+        self.storage: Storage = storage or default_storage(self._options)
+        """The storage behind this server (kept across restarts of a `ThreadedServer`)."""
+        self._init()
+
+    def _init(self) -> None:
+        """The rest of the subclass's state (the options are in ``_options``)."""
+
+    @property
+    def host(self) -> str:
+        """The listening host."""
+        return self._host
+
+    @property
+    def port(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def address(self) -> str:
+        """``"host:port"``."""
+        return f"{self._host}:{self.port}"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, final
 
 from ._embedded import EmbeddedServer
 from ._loop_thread import LoopThread
-from ._options import ServerOptions, checked, default_storage
+from ._options import Listening, ServerOptions
 from ._storage import Storage
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ _START_TIMEOUT_S: Final = 10.0
 
 
 @final
-class ThreadedServer:
+class ThreadedServer(Listening):
     """An `EmbeddedServer` on its own event loop in a daemon thread, for sync code and fixtures.
 
     ::
@@ -50,35 +50,14 @@ class ThreadedServer:
         **options: the `ServerOptions`, as for `EmbeddedServer`.
     """
 
-    def __init__(
-        self,
-        host: str = "127.0.0.1",
-        port: int = 0,
-        *,
-        storage: Storage | None = None,
-        **options: Unpack[ServerOptions],
-    ) -> None:
-        self._host = host
-        self._port = port
-        self._options = checked(options)
-        self.storage: Storage = storage or default_storage(self._options)
-        """The storage, shared by every start of this server."""
+    def _init(self) -> None:
+        self._port = self._requested_port
         self._thread = LoopThread("okq-embedded-server")
-
-    @property
-    def host(self) -> str:
-        """The listening host."""
-        return self._host
 
     @property
     def port(self) -> int:
         """The bound port (0 before the first start)."""
         return self._port
-
-    @property
-    def address(self) -> str:
-        """``"host:port"``."""
-        return f"{self._host}:{self._port}"
 
     @property
     def running(self) -> bool:
