@@ -229,9 +229,10 @@ class ClientConnection:
         """
         if read_timeout_s is None:
             return None
-        if not self._in_flight:
-            return read_timeout_s
-        return read_timeout_s + sum(command.blocking_s for command in self._in_flight)
+        in_flight = self._in_flight
+        if len(in_flight) == 1:  # the hot path: one request
+            return read_timeout_s + in_flight[0].blocking_s
+        return read_timeout_s + sum(command.blocking_s for command in in_flight)
 
     def has_unsolicited(self) -> bool:
         """Did the server send bytes that no command asked for?  Call it with nothing in
@@ -317,7 +318,8 @@ class ClientConnection:
         Raises:
             LocalProtocolError: broken connection, or data after EOF.
         """
-        self._check_usable("receive data")
+        if self._state is not ConnectionState.OPEN:
+            self._check_usable("receive data")
         if self._eof:
             raise self._break(LocalProtocolError("received data after end of file"))
         if data:

@@ -231,12 +231,20 @@ def push_command(queue: bytes, event_id: bytes, contents: bytes, flags: PushFlag
     Raises:
         LocalProtocolError: if `flags` is not a `PushFlag`.
     """
+    if flags is _NORMAL:  # the hot path: no flag arithmetic
+        return QLPush(queue, event_id, contents, False)
     if not isinstance(flags, PushFlag):
         raise LocalProtocolError(f"flags must be a PushFlag, not {flags!r}")
-    no_block = PushFlag.NO_BLOCK in flags
-    if PushFlag.HIGH_PRIORITY in flags:
+    value = flags.value
+    no_block = bool(value & _NO_BLOCK)
+    if value & _HIGH_PRIORITY:
         return QRPush(queue, event_id, contents, no_block)
     return QLPush(queue, event_id, contents, no_block)
+
+
+_NORMAL: Final = PushFlag.NORMAL
+_NO_BLOCK: Final = PushFlag.NO_BLOCK.value
+_HIGH_PRIORITY: Final = PushFlag.HIGH_PRIORITY.value
 
 
 @dataclass(frozen=True, slots=True, repr=False)

@@ -10,9 +10,9 @@ redis-py) import these so that none of them re-implements a policy.
 from __future__ import annotations
 
 import random
-import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from os import urandom
 from typing import Any, Final
 
 from ._commands import (
@@ -67,9 +67,16 @@ DEFAULT_PORT: Final = 4777
 DEFAULT_NOTIFY_TIMEOUT_S: Final = 30
 
 
+#: The UUID variant nibble (RFC 4122: ``10xx``) for each random hex digit, uniformly.
+_VARIANT: Final = {digit: "89ab"[int(digit, 16) & 3] for digit in "0123456789abcdef"}
+
+
 def new_event_id() -> str:
-    """A fresh event id: UUID4 text, 36 characters, as okq-go's ``Push`` generates."""
-    return str(uuid.uuid4())
+    """A fresh event id: UUID4 text, 36 characters, as okq-go's ``Push`` generates
+    (122 random bits from `os.urandom`, the version and variant bits set; what
+    ``str(uuid.uuid4())`` gives, at a third of its cost)."""
+    h = urandom(16).hex()
+    return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{_VARIANT[h[16]]}{h[17:20]}-{h[20:]}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,6 +56,9 @@ __all__ = [
 
 T = TypeVar("T")
 
+#: How `to_wire` encodes a str (UTF-8, surrogateescape), for the hot path of `push`.
+_WIRE: Final = ("utf-8", "surrogateescape")
+
 #: push_many sends at most this many pushes in one write (a longer batch takes several).
 BATCH: Final = 4096
 
@@ -113,9 +116,13 @@ def push(
     """`push`: a fresh id from `id_factory` and its ``QLPUSH``/``QRPUSH``.  The hot path, so
     no `Plan`: send the command, then `settle_push` its reply."""
     event_id = id_factory()
-    return event_id, push_command(
-        to_wire(queue), to_wire(event_id), contents_bytes(contents), flags
+    # str names and ids are the common case: encoded here, without to_wire's type checks
+    wire_queue = queue.encode("utf-8", "surrogateescape") if type(queue) is str else to_wire(queue)
+    wire_id = (
+        event_id.encode("utf-8", "surrogateescape") if type(event_id) is str else to_wire(event_id)
     )
+    data = contents if type(contents) is bytes else contents_bytes(contents)
+    return event_id, push_command(wire_queue, wire_id, data, flags)
 
 
 def push_event(event: Event, flags: PushFlag, hooks: Hooks | None) -> Plan[None]:

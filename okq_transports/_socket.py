@@ -94,7 +94,7 @@ def keep_alive(setsockopt: Callable[[int, int, int], object]) -> None:
 class SocketStream:
     """A connected blocking socket as a `SyncStream`.  One thread at a time."""
 
-    __slots__ = ("_buf", "_timeout_now", "_view", "sock", "where")
+    __slots__ = ("_buf", "_poller", "_timeout_now", "_view", "sock", "where")
 
     def __init__(self, sock: socket.socket, where: str) -> None:
         self.sock = sock
@@ -102,6 +102,7 @@ class SocketStream:
         self._buf = bytearray(READ_SIZE)
         self._view = memoryview(self._buf)
         self._timeout_now: float | None = -1.0  # forces the first _set_timeout
+        self._poller: select.poll | None = None
 
     def new_machine(self, decoder: DecoderBackend, max_reply_bytes: int | None) -> ClientConnection:
         return ClientConnection(backend=decoder, max_reply_bytes=max_reply_bytes)
@@ -141,7 +142,19 @@ class SocketStream:
             self.sock.close()
 
     def has_unread(self) -> bool:
-        return readable_now(self.sock.fileno())
+        poller = self._poller
+        if poller is None:  # one poll object per socket, made when first asked
+            if not _POLL:
+                return readable_now(self.sock.fileno())
+            poller = self._poller = select.poll()
+            try:
+                poller.register(self.sock.fileno(), select.POLLIN)
+            except (OSError, ValueError):
+                return True  # closed: reading it would fail, so nobody should
+        try:
+            return bool(poller.poll(0))  # POLLNVAL once closed: True, so never reused
+        except OSError:
+            return True
 
 
 class _Waiter(threading.Event):

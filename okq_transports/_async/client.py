@@ -262,7 +262,9 @@ class AsyncClientCore:
         """
         event_id, command = plans.push(queue, contents, flags, self._id_factory)
         replies, retried = await self._run((command,))
-        plans.settle_push(queue, event_id, replies[0], retried, self.active_hooks)
+        hooks = self.active_hooks
+        if retried or hooks is not None or replies[0].error is not None:  # not the hot path
+            plans.settle_push(queue, event_id, replies[0], retried, hooks)
         return event_id
 
     async def push_event(self, event: Event, flags: PushFlag = PushFlag.NORMAL) -> None:

@@ -131,20 +131,21 @@ class SyncConnection:
                 conn.send(commands[0])
             else:
                 conn.send_many(commands)
-            budget_s = (
-                timeout_s if timeout_s is not None else conn.reply_budget_s(self.read_timeout_s)
-            )
+            budget_s = conn.reply_budget_s(self.read_timeout_s) if timeout_s is None else timeout_s
             stream.send_all(conn.data_to_send())
+            # Nothing is buffered on a usable connection (`has_unsolicited` saw to it), so no
+            # reply can be complete yet: read first, with the first reply's whole budget.
+            started = self._clock() if budget_s is not None else 0.0
+            stream.fill(conn, budget_s)
             replies: list[CommandReplied] = []
-            started: float | None = None  # when the budget of the awaited reply began
+            fresh = False  # True once a reply completed: the next one's budget starts anew
             while True:
                 event = conn.next_event()
                 if event is NEED_DATA:
-                    wait_s: float | None = None
+                    wait_s = budget_s
                     if budget_s is not None:
-                        if started is None:  # a new reply: its first read waits it all
-                            started = self._clock()
-                            wait_s = budget_s
+                        if fresh:  # a new reply: its first read waits it all
+                            started, fresh = self._clock(), False
                         else:  # the same reply: wait only what is left of its budget
                             wait_s = read_time_left(
                                 started, budget_s, self._clock(), 0.0, self._where()
@@ -161,7 +162,7 @@ class SyncConnection:
                         self._closed = True
                         close_quietly(stream)
                     return replies
-                started = None
+                fresh = True
         except BaseException:
             # Interrupted mid-request (cancelled, timed out, broken): the stream may still
             # carry our reply, so nobody may use it again.

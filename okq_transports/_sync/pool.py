@@ -142,11 +142,10 @@ class SyncPool:
         """An idle usable connection at once, or None (then `acquire`): the hot path, with
         no coroutine at all."""
         with self._lock:
-            if self._out < self.size and not self._waiters:
-                idle = self._idle
-                if idle and idle[-1].usable:
-                    self._out += 1
-                    return idle.pop()
+            idle = self._idle
+            if idle and self._out < self.size and not self._waiters and idle[-1].usable:
+                self._out += 1
+                return idle.pop()
         return None  # `acquire` closes an idle connection that is not usable
 
     def release_nowait(self, conn: SyncConnection) -> bool:
