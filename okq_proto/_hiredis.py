@@ -1,17 +1,15 @@
 """A RESP2 reply decoder on ``hiredis.Reader``, with the pure decoder's rules and limits.
 
 Owns: the adapter between hiredis-py 3.x and the `Decoder` API (`feed`, `next_reply`,
-`has_partial`, `limits`).  Must not know: okq commands, sockets, clocks.
+`has_partial`, `limits`): the hiredis reader and its hooks, what each chunk takes (an exact
+shortcut, a trusted run, or the framer), and handing replies out in stream order, errors last.
+Must not know: how an element is walked and checked against `Limits` (``okq_proto._framer``,
+which this class extends), how a chunk is screened or a reply's encoding proven
+(``okq_proto._hiredis_trust``), okq commands, sockets, clocks.
 
-**The framer** walks bytes element by element, the way the pure `Decoder` does, but builds
-nothing: it reads each header and line, checks it by the pure decoder's rules (type byte, strict
-integers and lengths, `Limits`, the CR LF after a bulk payload, CR or LF inside a simple string)
-and keeps only a stack of element counts still owed, the bytes of bulk payload still to pass,
-and the bytes of a line whose CR LF has not arrived.  What it has walked goes to hiredis, which
-builds the reply objects (error replies through a ``replyError`` hook, from the exact bytes the
-framer recorded).  A payload is passed over by its length and never searched, so contents full
-of RESP-looking lines cost what any contents cost: no recursion, no per-line work, no copy of
-what is only passed over (a chunk inside a payload costs one comparison).
+**The framer** (``okq_proto._framer``) walks bytes element by element, the way the pure
+`Decoder` does, but builds nothing; what it has walked goes to hiredis, which builds the reply
+objects (error replies through a ``replyError`` hook, from the exact bytes the framer recorded).
 
 **Trusted runs.**  The framer only has to walk to the next reply boundary.  From a boundary,
 hiredis gets a run of bytes at once when a C-speed screen of the run finds none of: an array
@@ -33,10 +31,8 @@ up to nine small bulk strings (recognised by one split at its first CR LFs).
 
 **Memory is bounded by the bytes received.**  hiredis allocates an array's list when it reads
 the header (``*16777216`` asks for 128 MiB at once).  In a trusted run no header counts past 99
-elements (and hiredis nests at most 1024 levels: under 1 MiB of lists); in the framer, headers
-under `HOLD_COUNT` elements go straight on (at most ``max_depth`` such lists are open) and from
-`HOLD_COUNT` elements on the array's bytes are held back and handed to hiredis only once all of
-it has arrived, so its list is never larger than what the peer actually sent.
+elements (and hiredis nests at most 1024 levels: under 1 MiB of lists); the framer holds back
+arrays of `HOLD_COUNT` elements or more until all of them arrived.
 
 Where the backends differ (``docs/codec.md``; each pinned in ``tests/proto/test_hiredis.py``):
 
@@ -56,180 +52,38 @@ import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from functools import partial
-from itertools import chain, compress, repeat
+from itertools import chain
 from typing import Any, Final, cast
 
 import hiredis
 
 from ._errors import ErrorReply, RemoteProtocolError
+from ._framer import _COLON, _CRLF, _MINUS, _PLUS, HOLD_COUNT, Framer
+from ._hiredis_trust import (
+    _AGGREGATE,
+    _BULK_HEADS,
+    _MARK,
+    _MARK_VALUE,
+    _NIL_LINES,
+    _OK_LINE,
+    _RESP3_BYTES,
+    _RESP3_START,
+    _any_resp3_type,
+    _arrays_of_strings,
+    _bulks,
+    _digits_within,
+    _too_deep,
+    _wire,
+)
 from ._resp import _SMALL_INTS, DEFAULT_LIMITS, NEED_DATA, Limits, NeedData, Reply, _parse_int
 
 __all__ = ["FAST_MAX", "HOLD_COUNT", "HiredisDecoder"]
 
-#: Arrays of at least this many elements are handed to hiredis only once all of them arrived.
-HOLD_COUNT: Final = 1024
 #: The longest chunk the exact shortcuts take, and trusted whole when it ends a line.
 FAST_MAX: Final = 4096
 
-_CRLF: Final = b"\r\n"
-_CR: Final = 13
-_LF: Final = 10
-_DOLLAR: Final = 36  # ord("$")
-_STAR: Final = 42  # ord("*")
-_PLUS: Final = 43  # ord("+")
-_MINUS: Final = 45  # ord("-")
-_COLON: Final = 58  # ord(":")
-_OK_LINE: Final = b"+OK\r\n"
-# The trusted runs' screen: RESP3 type bytes where an element starts (hiredis parses them, the
-# pure decoder refuses them).
-_RESP3_START: Final = re.compile(rb"\r\n[_,#(=!~>|%]").search
-_RESP3_BYTES: Final = frozenset(b"_,#(=!~>|%")
-# Every RESP3 type byte: a chunk without any (most) needs neither search below.
-_RESP3_TYPE_BYTES: Final = b"_,#(=!~>|%"
-_RESP3_TYPES: Final = tuple(bytes([byte]) for byte in _RESP3_TYPE_BYTES)
-# A RESP3 aggregate header anywhere (hiredis builds maps and sets, and some releases crash on
-# an unhashable key): searched only where a RESP3 type byte shows at all.
-_AGGREGATE: Final = re.compile(rb"[~>|%][-0-9]").search
-# A reply hiredis parses after a trusted run: it shows where the run ended (see `_trusted`).
-_MARK: Final = b"+\x00\r\n"
-_MARK_VALUE: Final = b"\x00"
-_flatten: Final = chain.from_iterable
-# What `_bulks` takes: array headers of one to nine elements, bulk headers under 2048 bytes.
-_COUNTS: Final = {b"*%d\r\n" % n: n for n in range(1, 10)}
-_BULK_HEADS: Final = {b"$%d" % n: n for n in range(2048)}
-# Whole replies of one line that start like a bulk string or an array.
-_NIL_LINES: Final = frozenset((b"$-1\r\n", b"*-1\r\n", b"*0\r\n"))
-_IS_LIST: Final = frozenset({list}).__contains__
 
-
-def _any_resp3_type(data: bytes, start: int, end: int) -> bool:
-    """Whether ``data[start:end]`` holds a RESP3 type byte anywhere."""
-    if end - start <= 2048:
-        part = data[start:end]
-        return len(part.translate(None, _RESP3_TYPE_BYTES)) != len(part)
-    count = len(_RESP3_TYPES)  # a memchr each, at C speed
-    return max(map(data.find, _RESP3_TYPES, repeat(start, count), repeat(end, count))) >= 0
-
-
-def _bulks(data: bytes) -> bool:
-    """Whether `data` is exactly one bulk string, or one array of up to nine bulk strings
-    (no nil), each under 2048 bytes: what QRPOP, QLPEEK and QRPEEK send.
-
-    Cut at its first CR LFs, such a reply falls into headers and payloads whose lengths match
-    exactly (a payload holding CR LF does not, and is left to the other paths)."""
-    count = _COUNTS.get(data[:4])
-    if count == 2:  # the commonest: an event's id and contents
-        parts = data.split(_CRLF, 4)
-        if len(parts) != 5:
-            return False
-        _, head, first, last_head, rest = parts
-        return (
-            len(first) == _BULK_HEADS.get(head)
-            and len(rest) - 2 == _BULK_HEADS.get(last_head)
-            and rest.endswith(_CRLF)
-        )
-    heads = _BULK_HEADS
-    if count is None:
-        if data[0] != _DOLLAR:
-            return False
-        head, _, rest = data.partition(_CRLF)
-        return len(rest) - 2 == heads.get(head) and rest.endswith(_CRLF)
-    if data[4:5] != b"$":  # an array of something else (QSTATUS, QINFO)
-        return False
-    parts = data.split(_CRLF, 2 * count)
-    if len(parts) != 2 * count + 1:
-        return False
-    for i in range(1, 2 * count - 1, 2):
-        if len(parts[i + 1]) != heads.get(parts[i]):
-            return False
-    rest = parts[-1]
-    return len(rest) - 2 == heads.get(parts[-2]) and rest.endswith(_CRLF)
-
-
-def _digits_within(limit: int) -> int:
-    """The most digits a count can have and always stay within `limit`."""
-    return len(str(limit + 1)) - 1
-
-
-def _arrays_of_strings(replies: list[Reply]) -> bool:
-    """Whether every reply is an array of strings (a run of QRPOP or peek replies): then none
-    nests.  Joining their elements proves it at C speed (anything else is a TypeError)."""
-    try:
-        b"".join(_flatten(cast("list[list[bytes]]", replies)))
-    except TypeError:
-        return False
-    return True
-
-
-def _too_deep(replies: list[Reply], max_depth: int) -> bool:
-    """Whether any reply nests arrays deeper than `max_depth` (no recursion; each level is
-    looked at, filtered and flattened at C speed)."""
-    level: list[Reply] = replies
-    for _ in range(max_depth + 1):
-        kinds = set(map(type, level))
-        if list not in kinds:
-            return False
-        if len(kinds) > 1:
-            level = list(compress(level, map(_IS_LIST, map(type, level))))
-        level = list(_flatten(cast("list[list[Reply]]", level)))
-    return True
-
-
-_ENTRY: Final = b"*4\r\n$%d\r\n%s\r\n:%d\r\n:%d\r\n:%d\r\n"
-
-
-def _wire(reply: Reply, first: int, max_depth: int) -> bytes | None:
-    """The canonical RESP2 encoding of `reply` (strings as bulk strings, except a top-level
-    simple string when `first` says so), or None where there is none within `max_depth`."""
-    kind = type(reply)
-    if kind is list:
-        items = cast("list[Reply]", reply)
-        if len(items) == 2 and type(items[0]) is bytes and type(items[1]) is bytes:
-            a, b = cast("tuple[bytes, bytes]", items)  # QRPOP, QLPEEK, QRPEEK
-            return b"*2\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (len(a), a, len(b), b)
-        if max_depth >= 2 and all(type(x) is list and len(x) == 4 for x in items):
-            try:  # QSTATUS, QINFO: entries of a name and three counters
-                return b"*%d\r\n" % len(items) + b"".join(
-                    [_ENTRY % (len(n), n, a, b, c) for n, a, b, c in cast("list[list[Any]]", items)]
-                )
-            except TypeError:
-                pass
-        parts: list[bytes] = []
-        return b"".join(parts) if _wire_array(items, parts, max_depth) else None
-    if kind is bytes:
-        text = cast(bytes, reply)
-        if first == _PLUS:
-            return None if b"\r" in text or b"\n" in text else b"+%s\r\n" % text
-        return b"$%d\r\n%s\r\n" % (len(text), text)
-    if kind is int:
-        return b":%d\r\n" % cast(int, reply)
-    if reply is None:
-        return b"*-1\r\n" if first == _STAR else b"$-1\r\n"
-    if kind is ErrorReply:
-        message = cast(ErrorReply, reply).message
-        return None if b"\r" in message or b"\n" in message else b"-%s\r\n" % message
-    return None
-
-
-def _wire_array(items: list[Reply], parts: list[bytes], depth: int) -> bool:
-    if depth < 1:
-        return False
-    parts.append(b"*%d\r\n" % len(items))
-    for item in items:
-        kind = type(item)
-        if kind is bytes:
-            parts.append(b"$%d\r\n%s\r\n" % (len(cast(bytes, item)), item))
-        elif kind is int:
-            parts.append(b":%d\r\n" % cast(int, item))
-        elif kind is list:
-            if not _wire_array(cast("list[Reply]", item), parts, depth - 1):
-                return False
-        else:  # nil and error replies inside arrays: left to the framer
-            return False
-    return True
-
-
-class HiredisDecoder:
+class HiredisDecoder(Framer):
     """An incremental RESP2 reply decoder on ``hiredis.Reader``, same API, rules and limits as
     `Decoder`.
 
@@ -254,54 +108,31 @@ class HiredisDecoder:
         "_big_array",
         "_big_bulk",
         "_chained",
-        "_cr_ok",
         "_error",
         "_fast_max",
-        "_feed",
         "_gets",
         "_has_data",
-        "_held",
-        "_hold_level",
-        "_limits",
-        "_line",
         "_pending",
         "_plain_limits",
         "_quiet",
-        "_raw_errors",
         "_reader",
         "_ready",
-        "_skip",
-        "_stack",
         "next_reply",
     )
 
     def __init__(self, limits: Limits = DEFAULT_LIMITS) -> None:
-        self._limits = limits
+        super().__init__(limits)
         # The error raised by `next_reply`, once raised: every later call raises it again.
         self._error: RemoteProtocolError | None = None
         # An error the framer met in `feed`, raised once the replies before it are taken.
         self._pending: RemoteProtocolError | None = None
         # Between replies, nothing failed: `feed` may take the exact shortcuts.
         self._quiet = True
-        # Exact bytes of every error line walked, in stream order (see `_reply_error`).
-        self._raw_errors: deque[bytes] = deque()
         # Replies a trusted run took out of hiredis, oldest first.
         self._ready: deque[Reply] = deque()
         # While `next_reply` hands out a trusted run's replies at C speed: those not taken.
         self._chained: Iterator[Reply] | None = None
         self._new_reader()
-        # Elements still owed by each open array, outermost first.
-        self._stack: list[int] = []
-        # Bytes still to pass of a bulk payload and its CR LF (0: none).
-        self._skip = 0
-        # Whether the byte where a payload's CR belongs was one (checked with its LF).
-        self._cr_ok = True
-        # A line whose CR LF has not arrived yet, from its type byte on (empty: none).
-        self._line = bytearray()
-        # While an array of HOLD_COUNT elements or more is open: the bytes walked since its
-        # header, and the stack depth at which it opened (-1: nothing held).
-        self._held: list[bytes] = []
-        self._hold_level = -1
         # The shortcuts' size bound and the trusted runs' screen (see the module docstring).
         self._fast_max = min(FAST_MAX, limits.max_line_length)
         # `_bulks` needs no limit checks (2047-byte bulks, nine elements, one level).
@@ -604,18 +435,14 @@ class HiredisDecoder:
             return self._failed
         return self._gets if self._pending is None else self._drain
 
-    # -- the framer -------------------------------------------------------------------------
+    # -- after the framer failed ------------------------------------------------------------
 
     def _stop(self, error: RemoteProtocolError) -> None:
         """The framer met `error`: what was walked before it stays with hiredis, the rest goes."""
         if self._chained is not None:
             self._unchain()
         self._pending = error
-        self._stack.clear()
-        self._skip = 0
-        self._line = bytearray()
-        self._held = []
-        self._hold_level = -1
+        self._reset_walk()
         if not self._ready:
             self.next_reply = self._drain
 
@@ -632,228 +459,3 @@ class HiredisDecoder:
     def _failed(self) -> Reply | NeedData:
         assert self._error is not None
         raise self._error
-
-    def _out(self, data: bytes, start: int, end: int) -> None:
-        """Hand ``data[start:end]`` on: to hiredis, or to the held array's bytes."""
-        if end > start:
-            if self._hold_level >= 0:
-                self._held.append(data if start == 0 and end == len(data) else data[start:end])
-            else:
-                self._feed(data, start, end - start)
-
-    def _release(self) -> None:
-        """The held array is complete: hiredis gets all of it now."""
-        self._hold_level = -1
-        held = self._held
-        self._held = []
-        feed = self._feed
-        for part in held:
-            feed(part)
-
-    def _walk(self, data: bytes) -> int:
-        """Frame `data` (bytes that go on a reply begun before) up to the first reply
-        boundary, handing it on as it goes.
-
-        Returns:
-            Where that boundary is in `data`, or its length if the reply goes on past it.
-
-        Raises:
-            RemoteProtocolError: where the pure decoder would refuse the stream.
-        """
-        pos = 0
-        end = len(data)
-        if self._skip:  # inside a bulk payload (or its CR LF)
-            pos = self._pass(data, 0)
-        elif self._line:  # a line whose CR LF is in `data`, or not yet
-            line = self._line
-            if line[-1] == _CR and data[0] == _LF:
-                after = 1
-            else:
-                nl = data.find(_CRLF)
-                if nl < 0:
-                    line += data
-                    self._check_partial(len(line))
-                    return end
-                if len(line) + nl > self._limits.max_line_length + 1:
-                    raise RemoteProtocolError(
-                        f"line longer than {self._limits.max_line_length} bytes"
-                    )
-                after = nl + 2
-            self._line = bytearray()
-            # The completed line is framed on its own, then the walk goes on in `data`.
-            line += data[:after]
-            self._frame(bytes(line), 0, 0, one=True)
-            pos = self._pass(data, after) if self._skip else after
-        if pos >= end or not (self._stack or self._skip):
-            return pos
-        return self._frame(data, pos, pos, to_boundary=True)
-
-    def _pass(self, data: bytes, pos: int) -> int:
-        """Pass over the bulk payload owed, from ``data[pos]`` on.
-
-        Returns:
-            Where the walk goes on in `data` (its length when used up).
-        """
-        skip = self._skip
-        end = len(data)
-        take = min(skip, end - pos)
-        self._check_crlf(data, pos, skip, take)
-        self._skip = skip - take
-        if self._skip:
-            self._out(data, pos, end)
-            return end
-        self._close_element(data, pos, pos + take)
-        return pos + take
-
-    def _close_element(self, data: bytes, start: int, pos: int) -> None:
-        """An element ended at ``data[pos]``: pop finished arrays; hand on ``data[start:pos]``."""
-        stack = self._stack
-        while stack:
-            stack[-1] -= 1
-            if stack[-1]:
-                break
-            stack.pop()
-            if len(stack) == self._hold_level:
-                self._out(data, start, pos)
-                start = pos
-                self._release()
-        self._out(data, start, pos)
-
-    def _check_crlf(self, data: bytes, pos: int, skip: int, take: int) -> None:
-        """Check the CR LF that ends a payload, among the `take` bytes of the `skip` owed that
-        start at ``data[pos]`` (at most two comparisons).  As in the pure decoder, a bad pair
-        is refused once both of its bytes have arrived."""
-        for i in range(max(skip - 2, 0), take):
-            if skip - i == 2:
-                self._cr_ok = data[pos + i] == _CR
-            elif not self._cr_ok or data[pos + i] != _LF:
-                raise RemoteProtocolError("bulk string payload not followed by CR LF")
-
-    def _length(self, line: bytes, kind: int) -> int:
-        """A bulk (``$``) or array (``*``) length by the pure decoder's rules, else raise."""
-        limits = self._limits
-        value = _parse_int(line)
-        what = "bulk" if kind == _DOLLAR else "array"
-        if value is None or value < -1:
-            raise RemoteProtocolError(f"bad {what} length {line!r}")
-        limit, name = (
-            (limits.max_bulk_length, "max_bulk_length")
-            if kind == _DOLLAR
-            else (limits.max_array_length, "max_array_length")
-        )
-        if value > limit:
-            raise RemoteProtocolError(f"{what} length {value} exceeds {name} {limit}")
-        return value
-
-    def _check_partial(self, size: int) -> None:
-        # Type byte + line + the CR of a CR LF still on its way: anything longer cannot become
-        # a line within the limit.
-        limit = self._limits.max_line_length
-        if size > limit + 2:
-            raise RemoteProtocolError(f"no line end within {limit} bytes (max_line_length)")
-
-    def _frame(
-        self, data: bytes, pos: int, start: int, *, one: bool = False, to_boundary: bool = False
-    ) -> int:
-        """Walk whole elements of `data` from `pos`; hand on ``data[start:]`` as walked.
-
-        Args:
-            one: walk only the line starting at `pos` (a completed partial line).
-            to_boundary: stop where a reply ends.
-
-        Returns:
-            The offset walked to.
-
-        Raises:
-            RemoteProtocolError: at the first element the pure decoder refuses; what came
-                before it has been handed on.
-        """
-        end = len(data)
-        find = data.find
-        stack = self._stack
-        ints = _SMALL_INTS
-        limits = self._limits
-        max_line = limits.max_line_length + 1
-        max_bulk = limits.max_bulk_length
-        max_array = limits.max_array_length
-        try:
-            while pos < end:
-                kind = data[pos]
-                nl = find(_CRLF, pos)
-                if nl < 0:
-                    self._check_partial(end - pos)
-                    self._line = bytearray(data[pos:])
-                    break
-                if nl - pos > max_line:
-                    raise RemoteProtocolError(f"line longer than {max_line - 1} bytes")
-                if kind == _DOLLAR:
-                    length = ints.get(data[pos + 1 : nl])
-                    if length is None or length > max_bulk:
-                        length = self._length(data[pos + 1 : nl], _DOLLAR)
-                    if length < 0:
-                        pos = nl + 2
-                    else:
-                        after = nl + 4 + length
-                        if after > end:  # the payload goes on in later chunks
-                            self._check_crlf(data, nl + 2, length + 2, end - nl - 2)
-                            self._skip = after - end
-                            pos = end
-                            break
-                        if data[after - 2 : after] != _CRLF:
-                            raise RemoteProtocolError("bulk string payload not followed by CR LF")
-                        pos = after
-                elif kind == _STAR:
-                    count = ints.get(data[pos + 1 : nl])
-                    if count is None or count > max_array:
-                        count = self._length(data[pos + 1 : nl], _STAR)
-                    if count > 0:
-                        if len(stack) >= limits.max_depth:
-                            raise RemoteProtocolError(
-                                f"arrays nested deeper than max_depth {limits.max_depth}"
-                            )
-                        if count >= HOLD_COUNT and self._hold_level < 0:
-                            # Hand on what came before; hold this array until it is complete.
-                            if pos > start:
-                                self._feed(data, start, pos - start)
-                            start = pos
-                            self._hold_level = len(stack)
-                        stack.append(count)
-                        pos = nl + 2
-                        if one:
-                            break
-                        continue
-                    pos = nl + 2
-                elif kind == _COLON:
-                    if data[pos + 1 : nl] not in ints and _parse_int(data[pos + 1 : nl]) is None:
-                        raise RemoteProtocolError(f"bad integer {data[pos + 1 : nl]!r}")
-                    pos = nl + 2
-                elif kind in (_PLUS, _MINUS):
-                    if find(b"\r", pos, nl) >= 0 or find(b"\n", pos, nl) >= 0:
-                        what = "simple string" if kind == _PLUS else "error reply"
-                        raise RemoteProtocolError(f"CR or LF inside {what} {data[pos + 1 : nl]!r}")
-                    if kind == _MINUS:
-                        self._raw_errors.append(data[pos + 1 : nl])
-                    pos = nl + 2
-                else:
-                    raise RemoteProtocolError(f"unknown RESP2 type byte {data[pos : pos + 1]!r}")
-                # An element is complete: count it off its arrays.
-                while stack:
-                    stack[-1] -= 1
-                    if stack[-1]:
-                        break
-                    stack.pop()
-                    if len(stack) == self._hold_level:
-                        self._out(data, start, pos)
-                        start = pos
-                        self._release()
-                if one or (to_boundary and not stack):
-                    break
-        except RemoteProtocolError:
-            self._out(data, start, pos)
-            raise
-        if start < pos:
-            if self._hold_level < 0:
-                self._feed(data, start, pos - start)
-            else:
-                self._out(data, start, pos)
-        return pos

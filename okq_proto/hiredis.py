@@ -6,7 +6,8 @@ two tuning constants (`HOLD_COUNT`, `FAST_MAX`).
 Must not know: okq commands, sockets, clocks.  Importing this module imports hiredis (an
 optional dependency: ``pip install okq[hiredis]``) and raises ImportError without it;
 ``okq_proto.make_decoder()`` picks this decoder by itself when hiredis is installed.  The
-implementation lives in ``okq_proto._hiredis``; import it from here.
+implementation lives in ``okq_proto._hiredis`` (on ``okq_proto._framer`` and
+``okq_proto._hiredis_trust``); import it from here.
 """
 
 from ._hiredis import FAST_MAX, HOLD_COUNT, HiredisDecoder
