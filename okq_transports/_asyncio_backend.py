@@ -70,6 +70,7 @@ class _AsyncioStream(ByteStream, asyncio.Protocol):
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
         self._loop = loop
+        self.now = loop.time  # the loop's clock, without looking the loop up each time
         self._transport: ByteTransport | None = None
         self._chunks: list[bytes] = []
         self._eof = False
@@ -241,6 +242,15 @@ class AsyncioBackend(EventLoopBackend):
         return asyncio.get_running_loop().time()
 
     async def run_until(self, fn: Callable[[], Awaitable[T]], deadline: float) -> tuple[bool, T]:
+        if _TIMEOUT_AT is not None:  # 3.11+: in the caller's own task, no task per call
+            scope = _TIMEOUT_AT(deadline)
+            try:
+                async with scope:
+                    return True, await fn()
+            except TimeoutError:
+                if scope.expired():
+                    return False, None  # type: ignore[return-value]  # (False, _): no result
+                raise  # the call's own TimeoutError
         task = asyncio.ensure_future(fn())
         try:
             done, _ = await asyncio.wait((task,), timeout=max(0.0, deadline - self.now()))
@@ -325,6 +335,10 @@ class AsyncioBackend(EventLoopBackend):
         if cancelled is not None:
             raise cancelled
         return finished
+
+
+#: ``asyncio.timeout_at`` (3.11+), else None (a task per timed call).
+_TIMEOUT_AT: Final = getattr(asyncio, "timeout_at", None)
 
 
 async def _filled(stream: AsyncStream, machine: Feedable, timeout_s: float) -> bool:

@@ -47,6 +47,7 @@ from ._asyncio_backend import run_to_end
 __all__ = [
     "FAILURES",
     "ParsedReplies",
+    "async_clock",
     "async_hand_back",
     "async_idle_connected",
     "async_read_reply",
@@ -55,6 +56,7 @@ __all__ = [
     "error_reply",
     "okq_error",
     "pool_address",
+    "sync_clock",
     "sync_hand_back",
     "sync_idle_connected",
     "sync_read_reply",
@@ -252,6 +254,17 @@ async def async_read_reply(rconn: Any, timeout_s: float | None, where: str) -> R
         return reply
     except redis.ResponseError as exc:
         return error_reply(exc)
+
+
+def sync_clock() -> Callable[[], float]:
+    """The clock of a blocking redis-py connection's reads: `time.monotonic`."""
+    return time.monotonic
+
+
+def async_clock() -> Callable[[], float]:
+    """The clock of a ``redis.asyncio`` connection's reads: the running loop's (call it
+    inside the loop)."""
+    return asyncio.get_running_loop().time
 
 
 def sync_hand_back(pool: Any, rconn: Any, disconnect: bool) -> None:

@@ -94,7 +94,7 @@ def keep_alive(setsockopt: Callable[[int, int, int], object]) -> None:
 class SocketStream:
     """A connected blocking socket as a `SyncStream`.  One thread at a time."""
 
-    __slots__ = ("_buf", "_poller", "_timeout_now", "_view", "sock", "where")
+    __slots__ = ("_buf", "_poller", "_timeout_now", "_view", "now", "sock", "where")
 
     def __init__(self, sock: socket.socket, where: str) -> None:
         self.sock = sock
@@ -103,6 +103,7 @@ class SocketStream:
         self._view = memoryview(self._buf)
         self._timeout_now: float | None = -1.0  # forces the first _set_timeout
         self._poller: select.poll | None = None
+        self.now = time.monotonic
 
     def new_machine(self, decoder: DecoderBackend, max_reply_bytes: int | None) -> ClientConnection:
         return ClientConnection(backend=decoder, max_reply_bytes=max_reply_bytes)

@@ -43,13 +43,14 @@ __all__ = ["TrioBackend", "TrioStream", "trio_backend", "unwrap_single_group"]
 class TrioStream(ByteStream):
     """Any ``trio.abc.Stream`` as an `AsyncStream` (so ``memory_stream_pair`` works too)."""
 
-    __slots__ = ("_stream", "_trio")
+    __slots__ = ("_stream", "_trio", "now")
 
     def __init__(self, stream: trio.abc.Stream) -> None:
         import trio
 
         self._trio = trio
         self._stream = stream
+        self.now = trio.current_time
 
     async def receive_some(self, max_bytes: int, timeout_s: float | None) -> bytes:
         trio = self._trio

@@ -4,7 +4,8 @@
 The driver is written once, as async code in ``okq_transports/_async/``; its blocking twin is
 the same code with ``async`` / ``await`` taken out and the names mapped (``AsyncPool`` ->
 ``SyncPool``, ``aclose`` -> ``close``, ...), as httpcore does with unasync; a line that ends
-with ``# async only`` is left out.  The output goes
+with ``# async only`` is left out, and so is a block between ``# async only: begin`` and
+``# async only: end`` lines.  The output goes
 through ``ruff check --fix`` (unused imports, import order) and ``ruff format``.
 
 Usage::
@@ -59,12 +60,15 @@ RULES: list[tuple[str, str]] = [
 ]
 
 
-#: A line ending with this comment has no blocking twin: it is left out.
+#: A line ending with this comment has no blocking twin: it is left out; so is every line
+#: from one starting with ``# async only: begin`` to one starting with ``# async only: end``.
 ASYNC_ONLY = "# async only"
+_BLOCK = re.compile(r"^# async only: begin.*?^# async only: end[^\n]*\n", re.MULTILINE | re.DOTALL)
 
 
 def unasync(text: str) -> str:
     """The blocking twin of one async module's source."""
+    text = _BLOCK.sub("", text)
     text = "".join(
         line for line in text.splitlines(keepends=True) if not line.rstrip().endswith(ASYNC_ONLY)
     )

@@ -9,7 +9,6 @@ Must not know: pools, retries, backends.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Sequence
 from typing import Any, Final
 
@@ -52,8 +51,8 @@ class AsyncConnection:
         max_reply_bytes: the most bytes one reply may buffer while incomplete (None: no
             cap); beyond it the request raises `RemoteProtocolError` and the connection is
             closed (`ClientConnection`'s ``max_reply_bytes``).
-        clock: the monotonic clock the read timeout is measured with (the pool passes its
-            backend's).
+        clock: the monotonic clock the read timeout is measured with (default: the
+            stream's `now`).
     """
 
     __slots__ = ("_busy", "_clock", "_closed", "_conn", "_stream", "address", "read_timeout_s")
@@ -66,13 +65,13 @@ class AsyncConnection:
         address: Address | None = None,
         decoder: DecoderBackend = "auto",
         max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
-        clock: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         self._stream = stream
         self._conn = stream.new_machine(decoder, max_reply_bytes)
         self._busy = False
         self._closed = False
-        self._clock = clock
+        self._clock = clock if clock is not None else stream.now
         self.read_timeout_s = read_timeout_s
         self.address = address
 

@@ -56,7 +56,7 @@ from okq_transports._observe import (
 )
 
 from .client import AsyncClientCore
-from .streams import AsyncStream, StopEvent, close_quietly
+from .streams import AsyncBackend, AsyncStream, StopEvent, close_quietly
 
 __all__ = [
     "FINAL_ACK_S",
@@ -229,6 +229,7 @@ class AsyncDeliveryStream:
             if self._stopping() and consumer.state not in STOPPING_STATES:
                 consumer.stop()
             in_hand = self._in_hand
+            acking = False  # the ack of a handled delivery leaves with this pump
             if in_hand is not None:
                 if self._verdict and in_hand.needs_ack and self._backend.cancel_pending():
                     # Cancelled right after the delivery was acked (a handler that cancels
@@ -239,7 +240,8 @@ class AsyncDeliveryStream:
                 if not self._verdict and not self._reported:
                     handler_failed(self._hooks, in_hand, None)
                 # finished at or after the claim's deadline: a late ack
-                consumer.handled(in_hand, self._verdict, self._backend.now())
+                consumer.handled(in_hand, self._verdict, self._now())
+                acking = self._verdict and in_hand.needs_ack
             try:
                 event = await self._pump(consumer)
             except (*CONNECTION_FAILURES, ReplyError) as exc:
@@ -249,6 +251,8 @@ class AsyncDeliveryStream:
                 await self._lost(consumer, exc)
                 continue
             except BaseException:
+                if acking:  # cancelled with a handled delivery's ack in flight: it is kept
+                    await self._settle_final_ack(consumer)
                 await self._drop()
                 raise
             if isinstance(event, Delivered):
@@ -265,6 +269,10 @@ class AsyncDeliveryStream:
                 await self._drop()
                 return None
 
+    def _now(self) -> float:
+        stream = self._stream
+        return stream.now() if stream is not None else self._backend.now()
+
     def _stopping(self) -> bool:
         return self._closing or (self._stop is not None and self._stop.is_set())
 
@@ -278,12 +286,13 @@ class AsyncDeliveryStream:
         stream = self._stream
         assert stream is not None
         backend = self._backend
+        now = stream.now
         conn = consumer.connection
         read_timeout_s = self._core.read_timeout_s
         started = 0.0
         seen = -1  # conn.replies_read when the budget started
         while True:
-            event = consumer.next_event(backend.now())
+            event = consumer.next_event(now())
             out = consumer.data_to_send()  # flush after every call into the machine
             if out:
                 await stream.send_all(out)
@@ -299,10 +308,10 @@ class AsyncDeliveryStream:
                     self._backoff.reset()  # registered: the next failure retries soon again
             budget_s = consumer.reply_budget_s(read_timeout_s)
             if conn.replies_read != seen:  # a new reply: its first read waits it all
-                started, seen = backend.now(), conn.replies_read
+                started, seen = now(), conn.replies_read
                 wait_s = budget_s
             else:  # the same reply: wait only what is left of its budget
-                left = read_time_left(started, budget_s, backend.now(), 0.0, where(self._address))
+                left = read_time_left(started, budget_s, now(), 0.0, where(self._address))
                 wait_s = budget_s if left is None else left
             stop = self._stop
             if state is _WAITING and stop is not None:
@@ -386,12 +395,19 @@ class AsyncDeliveryStream:
             if consumer.state not in STOPPING_STATES:
                 consumer.stop()  # HANDLING -> FINISHING: the verdict sends the final QACK only
             consumer.handled(delivery, True)
-            if not await self._backend.shielded(
-                functools.partial(self._finish, consumer), FINAL_ACK_S
-            ):
-                lost(consumer.unacked, None, self._address, TimeoutError("final ack timed out"))
+            await self._settle_final_ack(consumer)
         finally:
             await self._drop()
+
+    async def _settle_final_ack(self, consumer: Consumer) -> None:
+        """Stop a machine whose ack is in flight and read that ack's reply, shielded from
+        cancellation for at most `FINAL_ACK_S` (a pop in flight with it is handed back
+        unacked: its event comes back once the claim expires)."""
+        self._closing = True
+        if consumer.state not in STOPPING_STATES:
+            consumer.stop()
+        if not await self._backend.shielded(functools.partial(self._finish, consumer), FINAL_ACK_S):
+            lost(consumer.unacked, None, self._address, TimeoutError("final ack timed out"))
 
     async def _finish(self, consumer: Consumer) -> None:
         """Pump a stopping machine until it has stopped (bounded: the final ack, and a pop
@@ -426,13 +442,27 @@ class AsyncDeliveryStream:
             await self._drop()
 
 
-async def _call_handler(handler: Handler, delivery: Delivery, outcome: list[bool]) -> bool:
-    result = handler(delivery)
-    if inspect.isawaitable(result):  # async only
-        result = await result  # async only
-    ok = bool(result)
+# async only: begin (a blocking handler returns its verdict; only a coroutine is awaited)
+
+
+async def _settle(result: Awaitable[bool], outcome: list[bool]) -> bool:
+    ok = bool(await result)
     outcome.append(ok)  # seen even if our caller is cancelled before it reads the result
     return ok
+
+
+async def _await_handler(
+    backend: AsyncBackend, result: Awaitable[bool], delivery: Delivery, outcome: list[bool]
+) -> tuple[bool, bool]:
+    """An ``async def`` handler's verdict, cancelled at its claim's deadline.  Returns
+    (finished in time, acked)."""
+    if not delivery.needs_ack:
+        return True, await _settle(result, outcome)
+    settle = functools.partial(_settle, result, outcome)
+    return await backend.run_until(settle, delivery.deadline)
+
+
+# async only: end
 
 
 async def consume(
@@ -479,13 +509,11 @@ async def consume(
                 error: BaseException | None = None
                 outcome: list[bool] = []
                 try:
-                    if delivery.needs_ack:
-                        finished, ok = await backend.run_until(
-                            functools.partial(_call_handler, handler, delivery, outcome),
-                            delivery.deadline,
-                        )
-                    else:
-                        finished, ok = True, await _call_handler(handler, delivery, outcome)
+                    result = handler(delivery)  # a plain handler runs here, to its end
+                    finished, ok = True, bool(result)
+                    if inspect.isawaitable(result):  # async only
+                        verdict = _await_handler(backend, result, delivery, outcome)  # async only
+                        finished, ok = await verdict  # async only
                 except Exception as exc:
                     finished, ok, error = True, False, exc
                 except BaseException:

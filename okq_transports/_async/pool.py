@@ -123,7 +123,6 @@ class AsyncPool:
             address=address,
             decoder=self.decoder,
             max_reply_bytes=self.max_reply_bytes,
-            clock=self._backend.now,
         )
 
     @property

@@ -30,6 +30,7 @@ from okq_transports._observe import where
 from okq_transports._redis_io import (
     FAILURES,
     ParsedReplies,
+    async_clock,
     async_hand_back,
     async_idle_connected,
     async_read_reply,
@@ -49,7 +50,7 @@ __all__ = ["AsyncRedisLender", "AsyncRedisPoolClient", "AsyncRedisStream"]
 class AsyncRedisStream:
     """A connection borrowed from the user's pool, as a stream of the one driver."""
 
-    __slots__ = ("_feed", "_pool", "_rconn", "_returned", "_where")
+    __slots__ = ("_feed", "_pool", "_rconn", "_returned", "_where", "now")
 
     def __init__(self, pool: Any, rconn: Any, address: Address) -> None:
         self._pool = pool
@@ -57,6 +58,7 @@ class AsyncRedisStream:
         self._feed = ParsedReplies()
         self._returned = False
         self._where = where(address)
+        self.now = async_clock()  # the backend's clock, looked up once
 
     def new_machine(self, decoder: DecoderBackend, max_reply_bytes: int | None) -> ClientConnection:
         return ClientConnection(self._feed)  # redis-py parses: our decoder never sees bytes

@@ -230,6 +230,7 @@ class SyncDeliveryStream:
             if self._stopping() and consumer.state not in STOPPING_STATES:
                 consumer.stop()
             in_hand = self._in_hand
+            acking = False  # the ack of a handled delivery leaves with this pump
             if in_hand is not None:
                 if self._verdict and in_hand.needs_ack and self._backend.cancel_pending():
                     # Cancelled right after the delivery was acked (a handler that cancels
@@ -240,7 +241,8 @@ class SyncDeliveryStream:
                 if not self._verdict and not self._reported:
                     handler_failed(self._hooks, in_hand, None)
                 # finished at or after the claim's deadline: a late ack
-                consumer.handled(in_hand, self._verdict, self._backend.now())
+                consumer.handled(in_hand, self._verdict, self._now())
+                acking = self._verdict and in_hand.needs_ack
             try:
                 event = self._pump(consumer)
             except (*CONNECTION_FAILURES, ReplyError) as exc:
@@ -250,6 +252,8 @@ class SyncDeliveryStream:
                 self._lost(consumer, exc)
                 continue
             except BaseException:
+                if acking:  # cancelled with a handled delivery's ack in flight: it is kept
+                    self._settle_final_ack(consumer)
                 self._drop()
                 raise
             if isinstance(event, Delivered):
@@ -266,6 +270,10 @@ class SyncDeliveryStream:
                 self._drop()
                 return None
 
+    def _now(self) -> float:
+        stream = self._stream
+        return stream.now() if stream is not None else self._backend.now()
+
     def _stopping(self) -> bool:
         return self._closing or (self._stop is not None and self._stop.is_set())
 
@@ -279,12 +287,13 @@ class SyncDeliveryStream:
         stream = self._stream
         assert stream is not None
         backend = self._backend
+        now = stream.now
         conn = consumer.connection
         read_timeout_s = self._core.read_timeout_s
         started = 0.0
         seen = -1  # conn.replies_read when the budget started
         while True:
-            event = consumer.next_event(backend.now())
+            event = consumer.next_event(now())
             out = consumer.data_to_send()  # flush after every call into the machine
             if out:
                 stream.send_all(out)
@@ -300,10 +309,10 @@ class SyncDeliveryStream:
                     self._backoff.reset()  # registered: the next failure retries soon again
             budget_s = consumer.reply_budget_s(read_timeout_s)
             if conn.replies_read != seen:  # a new reply: its first read waits it all
-                started, seen = backend.now(), conn.replies_read
+                started, seen = now(), conn.replies_read
                 wait_s = budget_s
             else:  # the same reply: wait only what is left of its budget
-                left = read_time_left(started, budget_s, backend.now(), 0.0, where(self._address))
+                left = read_time_left(started, budget_s, now(), 0.0, where(self._address))
                 wait_s = budget_s if left is None else left
             stop = self._stop
             if state is _WAITING and stop is not None:
@@ -387,10 +396,19 @@ class SyncDeliveryStream:
             if consumer.state not in STOPPING_STATES:
                 consumer.stop()  # HANDLING -> FINISHING: the verdict sends the final QACK only
             consumer.handled(delivery, True)
-            if not self._backend.shielded(functools.partial(self._finish, consumer), FINAL_ACK_S):
-                lost(consumer.unacked, None, self._address, TimeoutError("final ack timed out"))
+            self._settle_final_ack(consumer)
         finally:
             self._drop()
+
+    def _settle_final_ack(self, consumer: Consumer) -> None:
+        """Stop a machine whose ack is in flight and read that ack's reply, shielded from
+        cancellation for at most `FINAL_ACK_S` (a pop in flight with it is handed back
+        unacked: its event comes back once the claim expires)."""
+        self._closing = True
+        if consumer.state not in STOPPING_STATES:
+            consumer.stop()
+        if not self._backend.shielded(functools.partial(self._finish, consumer), FINAL_ACK_S):
+            lost(consumer.unacked, None, self._address, TimeoutError("final ack timed out"))
 
     def _finish(self, consumer: Consumer) -> None:
         """Pump a stopping machine until it has stopped (bounded: the final ack, and a pop
@@ -423,13 +441,6 @@ class SyncDeliveryStream:
                             break
         finally:
             self._drop()
-
-
-def _call_handler(handler: Handler, delivery: Delivery, outcome: list[bool]) -> bool:
-    result = handler(delivery)
-    ok = bool(result)
-    outcome.append(ok)  # seen even if our caller is cancelled before it reads the result
-    return ok
 
 
 def consume(
@@ -476,13 +487,8 @@ def consume(
                 error: BaseException | None = None
                 outcome: list[bool] = []
                 try:
-                    if delivery.needs_ack:
-                        finished, ok = backend.run_until(
-                            functools.partial(_call_handler, handler, delivery, outcome),
-                            delivery.deadline,
-                        )
-                    else:
-                        finished, ok = True, _call_handler(handler, delivery, outcome)
+                    result = handler(delivery)  # a plain handler runs here, to its end
+                    finished, ok = True, bool(result)
                 except Exception as exc:
                     finished, ok, error = True, False, exc
                 except BaseException:

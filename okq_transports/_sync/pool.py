@@ -125,7 +125,6 @@ class SyncPool:
             address=address,
             decoder=self.decoder,
             max_reply_bytes=self.max_reply_bytes,
-            clock=self._backend.now,
         )
 
     @property

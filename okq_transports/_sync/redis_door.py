@@ -35,6 +35,7 @@ from okq_transports._redis_io import (
     connection_getter,
     okq_error,
     pool_address,
+    sync_clock,
     sync_hand_back,
     sync_idle_connected,
     sync_read_reply,
@@ -51,7 +52,7 @@ __all__ = ["RedisPoolClient", "SyncRedisLender", "SyncRedisStream"]
 class SyncRedisStream:
     """A connection borrowed from the user's pool, as a stream of the one driver."""
 
-    __slots__ = ("_feed", "_pool", "_rconn", "_returned", "_where")
+    __slots__ = ("_feed", "_pool", "_rconn", "_returned", "_where", "now")
 
     def __init__(self, pool: Any, rconn: Any, address: Address) -> None:
         self._pool = pool
@@ -59,6 +60,7 @@ class SyncRedisStream:
         self._feed = ParsedReplies()
         self._returned = False
         self._where = where(address)
+        self.now = sync_clock()  # the backend's clock, looked up once
 
     def new_machine(self, decoder: DecoderBackend, max_reply_bytes: int | None) -> ClientConnection:
         return ClientConnection(self._feed)  # redis-py parses: our decoder never sees bytes

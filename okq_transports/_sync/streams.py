@@ -70,6 +70,12 @@ class SyncStream(Protocol):
         connection is dropped instead of being handed out."""
         ...
 
+    def now(self) -> float:
+        """The monotonic clock its read deadlines are measured with (the backend's: the
+        loop's time on asyncio, trio's clock, `time.monotonic` for threads), read without
+        looking the loop up each time."""
+        ...
+
 
 class Waiter(Protocol):
     """An event a task (or thread) waits on: ``asyncio.Event``, ``trio.Event``,

@@ -60,6 +60,9 @@ class FakeStream:
     def has_unread(self) -> bool:
         return self.unread
 
+    def now(self) -> float:
+        return 1000.0
+
 
 class NoLock:
     def __enter__(self) -> None:
