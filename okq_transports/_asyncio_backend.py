@@ -136,7 +136,8 @@ class _AsyncioStream(ByteStream, asyncio.Protocol):
         else:
             self._timer = self._loop.call_at(deadline, self._check_deadline)
 
-    async def receive_some(self, max_bytes: int, timeout_s: float | None) -> bytes:
+    async def fill(self, machine: Feedable, timeout_s: float | None) -> None:
+        # ByteStream's fill, without the receive_some call: one coroutine per read
         if not self._chunks and not self._eof:
             waiter = self._waiter = self._loop.create_future()
             if timeout_s is None:
@@ -162,10 +163,11 @@ class _AsyncioStream(ByteStream, asyncio.Protocol):
                 transport = self._transport
                 if transport is not None and not transport.is_closing():
                     transport.resume_reading()
-            return data
+            machine.receive_data(data)
+            return
         if isinstance(self._lost, OSError):
             raise to_okq_error(self._lost, "receive")
-        return b""
+        machine.receive_eof()
 
     async def send_all(self, data: bytes) -> None:
         transport = self._transport

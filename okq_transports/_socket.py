@@ -12,8 +12,8 @@ Must not know: okq commands, pools, retries, consumers.
 Timeouts are kernel socket options (``SO_RCVTIMEO`` / ``SO_SNDTIMEO``) on a *blocking* socket,
 not Python's ``settimeout``: Python's timeout mode polls before every ``recv`` (one extra
 system call per reply), the socket options cost nothing until they fire, and are set again
-only when a read's deadline differs from the last one's.  A read that hits the deadline fails
-with ``EAGAIN``, which becomes okq's `TimeoutError`.
+only when a read must wait longer than the last one, or at least `TIMEOUT_SLACK_S` less.  A
+read that hits the deadline fails with ``EAGAIN``, which becomes okq's `TimeoutError`.
 """
 
 from __future__ import annotations
@@ -46,6 +46,9 @@ __all__ = [
 T = TypeVar("T")
 
 READ_SIZE: Final = 65536
+#: How much longer than asked a read may wait, so that the socket's timeout is not set again
+#: for every read of a reply whose budget shrinks by microseconds (two system calls each).
+TIMEOUT_SLACK_S: Final = 0.05
 #: How often a blocking consumer waiting in ``QNOTIFY`` (or a backoff) looks at its stop flag.
 STOP_POLL_S: Final = 0.1
 _USE_SOCKOPT_TIMEOUTS: Final = sys.platform != "win32" and hasattr(socket, "SO_RCVTIMEO")
@@ -121,7 +124,13 @@ class SocketStream:
             raise to_okq_error(exc, f"configure {self.where}") from exc
 
     def fill(self, machine: Feedable, timeout_s: float | None) -> None:
-        if timeout_s != self._timeout_now:
+        current = self._timeout_now
+        if timeout_s != current and (
+            timeout_s is None
+            or current is None
+            or current < timeout_s  # a shorter timeout would fire before the budget is spent
+            or current - timeout_s > TIMEOUT_SLACK_S
+        ):
             self._set_timeout(timeout_s)
         try:
             n = self.sock.recv_into(self._buf)
