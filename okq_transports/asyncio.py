@@ -32,8 +32,8 @@ from okq_proto import (
 )
 
 from ._async.connection import AsyncConnection
-from ._async.consume import AsyncClient, Handler
 from ._async.consume import AsyncDeliveryStream as DeliveryStream
+from ._async.workers import AsyncClient, Handler
 from ._asyncio_backend import ASYNCIO
 from ._exceptions import ConnectionBusyError
 

@@ -31,7 +31,7 @@ from okq_proto import (
 
 from ._observe import log
 from ._socket import SOCKETS
-from ._sync.consume import Handler, SyncClient
+from ._sync.workers import Handler, SyncClient
 
 __all__ = ["Client", "Handler", "StopFlag", "expired", "remaining", "stop_on_signals"]
 

@@ -32,8 +32,8 @@ from okq_proto import (
 from okq_proto.policy import DEFAULT_RETRIES
 
 from ._async.connection import AsyncConnection
-from ._async.consume import AsyncClient, Handler
 from ._async.consume import AsyncDeliveryStream as DeliveryStream
+from ._async.workers import AsyncClient, Handler
 from ._backends import AsyncStream
 from ._exceptions import ConnectionBusyError
 from ._trio_backend import TrioStream, trio_backend

@@ -1,26 +1,23 @@
-"""Consuming, written once: a reconnecting delivery stream, handlers, workers side by side.
+"""Consuming, written once: the reconnecting delivery stream (the pull consumer).
 
 Owns: driving okq_proto's `Consumer` machine over a stream of the client's pool (flush after
 every call into the machine, read within the machine's budget for the reply awaited, feed),
 reconnecting with the consumer's `Backoff` after a connection failure (re-registering on a
 fresh machine; what was claimed and not acked is reported), abandoning a ``QNOTIFY`` wait
-when asked to stop, the pull-style `AsyncDeliveryStream`, and the push-style `consume` built
-on it: a handler (plain, or ``async def`` on the async doors) per delivery, run until its
-claim's deadline where the backend can cancel it (the blocking doors cannot: a handler that
-finishes late gets a late ack), `concurrency` workers side by side.
-Must not know: okq's consumer rules (okq_proto's), how a backend waits, races or runs workers.
+when asked to stop, and the final ack of a consumer stopped or cancelled with an ack owed.
+The push-style `consume` and its workers are ``okq_transports._async.workers``.
+Must not know: okq's consumer rules (okq_proto's), how a backend waits, races or runs workers,
+handlers.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Final, Protocol
+from collections.abc import AsyncIterator, Callable, Sequence
+from typing import Final
 
 from okq_proto import (
-    DEFAULT_EXPIRE_S,
     NEED_DATA,
     AckSettled,
     Backoff,
@@ -40,7 +37,6 @@ from okq_proto import (
 from okq_proto.policy import (
     CONNECTION_FAILURES,
     Address,
-    check_consume_options,
     is_transient,
     read_time_left,
 )
@@ -56,21 +52,9 @@ from okq_transports._observe import (
 )
 
 from .client import AsyncClientCore
-from .streams import AsyncBackend, AsyncStream, StopEvent, close_quietly
+from .streams import AsyncStream, StopEvent, close_quietly
 
-__all__ = [
-    "FINAL_ACK_S",
-    "STOPPING_STATES",
-    "AsyncClient",
-    "AsyncDeliveryStream",
-    "Handler",
-    "TaskStatus",
-    "consume",
-]
-
-#: A consumer handler: ``handler(delivery) -> bool`` (``async def`` too on the async doors);
-#: true acks the event.
-Handler = Callable[[Delivery], bool | Awaitable[bool]]
+__all__ = ["FINAL_ACK_S", "STOPPING_STATES", "AsyncDeliveryStream"]
 
 #: How long the final ack of a cancelled consumer may take (shielded from the cancellation).
 FINAL_ACK_S: Final = 1.0
@@ -86,12 +70,6 @@ STOPPING_STATES: Final = frozenset(
         ConsumerState.STOPPED,
     }
 )
-
-
-class TaskStatus(Protocol):
-    """trio's and anyio's ``task_status`` (``nursery.start``, ``TaskGroup.start``)."""
-
-    def started(self) -> None: ...
 
 
 class AsyncDeliveryStream:
@@ -440,181 +418,3 @@ class AsyncDeliveryStream:
                             break
         finally:
             await self._drop()
-
-
-# async only: begin (a blocking handler returns its verdict; only a coroutine is awaited)
-
-
-async def _settle(result: Awaitable[bool], outcome: list[bool]) -> bool:
-    ok = bool(await result)
-    outcome.append(ok)  # seen even if our caller is cancelled before it reads the result
-    return ok
-
-
-async def _await_handler(
-    backend: AsyncBackend, result: Awaitable[bool], delivery: Delivery, outcome: list[bool]
-) -> tuple[bool, bool]:
-    """An ``async def`` handler's verdict, cancelled at its claim's deadline.  Returns
-    (finished in time, acked)."""
-    if not delivery.needs_ack:
-        return True, await _settle(result, outcome)
-    settle = functools.partial(_settle, result, outcome)
-    return await backend.run_until(settle, delivery.deadline)
-
-
-# async only: end
-
-
-async def consume(
-    core: AsyncClientCore,
-    handler: Handler,
-    queues: Sequence[str],
-    *,
-    expire_seconds: int,
-    concurrency: int,
-    stop: StopEvent | None,
-    on_registered: Callable[[], None] | None = None,
-    backoff: Callable[[], Backoff] | None = None,
-) -> None:
-    """Run `concurrency` consumer connections until `stop` is set (or cancellation).
-
-    Each handler call runs until its delivery's claim deadline and is cancelled there where
-    the backend can cancel (no ack; the server redelivers).  A handler that raises or
-    returns false is reported through the log and ``hooks.handler_failed``; the consumer
-    carries on.  A consumer that fails for good stops the others (not the caller's `stop`)
-    and its error is raised once all have ended.
-    """
-    queues = check_consume_options(
-        handler, queues, expire_seconds=expire_seconds, concurrency=concurrency
-    )
-    backend = core.backend
-    group = backend.stop_group(stop)
-    pending = [concurrency]
-
-    def registered() -> None:
-        pending[0] -= 1
-        if pending[0] == 0 and on_registered is not None:
-            on_registered()
-
-    async def worker() -> None:
-        async with AsyncDeliveryStream(
-            core,
-            queues,
-            expire_seconds=expire_seconds,
-            stop=group,
-            on_registered=registered,
-            backoff=backoff,
-        ) as stream:
-            async for delivery in stream:
-                error: BaseException | None = None
-                outcome: list[bool] = []
-                try:
-                    result = handler(delivery)  # a plain handler runs here, to its end
-                    finished, ok = True, bool(result)
-                    if inspect.isawaitable(result):  # async only
-                        verdict = _await_handler(backend, result, delivery, outcome)  # async only
-                        finished, ok = await verdict  # async only
-                except Exception as exc:
-                    finished, ok, error = True, False, exc
-                except BaseException:
-                    # Cancelled just as the handler returned true: still ack it.
-                    if outcome and outcome[0] and delivery.needs_ack:
-                        stream.ack(delivery)
-                        await stream.send_final_ack()
-                    raise
-                if finished and ok:
-                    stream.ack(delivery)
-                else:
-                    stream._fail(delivery, error, expired=not finished)
-
-    await backend.run_all([worker] * concurrency, group)
-
-
-class AsyncClient(AsyncClientCore):
-    """`AsyncClientCore` plus consuming: the base of every door's client."""
-
-    async def consume(
-        self,
-        handler: Handler,
-        queues: Sequence[str],
-        *,
-        expire_seconds: int = DEFAULT_EXPIRE_S,
-        concurrency: int = 1,
-        stop: StopEvent | None = None,
-        backoff: Callable[[], Backoff] = Backoff,
-        task_status: TaskStatus | None = None,
-    ) -> None:
-        """Consume from `queues` until `stop` is set (or an unrecoverable error, or
-        cancellation on the async doors).
-
-        Each consumer is its own connection: it registers for `queues`, waits with
-        ``QNOTIFY``, claims events with ``QRPOP q EX expire_seconds`` and calls
-        ``handler(delivery)`` with a `Delivery` (an `Event` plus its claim ``deadline`` on the
-        door's clock).  True acks the event (the ack leaves with the next pop); false or an
-        exception leaves it to be redelivered once the claim expires (reported through the
-        log ``"okq"`` and ``hooks.handler_failed``; the consumer carries on).  The async doors
-        cancel a handler when its claim expires, as okq-go cancels the handler's context; a
-        blocking handler cannot be cancelled (check ``remaining(delivery)``), and one that
-        finishes late gets a late ack (``hooks.late_ack``).
-
-        A consumer that loses its connection reconnects with its `Backoff` (reset once a new
-        connection registered), failing over along the addresses, and registers again; what
-        it had claimed and not acked is logged, and the server redelivers it.
-
-        Stop: setting `stop` abandons ``QNOTIFY`` waits at once, lets running handlers finish
-        and sends their acks, then returns.  Cancelling instead (async doors) cancels
-        handlers too (their events are redelivered); a handler that has already returned
-        true keeps its ack, sent shielded from the cancellation for at most `FINAL_ACK_S`.
-
-        Args:
-            handler: called with each `Delivery` (``async def`` too, on the async doors).
-            queues: the queue names.
-            expire_seconds: claim length; -1 for at-most-once delivery (popped with
-                ``EX 0``, never acked, never cancelled: a failed handler loses the event).
-            concurrency: consumer connections (and handlers) running side by side (threads
-                on the blocking doors; the calling thread waits for all of them).
-            stop: the door's event (`threading.Event`, ``asyncio.Event``, ``trio.Event``);
-                None: run until an unrecoverable error.
-            backoff: makes the reconnect `Backoff` of each consumer.
-            task_status: trio's and anyio's (``await nursery.start(client.consume, ...)``):
-                ``started()`` once every consumer registered.
-
-        Raises:
-            LocalProtocolError: bad arguments (before anything is sent).
-            ClientClosed: the client is closed.
-            ReplyError: the server refused the consumer's commands (other than with its
-                transient ``unexpected server-side error``).
-        """
-        await consume(
-            self,
-            handler,
-            queues,
-            expire_seconds=expire_seconds,
-            concurrency=concurrency,
-            stop=stop,
-            on_registered=None if task_status is None else task_status.started,
-            backoff=backoff,
-        )
-
-    def deliveries(
-        self,
-        *queues: str,
-        expire_seconds: int = DEFAULT_EXPIRE_S,
-        stop: StopEvent | None = None,
-        backoff: Callable[[], Backoff] = Backoff,
-    ) -> AsyncDeliveryStream:
-        """A pull consumer on its own connection: use as a context manager and iterate.
-
-        ::
-
-            async with client.deliveries("q1", "q2", expire_seconds=30) as stream:
-                async for delivery in stream:
-                    async with stream.handling(delivery):   # acks unless the block raises
-                        await work(delivery)
-
-        Or call ``stream.ack(delivery)``.  The ack leaves with the next pop.  `backoff`
-        makes the stream's reconnect `Backoff`.
-        """
-        return AsyncDeliveryStream(
-            self, queues, expire_seconds=expire_seconds, stop=stop, backoff=backoff
-        )

@@ -41,8 +41,8 @@ from okq_transports._redis_io import (
 )
 
 from .borrowed import AsyncBorrowedPool
-from .consume import AsyncClient
 from .streams import Feedable
+from .workers import AsyncClient
 
 __all__ = ["AsyncRedisLender", "AsyncRedisPoolClient", "AsyncRedisStream"]
 

@@ -43,8 +43,8 @@ from okq_transports._redis_io import (
 from okq_transports._socket import SOCKETS
 
 from .borrowed import SyncBorrowedPool
-from .consume import SyncClient
 from .streams import Feedable
+from .workers import SyncClient
 
 __all__ = ["RedisPoolClient", "SyncRedisLender", "SyncRedisStream"]
 
