@@ -45,6 +45,10 @@ _MINUS: Final = 45  # ord("-")
 _COLON: Final = 58  # ord(":")
 
 
+def _ignore(*_args: object) -> None:
+    """The sink while the framer walks bytes the real one already has (`Framer._frame_fed`)."""
+
+
 class Framer:
     """The framer's state and walk; `HiredisDecoder` is one (it sets ``_feed``, the sink).
 
@@ -91,6 +95,38 @@ class Framer:
         self._line = bytearray()
         self._held = []
         self._hold_level = -1
+
+    def _frame_fed(self, data: bytes) -> bool:
+        """Walk `data`, the start of a reply that the sink already has, handing nothing on.
+
+        Returns:
+            True if the walk ended inside that reply with no byte of `data` left to hand on
+            (in a payload or between elements: no partial line, no held array, no error line
+            walked); False if not (the walk's state is then forgotten, as if never begun).
+
+        Raises:
+            RemoteProtocolError: where the pure decoder would refuse `data`.
+        """
+        feed = self._feed
+        errors = len(self._raw_errors)
+        self._feed = _ignore
+        try:
+            pos = self._frame(data, 0, 0, to_boundary=True)
+        finally:
+            self._feed = feed
+        if (
+            pos == len(data)
+            and (self._stack or self._skip)
+            and not self._line
+            and self._hold_level < 0
+            and len(self._raw_errors) == errors
+        ):
+            return True
+        self._reset_walk()
+        raw = self._raw_errors
+        while len(raw) > errors:
+            raw.pop()
+        return False
 
     def _out(self, data: bytes, start: int, end: int) -> None:
         """Hand ``data[start:end]`` on: to the sink, or to the held array's bytes."""

@@ -29,6 +29,14 @@ handed out at C speed (``next_reply`` is ``next`` over them, then over ``gets``)
 shortcuts skip even the screen for ``+OK``, one line element, and one bulk string or array of
 up to nine small bulk strings (recognised by one split at its first CR LFs).
 
+**Replies in parts.**  A server that writes each element on its own (okq's QRPOP reply comes as
+``*2``, then the id, then the contents) hands a client the start of a reply, then the rest in
+pieces; no fresh reader is made for them.  The start of an array of up to nine small bulk
+strings, and in an open array one such bulk string, its header alone or the rest of its payload,
+are recognised as exactly the shortcuts are; any other short start of a reply that hiredis reads
+as unfinished stays with hiredis once the framer has walked the same bytes and ended inside that
+reply too (`Framer._frame_fed`), refusing them wherever the framer would.
+
 **Memory is bounded by the bytes received.**  hiredis allocates an array's list when it reads
 the header (``*16777216`` asks for 128 MiB at once).  In a trusted run no header counts past 99
 elements (and hiredis nests at most 1024 levels: under 1 MiB of lists); the framer holds back
@@ -58,10 +66,11 @@ from typing import Any, Final, cast
 import hiredis
 
 from ._errors import ErrorReply, RemoteProtocolError
-from ._framer import _COLON, _CRLF, _MINUS, _PLUS, HOLD_COUNT, Framer
+from ._framer import _COLON, _CRLF, _DOLLAR, _MINUS, _PLUS, HOLD_COUNT, Framer
 from ._hiredis_trust import (
     _AGGREGATE,
     _BULK_HEADS,
+    _COUNTS,
     _MARK,
     _MARK_VALUE,
     _NIL_LINES,
@@ -72,6 +81,7 @@ from ._hiredis_trust import (
     _arrays_of_strings,
     _bulks,
     _digits_within,
+    _open_bulks,
     _too_deep,
     _wire,
 )
@@ -205,6 +215,13 @@ class HiredisDecoder(Framer):
         if self._quiet and 2 < size <= self._fast_max:
             # Between replies (and no trusted run's replies handed out at C speed): a chunk that
             # is exactly one reply the pure decoder accepts goes to hiredis as it is.
+            if size == 4 and self._plain_limits:
+                count = _COUNTS.get(data)
+                if count is not None:  # an array header alone: its elements come next
+                    self._stack.append(count)
+                    self._feed(data)
+                    self._quiet = False
+                    return
             if (
                 data == _OK_LINE
                 or (self._plain_limits and _bulks(data))
@@ -213,8 +230,15 @@ class HiredisDecoder(Framer):
             ):
                 self._feed(data)
                 return
-            if self._plain_limits and self._verified(data):
-                return
+            if self._plain_limits:
+                owed = _open_bulks(data)
+                if owed:  # the start of an array of bulk strings: the rest comes next
+                    self._stack.append(owed)
+                    self._feed(data)
+                    self._quiet = False
+                    return
+                if self._verified(data):
+                    return
         else:
             if self._chained is not None:
                 self._unchain()
@@ -255,6 +279,40 @@ class HiredisDecoder(Framer):
                 else:
                     self._held.append(data)
                 return
+            elif (
+                self._stack
+                and 2 < size <= self._fast_max
+                and self._plain_limits
+                and self._pending is None
+                and self._error is None
+            ):
+                # A server that writes each element of an array on its own: a chunk that is
+                # one short bulk string, its header, or the rest of its payload.
+                done = False
+                if skip:
+                    if skip == size and data.endswith(_CRLF):
+                        self._skip = 0
+                        done = True
+                elif data[0] == _DOLLAR and not self._line:
+                    head, _, rest = data.partition(_CRLF)
+                    length = _BULK_HEADS.get(head)
+                    if length is not None:
+                        if len(rest) == length + 2 and rest.endswith(_CRLF):
+                            done = True
+                        elif not rest and data.endswith(_CRLF):  # its payload comes next
+                            self._out(data, 0, size)
+                            self._skip = length + 2
+                            self._cr_ok = True
+                            return
+                if done:
+                    stack = self._stack
+                    if stack[-1] > 1 and self._hold_level < 0:
+                        stack[-1] -= 1
+                        self._feed(data)
+                    else:
+                        self._close_element(data, 0, size)
+                        self._quiet = not stack
+                    return
         if self._error is not None:
             raise self._error
         if self._pending is not None or not size:
@@ -289,8 +347,10 @@ class HiredisDecoder(Framer):
 
     def _verified(self, data: bytes) -> bool:
         """Give hiredis a short chunk between replies and keep its reply if the chunk is
-        exactly that reply's canonical encoding (then the pure decoder reads it the same);
-        otherwise hiredis is replaced by a fresh reader and False returned."""
+        exactly that reply's canonical encoding (then the pure decoder reads it the same), or
+        keep the chunk with hiredis if it is the start of one reply, as the framer walks it
+        (`Framer._frame_fed`: where it refuses the bytes, so does this decoder); otherwise
+        hiredis is replaced by a fresh reader and False returned."""
         if (
             self._has_data()
             or data[0] in _RESP3_BYTES
@@ -299,16 +359,32 @@ class HiredisDecoder(Framer):
         ):
             return False  # (the screen: no header hiredis could allocate much for)
         self._feed(data)
+        failed = False
         try:
             reply = self._gets()
         except Exception:  # hiredis's own errors too (a RESP3 map with a list for a key)
             self._error = None  # the hook's: the framer will find it, at the right reply
             reply = NEED_DATA
-        if (
-            reply is not NEED_DATA
-            and not self._has_data()
-            and _wire(reply, data[0], self._limits.max_depth) == data
-        ):
+            failed = True
+        if reply is NEED_DATA:
+            # The start of a reply (a server that writes it in parts): hiredis keeps it if the
+            # framer, walking the same bytes, ends inside that reply too (it checks them all).
+            if (
+                not failed
+                and data[0] != _MINUS
+                and data.find(b"\r\n-") < 0
+                and not self._raw_errors
+            ):
+                try:
+                    if self._frame_fed(data):
+                        self._quiet = False
+                        return True
+                except RemoteProtocolError as exc:
+                    # hiredis has bytes past the error, but no reply ends in them.
+                    self._stop(exc)
+                    self._quiet = False
+                    return True
+        elif not self._has_data() and _wire(reply, data[0], self._limits.max_depth) == data:
             self._ready.append(reply)
             self.next_reply = self._next_ready
             return True

@@ -1,10 +1,11 @@
 """What `HiredisDecoder` may give hiredis without the framer: the screens and exact shortcuts.
 
 Owns: the byte-level tests that prove a chunk is read by hiredis exactly as the pure `Decoder`
-reads it: the exact shortcut for one bulk string or one array of up to nine small bulk strings
-(`_bulks`), the trusted runs' screen (RESP3 type bytes and aggregate headers, `_any_resp3_type`),
-the end-of-run reply (`_MARK`), the nesting proofs over parsed replies (`_arrays_of_strings`,
-`_too_deep`) and the canonical RESP2 encoding a verified reply must match (`_wire`).
+reads it: the exact shortcuts for one bulk string or one array of up to nine small bulk strings
+(`_bulks`) and for the start of such an array (`_open_bulks`), the trusted runs' screen (RESP3
+type bytes and aggregate headers, `_any_resp3_type`), the end-of-run reply (`_MARK`), the
+nesting proofs over parsed replies (`_arrays_of_strings`, `_too_deep`) and the canonical RESP2
+encoding a verified reply must match (`_wire`).
 Must not know: ``hiredis.Reader`` and the decoder's state (each function here is pure: bytes or
 replies in, a verdict out), the framer's walk, okq commands, sockets, clocks.
 """
@@ -84,6 +85,24 @@ def _bulks(data: bytes) -> bool:
             return False
     rest = parts[-1]
     return len(rest) - 2 == heads.get(parts[-2]) and rest.endswith(_CRLF)
+
+
+def _open_bulks(data: bytes) -> int:
+    """How many elements are still owed when `data` is exactly the start of an array of up to
+    nine bulk strings under 2048 bytes (its header, then whole elements: a server that writes
+    each element on its own); 0 when it is not.  Cut at CR LF as in `_bulks`."""
+    count = _COUNTS.get(data[:4])
+    if count is None or data[4:5] != b"$" or not data.endswith(_CRLF):
+        return 0
+    parts = data.split(_CRLF, 2 * count)
+    done = len(parts) // 2 - 1  # the header, a head and a payload per element, b"" at the end
+    if len(parts) % 2 or parts[-1] or done >= count:
+        return 0
+    heads = _BULK_HEADS
+    for i in range(1, 2 * done, 2):
+        if len(parts[i + 1]) != heads.get(parts[i]):
+            return 0
+    return count - done
 
 
 def _digits_within(limit: int) -> int:

@@ -8,7 +8,8 @@ Every row times the same input through each implementation and prints the ratios
 goals are stated in: our pure decoder / encoder against redis-py's pure-Python ones (higher is
 better) and our hiredis-backed decoder against raw ``hiredis.Reader`` (1.0 = no overhead).
 Decode rows feed 64 KiB chunks, single bytes, or (``1 per feed``) one reply per chunk, as a client
-that sends a request and reads its reply does.
+that sends a request and reads its reply does; ``3 per reply`` feeds each element of a QRPOP reply
+on its own, as the okq server writes them.
 Importing this module runs nothing; ``tests/bench/test_bench_smoke.py`` runs each bench once at a
 tiny size so the script cannot rot.
 """
@@ -69,6 +70,13 @@ def ok_stream(count: int) -> bytes:
 def qrpop_stream(count: int) -> bytes:
     contents = b"c" * 100
     return (b"*2\r\n$36\r\n%s\r\n$100\r\n%s\r\n" % (EVENT_ID, contents)) * count
+
+
+def qrpop_element_chunks(count: int) -> list[bytes]:
+    """`count` QRPOP replies as the okq server writes them: each element on its own."""
+    contents = b"c" * 100
+    one = [b"*2\r\n", b"$36\r\n%s\r\n" % EVENT_ID, b"$100\r\n%s\r\n" % contents]
+    return one * count
 
 
 def qstatus_stream(count: int, queues: int = 5) -> bytes:
@@ -155,7 +163,11 @@ def bench_decode(name: str, data: bytes, chunk: int, repeats: int, redis_py: boo
     With `chunk` the length of one reply, each feed gets exactly one reply (then `next_reply`
     runs twice: the reply, then `NEED_DATA`); redis-py's socket hands over one reply per read.
     """
-    chunks = chunked(data, chunk)
+    return bench_chunks(name, chunked(data, chunk), repeats, redis_py)
+
+
+def bench_chunks(name: str, chunks: list[bytes], repeats: int, redis_py: bool = True) -> Row:
+    """Decode `chunks`, fed one at a time, with every implementation."""
     replies = decode_ours(chunks, Decoder())
     assert decode_ours(chunks, HiredisDecoder()) == replies == decode_hiredis_raw(chunks)
     times = {
@@ -267,6 +279,7 @@ def run(scale: float = 1.0, repeats: int = 7) -> list[Row]:
             len(qrpop_stream(1)),
             repeats,
         ),
+        bench_chunks("decode QRPOP x100k, 3 per reply", qrpop_element_chunks(n(100_000)), repeats),
         bench_decode(
             "decode QSTATUS x10k, 1 per feed",
             qstatus_stream(n(10_000)),

@@ -18,12 +18,13 @@ from tests.bench import bench_codec
 
 def test_every_bench_runs_tiny(capsys: pytest.CaptureFixture[str]) -> None:
     rows = bench_codec.run(scale=0.001, repeats=1)
-    assert len(rows) == 15
+    assert len(rows) == 16
     assert all(time >= 0 for row in rows for time in row.times.values())
     text = bench_codec.report(rows, bench_codec.linearity(1, small=50))
     assert "encode QLPUSH 100 B" in text
     assert "decode 10k array, 1 B" in text
     assert "decode QRPOP x100k, 1 per feed" in text
+    assert "decode QRPOP x100k, 3 per reply" in text
 
 
 def test_main_parses_arguments(capsys: pytest.CaptureFixture[str]) -> None:
