@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import math
+import sys
 from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, Final, Protocol, TypeVar, cast, runtime_checkable
 
@@ -298,6 +300,9 @@ class AsyncioBackend(EventLoopBackend):
     async def run_all(
         self, fns: Sequence[Callable[[], Awaitable[None]]], group: PoolStop | None
     ) -> None:
+        if len(fns) == 1:  # in the caller's own task: a cancellation of it is seen at once
+            await fns[0]()
+            return
         tasks = [asyncio.ensure_future(fn()) for fn in fns]
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -308,7 +313,22 @@ class AsyncioBackend(EventLoopBackend):
                 raise task.exception()  # type: ignore[misc]  # checked not None just above
 
     def cancel_pending(self) -> bool:
-        return False
+        # A cancel() of the running task (by a handler, or anyio's scope) that its next
+        # await will raise: Task.cancelling() on 3.11+, the task's own flag before.
+        task = asyncio.current_task()
+        if task is None:
+            return False
+        cancelling = getattr(task, "cancelling", None)
+        if cancelling() if cancelling is not None else getattr(task, "_must_cancel", False):
+            return True
+        # anyio's scopes cancel the running task only at its next iteration: ask anyio
+        anyio = sys.modules.get("anyio")
+        if anyio is None:
+            return False
+        try:
+            return bool(anyio.current_effective_deadline() == -math.inf)
+        except Exception:  # not in a context anyio knows
+            return False
 
     async def shielded(self, fn: Callable[[], Awaitable[None]], timeout_s: float) -> bool:
         loop = asyncio.get_running_loop()
