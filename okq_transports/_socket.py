@@ -245,9 +245,6 @@ class SocketBackend:
     def race_stop(self, fn: Callable[[], T], stop: StopEvent) -> T | None:
         return None if stop.is_set() else fn()  # a blocking call cannot be abandoned
 
-    def run_until(self, fn: Callable[[], T], deadline: float) -> tuple[bool, T]:
-        return True, fn()  # a thread cannot be cancelled: a late finish is a late ack
-
     def stop_group(self, stop: StopEvent | None) -> AnyStop:
         return AnyStop(stop)
 

@@ -63,7 +63,9 @@ RULES: list[tuple[str, str]] = [
 #: A line ending with this comment has no blocking twin: it is left out; so is every line
 #: from one starting with ``# async only: begin`` to one starting with ``# async only: end``.
 ASYNC_ONLY = "# async only"
-_BLOCK = re.compile(r"^# async only: begin.*?^# async only: end[^\n]*\n", re.MULTILINE | re.DOTALL)
+_BLOCK = re.compile(
+    r"^[ \t]*# async only: begin.*?^[ \t]*# async only: end[^\n]*\n", re.MULTILINE | re.DOTALL
+)
 
 
 def unasync(text: str) -> str:

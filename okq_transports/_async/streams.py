@@ -150,10 +150,13 @@ class AsyncBackend(Protocol):
         (then None).  A blocking backend only looks at `stop` before the call."""
         ...
 
+    # async only: begin (a blocking handler cannot be cancelled: it runs to its end)
     async def run_until(self, fn: Callable[[], Awaitable[T]], deadline: float) -> tuple[bool, T]:
         """Run ``fn()``; cancel it at `deadline` (on `now`'s clock) where the backend can
         cancel.  Returns (finished in time, its result)."""
         ...
+
+    # async only: end
 
     def stop_group(self, stop: StopEvent | None) -> StopEvent | None:
         """The stop event of workers run together by `run_all`: set by `stop`, and by

@@ -152,11 +152,6 @@ class SyncBackend(Protocol):
         (then None).  A blocking backend only looks at `stop` before the call."""
         ...
 
-    def run_until(self, fn: Callable[[], T], deadline: float) -> tuple[bool, T]:
-        """Run ``fn()``; cancel it at `deadline` (on `now`'s clock) where the backend can
-        cancel.  Returns (finished in time, its result)."""
-        ...
-
     def stop_group(self, stop: StopEvent | None) -> StopEvent | None:
         """The stop event of workers run together by `run_all`: set by `stop`, and by
         `run_all` when one of them fails (a backend that cancels instead returns `stop`)."""
