@@ -72,12 +72,16 @@ def check_pool(connection_kwargs: Mapping[str, object]) -> None:
     """Refuse a redis-py pool configuration that cannot talk to okq, with the reason.
 
     Raises:
-        LocalProtocolError: RESP3 (redis-py 8's default), credentials (okq has no AUTH), a
+        LocalProtocolError: RESP3 (redis-py 8's default, unless redis-py falls back to RESP2
+            by itself, as 8.2 does for a pool that names no protocol), credentials (okq has no AUTH), a
             database other than 0 (no SELECT) or a client name (no CLIENT SETNAME).
     """
     protocol = connection_kwargs.get("protocol")
     if protocol is None:
-        protocol = getattr(redis.utils, "DEFAULT_RESP_VERSION", 2)
+        if _falls_back_to_resp2(connection_kwargs):
+            protocol = 2
+        else:
+            protocol = getattr(redis.utils, "DEFAULT_RESP_VERSION", 2)
     if str(protocol) != "2":
         raise LocalProtocolError(f"{_RESP2_ONLY}; this pool uses protocol={protocol}")
     for key in ("username", "password", "credential_provider"):
@@ -87,6 +91,19 @@ def check_pool(connection_kwargs: Mapping[str, object]) -> None:
         raise LocalProtocolError("okq has no SELECT command: use db=0 (the default)")
     if connection_kwargs.get("client_name"):
         raise LocalProtocolError("okq has no CLIENT SETNAME command: remove client_name=")
+
+
+def _falls_back_to_resp2(connection_kwargs: Mapping[str, object]) -> bool:
+    """Whether a pool that did not choose a protocol ends up on RESP2 with okq anyway.
+
+    redis-py 8.2 and later send HELLO 3 on such a pool's connections and, when the server
+    answers "unknown command" (as okq does), fall back to RESP2 with a logged warning, unless
+    maintenance notifications were switched on explicitly (they need RESP3).
+    """
+    if not hasattr(redis.connection.AbstractConnection, "_fallback_to_resp2"):
+        return False
+    maint = connection_kwargs.get("maint_notifications_config")
+    return getattr(maint, "enabled", None) is not True
 
 
 class ParsedReplies:

@@ -313,8 +313,9 @@ def test_redis_pool_refused_with_reason(server: ThreadedServer) -> None:
 
     with pytest.raises(LocalProtocolError, match="protocol=2"):
         RedisPoolClient(redis.ConnectionPool(host="127.0.0.1", port=1, protocol=3))
-    # redis-py's default protocol: RESP3 from redis-py 6 on (refused: such a pool cannot talk
-    # to okq), RESP2 before (accepted: it can).
+    # redis-py's default protocol: RESP2 before redis-py 6 (accepted: it can talk to okq);
+    # RESP3 from 6 on (refused: such a pool cannot), until 8.2, which falls back to RESP2 when
+    # HELLO is unknown (accepted again).
     default = redis.ConnectionPool(host=server.host, port=server.port)
     try:
         try:
