@@ -20,6 +20,7 @@ The runner depends only on the standard library, never on the project's client
 library, so it can judge a server built from that library without trusting it.
 """
 
+from ._check import ProbeFinding, SemanticCheck
 from ._report import Outcome, Report, Result, format_result
 from ._resp import FramingError, frame_reply
 from ._transcripts import (
@@ -31,7 +32,7 @@ from ._transcripts import (
     load_transcripts,
     parse_scenario,
 )
-from .defects import DefectProbe, ProbeFinding, defect_probes
+from .defects import DefectProbe, defect_probes
 from .replay import Check, parse_address, replay_scenario, run_probe, run_scenarios
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "Report",
     "Result",
     "Scenario",
+    "SemanticCheck",
     "Step",
     "TranscriptError",
     "defect_probes",

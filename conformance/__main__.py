@@ -16,6 +16,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
+from ._check import SemanticCheck
 from ._report import Result, format_result
 from ._transcripts import TRANSCRIPTS_DIR, TranscriptError, load_transcripts
 from .defects import DefectProbe, defect_probes
@@ -103,7 +104,11 @@ def _describe(check: Check) -> str:
             flags.append("slow")
         return f"{check.name}  [{', '.join(flags)}]  {check.description}"
     flags = []
-    if check.requires_redis:
+    if isinstance(check, SemanticCheck):
+        flags.append(check.section)
+        if check.slow:
+            flags.append("slow")
+    elif check.requires_redis:
         flags.append("requires_redis")
     if check.needs_empty_server:
         flags.append("needs_empty_server")

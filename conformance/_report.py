@@ -34,7 +34,7 @@ class Result:
 
     Attributes:
         name: scenario or probe name.
-        kind: ``"transcript"`` or ``"defect"``.
+        kind: ``"transcript"``, ``"defect"`` or ``"semantic"``.
         outcome: how it ended.
         details: human-readable lines: the failure diff, the probe's findings, or
             why it was not applicable.
@@ -42,6 +42,7 @@ class Result:
         needs_empty_server: the check lists all queues and needs an otherwise empty server.
         defect: for a defect probe, the okq defect it looks for (``"D1"``, ...).
         failed_step: for a failed transcript, the index of the failing step.
+        section: for a semantic check, the protocol-notes section it checks (``"§13"``).
     """
 
     name: str
@@ -52,6 +53,7 @@ class Result:
     needs_empty_server: bool = False
     defect: str | None = None
     failed_step: int | None = None
+    section: str | None = None
 
     @property
     def passed(self) -> bool:
@@ -82,6 +84,7 @@ class Result:
             "needs_empty_server": self.needs_empty_server,
             "defect": self.defect,
             "failed_step": self.failed_step,
+            "section": self.section,
         }
 
 
@@ -98,6 +101,8 @@ def format_result(result: Result) -> str:
             )
         else:
             head += f"  defect probe {result.defect}: neither fixed nor okq's known behaviour"
+    if result.section is not None:
+        head += f"  [{result.section}]"
     if result.needs_empty_server:
         head += "  [needs an empty server]"
     lines = [head]

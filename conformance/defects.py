@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
+from ._check import ProbeFinding
 from ._net import Connection, ReadFailure, connect
 from ._report import Outcome
 from ._resp import FramingError, encode_command, parse_reply
@@ -30,14 +31,6 @@ __all__ = ["DefectProbe", "ProbeFinding", "defect_probes"]
 
 #: Seconds a probe waits for a single reply or for a close.
 _REPLY_TIMEOUT_S: Final = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeFinding:
-    """What a probe concluded: an outcome and the lines that explain it."""
-
-    outcome: Outcome
-    details: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

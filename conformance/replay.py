@@ -13,6 +13,9 @@ Scheduling rules (see ``run_scenarios``):
   that talks to Redis) runs alone, before the concurrent phase;
 * the other checks run ``jobs`` at a time, never two with a queue in common;
 * ``final`` checks (the D1 crash probe) run last, alone.
+
+Semantic checks (``SemanticCheck``) are scheduled like transcripts: alone when they need
+an empty server, otherwise concurrently with whatever shares no queue with them.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
+from ._check import SemanticCheck
 from ._net import Connection, ReadFailure, connect
 from ._report import Outcome, Report, Result
 from ._resp import encode_command
@@ -40,8 +44,8 @@ __all__ = [
     "run_scenarios",
 ]
 
-#: A scenario from a transcript, or a built-in defect probe.
-Check: TypeAlias = Scenario | DefectProbe
+#: A scenario from a transcript, a built-in defect probe or a built-in semantic check.
+Check: TypeAlias = Scenario | DefectProbe | SemanticCheck
 #: A (host, port) pair.
 RedisAddress: TypeAlias = tuple[str, int]
 
@@ -348,12 +352,16 @@ def replay_scenario(
 
 
 def run_probe(
-    host: str, port: int, probe: DefectProbe, *, pause_s: float = DEFAULT_PAUSE_S
+    host: str,
+    port: int,
+    probe: DefectProbe | SemanticCheck,
+    *,
+    pause_s: float = DEFAULT_PAUSE_S,
 ) -> Result:
-    """Run one defect probe (its queues are ``QFLUSH``ed before and after).
+    """Run one defect probe or semantic check (its queues are ``QFLUSH``ed before and after).
 
     Returns:
-        ``PASS`` ("fixed"), ``DEFECT_REPRODUCED`` or ``FAIL``, with the findings.
+        ``PASS`` ("fixed", for a probe), ``DEFECT_REPRODUCED`` or ``FAIL``, with the findings.
     """
     started = time.monotonic()
     details: tuple[str, ...]
@@ -364,19 +372,29 @@ def run_probe(
         finding = probe.run(host, port)
         outcome, details = finding.outcome, finding.details
         time.sleep(pause_s)
-        if not probe.final:
+        if not (isinstance(probe, DefectProbe) and probe.final):
             cleanup = _clean_up(host, port, probe.queues)
             if cleanup:
                 details += (cleanup,)
                 if outcome is Outcome.PASS:
                     outcome = Outcome.FAIL
+    if isinstance(probe, DefectProbe):
+        return Result(
+            name=probe.name,
+            kind="defect",
+            outcome=outcome,
+            details=details,
+            duration_s=time.monotonic() - started,
+            defect=probe.defect,
+        )
     return Result(
         name=probe.name,
-        kind="defect",
+        kind="semantic",
         outcome=outcome,
         details=details,
         duration_s=time.monotonic() - started,
-        defect=probe.defect,
+        needs_empty_server=probe.needs_empty_server,
+        section=probe.section,
     )
 
 
@@ -393,17 +411,26 @@ def _run_check(
 ) -> Result:
     """Run any check; an unexpected exception becomes a FAIL instead of escaping."""
     try:
-        if isinstance(check, DefectProbe):
-            return run_probe(host, port, check, pause_s=pause_s)
-        return replay_scenario(host, port, check, redis=redis, flushall=flushall, pause_s=pause_s)
+        if isinstance(check, Scenario):
+            return replay_scenario(
+                host, port, check, redis=redis, flushall=flushall, pause_s=pause_s
+            )
+        return run_probe(host, port, check, pause_s=pause_s)
     except Exception as exc:  # the runner must report, never crash half-way
         lines = traceback.format_exception_only(type(exc), exc)
         return Result(
             name=check.name,
-            kind="defect" if isinstance(check, DefectProbe) else "transcript",
+            kind=_kind(check),
             outcome=Outcome.FAIL,
             details=("internal error in the runner: " + "".join(lines).strip(),),
+            section=check.section if isinstance(check, SemanticCheck) else None,
         )
+
+
+def _kind(check: Check) -> str:
+    if isinstance(check, DefectProbe):
+        return "defect"
+    return "semantic" if isinstance(check, SemanticCheck) else "transcript"
 
 
 @dataclass(frozen=True, slots=True)
@@ -423,6 +450,7 @@ def run_scenarios(
     jobs: int = 1,
     pause_s: float = DEFAULT_PAUSE_S,
     on_result: Callable[[Result], None] | None = None,
+    fail_fast: bool = False,
 ) -> Report:
     """Replay scenarios and run defect probes against the okq server at ``host:port``.
 
@@ -440,6 +468,8 @@ def run_scenarios(
         pause_s: pause after each check.
         on_result: called with each result as soon as it is known (from worker
             threads, but never twice at the same time).
+        fail_fast: start no further check once one has failed (the report then holds
+            only the checks that ran).
 
     Returns:
         The report, with results in the order of ``scenarios``.
@@ -455,6 +485,8 @@ def run_scenarios(
     report_lock = threading.Lock()
 
     def execute(item: _Planned, flushall: bool) -> None:
+        if fail_fast and any(r.failed for r in results.values()):
+            return
         res = _run_check(host, port, item.check, redis_addr, flushall, pause_s)
         with report_lock:
             results[item.index] = res
@@ -465,13 +497,15 @@ def run_scenarios(
     together: list[_Planned] = []
     last: list[_Planned] = []
     for index, check in enumerate(scenarios):
+        item = _Planned(index, check, frozenset(check.queues), check.estimated_duration_s)
         if isinstance(check, DefectProbe):
-            item = _Planned(index, check, frozenset(check.queues), check.estimated_duration_s)
             (last if check.final else together).append(item)
             continue
-        item = _Planned(index, check, frozenset(check.queues), check.estimated_duration_s)
         runs_alone = check.needs_empty_server or (
-            redis_addr is not None and check.requires_redis and jobs > 1
+            isinstance(check, Scenario)
+            and redis_addr is not None
+            and check.requires_redis
+            and jobs > 1
         )
         (alone if runs_alone else together).append(item)
 
