@@ -7,8 +7,9 @@ space-separated list of:
 - ``NAME==VERSION``: that distribution is installed at that version (``redis==5.0`` matches
   ``5.0.0``);
 - ``!NAME``: that distribution is not installed and cannot be imported;
-- ``okq:wheel``: ``okq_proto`` and ``okq_transports`` are imported from the installed okq
-  distribution (not from a source tree), with their ``py.typed`` markers.
+- ``okq:wheel``: ``okq_proto``, ``okq_transports`` and ``conformance`` are imported from the
+  installed okq distribution (not from a source tree), with their ``py.typed`` markers, and
+  the conformance suite's transcripts came with it.
 
 So a cell cannot silently test something else: hiredis left in the cell without it, redis-py
 upgraded past the oldest version, the source tree shadowing the wheel.  The asyncio loop
@@ -30,6 +31,7 @@ import pytest
 from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
+import conformance
 import okq_proto
 import okq_transports
 from okq_proto import Decoder, LocalProtocolError, make_decoder
@@ -98,12 +100,16 @@ def test_left_out_dependencies_are_absent() -> None:
 def _check(token: str) -> None:
     if token == "okq:wheel":
         purelib = Path(sysconfig.get_paths()["purelib"]).resolve()
-        for package in (okq_proto, okq_transports):
+        for package in (okq_proto, okq_transports, conformance):
             where = Path(package.__file__ or "").resolve().parent
             assert where.parent == purelib, f"{package.__name__} imported from {where}"
             assert (where / "py.typed").is_file(), f"{package.__name__} ships no py.typed"
         files = importlib.metadata.distribution("okq").files or []
         assert any(str(f) == "okq_proto/__init__.py" for f in files)
+        shipped = {str(f) for f in files}
+        for transcript in conformance.load_transcripts():
+            assert transcript.path is not None
+            assert f"conformance/transcripts/{transcript.path.name}" in shipped, transcript.name
     elif token.startswith("!"):
         name = token[1:]
         assert not _installed(name), f"{name} is installed"
