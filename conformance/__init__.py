@@ -21,8 +21,10 @@ library, so it can judge a server built from that library without trusting it.
 """
 
 from ._check import ProbeFinding, SemanticCheck
+from ._junit import report_to_junit
 from ._report import Outcome, Report, Result, format_result
 from ._resp import FramingError, frame_reply
+from ._suite import SuiteSelection, all_checks
 from ._transcripts import (
     TRANSCRIPTS_DIR,
     Scenario,
@@ -34,6 +36,10 @@ from ._transcripts import (
 )
 from .defects import DefectProbe, defect_probes
 from .replay import Check, parse_address, replay_scenario, run_probe, run_scenarios
+
+#: The distribution this package comes from: ``okq conformance`` refuses a ``conformance``
+#: package without it (another project could install one under this generic name).
+__distribution__ = "okq"
 
 __all__ = [
     "TRANSCRIPTS_DIR",
@@ -47,7 +53,9 @@ __all__ = [
     "Scenario",
     "SemanticCheck",
     "Step",
+    "SuiteSelection",
     "TranscriptError",
+    "all_checks",
     "defect_probes",
     "format_result",
     "frame_reply",
@@ -56,6 +64,7 @@ __all__ = [
     "parse_address",
     "parse_scenario",
     "replay_scenario",
+    "report_to_junit",
     "run_probe",
     "run_scenarios",
 ]

@@ -7,8 +7,9 @@ Must not know: the wire protocol (the sync client and `okq_proto` speak it).
 
 Modules below, each importing only the ones after it: ``_parser`` (the arguments),
 ``_commands`` (what each subcommand does), ``_bench`` and ``_demo`` (``okq bench``, ``okq
-demo``) and ``_common`` (exit codes, argument types, output helpers).  Run ``okq --help`` or
-``okq SUBCOMMAND --help`` for the details; ``docs/cli.md`` has examples.
+demo``), ``_conformance`` (``okq conformance``: the suite's own command line) and ``_common``
+(exit codes, argument types, output helpers).  Run ``okq --help`` or ``okq SUBCOMMAND --help``
+for the details; ``docs/cli.md`` has examples.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from collections.abc import Callable, Sequence
 
 from okq_proto import LocalProtocolError, OkqError
 
+from . import _conformance
 from ._commands import CHATTY, COMMANDS, error
 from ._common import EXIT_ERROR, EXIT_USAGE, CliError, one_line
 from ._parser import build_parser
@@ -37,6 +39,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     logger = logging.getLogger("okq")
     level = logger.level
     try:
+        suite = _conformance.suite_argv(sys.argv[1:] if argv is None else argv)
+        if suite is not None:
+            return _conformance.run(suite)
         args = build_parser().parse_args(argv)
         handler: Callable[[argparse.Namespace], int] = COMMANDS[args.command]
         if args.command not in CHATTY:

@@ -365,6 +365,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _cmd_conformance(args: argparse.Namespace) -> int:
+    # `okq conformance ...` is normally handed to the suite before parsing (see _conformance);
+    # this is reached only when options came first, e.g. `okq -v conformance`.
+    from ._conformance import run
+
+    return run(["--server", args.server] if args.server else [])
+
+
 COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "serve": _cmd_serve,
     "push": _cmd_push,
@@ -378,4 +386,5 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "consume": _cmd_consume,
     "bench": _cmd_bench,
     "demo": _cmd_demo,
+    "conformance": _cmd_conformance,
 }

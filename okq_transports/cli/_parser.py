@@ -166,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-events", type=positive_int, default=None, help="stop after N events")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
 
+    sub("conformance", "check an okq server with the conformance suite (see: okq conformance -h)")
     add_bench(sub("bench", "push and consume N events; print rates and latency percentiles"))
     add_demo(sub("demo", "watch events flow: embedded server, producer, sync/asyncio/trio"))
     return parser
