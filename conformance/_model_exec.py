@@ -1,0 +1,197 @@
+"""Running a command sequence against a live okq server and judging every reply.
+
+Owns: `execute`, which replays a sequence of `ModelStep` over raw TCP connections (one per
+connection number, opened on first use), runs the same steps on a `ReferenceModel`, and stops
+at the first step whose reply is not one the model allows or that breaks an invariant of the
+`Ledger`; and `RunResult`, what it found.  Where okq finishes work after its reply (a NOBLOCK
+push is stored a moment later, a closed consumer is deregistered once the server notices), it
+polls ``QSTATUS`` of the sequence's queues on a connection of its own until the server agrees
+with the model, within `SETTLE_S`.
+
+Every wait is bounded: a reply within `REPLY_TIMEOUT_S` (plus a QNOTIFY's own timeout), a settle
+within `SETTLE_S`.  Must not know: generation, shrinking, transcripts.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from ._model_gen import ModelStep, describe
+from ._model_ledger import Ledger
+from ._model_ref import Expected, ReferenceModel
+from ._net import Connection, ReadFailure, connect
+from ._resp import encode_command
+
+__all__ = ["REPLY_TIMEOUT_S", "SETTLE_S", "RunResult", "execute"]
+
+#: Seconds a reply may take (beyond a blocking QNOTIFY's own timeout).
+REPLY_TIMEOUT_S: Final = 5.0
+#: Seconds the server has to agree with the model after a NOBLOCK push or a consumer's close.
+SETTLE_S: Final = 2.0
+#: Pause after a NOBLOCK push of an id already stored: nothing to watch for, but the server
+#: drops it in the background.
+_NOBLOCK_DUPLICATE_PAUSE_S: Final = 0.002
+_MAX_REPR: Final = 300
+
+
+@dataclass(frozen=True, slots=True)
+class RunResult:
+    """How one sequence went.
+
+    Attributes:
+        failed_at: index of the first failing step, or None if every step passed.
+        lines: what went wrong (expected and received bytes, the broken invariant).
+        steps_run: how many steps were carried out.
+        setup_failed: the run never got to its first step (server unreachable, queues not
+            emptied): not a finding about the steps.
+    """
+
+    failed_at: int | None
+    lines: tuple[str, ...]
+    steps_run: int
+    setup_failed: bool = False
+
+    @property
+    def failed(self) -> bool:
+        """Whether some step failed."""
+        return self.failed_at is not None
+
+
+class _Failure(Exception):
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def _short(data: bytes) -> str:
+    text = repr(data)
+    return text if len(text) <= _MAX_REPR else text[:_MAX_REPR] + "..."
+
+
+def _allowed(expected: Expected) -> str:
+    exact = expected.exact
+    if exact is not None:
+        return f"expected: {_short(exact)}"
+    return "expected one of: " + ", ".join(_short(r) for r in sorted(expected.replies))
+
+
+class _Session:
+    """The connections of one run, with the model and the ledger beside them."""
+
+    def __init__(self, host: str, port: int, queues: tuple[bytes, ...]) -> None:
+        self.host = host
+        self.port = port
+        self.queues = queues
+        self.model = ReferenceModel()
+        self.ledger = Ledger()
+        self.conns: dict[int, Connection] = {}
+        self.observer: Connection | None = None
+
+    def _connect(self, label: str) -> Connection:
+        try:
+            return connect(self.host, self.port, label)
+        except OSError as exc:
+            raise _Failure([f"cannot connect to {self.host}:{self.port}: {exc}"]) from exc
+
+    def _request(self, conn: Connection, argv: tuple[bytes, ...], wait_s: float) -> bytes:
+        try:
+            conn.send(encode_command(*argv), REPLY_TIMEOUT_S)
+            reply, _ = conn.read_reply(time.monotonic() + REPLY_TIMEOUT_S + wait_s)
+        except OSError as exc:
+            raise _Failure([f"write failed: {exc!r}"]) from exc
+        except ReadFailure as exc:
+            raise _Failure([exc.detail, f"got: {_short(exc.got)}"]) from exc
+        return reply
+
+    def settle(self, why: str) -> None:
+        """Poll QSTATUS until the server agrees with the model (bounded by `SETTLE_S`)."""
+        if self.observer is None:
+            self.observer = self._connect("observer")
+        want = self.model.status_reply(self.queues)
+        deadline = time.monotonic() + SETTLE_S
+        pause = 0.001
+        while True:
+            got = self._request(self.observer, (b"QSTATUS", *self.queues), 0.0)
+            if got == want:
+                return
+            if time.monotonic() > deadline:
+                raise _Failure(
+                    [
+                        f"{why}: QSTATUS of the queues still differs after {SETTLE_S} s",
+                        f"expected: {_short(want)}",
+                        f"got:      {_short(got)}",
+                    ]
+                )
+            time.sleep(pause)
+            pause = min(pause * 2, 0.05)
+
+    def run_step(self, step: ModelStep) -> None:
+        if step.argv is None:
+            conn = self.conns.pop(step.conn, None)
+            if conn is not None:
+                conn.close()
+            self.ledger.closed(step.conn)
+            if self.model.close(step.conn).settle:
+                self.settle("after a registered connection closed")
+            return
+        before = self.model.status_reply(self.queues) if len(step.argv) > 4 else b""
+        expected = self.model.send(step.conn, step.argv)
+        conn = self.conns.get(step.conn)
+        if conn is None:
+            conn = self.conns[step.conn] = self._connect(f"conn {step.conn}")
+        got = self._request(conn, step.argv, expected.blocks_s)
+        if got not in expected.replies:
+            raise _Failure([_allowed(expected), f"got:      {_short(got)}"])
+        problems = self.ledger.observe(step.conn, step.argv, got)
+        if problems:
+            raise _Failure(["invariant broken: " + p for p in problems])
+        if expected.settle:
+            self.settle("after a NOBLOCK push")
+            if before == self.model.status_reply(self.queues):
+                time.sleep(_NOBLOCK_DUPLICATE_PAUSE_S)
+
+    def start(self) -> None:
+        """Empty the queues, and wait for registrations of an earlier run to go."""
+        self.observer = self._connect("observer")
+        for queue in self.queues:
+            if self._request(self.observer, (b"QFLUSH", queue), 0.0) != b"+OK\r\n":
+                raise _Failure([f"set-up: QFLUSH {queue!r} did not answer +OK"])
+        self.settle("before the first step (connections of an earlier run)")
+
+    def close(self) -> None:
+        for conn in self.conns.values():
+            conn.close()
+        self.conns.clear()
+        if self.observer is not None:
+            self.observer.close()
+
+
+def execute(host: str, port: int, queues: Sequence[bytes], steps: Sequence[ModelStep]) -> RunResult:
+    """Run ``steps`` against the okq server at ``host:port`` and judge each reply.
+
+    Args:
+        queues: every queue the steps use; flushed first (and no connection may stay
+            registered for them from before, within `SETTLE_S`).
+        steps: the sequence.
+
+    Returns:
+        The first failing step and why, or a pass.
+    """
+    session = _Session(host, port, tuple(queues))
+    index = -1
+    try:
+        session.start()
+        for step in steps:
+            index += 1
+            session.run_step(step)
+    except _Failure as exc:
+        lines = tuple("  " + line for line in exc.lines)
+        if index < 0:
+            return RunResult(None, ("set-up:", *lines), 0, setup_failed=True)
+        return RunResult(index, (f"step {index} ({describe(steps[index])}):", *lines), index)
+    finally:
+        session.close()
+    return RunResult(None, (), len(steps))

@@ -1,0 +1,281 @@
+"""Generating random okq command sequences over several connections.
+
+Owns: `ModelStep` (one step: a request on a connection, or its close), the `PROFILES` (how
+often each kind of request is drawn) and `generate`, which draws a sequence from a seeded
+`random.Random` while running it on a `ReferenceModel`, so that it can pick ids that make
+sense (the claimed id to acknowledge, an id already stored to push again) as well as wrong
+ones.  Every sequence ends with an audit: the status of every queue, a drain of every
+unclaimed event with ``EX 0``, an ack of every claimed one, and the status again.
+
+What is never drawn (okq-protocol.md): expiring claims (``EX`` is 0, large, or the 30 s
+default), the no-argument QSTATUS/QINFO (other checks' queues would show up), blocking
+QNOTIFY waits (``QNOTIFY 1`` is only drawn when a registered queue has work), and the inputs
+of the known defects D1-D3 (no ``:`` or empty queue names, no CR/LF in ids, only well-formed
+arrays of bulk strings).
+
+Must not know: sockets, clocks, transcripts.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from ._model_ref import ReferenceModel
+
+__all__ = ["PROFILES", "ModelStep", "describe", "generate"]
+
+#: Logical clients of a sequence (each may disconnect and come back on a new connection).
+CLIENTS: Final = 3
+
+
+@dataclass(frozen=True, slots=True)
+class ModelStep:
+    """One step of a sequence: ``argv`` sent on connection ``conn``, or (``argv`` None) the
+    client closing ``conn``.  Connection numbers are never reused after a close."""
+
+    conn: int
+    argv: tuple[bytes, ...] | None
+
+    @property
+    def is_close(self) -> bool:
+        """Whether this step closes the connection."""
+        return self.argv is None
+
+
+def describe(step: ModelStep) -> str:
+    """One line for a report: ``conn 1: QRPOP q EX 0`` or ``conn 1: close``."""
+    if step.argv is None:
+        return f"conn {step.conn}: close"
+    words = []
+    for arg in step.argv:
+        text = arg.decode("ascii", "backslashreplace")
+        if not arg or any(c in text for c in " \\\r\n\"'"):
+            text = repr(arg)[1:]
+        words.append(text)
+    return f"conn {step.conn}: " + " ".join(words)
+
+
+#: Weights of the kinds of step, per profile.
+PROFILES: Final[Mapping[str, Mapping[str, int]]] = {
+    "events": {
+        "push": 30,
+        "pop": 20,
+        "ack": 15,
+        "peek": 8,
+        "status": 10,
+        "info": 4,
+        "flush": 3,
+        "register": 3,
+        "notify": 3,
+        "close": 3,
+        "ping": 1,
+    },
+    "consumers": {
+        "push": 20,
+        "pop": 12,
+        "ack": 8,
+        "peek": 3,
+        "status": 12,
+        "info": 4,
+        "flush": 2,
+        "register": 14,
+        "notify": 14,
+        "close": 10,
+        "ping": 1,
+    },
+}
+
+#: The protocol-notes sections each profile exercises.
+SECTIONS: Final[Mapping[str, str]] = {
+    "events": "§1, §4",
+    "consumers": "§4, §7, §8",
+}
+
+_LARGE_EX: Final = (b"3600", b"86400", b"1000000", b"999999999", b"+7200")
+_CONTENTS: Final = (b"", b"x", b"hello world", b"two\r\nlines", b"\x00\xff\xfe bin", b"{}")
+
+
+class _Drawer:
+    """The state of one sequence being drawn."""
+
+    def __init__(self, rng: random.Random, queues: Sequence[bytes], spare: bytes) -> None:
+        self.rng = rng
+        self.queues = tuple(queues)
+        self.spare = spare  # a declared queue nothing is ever pushed to
+        self.model = ReferenceModel()
+        self.slots = list(range(CLIENTS))  # logical client -> its current connection
+        self.next_conn = CLIENTS
+        self.used: set[int] = set()
+        self.ids_seen: list[bytes] = []
+        self.counter = 0
+        self.steps: list[ModelStep] = []
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def name(self, upper: bytes) -> bytes:
+        return upper.lower() if self.rng.random() < 0.1 else upper
+
+    def queue(self) -> bytes:
+        return self.rng.choice(self.queues)
+
+    def live_ids(self, queue: bytes) -> list[bytes]:
+        return self.model.unclaimed(queue) + self.model.claimed(queue)
+
+    def fresh_id(self) -> bytes:
+        self.counter += 1
+        new = b"e%d" % self.counter
+        self.ids_seen.append(new)
+        return new
+
+    def emit(self, conn: int, argv: tuple[bytes, ...]) -> None:
+        self.steps.append(ModelStep(conn, argv))
+        self.used.add(conn)
+        self.model.send(conn, argv)
+
+    # -- kinds of step ------------------------------------------------------------------------
+
+    def push(self, conn: int) -> None:
+        rng, queue = self.rng, self.queue()
+        live = self.live_ids(queue)
+        roll = rng.random()
+        if live and roll < 0.25:
+            event_id = rng.choice(live)  # a duplicate
+        elif self.ids_seen and roll < 0.35:
+            event_id = rng.choice(self.ids_seen)  # reused: acked, flushed or in another queue
+        else:
+            event_id = self.fresh_id()
+        contents = rng.choice(_CONTENTS) if rng.random() < 0.3 else b"c-%d" % rng.randrange(1000)
+        argv: tuple[bytes, ...] = (
+            self.name(b"QRPUSH" if rng.random() < 0.3 else b"QLPUSH"),
+            queue,
+            event_id,
+            contents,
+        )
+        roll = rng.random()
+        if roll < 0.15:
+            argv += (rng.choice((b"NOBLOCK", b"noblock", b"NoBlock")),)
+        elif roll < 0.2:
+            argv += (b"extra", b"NOBLOCK")  # NOBLOCK not 4th: an ordinary push
+        self.emit(conn, argv)
+
+    def pop(self, conn: int) -> None:
+        rng = self.rng
+        argv: tuple[bytes, ...] = (self.name(b"QRPOP"), self.queue())
+        roll = rng.random()
+        if roll < 0.3:
+            argv += (rng.choice((b"EX", b"ex", b"Ex")), rng.choice((b"0", b"0", b"-0")))
+        elif roll < 0.6:
+            argv += (b"EX", rng.choice(_LARGE_EX))
+        elif roll < 0.65:
+            argv += (b"EX", rng.choice((b"abc", b"-5", b"1.5", b"")))  # bad values: errors
+        elif roll < 0.7:
+            argv += rng.choice(((b"EX",), (b"foo", b"EX", b"0"), (b"EX", b"0", b"NOACK")))
+        self.emit(conn, argv)
+
+    def ack(self, conn: int) -> None:
+        rng, queue = self.rng, self.queue()
+        claimed, unclaimed = self.model.claimed(queue), self.model.unclaimed(queue)
+        roll = rng.random()
+        if claimed and roll < 0.6:
+            event_id = rng.choice(claimed)
+        elif unclaimed and roll < 0.7:
+            event_id = rng.choice(unclaimed)  # QACK removes unclaimed events too
+        elif self.ids_seen and roll < 0.85:
+            event_id = rng.choice(self.ids_seen)
+        else:
+            event_id = b"never-%d" % rng.randrange(100)
+        self.emit(conn, (self.name(b"QACK"), queue, event_id))
+
+    def peek(self, conn: int) -> None:
+        command = b"QLPEEK" if self.rng.random() < 0.5 else b"QRPEEK"
+        self.emit(conn, (self.name(command), self.queue()))
+
+    def status(self, conn: int, command: bytes = b"QSTATUS") -> None:
+        rng = self.rng
+        names = [*self.queues, self.spare]
+        args = tuple(rng.choice(names) for _ in range(rng.randint(1, 4)))
+        self.emit(conn, (self.name(command), *args))
+
+    def info(self, conn: int) -> None:
+        self.status(conn, b"QINFO")
+
+    def flush(self, conn: int) -> None:
+        self.emit(conn, (self.name(b"QFLUSH"), self.queue()))
+
+    def register(self, conn: int) -> None:
+        rng = self.rng
+        args = tuple(rng.choice(self.queues) for _ in range(rng.choice((0, 1, 1, 2, 2, 3))))
+        self.emit(conn, (self.name(b"QREGISTER"), *args))
+
+    def notify(self, conn: int) -> None:
+        rng = self.rng
+        has_work = any(self.model.unclaimed(q) for q in self.model.registered(conn))
+        roll = rng.random()
+        if roll < 0.05:
+            timeout = rng.choice((b"x", b"-1"))  # errors
+        elif has_work and roll < 0.3:
+            timeout = b"1"  # answered at once: a registered queue has work
+        else:
+            timeout = rng.choice((b"0", b"0", b"+0", b"-0"))
+        self.emit(conn, (self.name(b"QNOTIFY"), timeout))
+
+    def close(self, slot: int) -> None:
+        conn = self.slots[slot]
+        if conn not in self.used:
+            self.push(conn)
+            return
+        self.steps.append(ModelStep(conn, None))
+        self.model.close(conn)
+        self.slots[slot] = self.next_conn
+        self.next_conn += 1
+
+    def ping(self, conn: int) -> None:
+        self.emit(conn, (self.name(b"PING"),))
+
+    # -- the audit at the end ----------------------------------------------------------------
+
+    def audit(self) -> None:
+        conn = self.slots[0]
+        self.emit(conn, (b"QSTATUS", *self.queues))
+        for queue in self.queues:
+            for _ in range(len(self.model.unclaimed(queue)) + 1):
+                self.emit(conn, (b"QRPOP", queue, b"EX", b"0"))
+            for event_id in list(self.model.claimed(queue)):
+                self.emit(conn, (b"QACK", queue, event_id))
+        self.emit(conn, (b"QSTATUS", *self.queues))
+
+
+def generate(
+    rng: random.Random,
+    queues: Sequence[bytes],
+    spare: bytes,
+    steps: int,
+    profile: str = "events",
+) -> list[ModelStep]:
+    """Draw one sequence of ``steps`` random steps followed by the audit.
+
+    Args:
+        rng: the only source of randomness.
+        queues: the queues the sequence works on (no ``:``, not empty).
+        spare: one more declared queue, only ever asked about (QSTATUS/QINFO).
+        steps: how many random steps to draw before the audit.
+        profile: a key of `PROFILES`.
+
+    Raises:
+        KeyError: unknown profile.
+    """
+    weights = PROFILES[profile]
+    kinds = list(weights)
+    drawer = _Drawer(rng, queues, spare)
+    for _ in range(steps):
+        kind = rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
+        slot = rng.randrange(CLIENTS)
+        if kind == "close":
+            drawer.close(slot)
+        else:
+            getattr(drawer, kind)(drawer.slots[slot])
+    drawer.audit()
+    return drawer.steps

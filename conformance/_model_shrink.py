@@ -1,0 +1,203 @@
+"""Shrinking a failing command sequence, and writing it out as a transcript.
+
+Owns: `ddmin` (Zeller's delta debugging: a 1-minimal sublist on which a predicate still
+holds, within a budget of predicate calls), `shrink` (ddmin over a sequence's steps, then over
+its connections, then over the steps again) and the transcript writer (`to_transcript`,
+`write_transcript`): the steps as a format-1 transcript (``conformance/transcripts/README.md``)
+whose expectations are the reference model's replies, so replaying it passes against a
+conforming server and fails against the one the sequence caught.  A step after which the
+server finishes work in the background (NOBLOCK push, a consumer's close) makes the next step
+wait 0.3 s (``sleep_before``), as the recorded transcripts do.
+
+Must not know: sockets, clocks.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+from typing import Final, TypeVar
+
+from ._model_gen import ModelStep
+from ._model_ref import ReferenceModel
+from ._resp import encode_command
+
+__all__ = ["SETTLE_PAUSE_S", "ddmin", "shrink", "to_transcript", "write_transcript"]
+
+T = TypeVar("T", bound=Hashable)
+
+#: ``sleep_before`` of the step after a NOBLOCK push or a consumer's close.
+SETTLE_PAUSE_S: Final = 0.3
+
+
+def ddmin(items: Sequence[T], fails: Callable[[list[T]], bool], *, max_tests: int = 400) -> list[T]:
+    """A small sublist of ``items`` (order kept) on which ``fails`` still holds.
+
+    Args:
+        items: a list ``fails`` holds on (not checked).
+        fails: the predicate; called at most ``max_tests`` times, never twice on the same
+            sublist, never on the empty one.
+        max_tests: the budget; when it runs out the smallest failing sublist so far is returned.
+
+    Returns:
+        A 1-minimal sublist (removing any one element makes ``fails`` false) when the budget
+        allowed finishing.
+    """
+    current = list(items)
+    seen: dict[tuple[T, ...], bool] = {tuple(current): True}
+    budget = [max_tests]
+
+    def test(candidate: list[T]) -> bool:
+        key = tuple(candidate)
+        if key not in seen:
+            if budget[0] <= 0 or not candidate:
+                return False
+            budget[0] -= 1
+            seen[key] = fails(candidate)
+        return seen[key]
+
+    granularity = 2
+    while len(current) >= 2 and budget[0] > 0:
+        size = -(-len(current) // granularity)
+        chunks = [current[i : i + size] for i in range(0, len(current), size)]
+        reduced = False
+        if len(chunks) > 2:
+            for chunk in chunks:
+                if test(chunk):
+                    current, granularity, reduced = chunk, 2, True
+                    break
+        if not reduced:
+            for i in range(len(chunks)):
+                complement = [x for j, c in enumerate(chunks) if j != i for x in c]
+                if test(complement):
+                    current, granularity, reduced = complement, max(granularity - 1, 2), True
+                    break
+        if not reduced:
+            if granularity >= len(current):
+                break
+            granularity = min(granularity * 2, len(current))
+    return current
+
+
+def shrink(
+    steps: Sequence[ModelStep],
+    fails: Callable[[list[ModelStep]], bool],
+    *,
+    max_tests: int = 400,
+) -> list[ModelStep]:
+    """Delta-debug a failing sequence over its steps, then its connections, then its steps.
+
+    Args:
+        steps: a sequence on which ``fails`` holds.
+        fails: runs a candidate sequence and says whether it still fails.
+        max_tests: the budget of ``fails`` calls for each of the three passes.
+    """
+    current = ddmin(steps, fails, max_tests=max_tests)
+    conns = sorted({s.conn for s in current})
+    if len(conns) > 1:
+        kept = ddmin(
+            conns, lambda keep: fails([s for s in current if s.conn in keep]), max_tests=max_tests
+        )
+        fewer = [s for s in current if s.conn in kept]
+        if len(fewer) < len(current):
+            current = ddmin(fewer, fails, max_tests=max_tests)
+    return current
+
+
+# -- transcripts ------------------------------------------------------------------------------
+
+
+def _text_or_b64(data: bytes) -> str | dict[str, str]:
+    import base64
+
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"b64": base64.b64encode(data).decode("ascii")}
+
+
+def _put_bytes(step: dict[str, object], field: str, data: bytes) -> None:
+    value = _text_or_b64(data)
+    if isinstance(value, str):
+        step[field] = value
+    else:
+        step[f"{field}_b64"] = value["b64"]
+
+
+def to_transcript(
+    name: str,
+    description: str,
+    queues: Sequence[bytes],
+    steps: Sequence[ModelStep],
+    *,
+    notes: dict[int, str] | None = None,
+) -> dict[str, object]:
+    """The transcript document (a JSON-ready dict) of a sequence.
+
+    Args:
+        name: the scenario name (and file stem).
+        description: one or two sentences.
+        queues: every queue the steps use.
+        steps: the sequence; connections are renumbered 0, 1, ... in order of first use.
+        notes: free-text notes by step index (what the faulty server answered).
+    """
+    model = ReferenceModel()
+    numbers: dict[int, int] = {}
+    out: list[dict[str, object]] = []
+    pause = False
+    for index, step in enumerate(steps):
+        conn = numbers.setdefault(step.conn, len(numbers))
+        entry: dict[str, object] = {"conn": conn}
+        if pause:
+            entry["sleep_before"] = SETTLE_PAUSE_S
+        if step.argv is None:
+            entry["close"] = True
+            pause = model.close(step.conn).settle
+        else:
+            expected = model.send(step.conn, step.argv)
+            _put_bytes(entry, "send", encode_command(*step.argv))
+            exact = expected.exact
+            if exact is not None:
+                _put_bytes(entry, "expect", exact)
+            else:
+                entry["expect_any_of"] = [_text_or_b64(r) for r in sorted(expected.replies)]
+            pause = expected.settle
+        if notes and index in notes:
+            entry["note"] = notes[index]
+        out.append(entry)
+    return {
+        "name": name,
+        "description": description,
+        "format_version": 1,
+        "requires_redis": False,
+        "needs_empty_server": False,
+        "queues": [_text_or_b64(q) for q in queues],
+        "connections": len(numbers),
+        "steps": out,
+    }
+
+
+def write_transcript(
+    directory: str | Path,
+    name: str,
+    description: str,
+    queues: Sequence[bytes],
+    steps: Sequence[ModelStep],
+    *,
+    notes: dict[int, str] | None = None,
+) -> Path:
+    """Write `to_transcript` to ``<directory>/<name>.json`` (the folder is created).
+
+    Returns:
+        The file's path.
+
+    Raises:
+        OSError: the file cannot be written.
+    """
+    folder = Path(directory)
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.json"
+    document = to_transcript(name, description, queues, steps, notes=notes)
+    path.write_text(json.dumps(document, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    return path

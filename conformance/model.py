@@ -1,0 +1,299 @@
+"""Model-based random command sequences: okq servers checked against the project's engine.
+
+Random sequences of okq commands over several connections (pushes with NOBLOCK and
+duplicates, pops with ``EX 0``, large ``EX`` and none, right and wrong acks, peeks, QSTATUS
+and QINFO of named queues, QFLUSH, QREGISTER, QNOTIFY 0/1, disconnects) run against a server
+over raw TCP and against the pure engine of ``okq_proto.server`` as the reference model.  Every
+reply must be one the model allows (byte for byte, or one of a set where okq shuffles), and the
+at-least-once invariants must hold on what the server said (``_model_ledger``).  A failing
+sequence is shrunk (delta debugging over steps, then connections) and written out as a
+transcript that ``python -m conformance --transcripts FILE`` replays.
+
+Owns: the public API (`model_checks`, `run_model`, `ModelReport`, `ModelFinding`) and the
+naming of each run's queues.  The parts: ``_model_gen`` (generator), ``_model_ref`` (the
+reference model), ``_model_exec`` (the live executor), ``_model_ledger`` (the invariants),
+``_model_shrink`` (shrinker, transcript writer).  The command line is ``model_main``
+(``python -m conformance.model_main --server HOST:PORT``).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._check import ProbeFinding, SemanticCheck
+from ._model_exec import RunResult, execute
+from ._model_gen import PROFILES, SECTIONS, ModelStep, describe, generate
+from ._model_shrink import ddmin, shrink, to_transcript, write_transcript
+from ._report import Outcome
+
+__all__ = [
+    "PROFILES",
+    "ModelFinding",
+    "ModelReport",
+    "ModelStep",
+    "ddmin",
+    "describe",
+    "generate",
+    "model_checks",
+    "run_model",
+    "run_queues",
+    "shrink",
+    "to_transcript",
+    "write_transcript",
+]
+
+#: Queues of one sequence (the last one is only ever asked about).
+_LETTERS = (b"a", b"b", b"c")
+
+
+def run_queues(profile: str, seed: int, run: int) -> tuple[tuple[bytes, ...], bytes]:
+    """The queues one sequence works on, and its spare queue (only asked about).
+
+    Unique per profile, seed and run, without ``:``: ``mdl-ev-7-r3-a`` ...
+    """
+    stem = b"mdl-%s-%d-r%d-" % (profile[:2].encode("ascii"), seed, run)
+    return tuple(stem + letter for letter in _LETTERS), stem + b"z"
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFinding:
+    """A sequence the server failed, shrunk.
+
+    Attributes:
+        profile, seed, run: which sequence (``generate`` draws it again from these).
+        original_length: its length before shrinking.
+        steps: the shrunk sequence.
+        queues: its queues.
+        lines: how the shrunk sequence fails.
+        transcript: the transcript written for it, if an output folder was given.
+        shrink_runs: how many candidate sequences the shrinker ran.
+    """
+
+    profile: str
+    seed: int
+    run: int
+    original_length: int
+    steps: tuple[ModelStep, ...]
+    queues: tuple[bytes, ...]
+    lines: tuple[str, ...]
+    transcript: Path | None
+    shrink_runs: int
+
+    @property
+    def name(self) -> str:
+        """The transcript name: ``model_<profile>_s<seed>_r<run>``."""
+        return f"model_{self.profile}_s{self.seed}_r{self.run}"
+
+    def format(self) -> list[str]:
+        """Lines for a report: the failure, then the shrunk sequence."""
+        head = (
+            f"{self.name}: failed; shrunk from {self.original_length} to {len(self.steps)}"
+            f" steps ({self.shrink_runs} runs)"
+        )
+        lines = [head, *("  " + line for line in self.lines), "  sequence:"]
+        lines += [f"    {i}. {describe(s)}" for i, s in enumerate(self.steps)]
+        if self.transcript is not None:
+            lines.append(f"  transcript: {self.transcript}")
+        return lines
+
+
+@dataclass(frozen=True, slots=True)
+class ModelReport:
+    """What a `run_model` call did.
+
+    Attributes:
+        sequences: sequences run (shrinking not counted).
+        steps: steps of those sequences.
+        duration_s: seconds spent running them (shrinking not counted).
+        findings: the failures found, shrunk.
+        errors: runs that could not start (server unreachable, ...).
+    """
+
+    sequences: int
+    steps: int
+    duration_s: float
+    findings: tuple[ModelFinding, ...]
+    errors: tuple[str, ...] = ()
+
+    @property
+    def ok(self) -> bool:
+        """Nothing failed and every run started."""
+        return not self.findings and not self.errors
+
+    @property
+    def sequences_per_s(self) -> float:
+        """Sequences per second (0 when nothing ran)."""
+        return self.sequences / self.duration_s if self.duration_s > 0 else 0.0
+
+    @property
+    def steps_per_s(self) -> float:
+        """Steps per second (0 when nothing ran)."""
+        return self.steps / self.duration_s if self.duration_s > 0 else 0.0
+
+    def format(self) -> list[str]:
+        """Lines for a report."""
+        lines = [
+            f"{self.sequences} sequences, {self.steps} steps in {self.duration_s:.2f} s:"
+            f" {self.sequences_per_s:.1f} sequences/s, {self.steps_per_s:.0f} steps/s"
+        ]
+        lines += self.errors
+        for finding in self.findings:
+            lines += finding.format()
+        return lines
+
+
+def _rng(profile: str, seed: int, run: int) -> random.Random:
+    return random.Random(f"okq-model:{profile}:{seed}:{run}")
+
+
+def _finding(
+    host: str,
+    port: int,
+    profile: str,
+    seed: int,
+    run: int,
+    steps: list[ModelStep],
+    queues: tuple[bytes, ...],
+    out_dir: str | Path | None,
+    max_tests: int,
+) -> ModelFinding:
+    runs = [0]
+
+    def fails(candidate: list[ModelStep]) -> bool:
+        runs[0] += 1
+        return execute(host, port, queues, candidate).failed
+
+    small = shrink(steps, fails, max_tests=max_tests)
+    result: RunResult = execute(host, port, queues, small)
+    if not result.failed:  # flaky: keep the original, which did fail
+        small, result = steps, execute(host, port, queues, steps)
+    name = f"model_{profile}_s{seed}_r{run}"
+    transcript = None
+    if out_dir is not None:
+        notes: dict[int, str] = {}
+        if result.failed_at is not None:
+            notes[result.failed_at] = " / ".join(line.strip() for line in result.lines[1:])
+        description = (
+            f"A random okq command sequence (profile {profile}, seed {seed}, run {run}),"
+            f" shrunk from {len(steps)} to {len(small)} steps; the expected replies are the"
+            " reference model's. " + (result.lines[0] if result.lines else "")
+        )
+        transcript = write_transcript(out_dir, name, description, queues, small, notes=notes)
+    return ModelFinding(
+        profile=profile,
+        seed=seed,
+        run=run,
+        original_length=len(steps),
+        steps=tuple(small),
+        queues=queues,
+        lines=result.lines,
+        transcript=transcript,
+        shrink_runs=runs[0],
+    )
+
+
+def run_model(
+    host: str,
+    port: int,
+    *,
+    seed: int = 0,
+    runs: int = 20,
+    steps: int = 60,
+    out_dir: str | Path | None = None,
+    profiles: Sequence[str] = tuple(PROFILES),
+    max_findings: int = 1,
+    max_tests: int = 300,
+    on_sequence: Callable[[int], None] | None = None,
+) -> ModelReport:
+    """Run random sequences against the okq server at ``host:port`` and shrink failures.
+
+    Args:
+        seed: with the profile and the run number, picks each sequence.
+        runs: sequences per profile.
+        steps: random steps per sequence (the closing audit adds a few).
+        out_dir: write a transcript per finding into this folder.
+        profiles: which kinds of sequence (keys of `PROFILES`).
+        max_findings: stop after this many findings.
+        max_tests: shrink budget: candidate runs per pass (three passes).
+        on_sequence: called with the count of sequences run so far, after each.
+
+    Returns:
+        The report: sequences run, how fast, the shrunk findings.
+
+    Raises:
+        KeyError: an unknown profile.
+    """
+    findings: list[ModelFinding] = []
+    errors: list[str] = []
+    count = total_steps = 0
+    spent = 0.0
+    for profile in profiles:
+        for run in range(runs):
+            queues, spare = run_queues(profile, seed, run)
+            sequence = generate(_rng(profile, seed, run), queues, spare, steps, profile)
+            started = time.monotonic()
+            result = execute(host, port, (*queues, spare), sequence)
+            spent += time.monotonic() - started
+            count += 1
+            total_steps += len(sequence)
+            if on_sequence is not None:
+                on_sequence(count)
+            if result.setup_failed:
+                errors.append(f"model_{profile}_s{seed}_r{run}: " + " ".join(result.lines))
+                return ModelReport(count, total_steps, spent, tuple(findings), tuple(errors))
+            if result.failed:
+                findings.append(
+                    _finding(
+                        host,
+                        port,
+                        profile,
+                        seed,
+                        run,
+                        sequence,
+                        (*queues, spare),
+                        out_dir,
+                        max_tests,
+                    )
+                )
+                if len(findings) >= max_findings:
+                    return ModelReport(count, total_steps, spent, tuple(findings), tuple(errors))
+    return ModelReport(count, total_steps, spent, tuple(findings), tuple(errors))
+
+
+def model_checks(*, seed: int = 0, runs: int = 20, steps: int = 60) -> list[SemanticCheck]:
+    """One `SemanticCheck` per profile: ``runs`` random sequences of ``steps`` steps each.
+
+    Each check has its own queues (``run_queues``), lists none (no ``needs_empty_server``) and
+    fails with the first sequence the server fails, shrunk (no transcript is written; use
+    ``python -m conformance.model_main --out DIR`` for that).
+    """
+    checks = []
+    for profile in PROFILES:
+        queues = tuple(
+            q
+            for run in range(runs)
+            for q in (*run_queues(profile, seed, run)[0], run_queues(profile, seed, run)[1])
+        )
+
+        def check(host: str, port: int, profile: str = profile) -> ProbeFinding:
+            report = run_model(host, port, seed=seed, runs=runs, steps=steps, profiles=(profile,))
+            outcome = Outcome.PASS if report.ok else Outcome.FAIL
+            return ProbeFinding(outcome, tuple(report.format()))
+
+        checks.append(
+            SemanticCheck(
+                name=f"model_{profile}",
+                section=SECTIONS[profile],
+                description=f"{runs} random {profile} sequences of {steps} steps over several"
+                " connections agree with the reference engine and keep the at-least-once"
+                " invariants",
+                queues=queues,
+                run=check,
+                estimated_duration_s=runs * steps * 0.002,
+            )
+        )
+    return checks
