@@ -23,12 +23,22 @@ from ._model_gen import ModelStep
 from ._model_ref import ReferenceModel
 from ._resp import encode_command
 
-__all__ = ["SETTLE_PAUSE_S", "ddmin", "shrink", "to_transcript", "write_transcript"]
+__all__ = [
+    "SETTLE_PAUSE_S",
+    "STEP_TIMEOUT_S",
+    "ddmin",
+    "shrink",
+    "to_transcript",
+    "write_transcript",
+]
 
 T = TypeVar("T", bound=Hashable)
 
 #: ``sleep_before`` of the step after a NOBLOCK push or a consumer's close.
 SETTLE_PAUSE_S: Final = 0.3
+#: Read timeout of each step (beyond a blocking QNOTIFY's own timeout): a wrong reply shorter
+#: than the expected one is only seen as wrong once this has passed.
+STEP_TIMEOUT_S: Final = 3.0
 
 
 def ddmin(items: Sequence[T], fails: Callable[[list[T]], bool], *, max_tests: int = 400) -> list[T]:
@@ -157,6 +167,7 @@ def to_transcript(
         else:
             expected = model.send(step.conn, step.argv)
             _put_bytes(entry, "send", encode_command(*step.argv))
+            entry["timeout"] = STEP_TIMEOUT_S + expected.blocks_s
             exact = expected.exact
             if exact is not None:
                 _put_bytes(entry, "expect", exact)

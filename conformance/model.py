@@ -297,3 +297,11 @@ def model_checks(*, seed: int = 0, runs: int = 20, steps: int = 60) -> list[Sema
             )
         )
     return checks
+
+
+if __name__ == "__main__":  # python -m conformance.model
+    import sys
+
+    from .model_main import main
+
+    sys.exit(main())

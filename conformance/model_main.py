@@ -1,0 +1,110 @@
+"""Command line of the model-based random sequences: ``python -m conformance.model_main``.
+
+::
+
+    python -m conformance.model_main --server HOST:PORT [--seed N] [--runs K] [--steps S]
+        [--out DIR] [--profile events|consumers] [--max-findings N]
+
+(``python -m conformance.model`` runs the same.)  Runs ``--runs`` random sequences per
+profile against the server, prints sequences/s and steps/s, and for each failure the shrunk
+sequence and, with ``--out``, the transcript written for it (replay it with
+``python -m conformance --transcripts FILE``).  Exit status: 0 when nothing failed, 1 on a
+finding, 2 on usage errors (bad arguments, unreachable server).
+
+Owns: the argument parsing and the printing; the work is `conformance.model.run_model`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import sys
+from collections.abc import Sequence
+
+from .model import PROFILES, run_model
+from .replay import parse_address
+
+__all__ = ["main"]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def _parser(prog: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Run random okq command sequences against a server and the project's"
+        " reference engine; shrink a failure to a transcript.",
+        epilog="Exit status: 0 if nothing failed, 1 on a finding, 2 on usage errors.",
+    )
+    parser.add_argument("--server", required=True, metavar="HOST:PORT", help="the okq server")
+    parser.add_argument("--seed", type=int, default=0, help="picks the sequences (default 0)")
+    parser.add_argument("--runs", type=int, default=20, help="sequences per profile (default 20)")
+    parser.add_argument(
+        "--steps", type=int, default=60, help="random steps per sequence (default 60)"
+    )
+    parser.add_argument("--out", metavar="DIR", help="write a transcript per finding here")
+    parser.add_argument(
+        "--profile",
+        action="append",
+        choices=sorted(PROFILES),
+        help="only these kinds of sequence (may be repeated; default: all)",
+    )
+    parser.add_argument(
+        "--max-findings",
+        type=int,
+        default=1,
+        metavar="N",
+        help="stop after N findings (default 1)",
+    )
+    return parser
+
+
+def _reachable(host: str, port: int) -> str | None:
+    try:
+        with socket.create_connection((host, port), timeout=5.0):
+            return None
+    except OSError as exc:
+        return str(exc)
+
+
+def main(argv: Sequence[str] | None = None, *, prog: str = "python -m conformance.model") -> int:
+    """Run the command line; return the exit status (see the module docstring)."""
+    parser = _parser(prog)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse's usage errors (and --help)
+        return EXIT_OK if exc.code == 0 else EXIT_USAGE
+    try:
+        host, port = parse_address(args.server)
+    except ValueError as exc:
+        print(f"error: --server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if args.runs < 1 or args.steps < 0 or args.max_findings < 1:
+        print(
+            "error: --runs and --max-findings must be at least 1, --steps at least 0",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    problem = _reachable(host, port)
+    if problem:
+        print(f"error: cannot connect to {host}:{port}: {problem}", file=sys.stderr)
+        return EXIT_USAGE
+    report = run_model(
+        host,
+        port,
+        seed=args.seed,
+        runs=args.runs,
+        steps=args.steps,
+        out_dir=args.out,
+        profiles=tuple(args.profile or PROFILES),
+        max_findings=args.max_findings,
+    )
+    for line in report.format():
+        print(line)
+    return EXIT_OK if report.ok else EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main(prog="python -m conformance.model_main"))
