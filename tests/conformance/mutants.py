@@ -1,0 +1,1127 @@
+"""Mutants of our okq server, each with one injected fault, for the suite's mutation test.
+
+Every `Mutant` runs our real embedded server (`ThreadedServer`) on 127.0.0.1 with two layers
+in front of its queues, both built on real parts:
+
+* a `Storage` wrapper (`PlainStorage` and its subclasses) that delegates to a `MemoryStorage`
+  and changes one behaviour of the queues (counts, order, expiry, notifications, ...);
+* a `RewritingProxy` (``rewriting_proxy``) that relays every connection and may rewrite one
+  request, one reply or the pairing of the two (error strings, reply shapes, pipelining,
+  closes).
+
+A mutant changes exactly one of the two layers; the other stays the identity.  `CONTROL` is
+both identities, so it runs through the same machinery and proves that machinery transparent:
+the suite must pass it completely, and must fail every other mutant.
+
+``mutant.serve()`` starts the server and the proxy and yields the proxy's ``(host, port)``;
+both are stopped when the block ends.  `MUTANTS` lists them all; ``area`` names the group of
+behaviour a mutant breaks, so a report can say which kind of fault slipped through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import re
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from conformance._resp import RespValue, encode_command, parse_reply
+from okq_proto.server import QueueStatus
+from okq_transports.server import MemoryStorage, Storage, ThreadedServer
+
+from .rewriting_proxy import Fault, ProxyConnection, Request, RewritingProxy, encode_value
+
+__all__ = ["CONTROL", "MUTANTS", "SWEEP_INTERVAL_S", "Mutant", "PlainStorage"]
+
+#: Restore sweep period of every mutant's storage (okq: 10 s); redelivery windows still hold.
+SWEEP_INTERVAL_S: Final = 0.5
+
+PublishHandler = Callable[[bytes], None]
+
+_PING: Final = encode_command(b"PING")
+_PUSHES: Final = (b"QLPUSH", b"QRPUSH")
+_PEEKS: Final = (b"QLPEEK", b"QRPEEK")
+_DIGITS: Final = re.compile(rb"[0-9]+")
+
+
+# -- storage wrappers --------------------------------------------------------------------------
+
+
+class PlainStorage:
+    """A `Storage` that delegates every call to a `MemoryStorage`: the identity wrapper."""
+
+    def __init__(self) -> None:
+        self.inner = MemoryStorage(sweep_interval_s=SWEEP_INTERVAL_S)
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def stop(self) -> None:
+        await self.inner.stop()
+
+    def subscribe(self, handler: PublishHandler) -> Callable[[], None]:
+        return self.inner.subscribe(handler)
+
+    async def push(self, queue: bytes, event_id: bytes, contents: bytes, *, right: bool) -> bool:
+        return await self.inner.push(queue, event_id, contents, right=right)
+
+    async def peek(self, queue: bytes, *, left: bool) -> tuple[bytes, bytes] | None:
+        return await self.inner.peek(queue, left=left)
+
+    async def pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
+        return await self.inner.pop(queue, expire_s)
+
+    async def ack(self, queue: bytes, event_id: bytes) -> int:
+        return await self.inner.ack(queue, event_id)
+
+    async def flush(self, queue: bytes) -> None:
+        await self.inner.flush(queue)
+
+    async def status(self, queues: Sequence[bytes] | None) -> list[QueueStatus]:
+        return await self.inner.status(queues)
+
+    async def register(self, consumer: str, queues: Sequence[bytes]) -> None:
+        await self.inner.register(consumer, queues)
+
+    async def first_with_unclaimed(self, queues: Sequence[bytes]) -> bytes | None:
+        return await self.inner.first_with_unclaimed(queues)
+
+
+class _NotificationsLost(PlainStorage):
+    def subscribe(self, handler: PublishHandler) -> Callable[[], None]:
+        return lambda: None  # the server's waker is never called
+
+
+class _NotificationsLate(PlainStorage):
+    def subscribe(self, handler: PublishHandler) -> Callable[[], None]:
+        def late(queue: bytes) -> None:
+            asyncio.get_running_loop().call_later(0.5, handler, queue)
+
+        return self.inner.subscribe(late)
+
+
+class _ColonNotificationsLost(PlainStorage):
+    def subscribe(self, handler: PublishHandler) -> Callable[[], None]:
+        def filtered(queue: bytes) -> None:
+            if queue and b":" not in queue:
+                handler(queue)
+
+        return self.inner.subscribe(filtered)
+
+
+class _InitialCheckSkipped(PlainStorage):
+    async def first_with_unclaimed(self, queues: Sequence[bytes]) -> bytes | None:
+        return None
+
+
+class _InitialCheckPicksEmpty(PlainStorage):
+    async def first_with_unclaimed(self, queues: Sequence[bytes]) -> bytes | None:
+        found = await self.inner.first_with_unclaimed(queues)
+        return found if found is not None or not queues else queues[0]
+
+
+class _NeverRedelivers(PlainStorage):
+    async def start(self) -> None:
+        pass  # the restore sweep is never started
+
+    async def stop(self) -> None:
+        pass
+
+
+class _DefaultExpiryShort(PlainStorage):
+    async def pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
+        return await self.inner.pop(queue, 2 if expire_s is None else expire_s)
+
+
+class _ExSecondsIgnored(PlainStorage):
+    async def pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
+        return await self.inner.pop(queue, None if expire_s else expire_s)
+
+
+class _ExZeroNotAcked(PlainStorage):
+    async def pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
+        return await self.inner.pop(queue, None if expire_s == 0 else expire_s)
+
+
+class _PopsFromLeft(PlainStorage):
+    async def pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
+        engine = self.inner.engine
+        left = engine.peek(queue, left=True)
+        if left is not None:  # move the left-most event to the right end, unpublished
+            engine.ack(queue, left[0])
+            engine.push(queue, left[0], left[1], right=True)
+        return await self.inner.pop(queue, expire_s)
+
+
+class _DoubleDelivery(PlainStorage):
+    """Two pops of one queue within 20 ms hand out the same event."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._last: dict[bytes, tuple[float, tuple[bytes, bytes]]] = {}
+
+    async def pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
+        now = time.monotonic()
+        last = self._last.get(queue)
+        if last is not None and now - last[0] < 0.02:
+            return last[1]
+        event = await self.inner.pop(queue, expire_s)
+        if event is not None:
+            self._last[queue] = (now, event)
+        return event
+
+
+class _PeeksSwapped(PlainStorage):
+    async def peek(self, queue: bytes, *, left: bool) -> tuple[bytes, bytes] | None:
+        return await self.inner.peek(queue, left=not left)
+
+
+class _QrpushAsQlpush(PlainStorage):
+    async def push(self, queue: bytes, event_id: bytes, contents: bytes, *, right: bool) -> bool:
+        return await self.inner.push(queue, event_id, contents, right=False)
+
+
+class _QlpushAsQrpush(PlainStorage):
+    async def push(self, queue: bytes, event_id: bytes, contents: bytes, *, right: bool) -> bool:
+        return await self.inner.push(queue, event_id, contents, right=True)
+
+
+class _DuplicatesAccepted(PlainStorage):
+    async def push(self, queue: bytes, event_id: bytes, contents: bytes, *, right: bool) -> bool:
+        await self.inner.push(queue, event_id, contents, right=right)
+        return True
+
+
+class _IdsGlobal(PlainStorage):
+    """An id stored in any queue counts as a duplicate in every queue."""
+
+    async def push(self, queue: bytes, event_id: bytes, contents: bytes, *, right: bool) -> bool:
+        engine = self.inner.engine
+        for name in engine.queue_names():
+            if name != queue and engine.contents(name, event_id) is not None:
+                return False
+        return await self.inner.push(queue, event_id, contents, right=right)
+
+
+class _AckedIdsNotReusable(PlainStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self._acked: set[tuple[bytes, bytes]] = set()
+
+    async def ack(self, queue: bytes, event_id: bytes) -> int:
+        removed = await self.inner.ack(queue, event_id)
+        if removed:
+            self._acked.add((queue, event_id))
+        return removed
+
+    async def push(self, queue: bytes, event_id: bytes, contents: bytes, *, right: bool) -> bool:
+        if (queue, event_id) in self._acked:
+            return False
+        return await self.inner.push(queue, event_id, contents, right=right)
+
+
+class _AckSkipsUnclaimed(PlainStorage):
+    async def ack(self, queue: bytes, event_id: bytes) -> int:
+        if event_id not in self.inner.engine.claimed_ids(queue):
+            return 0
+        return await self.inner.ack(queue, event_id)
+
+
+class _FlushKeepsClaimed(PlainStorage):
+    async def flush(self, queue: bytes) -> None:
+        engine = self.inner.engine
+        claimed = [(i, engine.contents(queue, i) or b"") for i in engine.claimed_ids(queue)]
+        await self.inner.flush(queue)
+        for event_id, contents in claimed:  # newest claim first, each on the right end
+            engine.push(queue, event_id, contents, right=True)
+        for _ in claimed:  # oldest first: claimed again, keeping their surviving locks
+            engine.pop(queue, None, time.monotonic())
+
+
+class _ContentsTruncated(PlainStorage):
+    async def push(self, queue: bytes, event_id: bytes, contents: bytes, *, right: bool) -> bool:
+        return await self.inner.push(queue, event_id, contents[:65536], right=right)
+
+
+class _ContentsCorrupted(PlainStorage):
+    async def push(self, queue: bytes, event_id: bytes, contents: bytes, *, right: bool) -> bool:
+        if len(contents) > 100_000:
+            flipped = contents[100_000] ^ 0x01
+            contents = contents[:100_000] + bytes([flipped]) + contents[100_001:]
+        return await self.inner.push(queue, event_id, contents, right=right)
+
+
+class _CrlfNormalised(PlainStorage):
+    async def push(self, queue: bytes, event_id: bytes, contents: bytes, *, right: bool) -> bool:
+        return await self.inner.push(queue, event_id, contents.replace(b"\r\n", b"\n"), right=right)
+
+
+class _ProcessingUndercounted(PlainStorage):
+    async def status(self, queues: Sequence[bytes] | None) -> list[QueueStatus]:
+        return [
+            dataclasses.replace(e, processing=e.processing - 1) if e.processing else e
+            for e in await self.inner.status(queues)
+        ]
+
+
+class _ListingCaseInsensitive(PlainStorage):
+    async def status(self, queues: Sequence[bytes] | None) -> list[QueueStatus]:
+        entries = await self.inner.status(queues)
+        return entries if queues is not None else sorted(entries, key=lambda e: e.name.lower())
+
+
+class _NamedStatusSorted(PlainStorage):
+    async def status(self, queues: Sequence[bytes] | None) -> list[QueueStatus]:
+        entries = await self.inner.status(queues)
+        return entries if queues is None else sorted(entries, key=lambda e: e.name)
+
+
+class _UnknownQueuesOmitted(PlainStorage):
+    async def status(self, queues: Sequence[bytes] | None) -> list[QueueStatus]:
+        entries = await self.inner.status(queues)
+        return [e for e in entries if e.total or e.consumers]
+
+
+class _GhostQueuesListed(PlainStorage):
+    """Queues that once held an event stay in the no-argument listing, with zeros."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[bytes] = set()
+
+    async def push(self, queue: bytes, event_id: bytes, contents: bytes, *, right: bool) -> bool:
+        self._seen.add(queue)
+        return await self.inner.push(queue, event_id, contents, right=right)
+
+    async def status(self, queues: Sequence[bytes] | None) -> list[QueueStatus]:
+        if queues is not None:
+            return await self.inner.status(queues)
+        listed = {e.name for e in await self.inner.status(None)}
+        return await self.inner.status(sorted(listed | self._seen))
+
+
+class _ColonNamesUnlisted(PlainStorage):
+    async def status(self, queues: Sequence[bytes] | None) -> list[QueueStatus]:
+        entries = await self.inner.status(queues)
+        if queues is not None:
+            return entries
+        return [e for e in entries if e.name and b":" not in e.name]
+
+
+class _RegisterAppends(PlainStorage):
+    def __init__(self) -> None:
+        super().__init__()
+        self._queues: dict[str, set[bytes]] = {}
+
+    async def register(self, consumer: str, queues: Sequence[bytes]) -> None:
+        merged = self._queues.setdefault(consumer, set())
+        merged.update(queues)
+        if not queues:
+            merged.clear()
+        await self.inner.register(consumer, sorted(merged))
+
+
+class _DeregistrationIgnored(PlainStorage):
+    async def register(self, consumer: str, queues: Sequence[bytes]) -> None:
+        if queues:
+            await self.inner.register(consumer, queues)
+
+
+# -- proxy faults ------------------------------------------------------------------------------
+
+RequestChange = Callable[[ProxyConnection, Request], bytes | None]
+ReplyChange = Callable[[ProxyConnection, Request, bytes], bytes | None]
+RawChange = Callable[[ProxyConnection, bytes], bytes | None]
+
+
+class _Change(Fault):
+    """A fault made of optional hooks; a hook returning None leaves its bytes alone."""
+
+    def __init__(
+        self,
+        *,
+        request: RequestChange | None = None,
+        reply: ReplyChange | None = None,
+        raw: RawChange | None = None,
+        keep_server_connection: bool = False,
+    ) -> None:
+        self._request = request
+        self._reply = reply
+        self._raw = raw
+        self.keep_server_connection = keep_server_connection
+
+    def rewrite_request(self, conn: ProxyConnection, request: Request) -> bytes:
+        changed = None if self._request is None else self._request(conn, request)
+        return request.raw if changed is None else changed
+
+    def rewrite_reply(self, conn: ProxyConnection, request: Request, reply: bytes) -> bytes:
+        changed = None if self._reply is None else self._reply(conn, request, reply)
+        return reply if changed is None else changed
+
+    def rewrite_raw(self, conn: ProxyConnection, data: bytes) -> bytes:
+        changed = None if self._raw is None else self._raw(conn, data)
+        return data if changed is None else changed
+
+
+def _args(request: Request) -> tuple[bytes, ...]:
+    return request.args or ()
+
+
+def _noblock_push(request: Request) -> bool:
+    args = _args(request)
+    return request.name in _PUSHES and len(args) >= 5 and args[4].upper() == b"NOBLOCK"
+
+
+def _error_rewording(old: bytes, new: bytes) -> Fault:
+    def reply(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+        return data.replace(old, new, 1) if data.startswith(b"-") else None
+
+    return _Change(reply=reply)
+
+
+def _answer_instead(
+    applies: Callable[[Request], bool], answer: Callable[[Request], bytes]
+) -> Fault:
+    """Requests for which ``applies`` holds never reach the server: ``answer`` replies."""
+
+    def request(conn: ProxyConnection, req: Request) -> bytes | None:
+        return _PING if applies(req) else None
+
+    def reply(conn: ProxyConnection, req: Request, data: bytes) -> bytes | None:
+        return answer(req) if applies(req) else None
+
+    return _Change(request=request, reply=reply)
+
+
+def _reply_swap(commands: Sequence[bytes], old: bytes, new: bytes) -> Fault:
+    def reply(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+        return new if request.name in commands and data == old else None
+
+    return _Change(reply=reply)
+
+
+def _rewrite_request(change: Callable[[Request], tuple[bytes, ...] | None]) -> Fault:
+    def request(conn: ProxyConnection, req: Request) -> bytes | None:
+        args = change(req) if req.args else None
+        return None if args is None else encode_command(*args)
+
+    return _Change(request=request)
+
+
+def _strip_noblock(req: Request) -> tuple[bytes, ...] | None:
+    return _args(req)[:4] if _noblock_push(req) else None
+
+
+def _noblock_case_sensitive(req: Request) -> tuple[bytes, ...] | None:
+    args = _args(req)
+    return args[:4] if _noblock_push(req) and args[4] != b"NOBLOCK" else None
+
+
+def _noblock_anywhere(req: Request) -> tuple[bytes, ...] | None:
+    args = _args(req)
+    if req.name not in _PUSHES or len(args) < 6 or args[4].upper() == b"NOBLOCK":
+        return None
+    later = any(a.upper() == b"NOBLOCK" for a in args[5:])
+    return (*args[:4], b"NOBLOCK") if later else None
+
+
+def _scaled_timeout(scale: Callable[[int], int]) -> Callable[[Request], tuple[bytes, ...] | None]:
+    def change(req: Request) -> tuple[bytes, ...] | None:
+        args = _args(req)
+        if req.name != b"QNOTIFY" or len(args) < 2 or not _DIGITS.fullmatch(args[1]):
+            return None
+        return (args[0], b"%d" % scale(int(args[1])), *args[2:])
+
+    return change
+
+
+def _ex_dropped(case_sensitive_only: bool) -> Callable[[Request], tuple[bytes, ...] | None]:
+    def change(req: Request) -> tuple[bytes, ...] | None:
+        args = _args(req)
+        if req.name != b"QRPOP" or len(args) < 4 or args[2].upper() != b"EX":
+            return None
+        if case_sensitive_only and args[2] == b"EX":
+            return None
+        return args[:2]
+
+    return change
+
+
+def _ex_anywhere(req: Request) -> tuple[bytes, ...] | None:
+    args = _args(req)
+    if req.name != b"QRPOP" or len(args) < 5 or args[2].upper() == b"EX":
+        return None
+    return (*args[:2], *args[3:5]) if args[3].upper() == b"EX" else None
+
+
+def _qack_one_arg(req: Request) -> tuple[bytes, ...] | None:
+    args = _args(req)
+    return (*args, b"") if req.name == b"QACK" and len(args) == 2 else None
+
+
+def _too_many_args(req: Request) -> bool:
+    most = {b"PING": 1, b"QLPEEK": 2, b"QRPEEK": 2, b"QFLUSH": 2, b"QACK": 3}.get(req.name)
+    return most is not None and len(_args(req)) > most
+
+
+def _reply_values(
+    commands: Sequence[bytes], change: Callable[[Request, list[RespValue]], list[RespValue] | None]
+) -> Fault:
+    """Rewrite an array reply of ``commands`` through its parsed elements."""
+
+    def reply(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+        if request.name not in commands or not data.startswith(b"*"):
+            return None
+        value = parse_reply(data)
+        if not isinstance(value, list):
+            return None
+        changed = change(request, list(value))
+        return None if changed is None else encode_value(changed)
+
+    return _Change(reply=reply)
+
+
+def _status_field(index: int, alter: Callable[[int], int]) -> Fault:
+    def change(request: Request, entries: list[RespValue]) -> list[RespValue]:
+        out: list[RespValue] = []
+        for entry in entries:
+            if isinstance(entry, list) and len(entry) >= 4:
+                value = entry[index]
+                if isinstance(value, int):
+                    entry = [*entry[:index], alter(value), *entry[index + 1 :]]
+            out.append(entry)
+        return out
+
+    return _reply_values((b"QSTATUS",), change)
+
+
+def _info_field(label: bytes, alter: Callable[[int], int]) -> Fault:
+    pattern = re.compile(label + rb": ([0-9]+)")
+
+    def change(request: Request, lines: list[RespValue]) -> list[RespValue]:
+        def sub(match: re.Match[bytes]) -> bytes:
+            return label + b": %d" % alter(int(match.group(1)))
+
+        return [pattern.sub(sub, x) if isinstance(x, bytes) else x for x in lines]
+
+    return _reply_values((b"QINFO",), change)
+
+
+def _listing_reversed(command: bytes) -> Fault:
+    def change(request: Request, entries: list[RespValue]) -> list[RespValue] | None:
+        return entries[::-1] if len(_args(request)) == 1 else None
+
+    return _reply_values((command,), change)
+
+
+def _info_trimmed(request: Request, lines: list[RespValue]) -> list[RespValue]:
+    return [x.rstrip(b" ") if isinstance(x, bytes) else x for x in lines]
+
+
+def _empty_contents_nil(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    if request.name not in (b"QRPOP", *_PEEKS) or not data.endswith(b"$0\r\n\r\n"):
+        return None
+    value = parse_reply(data)
+    if isinstance(value, list) and len(value) == 2 and value[1] == b"":
+        return encode_value([value[0], None])
+    return None
+
+
+def _ping_case_sensitive(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    args = _args(request)
+    if request.name == b"PING" and args[0] != b"PING" and args[0].isascii():
+        return b'-ERR unknown command "%s"\r\n' % args[0]
+    return None
+
+
+def _ping_echoes(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    args = _args(request)
+    return encode_value(args[1]) if request.name == b"PING" and len(args) > 1 else None
+
+
+def _unknown_unquoted(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    match = re.fullmatch(rb'-ERR unknown command "(.*)"\r\n', data, re.S)
+    return None if match is None else b"-ERR unknown command %s\r\n" % match.group(1)
+
+
+def _unknown_uppercased(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    match = re.fullmatch(rb'-ERR unknown command "(.*)"\r\n', data, re.S)
+    return None if match is None else b'-ERR unknown command "%s"\r\n' % match.group(1).upper()
+
+
+def _raw_crlf_in_duplicate(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    if not data.startswith(b"-ERR duplicate event "):
+        return None
+    return data[:-2].replace(b"\\r", b"\r").replace(b"\\n", b"\n") + b"\r\n"
+
+
+def _close_after_error(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    if data.startswith(b"-"):
+        conn.state["close_now"] = True
+    return None
+
+
+def _pipeline_reordered(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    """With several requests in one read, the first two replies change places."""
+    if request.batch_size < 2 or request.batch_index > 1:
+        return None
+    if request.batch_index == 0:
+        conn.state["held"] = data
+        return b""
+    held = conn.state.pop("held", b"")
+    assert isinstance(held, bytes)
+    return data + held
+
+
+def _pipeline_dropped(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    last = request.batch_size >= 2 and request.batch_index == request.batch_size - 1
+    return b"" if last else None
+
+
+def _inline_accepted(conn: ProxyConnection, data: bytes) -> bytes | None:
+    """Plain-text command lines are turned into RESP arrays instead of closing."""
+    if not data[:1].isalpha():
+        return None
+    lines = data.split(b"\n")
+    out = [encode_command(*line.rstrip(b"\r").split()) for line in lines[:-1] if line.strip()]
+    return b"".join(out) + lines[-1]
+
+
+_CRASH_INPUT: Final = re.compile(rb"(?:[*$+:\-].?\n|.*[*$][0-9]{13,}\r\n)", re.S)
+
+
+def _crash_on_d1(conn: ProxyConnection, data: bytes) -> bytes | None:
+    """What crashes the real okq takes down every connection here too (defect D1)."""
+    if _CRASH_INPUT.match(data):
+        conn.proxy.crash()
+        return b""
+    return None
+
+
+# -- the mutants -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Mutant:
+    """One injected fault.
+
+    Attributes:
+        name: short identifier (the test id).
+        area: the group of behaviour it breaks.
+        description: what the altered server does wrong.
+        storage: makes the server's storage (`PlainStorage` when unaltered).
+        fault: makes the proxy's fault (the identity `Fault` when unaltered).
+    """
+
+    name: str
+    area: str
+    description: str
+    storage: Callable[[], Storage] = PlainStorage
+    fault: Callable[[], Fault] = Fault
+
+    @contextlib.contextmanager
+    def serve(self) -> Iterator[tuple[str, int]]:
+        """Run the altered server; yields the ``(host, port)`` to test."""
+        server = ThreadedServer("127.0.0.1", 0, storage=self.storage())
+        server.start()
+        try:
+            with RewritingProxy(server.host, server.port, self.fault()) as proxy:
+                yield proxy.host, proxy.port
+        finally:
+            server.stop()
+
+
+def _storage(name: str, area: str, description: str, storage: Callable[[], Storage]) -> Mutant:
+    return Mutant(name, area, description, storage=storage)
+
+
+def _proxy(name: str, area: str, description: str, fault: Callable[[], Fault]) -> Mutant:
+    return Mutant(name, area, description, fault=fault)
+
+
+CONTROL: Final = Mutant("control", "none", "no fault: identity storage wrapper and proxy")
+
+_OK: Final = b"+OK\r\n"
+_NIL: Final = b"$-1\r\n"
+_NIL_ARRAY: Final = b"*-1\r\n"
+
+MUTANTS: Final[tuple[Mutant, ...]] = (
+    # NOBLOCK
+    _proxy(
+        "noblock_reports_duplicates",
+        "noblock",
+        "NOBLOCK ignored: the push runs in the foreground and reports a duplicate id",
+        lambda: _rewrite_request(_strip_noblock),
+    ),
+    _proxy(
+        "noblock_push_dropped",
+        "noblock",
+        "a NOBLOCK push answers +OK but is never stored",
+        lambda: _answer_instead(_noblock_push, lambda req: _OK),
+    ),
+    _proxy(
+        "noblock_case_sensitive",
+        "noblock",
+        "only upper-case NOBLOCK is recognised",
+        lambda: _rewrite_request(_noblock_case_sensitive),
+    ),
+    _proxy(
+        "noblock_anywhere",
+        "noblock",
+        "NOBLOCK is honoured after the 4th argument too",
+        lambda: _rewrite_request(_noblock_anywhere),
+    ),
+    # QNOTIFY
+    _proxy(
+        "qnotify_waits_twice_timeout",
+        "qnotify",
+        "QNOTIFY n waits 2n seconds",
+        lambda: _rewrite_request(_scaled_timeout(lambda n: 2 * n)),
+    ),
+    _proxy(
+        "qnotify_zero_blocks",
+        "qnotify",
+        "QNOTIFY 0 waits one second instead of answering at once",
+        lambda: _rewrite_request(_scaled_timeout(lambda n: n or 1)),
+    ),
+    _proxy(
+        "qnotify_timeout_short",
+        "qnotify",
+        "QNOTIFY n waits n - 1 seconds",
+        lambda: _rewrite_request(_scaled_timeout(lambda n: max(n - 1, 0))),
+    ),
+    _storage(
+        "qnotify_notifications_lost",
+        "qnotify",
+        "a push never wakes a blocked QNOTIFY (it times out)",
+        _NotificationsLost,
+    ),
+    _storage(
+        "qnotify_notifications_late",
+        "qnotify",
+        "a push wakes a blocked QNOTIFY only 0.5 s later",
+        _NotificationsLate,
+    ),
+    _storage(
+        "qnotify_initial_check_skipped",
+        "qnotify",
+        "QNOTIFY never returns at once for a queue that already holds events",
+        _InitialCheckSkipped,
+    ),
+    _storage(
+        "qnotify_initial_check_picks_empty",
+        "qnotify",
+        "QNOTIFY's initial check returns the first registered queue even when all are empty",
+        _InitialCheckPicksEmpty,
+    ),
+    _proxy(
+        "qnotify_timeout_nil_array",
+        "nil shapes",
+        "a QNOTIFY timeout answers *-1 instead of $-1",
+        lambda: _reply_swap((b"QNOTIFY",), _NIL, _NIL_ARRAY),
+    ),
+    # redelivery and expiry
+    _storage(
+        "never_redelivers",
+        "redelivery",
+        "expired claims are never redelivered, for any queue name",
+        _NeverRedelivers,
+    ),
+    _storage(
+        "default_expiry_2s",
+        "redelivery",
+        "QRPOP without EX claims for 2 s instead of 30 s",
+        _DefaultExpiryShort,
+    ),
+    _storage(
+        "ex_seconds_ignored",
+        "expiry",
+        "QRPOP ... EX n (n > 0) claims with the default expiry",
+        _ExSecondsIgnored,
+    ),
+    _storage(
+        "ex_zero_not_acked",
+        "expiry",
+        "QRPOP ... EX 0 claims with the default expiry instead of acking at once",
+        _ExZeroNotAcked,
+    ),
+    _proxy(
+        "ex_ignored",
+        "expiry",
+        "QRPOP's EX argument is ignored altogether (default expiry, bad values accepted)",
+        lambda: _rewrite_request(_ex_dropped(case_sensitive_only=False)),
+    ),
+    _proxy(
+        "ex_case_sensitive",
+        "expiry",
+        "only upper-case EX is recognised",
+        lambda: _rewrite_request(_ex_dropped(case_sensitive_only=True)),
+    ),
+    _proxy(
+        "ex_anywhere",
+        "expiry",
+        "EX is honoured after another argument too (QRPOP q foo EX 0 acks)",
+        lambda: _rewrite_request(_ex_anywhere),
+    ),
+    # error strings and arity
+    _proxy(
+        "err_missing_args_wording",
+        "errors",
+        "ERR missing args reads ERR missing arguments",
+        lambda: _error_rewording(b"-ERR missing args", b"-ERR missing arguments"),
+    ),
+    _proxy(
+        "err_unknown_command_unquoted",
+        "errors",
+        "the unknown-command error does not quote the name",
+        lambda: _Change(reply=_unknown_unquoted),
+    ),
+    _proxy(
+        "err_unknown_command_uppercased",
+        "errors",
+        "the unknown-command error shows the name upper-cased",
+        lambda: _Change(reply=_unknown_uppercased),
+    ),
+    _proxy(
+        "err_duplicate_wording",
+        "errors",
+        "ERR duplicate event <id> reads ERR duplicate id <id>",
+        lambda: _error_rewording(b"-ERR duplicate event ", b"-ERR duplicate id "),
+    ),
+    _proxy(
+        "err_bad_timeout_wording",
+        "errors",
+        "ERR bad timeout value: ... reads ERR bad timeout: ...",
+        lambda: _error_rewording(b"-ERR bad timeout value", b"-ERR bad timeout"),
+    ),
+    _proxy(
+        "err_bad_expires_wording",
+        "errors",
+        "ERR bad expires value: ... reads ERR bad expiry value: ...",
+        lambda: _error_rewording(b"-ERR bad expires value", b"-ERR bad expiry value"),
+    ),
+    _proxy(
+        "err_out_of_range_wording",
+        "errors",
+        "strconv's ': value out of range' reads ': out of range'",
+        lambda: _error_rewording(b": value out of range", b": out of range"),
+    ),
+    _proxy(
+        "err_invalid_command_wording",
+        "errors",
+        "ERR invalid command reads ERR invalid request",
+        lambda: _error_rewording(b"-ERR invalid command", b"-ERR invalid request"),
+    ),
+    _proxy(
+        "error_closes_connection",
+        "errors",
+        "the server closes the connection after any error reply",
+        lambda: _Change(reply=_close_after_error),
+    ),
+    _proxy(
+        "arity_extra_args_rejected",
+        "arity",
+        "arguments beyond the syntax are refused (PING x, QACK q id x, ...)",
+        lambda: _answer_instead(_too_many_args, lambda req: b"-ERR wrong number of arguments\r\n"),
+    ),
+    _proxy(
+        "arity_qregister_needs_a_queue",
+        "arity",
+        "QREGISTER without arguments answers ERR missing args",
+        lambda: _answer_instead(
+            lambda req: req.name == b"QREGISTER" and len(_args(req)) == 1,
+            lambda req: b"-ERR missing args\r\n",
+        ),
+    ),
+    _proxy(
+        "arity_qack_one_arg",
+        "arity",
+        "QACK with only a queue answers :0 instead of ERR missing args",
+        lambda: _rewrite_request(_qack_one_arg),
+    ),
+    # QSTATUS / QINFO
+    _proxy(
+        "qstatus_total_off",
+        "qstatus",
+        "QSTATUS reports total + 1 for a non-empty queue",
+        lambda: _status_field(1, lambda n: n + 1 if n else n),
+    ),
+    _proxy(
+        "qstatus_processing_off",
+        "qstatus",
+        "QSTATUS reports processing - 1 while events are claimed",
+        lambda: _status_field(2, lambda n: n - 1 if n else n),
+    ),
+    _proxy(
+        "qstatus_consumers_off",
+        "qstatus",
+        "QSTATUS reports consumers + 1 when two or more are registered",
+        lambda: _status_field(3, lambda n: n + 1 if n > 1 else n),
+    ),
+    _storage(
+        "status_processing_undercounted",
+        "qstatus",
+        "QSTATUS and QINFO count one claimed event too few",
+        _ProcessingUndercounted,
+    ),
+    _proxy(
+        "qstatus_listing_reversed",
+        "order",
+        "the no-argument QSTATUS lists queues in reverse order",
+        lambda: _listing_reversed(b"QSTATUS"),
+    ),
+    _storage(
+        "listing_case_insensitive",
+        "order",
+        "the no-argument QSTATUS/QINFO sort names case-insensitively, not by bytes",
+        _ListingCaseInsensitive,
+    ),
+    _storage(
+        "named_status_sorted",
+        "order",
+        "QSTATUS/QINFO with arguments answer in sorted order, not argument order",
+        _NamedStatusSorted,
+    ),
+    _storage(
+        "unknown_queues_omitted",
+        "qstatus",
+        "QSTATUS/QINFO with arguments leave out queues without events or consumers",
+        _UnknownQueuesOmitted,
+    ),
+    _storage(
+        "ghost_queues_listed",
+        "qstatus",
+        "queues emptied by QACK or QFLUSH stay in the no-argument listing",
+        _GhostQueuesListed,
+    ),
+    _proxy(
+        "qinfo_listing_reversed",
+        "order",
+        "the no-argument QINFO lists queues in reverse order",
+        lambda: _listing_reversed(b"QINFO"),
+    ),
+    _proxy(
+        "qinfo_total_off",
+        "qinfo",
+        "QINFO reports total + 1 for a non-empty queue",
+        lambda: _info_field(b"total", lambda n: n + 1 if n else n),
+    ),
+    _proxy(
+        "qinfo_consumers_off",
+        "qinfo",
+        "QINFO reports consumers + 1 when one or more are registered",
+        lambda: _info_field(b"consumers", lambda n: n + 1 if n else n),
+    ),
+    _proxy(
+        "qinfo_padding_trimmed",
+        "qinfo",
+        "QINFO lines lose their trailing padding",
+        lambda: _reply_values((b"QINFO",), _info_trimmed),
+    ),
+    # QACK
+    _proxy(
+        "qack_replies_ok",
+        "qack",
+        "a successful QACK answers +OK instead of :1",
+        lambda: _reply_swap((b"QACK",), b":1\r\n", _OK),
+    ),
+    _proxy(
+        "qack_replies_zero",
+        "qack",
+        "a successful QACK answers :0",
+        lambda: _reply_swap((b"QACK",), b":1\r\n", b":0\r\n"),
+    ),
+    _proxy(
+        "qack_unknown_replies_one",
+        "qack",
+        "QACK of an unknown id answers :1",
+        lambda: _reply_swap((b"QACK",), b":0\r\n", b":1\r\n"),
+    ),
+    _storage(
+        "qack_skips_unclaimed",
+        "qack",
+        "QACK of an event that was never popped leaves it and answers :0",
+        _AckSkipsUnclaimed,
+    ),
+    # peeks, nil shapes, FIFO
+    _storage(
+        "peeks_swapped",
+        "peek",
+        "QLPEEK answers what QRPEEK should and vice versa",
+        _PeeksSwapped,
+    ),
+    _proxy(
+        "pop_empty_nil_array",
+        "nil shapes",
+        "QRPOP of an empty queue answers *-1 instead of $-1",
+        lambda: _reply_swap((b"QRPOP",), _NIL, _NIL_ARRAY),
+    ),
+    _proxy(
+        "peek_empty_nil_array",
+        "nil shapes",
+        "a peek of an empty queue answers *-1 instead of $-1",
+        lambda: _reply_swap(_PEEKS, _NIL, _NIL_ARRAY),
+    ),
+    _proxy(
+        "empty_listing_nil_array",
+        "nil shapes",
+        "QSTATUS/QINFO with nothing to list answer *-1 instead of *0",
+        lambda: _reply_swap((b"QSTATUS", b"QINFO"), b"*0\r\n", _NIL_ARRAY),
+    ),
+    _proxy(
+        "empty_contents_nil",
+        "nil shapes",
+        "an event with empty contents comes back with a nil instead of $0",
+        lambda: _Change(reply=_empty_contents_nil),
+    ),
+    _storage(
+        "qrpush_acts_as_qlpush",
+        "fifo",
+        "QRPUSH adds on the left like QLPUSH",
+        _QrpushAsQlpush,
+    ),
+    _storage(
+        "qlpush_acts_as_qrpush",
+        "fifo",
+        "QLPUSH adds on the right like QRPUSH (LIFO consumption)",
+        _QlpushAsQrpush,
+    ),
+    _storage(
+        "pops_from_left",
+        "fifo",
+        "QRPOP takes the left-most event instead of the right-most",
+        _PopsFromLeft,
+    ),
+    # duplicates
+    _storage(
+        "duplicates_accepted",
+        "duplicates",
+        "pushing an id already stored answers +OK",
+        _DuplicatesAccepted,
+    ),
+    _storage(
+        "ids_unique_across_queues",
+        "duplicates",
+        "an id stored in one queue is refused as a duplicate in another",
+        _IdsGlobal,
+    ),
+    _storage(
+        "acked_ids_not_reusable",
+        "duplicates",
+        "an id stays a duplicate after its event was acknowledged",
+        _AckedIdsNotReusable,
+    ),
+    _proxy(
+        "d2_raw_crlf_in_duplicate_error",
+        "defects",
+        "the duplicate error embeds CR LF of the id raw, as okq does (defect D2)",
+        lambda: _Change(reply=_raw_crlf_in_duplicate),
+    ),
+    # consumers and registration
+    _proxy(
+        "disconnect_not_noticed",
+        "consumers",
+        "a closed connection stays registered (consumer counts never go down on close)",
+        lambda: _Change(keep_server_connection=True),
+    ),
+    _storage(
+        "deregistration_ignored",
+        "consumers",
+        "QREGISTER with no queues and closes leave the old registration counted",
+        _DeregistrationIgnored,
+    ),
+    _storage(
+        "qregister_appends",
+        "consumers",
+        "QREGISTER adds to the earlier list instead of replacing it",
+        _RegisterAppends,
+    ),
+    # payloads
+    _storage(
+        "large_contents_truncated",
+        "payload",
+        "contents longer than 64 KiB are cut to 64 KiB",
+        _ContentsTruncated,
+    ),
+    _storage(
+        "large_contents_corrupted",
+        "payload",
+        "byte 100000 of long contents is flipped",
+        _ContentsCorrupted,
+    ),
+    _storage(
+        "crlf_normalised",
+        "payload",
+        "CR LF in contents is stored as LF",
+        _CrlfNormalised,
+    ),
+    # QFLUSH
+    _storage(
+        "qflush_keeps_claimed",
+        "qflush",
+        "QFLUSH removes the unclaimed events only; claimed ones stay",
+        _FlushKeepsClaimed,
+    ),
+    # framing, pipelining, case rules
+    _proxy(
+        "pipeline_replies_reordered",
+        "pipelining",
+        "with several requests in one read, the first two replies change places",
+        lambda: _Change(reply=_pipeline_reordered),
+    ),
+    _proxy(
+        "pipeline_reply_dropped",
+        "pipelining",
+        "with several requests in one read, the last one gets no reply",
+        lambda: _Change(reply=_pipeline_dropped),
+    ),
+    _proxy(
+        "ping_case_sensitive",
+        "case rules",
+        "only upper-case PING is a command; ping is unknown",
+        lambda: _Change(reply=_ping_case_sensitive),
+    ),
+    _proxy(
+        "ping_echoes_argument",
+        "case rules",
+        "PING x answers x (as Redis does) instead of +PONG",
+        lambda: _Change(reply=_ping_echoes),
+    ),
+    _proxy(
+        "inline_commands_accepted",
+        "framing",
+        "inline (plain text) commands are answered instead of closing the connection",
+        lambda: _Change(raw=_inline_accepted),
+    ),
+    _proxy(
+        "d1_crash_inputs_kill_server",
+        "defects",
+        "a header shorter than 3 bytes or an absurd length drops every connection (D1)",
+        lambda: _Change(raw=_crash_on_d1),
+    ),
+    # D3 and concurrency
+    _storage(
+        "d3_colon_names_unlisted",
+        "defects",
+        "the no-argument listing leaves out names with ':' and the empty name (D3)",
+        _ColonNamesUnlisted,
+    ),
+    _storage(
+        "d3_colon_notifications_lost",
+        "defects",
+        "pushes to names with ':' or the empty name wake nobody (D3)",
+        _ColonNotificationsLost,
+    ),
+    _storage(
+        "concurrent_pops_share_an_event",
+        "concurrency",
+        "two pops of one queue within 20 ms get the same event",
+        _DoubleDelivery,
+    ),
+)
+
+assert len({m.name for m in MUTANTS}) == len(MUTANTS), "mutant names must be unique"
