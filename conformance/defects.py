@@ -149,16 +149,99 @@ def _ping_works(open_conn: Callable[[str], Connection], conn: Connection | None)
     return None if reply == b"+PONG\r\n" else f"PING answered {reply!r}"
 
 
+#: D1's control: inputs right next to the crash inputs that okq answers normally: the
+#: shortest header lines that are valid (3 bytes: a type byte and CR LF) and an ordinary
+#: length.  (bytes to send, exact reply, label).
+D1_CONTROLS: Final[tuple[tuple[bytes, bytes, str], ...]] = (
+    (b"+\r\n*1\r\n$4\r\nPING\r\n", b"+PONG\r\n",
+     "3-byte header '+\\r\\n' (an empty simple string, ignored), then PING"),
+    (b"*0\r\n", b'-ERR unknown command ""\r\n', "the empty array '*0\\r\\n' (a command with the empty name)"),
+    (b"$-1\r\n*1\r\n$4\r\nPING\r\n", b"+PONG\r\n", "nil bulk '$-1' (ignored), then PING"),
+    (b"*1\r\n$15\r\n100000000000000\r\n", b'-ERR unknown command "100000000000000"\r\n',
+     "a 15-byte name (the digits of 10^14) with an ordinary length"),
+)
+
+
+def _ping_state(conn: Connection) -> str:
+    """``ok``, ``closed`` (EOF or reset: what a crashed process leaves) or what else happened."""
+    try:
+        conn.send(encode_command(b"PING"), _REPLY_TIMEOUT_S)
+        reply, _ = conn.read_reply(time.monotonic() + _REPLY_TIMEOUT_S)
+    except ReadFailure as exc:
+        return "closed" if exc.reason == "eof" else f"{exc.detail}; got {exc.got!r}"
+    except (BrokenPipeError, ConnectionResetError, ConnectionAbortedError):
+        return "closed"
+    except OSError as exc:
+        return f"write failed: {exc!r}"
+    return "ok" if reply == b"+PONG\r\n" else f"PING answered {reply!r}"
+
+
+def _connect_state(host: str, port: int) -> str:
+    """``ok`` (a new connection answers PING), ``refused`` (nothing listens) or what else."""
+    try:
+        conn = connect(host, port, "new connection")
+    except ConnectionRefusedError:
+        return "refused"
+    except OSError as exc:
+        return f"connect failed: {exc!r}"
+    try:
+        return _ping_state(conn)
+    finally:
+        conn.close()
+
+
+def _d1_controls(open_conn: Callable[[str], Connection]) -> tuple[list[str], list[str]]:
+    """Run D1's control part: (failures, passes)."""
+    failed: list[str] = []
+    passed: list[str] = []
+    first = open_conn("control 1")
+    second = open_conn("control 2")
+    for conn in (first, second):
+        state = _ping_state(conn)
+        if state != "ok":
+            failed.append(f"control: PING on {conn.label} before any crash input: {state}")
+    for data, expected, label in D1_CONTROLS:
+        conn = open_conn("control")
+        try:
+            conn.send(data, _REPLY_TIMEOUT_S)
+            reply, _ = conn.read_reply(time.monotonic() + _REPLY_TIMEOUT_S)
+        except ReadFailure as exc:
+            failed.append(f"control: {label}: expected {expected!r}; {exc.detail}; got {exc.got!r}")
+            continue
+        after = _ping_state(conn)
+        if reply != expected or after != "ok":
+            failed.append(
+                f"control: {label}: expected {expected!r} and the connection still usable;"
+                f" got {reply!r}, then PING: {after}"
+            )
+        else:
+            passed.append(f"control: {label}: answered {reply!r}")
+    return failed, passed
+
+
 @_guarded
 def probe_d1(host: str, port: int) -> ProbeFinding:
-    """D1: each crash input closes only its own connection, silently."""
+    """D1: each crash input closes only its own connection, silently.
+
+    The control part comes first: two connections answer PING, and inputs right next to
+    the crash inputs (3-byte header lines, an ordinary length) are answered normally.  If
+    the control fails the outcome is FAIL and no crash input is sent.  "okq defect D1
+    reproduced" needs what a crash of the real okq looks like: the victim and a bystander
+    connection closed by the server, and nothing listening any more; a server that hangs
+    or half-dies is a FAIL.
+    """
     reproduced: list[str] = []
     failed: list[str] = []
     fixed: list[str] = []
     notes: list[str] = []
+    with _connections(host, port) as open_conn:
+        control_failed, control_passed = _d1_controls(open_conn)
+    if control_failed:
+        return _verdict([], control_failed, [], ["crash inputs not tried: the control failed"])
+    fixed.extend(control_passed)
     for label, data in D1_INPUTS:
-        if reproduced:
-            notes.append(f"{label}: not tried, the server went down on an earlier input")
+        if reproduced or failed:
+            notes.append(f"{label}: not tried, the server misbehaved on an earlier input")
             continue
         with _connections(host, port) as open_conn:
             bystander = open_conn("bystander")
@@ -166,17 +249,24 @@ def probe_d1(host: str, port: int) -> ProbeFinding:
             victim = open_conn("victim")
             victim.send(data, _REPLY_TIMEOUT_S)
             problem = victim.expect_eof(time.monotonic() + _REPLY_TIMEOUT_S)
-            other = _ping_works(open_conn, bystander)
-            fresh = _ping_works(open_conn, None)
-            if other is not None or fresh is not None:
+            other = _ping_state(bystander)
+            fresh = _connect_state(host, port)
+            if other == "ok" and fresh == "ok":
+                if problem is None:
+                    fixed.append(f"{label}: connection closed without a reply; others unaffected")
+                else:
+                    failed.append(f"{label}: expected a silent close of that connection; {problem}")
+            elif problem is None and other == "closed" and fresh == "refused":
                 reproduced.append(
-                    f"{label}: the server stopped serving other connections"
-                    f" (bystander: {other or 'ok'}; new connection: {fresh or 'ok'})"
+                    f"{label}: the whole server went down (victim and bystander connections"
+                    " closed, new connections refused), as the real okq crashes"
                 )
-            elif problem is not None:
-                failed.append(f"{label}: expected a silent close of that connection; {problem}")
             else:
-                fixed.append(f"{label}: connection closed without a reply; others unaffected")
+                failed.append(
+                    f"{label}: expected the victim closed silently and everything else working;"
+                    f" victim: {problem or 'closed silently'}; bystander PING: {other};"
+                    f" new connection: {fresh}"
+                )
     return _verdict(reproduced, failed, fixed, notes)
 
 
@@ -187,46 +277,70 @@ _D2_QUEUE: Final = b"defect-d2-q"
 D2_CASES: Final[tuple[tuple[bytes, bytes, bytes], ...]] = (
     (b"x\r\ny", b"-ERR duplicate event x\\r\\ny\r\n", b"-ERR duplicate event x\r\ny\r\n"),
     (b"a\nb\rc", b"-ERR duplicate event a\\nb\\rc\r\n", b"-ERR duplicate event a\nb\rc\r\n"),
-    (b"plain", b"-ERR duplicate event plain\r\n", b"-ERR duplicate event plain\r\n"),
 )
+#: D2's control: ids without CR or LF, whose duplicate error every server (okq included)
+#: must send exactly as okq does: the raw id bytes (nothing else is escaped).
+D2_CONTROLS: Final[tuple[bytes, ...]] = (b"plain", b'tab\t"quote" back\\slash \x00nul \xc3\xa9')
+
+
+def _duplicate_reply(
+    open_conn: Callable[[str], Connection], event_id: bytes
+) -> tuple[bytes | None, str | None]:
+    """Push ``event_id`` twice on a fresh connection: (the second reply plus anything after
+    it within 0.3 s, or None; a problem seen, or None)."""
+    conn = open_conn(f"id {event_id!r}")
+    _expect(conn, b"+OK\r\n", b"QLPUSH", _D2_QUEUE, event_id, b"first")
+    conn.send(encode_command(b"QLPUSH", _D2_QUEUE, event_id, b"second"), _REPLY_TIMEOUT_S)
+    try:
+        reply, _ = conn.read_reply(time.monotonic() + _REPLY_TIMEOUT_S)
+    except ReadFailure as exc:
+        return None, f"{exc.detail}; got {exc.got!r}"
+    # The real okq's reply is an error line followed by junk: collect the junk.
+    got = reply + conn.pending(0.3)
+    return got, _ping_works(open_conn, conn)
 
 
 @_guarded
 def probe_d2(host: str, port: int) -> ProbeFinding:
-    """D2: CR and LF in a duplicate id are escaped, so the error stays valid RESP."""
+    """D2: CR and LF in a duplicate id are escaped, so the error stays valid RESP.
+
+    Control: duplicates of ids without CR or LF must give okq's exact error (raw id) and
+    leave the connection usable; otherwise the outcome is FAIL whatever the CR/LF ids do.
+    Each id is tried on its own connection (okq's reply puts a stream out of step).
+    """
     reproduced: list[str] = []
     failed: list[str] = []
     fixed: list[str] = []
     with _connections(host, port) as open_conn:
-        conn = open_conn("conn 0")
+        for event_id in D2_CONTROLS:
+            expected = b"-ERR duplicate event " + event_id + b"\r\n"
+            got, problem = _duplicate_reply(open_conn, event_id)
+            if got == expected and problem is None:
+                fixed.append(f"control: id {event_id!r}: {got!r}")
+            else:
+                failed.append(
+                    f"control: id {event_id!r} (no CR/LF): expected {expected!r}, got {got!r}"
+                    + (f"; {problem}" if problem else "")
+                )
         for event_id, good, buggy in D2_CASES:
-            _expect(conn, b"+OK\r\n", b"QLPUSH", _D2_QUEUE, event_id, b"first")
-            conn.send(encode_command(b"QLPUSH", _D2_QUEUE, event_id, b"second"), _REPLY_TIMEOUT_S)
-            try:
-                reply, _ = conn.read_reply(time.monotonic() + _REPLY_TIMEOUT_S)
-            except ReadFailure as exc:
-                failed.append(f"id {event_id!r}: {exc.detail}; got {exc.got!r}")
-                break
-            # The real okq's reply is an error line followed by junk: collect the junk.
-            got = reply + conn.pending(0.3)
-            conn_ok = _ping_works(open_conn, conn)
-            if got == good and conn_ok is None:
+            got, problem = _duplicate_reply(open_conn, event_id)
+            if got == good and problem is None:
                 fixed.append(f"id {event_id!r}: {got!r}")
             elif got == buggy:
                 reproduced.append(f"id {event_id!r}: raw id in the error line: {got!r}")
-                break  # the stream is out of step now
             else:
                 failed.append(
-                    f"id {event_id!r}: expected {good!r}, got {got!r}"
-                    + (f"; then PING failed: {conn_ok}" if conn_ok else "")
+                    f"id {event_id!r}: expected {good!r} (fixed) or {buggy!r} (okq), got {got!r}"
+                    + (f"; then: {problem}" if problem else "")
                 )
-                break
     return _verdict(reproduced, failed, fixed)
 
 
 # -- D3 ------------------------------------------------------------------------------
 
 _D3_CONTROL: Final = b"defect-d3-control"
+#: The redelivery part's control: an ordinary name, claimed at the same time.
+_D3_REDELIVER_CONTROL: Final = b"defect-d3-redeliver-control"
 _D3_COLON_WAKE: Final = b"d3:wake"
 _D3_COLON_LIST: Final = b"d3:list"
 _D3_COLON_REDELIVER: Final = b"d3:redeliver"
@@ -289,35 +403,59 @@ def _listing(conn: Connection) -> list[tuple[bytes, int, int]]:
 
 #: Seconds to wait after a ``QRPOP ... EX 1`` for the restore sweep (as the transcripts do).
 REDELIVERY_WAIT_S: Final = 12.5
+#: Once the control claim is back, how long the others get to come back too (a server's
+#: sweep may reach the queues one after another).
+_REDELIVERY_GRACE_S: Final = 1.0
+
+
+def _processing(conn: Connection, queue: bytes) -> tuple[int, int] | None:
+    """QSTATUS ``queue`` as (total, processing), or None if the reply is not okq's shape."""
+    reply = _call(conn, b"QSTATUS", queue)
+    head = b"*1\r\n*4\r\n" + _bulk(queue)
+    if not reply.startswith(head):
+        return None
+    try:
+        value = parse_reply(reply)
+    except FramingError:
+        return None
+    assert isinstance(value, list) and isinstance(value[0], list)
+    total, processing = value[0][1], value[0][2]
+    if not isinstance(total, int) or not isinstance(processing, int):
+        return None
+    return total, processing
 
 
 def _probe_d3(host: str, port: int, *, slow: bool) -> ProbeFinding:
     """D3: names with ':' and the empty name are listed, notified and (slow) redelivered.
 
-    Order matters: the claims to be redelivered are made first, so the 12.5 s wait
-    overlaps the other checks. The empty name's wake-up check runs right after its
-    ``QRPOP ... EX 1``, well before that claim can expire, so QNOTIFY's initial check
-    cannot see a redelivered event; and a redelivery never wakes a waiting QNOTIFY.
+    Each part has a control with an ordinary name (woken, listed, redelivered); when the
+    control fails the outcome is FAIL, never "reproduced".  Order matters: the claims to
+    be redelivered are made first (the control's last, so that it never expires before the
+    others), so the wait overlaps the other checks.  The empty name's wake-up check runs
+    right after its ``QRPOP ... EX 1``, well before that claim can expire, so QNOTIFY's
+    initial check cannot see a redelivered event; and a redelivery never wakes a waiting
+    QNOTIFY.
     """
     reproduced: list[str] = []
     failed: list[str] = []
     fixed: list[str] = []
-    claimed = (_D3_COLON_REDELIVER, _D3_EMPTY)
+    claimed = (_D3_COLON_REDELIVER, _D3_EMPTY, _D3_REDELIVER_CONTROL)
     with _connections(host, port) as open_conn:
         conn = open_conn("conn 0")
         popped_at = time.monotonic()
         if slow:
             for queue in claimed:
                 _expect(conn, b"+OK\r\n", b"QLPUSH", queue, b"r1", b"c1")
+            for queue in claimed:
                 _expect(conn, b"*2\r\n$2\r\nr1\r\n$2\r\nc1\r\n", b"QRPOP", queue, b"EX", b"1")
             popped_at = time.monotonic()
-        for queue in (_D3_EMPTY, _D3_CONTROL, _D3_COLON_WAKE):
+        for queue in (_D3_CONTROL, _D3_EMPTY, _D3_COLON_WAKE):
             with _connections(host, port) as open_wake:
                 woken, line = _woken_by_push(open_wake, queue, b"w1")
             if woken:
                 fixed.append(line)
             elif queue == _D3_CONTROL:
-                failed.append(line + " (an ordinary name: notifications do not work at all)")
+                failed.append(line + " (control, an ordinary name: notifications do not work at all)")
             else:
                 reproduced.append(line)
         _expect(conn, b"+OK\r\n", b"QLPUSH", _D3_COLON_LIST, b"l1", b"c1")
@@ -325,31 +463,60 @@ def _probe_d3(host: str, port: int, *, slow: bool) -> ProbeFinding:
         names = [name for name, _, _ in listing]
         if names != sorted(names) or len(set(names)) != len(names):
             failed.append(f"no-argument QSTATUS is not sorted by bytes without repeats: {names!r}")
-        for queue in (_D3_COLON_LIST, _D3_EMPTY):
+        for queue in (_D3_CONTROL, _D3_COLON_LIST, _D3_EMPTY):
             found = [(t, p) for name, t, p in listing if name == queue]
             if not found:
-                reproduced.append(
-                    f"queue {queue!r}: missing from the no-argument QSTATUS {names!r}"
-                )
-            elif queue == _D3_COLON_LIST and found != [(1, 0)]:
+                line = f"queue {queue!r}: missing from the no-argument QSTATUS {names!r}"
+                if queue == _D3_CONTROL:
+                    failed.append(line + " (control, an ordinary name)")
+                else:
+                    reproduced.append(line)
+            elif queue != _D3_EMPTY and found != [(1, 0)]:
                 failed.append(f"queue {queue!r}: listed with (total, processing) {found!r}")
             else:
                 fixed.append(f"queue {queue!r}: listed by the no-argument QSTATUS")
         if slow:
-            time.sleep(max(0.0, popped_at + REDELIVERY_WAIT_S - time.monotonic()))
-            for queue, total in ((_D3_COLON_REDELIVER, 1), (_D3_EMPTY, 2)):
-                head = b"*1\r\n*4\r\n" + _bulk(queue) + b":%d\r\n" % total
-                reply = _call(conn, b"QSTATUS", queue)
-                if reply.startswith(head + b":0\r\n"):
-                    fixed.append(f"queue {queue!r}: expired claim redelivered")
-                elif reply.startswith(head + b":1\r\n"):
-                    reproduced.append(
-                        f"queue {queue!r}: claim still processing {REDELIVERY_WAIT_S} s after"
-                        " QRPOP EX 1 (never redelivered)"
-                    )
-                else:
-                    failed.append(f"queue {queue!r}: unexpected QSTATUS reply {reply!r}")
+            _d3_redelivery(conn, popped_at, reproduced, failed, fixed)
     return _verdict(reproduced, failed, fixed)
+
+
+def _d3_redelivery(
+    conn: Connection,
+    popped_at: float,
+    reproduced: list[str],
+    failed: list[str],
+    fixed: list[str],
+) -> None:
+    """The slow part: wait for the control's claim to come back, then look at the others."""
+    deadline = popped_at + REDELIVERY_WAIT_S
+    control = None
+    while True:
+        control = _processing(conn, _D3_REDELIVER_CONTROL)
+        if control != (1, 1) or time.monotonic() >= deadline:
+            break
+        time.sleep(0.1)
+    waited = time.monotonic() - popped_at
+    if control != (1, 0):
+        failed.append(
+            f"control queue {_D3_REDELIVER_CONTROL!r} (an ordinary name): expected its EX 1 claim"
+            f" back (total 1, processing 0) within {REDELIVERY_WAIT_S} s; QSTATUS gave"
+            f" (total, processing) = {control!r} after {waited:.1f} s"
+            + (": the server does not redeliver expired claims at all" if control == (1, 1) else "")
+        )
+        return
+    fixed.append(f"control queue {_D3_REDELIVER_CONTROL!r}: claim redelivered after {waited:.1f} s")
+    time.sleep(_REDELIVERY_GRACE_S)
+    for queue, total in ((_D3_COLON_REDELIVER, 1), (_D3_EMPTY, 2)):
+        counts = _processing(conn, queue)
+        if counts == (total, 0):
+            fixed.append(f"queue {queue!r}: expired claim redelivered")
+        elif counts == (total, 1):
+            reproduced.append(
+                f"queue {queue!r}: claim still processing {_REDELIVERY_GRACE_S} s after the"
+                " control's came back (never redelivered)"
+            )
+        else:
+            failed.append(f"queue {queue!r}: unexpected QSTATUS (total, processing) {counts!r}")
 
 
 @_guarded
@@ -399,7 +566,14 @@ def defect_probes(*, slow: bool = True) -> list[DefectProbe]:
             description="queue names with ':' and the empty name are listed by QSTATUS, their"
             " pushes wake a blocked QNOTIFY"
             + (" and their expired claims are redelivered" if slow else ""),
-            queues=(_D3_CONTROL, _D3_COLON_WAKE, _D3_COLON_LIST, _D3_COLON_REDELIVER, _D3_EMPTY),
+            queues=(
+                _D3_CONTROL,
+                _D3_COLON_WAKE,
+                _D3_COLON_LIST,
+                _D3_COLON_REDELIVER,
+                _D3_EMPTY,
+                _D3_REDELIVER_CONTROL,
+            ),
             run=probe_d3 if slow else probe_d3_quick,
             slow=slow,
             estimated_duration_s=REDELIVERY_WAIT_S + 1.0 if slow else 2.5,

@@ -110,11 +110,12 @@ def semantic_checks(*, slow: bool = True) -> list[SemanticCheck]:
         SemanticCheck(
             name="semantic_claim_hidden",
             section="§4 QRPOP",
-            description="a claimed event is invisible to peeks and pops, counted as processing,"
-            " its id is a duplicate until acked, and QACK replies :1 then :0",
+            description="claimed events (EX 4, default 30 s) stay invisible to peeks and pops and"
+            f" counted as processing for {timing.CLAIM_WATCH_S} s, their ids are duplicates"
+            " until acked, and QACK replies :1 then :0",
             queues=(timing.Q_HIDDEN,),
             run=guarded(timing.check_claim_hidden),
-            estimated_duration_s=2.0,
+            estimated_duration_s=timing.CLAIM_WATCH_S + 0.5,
         ),
     ]
     if slow:
