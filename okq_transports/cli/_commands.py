@@ -48,6 +48,7 @@ from ._common import (
 )
 
 if TYPE_CHECKING:
+    from okq_transports.server import ServerOptions
     from okq_transports.sync import Client
 
 __all__ = ["CHATTY", "COMMANDS", "error"]
@@ -90,7 +91,7 @@ def _print_event(event: Event, args: argparse.Namespace, *, with_queue: bool = F
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from okq_transports.server import ServerOptions, serve
+    from okq_transports.server import serve
 
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING)
     options: ServerOptions = {
@@ -103,7 +104,47 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         options["max_query_bytes"] = args.max_query_bytes
     if args.max_notify_waits is not None:
         options["max_notify_waits"] = args.max_notify_waits
+    if args.redis is not None or args.redis_cluster is not None:
+        return _serve_on_redis(args, options)
     serve(args.host, args.port, **options)
+    return EXIT_OK
+
+
+def _serve_on_redis(args: argparse.Namespace, options: ServerOptions) -> int:
+    """``okq serve --redis URL`` / ``--redis-cluster URL``: the server in a thread over a
+    `RedisStorage`, until SIGINT or SIGTERM.  A bad URL is a usage error (2); a Redis that
+    cannot be reached, or a port in use, a failure (1)."""
+    from okq_transports.server import RedisStorage, ThreadedServer
+
+    cluster = args.redis_cluster is not None
+    url = args.redis_cluster if cluster else args.redis
+    try:
+        storage = RedisStorage(
+            url,
+            cluster=cluster,
+            sweep_interval_s=args.sweep_interval,
+            default_expire_s=args.default_expire,
+        )
+    except ValueError as exc:
+        raise CliError(f"okq serve: error: {exc}", EXIT_USAGE) from exc
+    server = ThreadedServer(args.host, args.port, storage=storage, **options)
+    try:
+        server.start()
+    except RuntimeError as exc:
+        cause = exc.__cause__ or exc
+        where = "Redis Cluster" if cluster else "Redis"
+        raise CliError(f"cannot serve on {where} {url}: {one_line(cause)}", EXIT_ERROR) from exc
+    print(f"okq server listening on {server.address}", flush=True)
+    stop = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+    try:
+        stop.wait()
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+        server.stop()
+    print("okq server stopped", file=sys.stderr, flush=True)
     return EXIT_OK
 
 

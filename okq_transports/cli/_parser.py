@@ -80,7 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.intermixed = True
         return p
 
-    p = sub("serve", "run the embedded okq server (memory storage) in the foreground")
+    p = sub(
+        "serve",
+        "run the embedded okq server in the foreground (memory storage, or Redis in okq's layout)",
+    )
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=4777, help="TCP port; 0 picks a free one")
     p.add_argument(
@@ -107,6 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
         type=positive_int,
         default=None,
         help="QNOTIFY waits held at once; past it QNOTIFY gets a server-side error (1000)",
+    )
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--redis",
+        metavar="URL",
+        default=None,
+        help="keep queues in the Redis at URL (redis://HOST:PORT[/DB]), as okq does, "
+        "shared with okq instances on it",
+    )
+    where.add_argument(
+        "--redis-cluster",
+        metavar="URL",
+        default=None,
+        help="keep queues in the Redis Cluster of the seed URL (redis://HOST:PORT)",
     )
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
 
