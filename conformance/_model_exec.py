@@ -25,7 +25,7 @@ from ._model_ref import Expected, ReferenceModel
 from ._net import Connection, ReadFailure, connect
 from ._resp import encode_command
 
-__all__ = ["REPLY_TIMEOUT_S", "SETTLE_S", "RunResult", "execute"]
+__all__ = ["REPLY_TIMEOUT_S", "SETTLE_S", "WAKE_DELAY_S", "RunResult", "execute"]
 
 #: Seconds a reply may take (beyond a blocking QNOTIFY's own timeout).
 REPLY_TIMEOUT_S: Final = 5.0
@@ -35,6 +35,9 @@ SETTLE_S: Final = 2.0
 #: drops it in the background.
 _NOBLOCK_DUPLICATE_PAUSE_S: Final = 0.002
 _MAX_REPR: Final = 300
+#: Seconds between a QNOTIFY that will wait and the push that wakes it: the server is then
+#: waiting, and real okq has subscribed to a queue registered just before (okq-protocol.md §6).
+WAKE_DELAY_S: Final = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,8 @@ def _allowed(expected: Expected) -> str:
 class _Session:
     """The connections of one run, with the model and the ledger beside them."""
 
-    def __init__(self, host: str, port: int, queues: tuple[bytes, ...]) -> None:
+    def __init__(self, host: str, port: int, queues: tuple[bytes, ...], settle_s: float) -> None:
+        self.settle_s = settle_s
         self.host = host
         self.port = port
         self.queues = queues
@@ -107,11 +111,11 @@ class _Session:
         return reply
 
     def settle(self, why: str) -> None:
-        """Poll QSTATUS until the server agrees with the model (bounded by `SETTLE_S`)."""
+        """Poll QSTATUS until the server agrees with the model (for at most ``settle_s``)."""
         if self.observer is None:
             self.observer = self._connect("observer")
         want = self.model.status_reply(self.queues)
-        deadline = time.monotonic() + SETTLE_S
+        deadline = time.monotonic() + self.settle_s
         pause = 0.001
         while True:
             got = self._request(self.observer, (b"QSTATUS", *self.queues), 0.0)
@@ -120,13 +124,43 @@ class _Session:
             if time.monotonic() > deadline:
                 raise _Failure(
                     [
-                        f"{why}: QSTATUS of the queues still differs after {SETTLE_S} s",
+                        f"{why}: QSTATUS of the queues still differs after {self.settle_s} s",
                         f"expected: {_short(want)}",
                         f"got:      {_short(got)}",
                     ]
                 )
             time.sleep(pause)
             pause = min(pause * 2, 0.05)
+
+    def _conn(self, number: int) -> Connection:
+        conn = self.conns.get(number)
+        if conn is None:
+            conn = self.conns[number] = self._connect(f"conn {number}")
+        return conn
+
+    def _send(self, conn: Connection, data: bytes) -> None:
+        try:
+            conn.send(data, REPLY_TIMEOUT_S)
+        except OSError as exc:
+            raise _Failure([f"write failed: {exc!r}"]) from exc
+
+    def _read(self, conn: Connection, wait_s: float) -> bytes:
+        try:
+            reply, _ = conn.read_reply(time.monotonic() + REPLY_TIMEOUT_S + wait_s)
+        except ReadFailure as exc:
+            raise _Failure([exc.detail, f"got: {_short(exc.got)}"]) from exc
+        return reply
+
+    def _judge(
+        self, number: int, argv: tuple[bytes, ...], expected: Expected, got: bytes, what: str
+    ) -> None:
+        if got not in expected.replies:
+            raise _Failure(
+                [f"{what}{_allowed(expected)}", f"{' ' * len(what)}got:      {_short(got)}"]
+            )
+        problems = self.ledger.observe(number, argv, got)
+        if problems:
+            raise _Failure([f"{what}invariant broken: {p}" for p in problems])
 
     def run_step(self, step: ModelStep) -> None:
         if step.argv is None:
@@ -137,21 +171,32 @@ class _Session:
             if self.model.close(step.conn).settle:
                 self.settle("after a registered connection closed")
             return
-        before = self.model.status_reply(self.queues) if len(step.argv) > 4 else b""
-        expected = self.model.send(step.conn, step.argv)
-        conn = self.conns.get(step.conn)
-        if conn is None:
-            conn = self.conns[step.conn] = self._connect(f"conn {step.conn}")
-        got = self._request(conn, step.argv, expected.blocks_s)
-        if got not in expected.replies:
-            raise _Failure([_allowed(expected), f"got:      {_short(got)}"])
-        problems = self.ledger.observe(step.conn, step.argv, got)
-        if problems:
-            raise _Failure(["invariant broken: " + p for p in problems])
-        if expected.settle:
+        if step.waker is not None:
+            self._wake(step.conn, step.argv, *step.waker)
+            return
+        requests = step.requests
+        before = self.model.status_reply(self.queues)
+        expected = [self.model.send(step.conn, argv) for argv in requests]
+        conn = self._conn(step.conn)
+        self._send(conn, b"".join(encode_command(*argv) for argv in requests))
+        for n, (argv, want) in enumerate(zip(requests, expected, strict=True)):
+            what = f"reply {n + 1} of {len(requests)}: " if len(requests) > 1 else ""
+            self._judge(step.conn, argv, want, self._read(conn, want.blocks_s), what)
+        if any(e.settle for e in expected):
             self.settle("after a NOBLOCK push")
             if before == self.model.status_reply(self.queues):
                 time.sleep(_NOBLOCK_DUPLICATE_PAUSE_S)
+
+    def _wake(
+        self, number: int, argv: tuple[bytes, ...], waker: int, push: tuple[bytes, ...]
+    ) -> None:
+        expected, pushed = self.model.send_and_wake(number, argv, waker, push)
+        conn, other = self._conn(number), self._conn(waker)
+        self._send(conn, encode_command(*argv))
+        time.sleep(WAKE_DELAY_S)
+        self._send(other, encode_command(*push))
+        self._judge(waker, push, pushed, self._read(other, 0.0), f"conn {waker}'s push: ")
+        self._judge(number, argv, expected, self._read(conn, expected.blocks_s), "QNOTIFY: ")
 
     def start(self) -> None:
         """Empty the queues, and wait for registrations of an earlier run to go."""
@@ -169,18 +214,27 @@ class _Session:
             self.observer.close()
 
 
-def execute(host: str, port: int, queues: Sequence[bytes], steps: Sequence[ModelStep]) -> RunResult:
+def execute(
+    host: str,
+    port: int,
+    queues: Sequence[bytes],
+    steps: Sequence[ModelStep],
+    *,
+    settle_s: float = SETTLE_S,
+) -> RunResult:
     """Run ``steps`` against the okq server at ``host:port`` and judge each reply.
 
     Args:
         queues: every queue the steps use; flushed first (and no connection may stay
-            registered for them from before, within `SETTLE_S`).
+            registered for them from before, within ``settle_s``).
         steps: the sequence.
+        settle_s: how long the server may take to agree with the model after a NOBLOCK push
+            or a consumer's close (polled with QSTATUS of ``queues``).
 
     Returns:
         The first failing step and why, or a pass.
     """
-    session = _Session(host, port, tuple(queues))
+    session = _Session(host, port, tuple(queues), settle_s)
     index = -1
     try:
         session.start()

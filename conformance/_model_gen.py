@@ -33,29 +33,59 @@ CLIENTS: Final = 3
 
 @dataclass(frozen=True, slots=True)
 class ModelStep:
-    """One step of a sequence: ``argv`` sent on connection ``conn``, or (``argv`` None) the
-    client closing ``conn``.  Connection numbers are never reused after a close."""
+    """One step of a sequence on connection ``conn``.
+
+    * ``argv`` None: the client closes ``conn`` (connection numbers are never reused).
+    * ``argv`` alone: send it, read its reply.
+    * with ``more``: those requests are pipelined behind ``argv`` in the same write; then every
+      reply is read, in order.
+    * with ``waker``: ``argv`` is a ``QNOTIFY`` that blocks; while it waits, connection
+      ``waker[0]`` sends ``waker[1]`` (a push to a queue ``conn`` consumes) and reads its reply;
+      then the QNOTIFY's reply is read.
+    """
 
     conn: int
     argv: tuple[bytes, ...] | None
+    more: tuple[tuple[bytes, ...], ...] = ()
+    waker: tuple[int, tuple[bytes, ...]] | None = None
 
     @property
     def is_close(self) -> bool:
         """Whether this step closes the connection."""
         return self.argv is None
 
+    @property
+    def conns(self) -> frozenset[int]:
+        """Every connection the step uses."""
+        if self.waker is None:
+            return frozenset((self.conn,))
+        return frozenset((self.conn, self.waker[0]))
 
-def describe(step: ModelStep) -> str:
-    """One line for a report: ``conn 1: QRPOP q EX 0`` or ``conn 1: close``."""
-    if step.argv is None:
-        return f"conn {step.conn}: close"
+    @property
+    def requests(self) -> tuple[tuple[bytes, ...], ...]:
+        """``argv`` and the pipelined ``more`` (nothing for a close)."""
+        return () if self.argv is None else (self.argv, *self.more)
+
+
+def _words(argv: tuple[bytes, ...]) -> str:
     words = []
-    for arg in step.argv:
+    for arg in argv:
         text = arg.decode("ascii", "backslashreplace")
         if not arg or any(c in text for c in " \\\r\n\"'"):
             text = repr(arg)[1:]
         words.append(text)
-    return f"conn {step.conn}: " + " ".join(words)
+    return " ".join(words)
+
+
+def describe(step: ModelStep) -> str:
+    """One line for a report: ``conn 1: QRPOP q EX 0``, ``conn 1: close``, pipelines joined by
+    `` ; ``, a wake-up as ``conn 1: QNOTIFY 1 <- conn 2: QLPUSH ...``."""
+    if step.argv is None:
+        return f"conn {step.conn}: close"
+    text = f"conn {step.conn}: " + " ; ".join(_words(argv) for argv in step.requests)
+    if step.waker is not None:
+        text += f" <- conn {step.waker[0]}: {_words(step.waker[1])}"
+    return text
 
 
 #: Weights of the kinds of step, per profile.
@@ -72,6 +102,7 @@ PROFILES: Final[Mapping[str, Mapping[str, int]]] = {
         "notify": 3,
         "close": 3,
         "ping": 1,
+        "pipeline": 5,
     },
     "consumers": {
         "push": 20,
@@ -85,6 +116,8 @@ PROFILES: Final[Mapping[str, Mapping[str, int]]] = {
         "notify": 14,
         "close": 10,
         "ping": 1,
+        "pipeline": 3,
+        "wake": 6,
     },
 }
 
@@ -112,6 +145,7 @@ class _Drawer:
         self.ids_seen: list[bytes] = []
         self.counter = 0
         self.steps: list[ModelStep] = []
+        self.batch: list[tuple[bytes, ...]] | None = None  # collecting a pipeline
 
     # -- helpers ------------------------------------------------------------------------------
 
@@ -131,7 +165,10 @@ class _Drawer:
         return new
 
     def emit(self, conn: int, argv: tuple[bytes, ...]) -> None:
-        self.steps.append(ModelStep(conn, argv))
+        if self.batch is not None:
+            self.batch.append(argv)
+        else:
+            self.steps.append(ModelStep(conn, argv))
         self.used.add(conn)
         self.model.send(conn, argv)
 
@@ -155,7 +192,7 @@ class _Drawer:
             contents,
         )
         roll = rng.random()
-        if roll < 0.15:
+        if roll < 0.15 and self.batch is None:  # stored later: nothing may follow it at once
             argv += (rng.choice((b"NOBLOCK", b"noblock", b"NoBlock")),)
         elif roll < 0.2:
             argv += (b"extra", b"NOBLOCK")  # NOBLOCK not 4th: an ordinary push
@@ -234,6 +271,30 @@ class _Drawer:
 
     def ping(self, conn: int) -> None:
         self.emit(conn, (self.name(b"PING"),))
+
+    def pipeline(self, conn: int) -> None:
+        """2 to 5 requests in one write (nothing that blocks)."""
+        self.batch = []
+        kinds = (self.push, self.push, self.pop, self.ack, self.peek, self.status, self.flush)
+        for _ in range(self.rng.randint(2, 5)):
+            self.rng.choice(kinds)(conn)
+        batch, self.batch = self.batch, None
+        self.steps.append(ModelStep(conn, batch[0], more=tuple(batch[1:])))
+
+    def wake(self, conn: int) -> None:
+        """A QNOTIFY 1 that waits, woken by another connection's push to one of its queues."""
+        registered = sorted(self.model.registered(conn))
+        if not registered or any(self.model.unclaimed(q) for q in registered):
+            self.notify(conn)
+            return
+        others = [c for c in self.slots if c != conn]
+        waker = self.rng.choice(others)
+        queue = self.rng.choice(registered)
+        push = (b"QRPUSH" if self.rng.random() < 0.3 else b"QLPUSH", queue, self.fresh_id(), b"w")
+        notify = (self.name(b"QNOTIFY"), b"1")
+        self.steps.append(ModelStep(conn, notify, waker=(waker, push)))
+        self.used.update((conn, waker))
+        self.model.send_and_wake(conn, notify, waker, push)
 
     # -- the audit at the end ----------------------------------------------------------------
 

@@ -53,6 +53,8 @@ __all__ = ["Expected", "ModelError", "ReferenceModel"]
 
 #: The model's clock: it never moves (no claim expires within a sequence).
 _NOW = 0.0
+#: The nil reply (``$-1``).
+_NIL = encode_event(None)
 
 
 class ModelError(RuntimeError):
@@ -97,6 +99,9 @@ class ReferenceModel:
         self.engine = QueueEngine(now=_NOW)
         self.dispatcher = Dispatcher(rng=random.Random(seed))
         self._conns: dict[int, ServerConnection] = {}
+        # A request to run while a QNOTIFY waits (send_and_wake), and what it was answered.
+        self._waker: tuple[int, tuple[bytes, ...]] | None = None
+        self._woken_by: Expected | None = None
 
     @staticmethod
     def consumer(conn: int) -> str:
@@ -153,6 +158,33 @@ class ReferenceModel:
         machine.data_to_send()
         return expected
 
+    def send_and_wake(
+        self,
+        conn: int,
+        argv: tuple[bytes, ...],
+        waker_conn: int,
+        waker_argv: tuple[bytes, ...],
+    ) -> tuple[Expected, Expected]:
+        """A QNOTIFY on ``conn`` and, while it waits, ``waker_argv`` on ``waker_conn``.
+
+        If the QNOTIFY does not wait (a registered queue has work), the waker's request runs
+        after it.
+
+        Returns:
+            what may be answered to the QNOTIFY and to the waker's request.
+        """
+        self._waker = (waker_conn, waker_argv)
+        try:
+            expected = self.send(conn, argv)
+            woken_by = self._woken_by
+            if woken_by is None:
+                self._waker = None
+                woken_by = self.send(waker_conn, waker_argv)
+        finally:
+            self._waker = None
+            self._woken_by = None
+        return expected, woken_by
+
     def _carry_out(self, consumer: str, action: Action) -> Expected:
         if isinstance(action, Reply):
             return Expected(frozenset((action.data,)))
@@ -170,8 +202,13 @@ class ReferenceModel:
             if immediate is not None:
                 return Expected(frozenset((immediate,)))
             hub = self.dispatcher.hub
-            hub.start_wait(consumer)  # steps run one at a time: nobody pushes during the wait
-            return Expected(frozenset((hub.end_wait(consumer),)), blocks_s=action.wait_s)
+            hub.start_wait(consumer)
+            if self._waker is not None:  # send_and_wake: the other connection's request now
+                waker, self._waker = self._waker, None
+                self._woken_by = self.send(*waker)
+            reply = hub.end_wait(consumer)
+            woken = reply != _NIL
+            return Expected(frozenset((reply,)), blocks_s=0.0 if woken else action.wait_s)
         raise ModelError(f"unknown action {action!r}")
 
     def _run_op(self, consumer: str, op: StorageOp) -> bytes:

@@ -14,13 +14,15 @@ Must not know: sockets, clocks.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Final, TypeVar
 
+from ._model_exec import WAKE_DELAY_S
 from ._model_gen import ModelStep
-from ._model_ref import ReferenceModel
+from ._model_ref import Expected, ReferenceModel
 from ._resp import encode_command
 
 __all__ = [
@@ -104,12 +106,14 @@ def shrink(
         max_tests: the budget of ``fails`` calls for each of the three passes.
     """
     current = ddmin(steps, fails, max_tests=max_tests)
-    conns = sorted({s.conn for s in current})
+    conns = sorted({c for s in current for c in s.conns})
     if len(conns) > 1:
         kept = ddmin(
-            conns, lambda keep: fails([s for s in current if s.conn in keep]), max_tests=max_tests
+            conns,
+            lambda keep: fails([s for s in current if s.conns <= set(keep)]),
+            max_tests=max_tests,
         )
-        fewer = [s for s in current if s.conn in kept]
+        fewer = [s for s in current if s.conns <= set(kept)]
         if len(fewer) < len(current):
             current = ddmin(fewer, fails, max_tests=max_tests)
     return current
@@ -119,8 +123,6 @@ def shrink(
 
 
 def _text_or_b64(data: bytes) -> str | dict[str, str]:
-    import base64
-
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -155,28 +157,66 @@ def to_transcript(
     model = ReferenceModel()
     numbers: dict[int, int] = {}
     out: list[dict[str, object]] = []
-    pause = False
-    for index, step in enumerate(steps):
-        conn = numbers.setdefault(step.conn, len(numbers))
-        entry: dict[str, object] = {"conn": conn}
-        if pause:
-            entry["sleep_before"] = SETTLE_PAUSE_S
-        if step.argv is None:
-            entry["close"] = True
-            pause = model.close(step.conn).settle
+    observer = 1 + max((c for s in steps for c in s.conns), default=0)
+    status = (b"QSTATUS", *queues)
+
+    def entry(conn: int, **fields: object) -> dict[str, object]:
+        made: dict[str, object] = {"conn": numbers.setdefault(conn, len(numbers))}
+        made.update(fields)
+        out.append(made)
+        return made
+
+    def settle(needed: bool) -> None:
+        # What the executor polls for, checked once after a pause, on a connection of its own.
+        if needed:
+            made = entry(observer, sleep_before=SETTLE_PAUSE_S, timeout=STEP_TIMEOUT_S)
+            _put_bytes(made, "send", encode_command(*status))
+            _put_bytes(made, "expect", model.status_reply(tuple(queues)))
+            made["note"] = "the server has finished the work of the step before"
+
+    def read(conn: int, expected: Expected, note: str | None) -> None:
+        made = entry(conn, timeout=STEP_TIMEOUT_S + expected.blocks_s)
+        exact = expected.exact
+        if exact is not None:
+            _put_bytes(made, "expect", exact)
         else:
-            expected = model.send(step.conn, step.argv)
-            _put_bytes(entry, "send", encode_command(*step.argv))
-            entry["timeout"] = STEP_TIMEOUT_S + expected.blocks_s
-            exact = expected.exact
+            made["expect_any_of"] = [_text_or_b64(r) for r in sorted(expected.replies)]
+        if note:
+            made["note"] = note
+
+    for index, step in enumerate(steps):
+        note = (notes or {}).get(index)
+        if step.argv is None:
+            entry(step.conn, close=True)
+            settle(model.close(step.conn).settle)
+            continue
+        if step.waker is not None:
+            waker, push = step.waker
+            expected, pushed = model.send_and_wake(step.conn, step.argv, waker, push)
+            _put_bytes(entry(step.conn), "send", encode_command(*step.argv))
+            made = entry(waker, sleep_before=WAKE_DELAY_S, timeout=STEP_TIMEOUT_S)
+            _put_bytes(made, "send", encode_command(*push))
+            _put_bytes(made, "expect", min(pushed.replies))
+            read(step.conn, expected, note)
+            continue
+        requests = step.requests
+        expectations = [model.send(step.conn, argv) for argv in requests]
+        data = b"".join(encode_command(*argv) for argv in requests)
+        if len(requests) == 1:
+            made = entry(step.conn, timeout=STEP_TIMEOUT_S + expectations[0].blocks_s)
+            _put_bytes(made, "send", data)
+            exact = expectations[0].exact
             if exact is not None:
-                _put_bytes(entry, "expect", exact)
+                _put_bytes(made, "expect", exact)
             else:
-                entry["expect_any_of"] = [_text_or_b64(r) for r in sorted(expected.replies)]
-            pause = expected.settle
-        if notes and index in notes:
-            entry["note"] = notes[index]
-        out.append(entry)
+                made["expect_any_of"] = [_text_or_b64(r) for r in sorted(expectations[0].replies)]
+            if note:
+                made["note"] = note
+        else:
+            _put_bytes(entry(step.conn, note="pipelined"), "send", data)
+            for expected in expectations:
+                read(step.conn, expected, note)
+        settle(any(e.settle for e in expectations))
     return {
         "name": name,
         "description": description,

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._check import ProbeFinding, SemanticCheck
-from ._model_exec import RunResult, execute
+from ._model_exec import SETTLE_S, RunResult, execute
 from ._model_gen import PROFILES, SECTIONS, ModelStep, describe, generate
 from ._model_shrink import ddmin, shrink, to_transcript, write_transcript
 from ._report import Outcome
@@ -160,17 +160,21 @@ def _finding(
     queues: tuple[bytes, ...],
     out_dir: str | Path | None,
     max_tests: int,
+    settle_s: float,
 ) -> ModelFinding:
     runs = [0]
 
+    def attempt(candidate: Sequence[ModelStep]) -> RunResult:
+        return execute(host, port, queues, candidate, settle_s=settle_s)
+
     def fails(candidate: list[ModelStep]) -> bool:
         runs[0] += 1
-        return execute(host, port, queues, candidate).failed
+        return attempt(candidate).failed
 
     small = shrink(steps, fails, max_tests=max_tests)
-    result: RunResult = execute(host, port, queues, small)
+    result = attempt(small)
     if not result.failed:  # flaky: keep the original, which did fail
-        small, result = steps, execute(host, port, queues, steps)
+        small, result = steps, attempt(steps)
     name = f"model_{profile}_s{seed}_r{run}"
     transcript = None
     if out_dir is not None:
@@ -207,6 +211,7 @@ def run_model(
     profiles: Sequence[str] = tuple(PROFILES),
     max_findings: int = 1,
     max_tests: int = 300,
+    settle_s: float = SETTLE_S,
     on_sequence: Callable[[int], None] | None = None,
 ) -> ModelReport:
     """Run random sequences against the okq server at ``host:port`` and shrink failures.
@@ -219,6 +224,8 @@ def run_model(
         profiles: which kinds of sequence (keys of `PROFILES`).
         max_findings: stop after this many findings.
         max_tests: shrink budget: candidate runs per pass (three passes).
+        settle_s: how long the server may take to agree with the model after a NOBLOCK push
+            or a consumer's close.
         on_sequence: called with the count of sequences run so far, after each.
 
     Returns:
@@ -236,7 +243,7 @@ def run_model(
             queues, spare = run_queues(profile, seed, run)
             sequence = generate(_rng(profile, seed, run), queues, spare, steps, profile)
             started = time.monotonic()
-            result = execute(host, port, (*queues, spare), sequence)
+            result = execute(host, port, (*queues, spare), sequence, settle_s=settle_s)
             spent += time.monotonic() - started
             count += 1
             total_steps += len(sequence)
@@ -257,6 +264,7 @@ def run_model(
                         (*queues, spare),
                         out_dir,
                         max_tests,
+                        settle_s,
                     )
                 )
                 if len(findings) >= max_findings:

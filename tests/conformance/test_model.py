@@ -187,9 +187,10 @@ def status_total_plus_one(state: dict[str, int], argv: tuple[bytes, ...], reply:
 
 
 FAULTS: Final = {
-    "duplicate_as_ok": (_same_request, duplicate_as_ok, 2),
-    "drop_every_third_ack": (drop_every_third_ack, dropped_ack_says_one, 3),
-    "status_total_plus_one": (_same_request, status_total_plus_one, 2),
+    # fault: (request rewriter, reply rewriter, most steps a shrunk sequence may keep)
+    "duplicate_as_ok": (_same_request, duplicate_as_ok, 3),
+    "drop_every_third_ack": (drop_every_third_ack, dropped_ack_says_one, 4),
+    "status_total_plus_one": (_same_request, status_total_plus_one, 3),
 }
 
 
@@ -261,16 +262,18 @@ def test_a_broken_server_is_found_shrunk_and_written_out(
 ) -> None:
     rewrite, answer, minimal = FAULTS[fault]
     with FaultyProxy((server.host, server.port), rewrite, answer) as proxy:
-        report = run_model(proxy.host, proxy.port, seed=0, runs=10, steps=60, out_dir=tmp_path)
+        report = run_model(
+            proxy.host, proxy.port, seed=0, runs=10, steps=60, out_dir=tmp_path, settle_s=0.5
+        )
         assert not report.ok
         (finding,) = report.findings
         assert finding.original_length > 40
-        assert minimal <= len(finding.steps) <= minimal + 2, "\n".join(finding.format())
+        assert 1 <= len(finding.steps) <= minimal, "\n".join(finding.format())
         assert finding.transcript is not None
         assert finding.transcript.parent == tmp_path
         scenario = load_transcript(finding.transcript)
         assert scenario.name == finding.name
-        assert len(scenario.steps) == len(finding.steps)
+        assert len(scenario.steps) >= len(finding.steps)
         bad = replay_scenario(proxy.host, proxy.port, scenario, pause_s=0.05)
         assert bad.outcome is Outcome.FAIL
         assert bad.failed_step is not None
@@ -382,10 +385,12 @@ def test_transcript_of_a_sequence_replays(server: ThreadedServer, tmp_path: Path
     path = tmp_path / "model_test.json"
     path.write_text(json.dumps(document), encoding="utf-8")
     scenario = parse_scenario(json.loads(path.read_text(encoding="utf-8")), path=path)
-    assert scenario.connections == 3
-    assert scenario.steps[3].expect_any_of is not None
-    assert scenario.steps[5].sleep_before > 0  # after the consumer's close
-    assert scenario.steps[6].expect == b"*2\r\n$2\r\ne1\r\n$5\r\n\xff\x00bin\r\n"
+    assert scenario.connections == 4  # and one that watches the server settle
+    assert scenario.steps[2].sleep_before > 0  # after the NOBLOCK push
+    assert scenario.steps[2].send == encode_command(b"QSTATUS", q, r)
+    assert scenario.steps[4].expect_any_of is not None
+    assert scenario.steps[6].sleep_before > 0  # after the consumer's close
+    assert scenario.steps[8].expect == b"*2\r\n$2\r\ne1\r\n$5\r\n\xff\x00bin\r\n"
     assert "send_b64" in document["steps"][0]  # type: ignore[index]
     result = replay_scenario(server.host, server.port, scenario, pause_s=0.05)
     assert result.outcome is Outcome.PASS, result.details
