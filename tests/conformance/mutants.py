@@ -331,6 +331,119 @@ class _DeregistrationIgnored(PlainStorage):
             await self.inner.register(consumer, queues)
 
 
+class _RegistrationsSeen(PlainStorage):
+    """Remembers every consumer's registration as given (repeats included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.registered: dict[str, tuple[bytes, ...]] = {}
+
+    async def register(self, consumer: str, queues: Sequence[bytes]) -> None:
+        if queues:
+            self.registered[consumer] = tuple(queues)
+        else:
+            self.registered.pop(consumer, None)
+        await self.inner.register(consumer, queues)
+
+
+class _RepeatedNamesCountTwice(_RegistrationsSeen):
+    async def status(self, queues: Sequence[bytes] | None) -> list[QueueStatus]:
+        def extra(name: bytes) -> int:
+            return sum(max(names.count(name) - 1, 0) for names in self.registered.values())
+
+        entries = await self.inner.status(queues)
+        return [dataclasses.replace(e, consumers=e.consumers + extra(e.name)) for e in entries]
+
+
+class _WokenByOtherQueues(_RegistrationsSeen):
+    """A push to any queue wakes every waiting consumer, with one of its own queues' names."""
+
+    def subscribe(self, handler: PublishHandler) -> Callable[[], None]:
+        def everyone(queue: bytes) -> None:
+            handler(queue)
+            for names in list(self.registered.values()):
+                if queue not in names:
+                    handler(names[0])
+
+        return self.inner.subscribe(everyone)
+
+
+class _StaleNotification(PlainStorage):
+    """A push seen while nobody waited makes the next QNOTIFY return that queue, empty or not."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._pushed: set[bytes] = set()
+
+    async def push(self, queue: bytes, event_id: bytes, contents: bytes, *, right: bool) -> bool:
+        self._pushed.add(queue)
+        return await self.inner.push(queue, event_id, contents, right=right)
+
+    async def first_with_unclaimed(self, queues: Sequence[bytes]) -> bytes | None:
+        found = await self.inner.first_with_unclaimed(queues)
+        stale = next((q for q in queues if q in self._pushed), None)
+        self._pushed.difference_update(queues)
+        return found if found is not None else stale
+
+
+class _NamedStatusDeduplicated(PlainStorage):
+    async def status(self, queues: Sequence[bytes] | None) -> list[QueueStatus]:
+        return await self.inner.status(None if queues is None else list(dict.fromkeys(queues)))
+
+
+class _OwnSweep(PlainStorage):
+    """Runs the engine's restore sweep itself, to see which events each sweep put back."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._task: asyncio.Task[None] | None = None
+        self._handlers: list[PublishHandler] = []
+
+    def subscribe(self, handler: PublishHandler) -> Callable[[], None]:
+        self._handlers.append(handler)
+        return self.inner.subscribe(handler)
+
+    async def start(self) -> None:
+        self.inner.engine.restart_sweep_clock(time.monotonic())
+        self._task = asyncio.get_running_loop().create_task(self._sweep_forever())
+
+    async def stop(self) -> None:
+        task, self._task = self._task, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _sweep_forever(self) -> None:
+        engine = self.inner.engine
+        while True:  # until stop() cancels it, as MemoryStorage's own sweeper
+            await asyncio.sleep(max(0.0, engine.next_deadline() - time.monotonic()))
+            claimed = {q: set(engine.claimed_ids(q)) for q in engine.queue_names()}
+            if engine.handle_timeout(time.monotonic()):
+                for queue, ids in claimed.items():
+                    back = [i for i in engine.unclaimed_ids(queue) if i in ids]
+                    if back:
+                        self.redelivered(queue, back)
+
+    def redelivered(self, queue: bytes, ids: list[bytes]) -> None:
+        """Called after a sweep put ``ids`` of ``queue`` back."""
+
+
+class _RedeliveryWakes(_OwnSweep):
+    def redelivered(self, queue: bytes, ids: list[bytes]) -> None:
+        for handler in list(self._handlers):
+            handler(queue)
+
+
+class _RedeliveredOnLeft(_OwnSweep):
+    def redelivered(self, queue: bytes, ids: list[bytes]) -> None:
+        engine = self.inner.engine
+        for event_id in ids:
+            contents = engine.contents(queue, event_id) or b""
+            engine.ack(queue, event_id)
+            engine.push(queue, event_id, contents, right=False)
+
+
 # -- proxy faults ------------------------------------------------------------------------------
 
 RequestChange = Callable[[ProxyConnection, Request], bytes | None]
@@ -589,6 +702,79 @@ def _inline_accepted(conn: ProxyConnection, data: bytes) -> bytes | None:
     lines = data.split(b"\n")
     out = [encode_command(*line.rstrip(b"\r").split()) for line in lines[:-1] if line.strip()]
     return b"".join(out) + lines[-1]
+
+
+def _qinfo_by_bytes(request: Request, lines: list[RespValue]) -> list[RespValue] | None:
+    """Re-pad QINFO's name column by bytes instead of characters."""
+    rows: list[tuple[bytes, bytes, bytes, bytes]] = []
+    for line in lines:
+        match = _QINFO_LINE.fullmatch(line) if isinstance(line, bytes) else None
+        if match is None:
+            return None
+        name, total, processing, consumers = match.groups()
+        rows.append((name.rstrip(b" "), total, processing, consumers))
+    widths = [max((len(row[i]) for row in rows), default=1) for i in range(4)]
+
+    def pad(text: bytes, width: int) -> bytes:
+        return text + b" " * (max(width, 1) - len(text))
+
+    return [
+        pad(row[0], widths[0])
+        + b"  total: "
+        + pad(row[1], widths[1])
+        + b"  processing: "
+        + pad(row[2], widths[2])
+        + b"  consumers: "
+        + pad(row[3], widths[3])
+        for row in rows
+    ]
+
+
+_QINFO_LINE: Final = re.compile(
+    rb"(.*)  total: ([0-9]+) *  processing: ([0-9]+) *  consumers: ([0-9]+) *", re.S
+)
+
+
+def _hex_uppercase(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    if not data.startswith(b'-ERR unknown command "'):
+        return None
+    return re.sub(rb"\\x([0-9a-f]{2})", lambda m: b"\\x" + m.group(1).upper(), data)
+
+
+_SIGNED: Final = re.compile(rb"\+[0-9]+|-0+")
+
+
+def _signed_number(req: Request) -> bytes | None:
+    """The signed-number argument of QRPOP ... EX or QNOTIFY, if there is one."""
+    args = _args(req)
+    if req.name == b"QRPOP" and len(args) >= 4 and args[2].upper() == b"EX":
+        return args[3] if _SIGNED.fullmatch(args[3]) else None
+    if req.name == b"QNOTIFY" and len(args) >= 2:
+        return args[1] if _SIGNED.fullmatch(args[1]) else None
+    return None
+
+
+def _signed_refused(req: Request) -> bytes:
+    what = b"expires" if req.name == b"QRPOP" else b"timeout"
+    number = _signed_number(req) or b""
+    return b'-ERR bad %s value: strconv.Atoi: parsing "%s": invalid syntax\r\n' % (what, number)
+
+
+_NAMED: Final = (*_PUSHES, *_PEEKS, b"QRPOP", b"QACK", b"QFLUSH")
+
+
+def _empty_name(req: Request) -> bool:
+    args = _args(req)
+    return req.name in _NAMED and len(args) >= 2 and args[1] == b""
+
+
+def _unregistered_notify(conn: ProxyConnection, req: Request) -> bytes | None:
+    args = _args(req)
+    if req.name == b"QREGISTER":
+        conn.state["registered"] = len(args) > 1
+    elif req.name == b"QNOTIFY" and len(args) >= 2 and not conn.state.get("registered"):
+        return encode_command(args[0], b"0", *args[2:])
+    return None
 
 
 _CRASH_INPUT: Final = re.compile(rb"(?:[*$+:\-].?\n|.*[*$][0-9]{13,}\r\n)", re.S)
@@ -1121,6 +1307,72 @@ MUTANTS: Final[tuple[Mutant, ...]] = (
         "concurrency",
         "two pops of one queue within 20 ms get the same event",
         _DoubleDelivery,
+    ),
+    _storage(
+        "qnotify_stale_notification",
+        "qnotify",
+        "a push while nobody waited makes the next QNOTIFY return that queue even if empty",
+        _StaleNotification,
+    ),
+    _storage(
+        "qnotify_woken_by_other_queues",
+        "qnotify",
+        "a push to any queue wakes every waiting consumer",
+        _WokenByOtherQueues,
+    ),
+    _proxy(
+        "qnotify_unregistered_returns_at_once",
+        "qnotify",
+        "QNOTIFY on a connection registered for nothing answers $-1 at once",
+        lambda: _Change(request=_unregistered_notify),
+    ),
+    _storage(
+        "redelivery_wakes_qnotify",
+        "redelivery",
+        "events put back by the restore sweep wake a waiting QNOTIFY",
+        _RedeliveryWakes,
+    ),
+    _storage(
+        "redelivered_on_the_left",
+        "redelivery",
+        "expired claims come back on the left end (consumed last) instead of the right",
+        _RedeliveredOnLeft,
+    ),
+    _storage(
+        "repeated_register_names_count_twice",
+        "consumers",
+        "QREGISTER q q counts the connection twice for q",
+        _RepeatedNamesCountTwice,
+    ),
+    _storage(
+        "named_status_deduplicated",
+        "qstatus",
+        "QSTATUS q q answers one entry instead of two",
+        _NamedStatusDeduplicated,
+    ),
+    _proxy(
+        "qinfo_pads_by_bytes",
+        "qinfo",
+        "QINFO pads its name column by bytes, not by characters",
+        lambda: _reply_values((b"QINFO",), _qinfo_by_bytes),
+    ),
+    _proxy(
+        "err_quote_hex_uppercase",
+        "errors",
+        "the unknown-command quoting writes \\xNN escapes in upper-case hex",
+        lambda: _Change(reply=_hex_uppercase),
+    ),
+    _proxy(
+        "signed_numbers_refused",
+        "arguments",
+        "EX and QNOTIFY values with a sign (+5, -0) are refused as invalid syntax",
+        lambda: _answer_instead(lambda req: _signed_number(req) is not None, _signed_refused),
+    ),
+    _proxy(
+        "empty_queue_name_refused",
+        "defects",
+        "commands naming the empty queue are refused",
+        lambda: _answer_instead(_empty_name, lambda req: b"-ERR invalid queue name\r\n"),
     ),
 )
 

@@ -35,7 +35,7 @@ from .mutants import CONTROL, MUTANTS, Mutant
 #: Checks run at once against one mutant.
 _JOBS: Final = 6
 #: Mutants tested at once (each has its own server, proxy and check threads).
-_PARALLEL_MUTANTS: Final = 4
+_PARALLEL_MUTANTS: Final = 8
 #: Checks estimated slower than this run in a second pass, for mutants not caught yet.
 _SLOW_CHECK_S: Final = 5.0
 
