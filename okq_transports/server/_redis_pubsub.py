@@ -92,18 +92,24 @@ class Listener:
 
     async def _run(self) -> None:
         delay = _RETRY_FIRST_S
+        failing = False  # warn once per outage
         # Bounded by `stop`: every pass waits (on Redis, or the retry delay).
         while True:
             conn = self._connect()
             try:
                 await conn.connect()  # type: ignore[no-untyped-call]
+                if failing:
+                    _log.warning("Redis pubsub connection is back")
                 self._connected = True
+                failing = False
                 delay = _RETRY_FIRST_S
                 await self._serve(conn)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                _log.warning("Redis pubsub connection failed (reconnecting): %r", exc)
+                log = _log.debug if failing else _log.warning
+                log("Redis pubsub connection failed (reconnecting): %s", exc)
+                failing = True
             finally:
                 self._connected = False
                 self._subscribed = set()
