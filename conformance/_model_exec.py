@@ -6,10 +6,10 @@ at the first step whose reply is not one the model allows or that breaks an inva
 `Ledger`; and `RunResult`, what it found.  Where okq finishes work after its reply (a NOBLOCK
 push is stored a moment later, a closed consumer is deregistered once the server notices), it
 polls ``QSTATUS`` of the sequence's queues on a connection of its own until the server agrees
-with the model, within `SETTLE_S`.
+with the model, within `SETTLE_S` (by default).
 
 Every wait is bounded: a reply within `REPLY_TIMEOUT_S` (plus a QNOTIFY's own timeout), a settle
-within `SETTLE_S`.  Must not know: generation, shrinking, transcripts.
+within `SETTLE_S` (by default).  Must not know: generation, shrinking, transcripts.
 """
 
 from __future__ import annotations
@@ -84,8 +84,11 @@ def _allowed(expected: Expected) -> str:
 class _Session:
     """The connections of one run, with the model and the ledger beside them."""
 
-    def __init__(self, host: str, port: int, queues: tuple[bytes, ...], settle_s: float) -> None:
+    def __init__(
+        self, host: str, port: int, queues: tuple[bytes, ...], settle_s: float, wake_delay_s: float
+    ) -> None:
         self.settle_s = settle_s
+        self.wake_delay_s = wake_delay_s
         self.host = host
         self.port = port
         self.queues = queues
@@ -193,7 +196,7 @@ class _Session:
         expected, pushed = self.model.send_and_wake(number, argv, waker, push)
         conn, other = self._conn(number), self._conn(waker)
         self._send(conn, encode_command(*argv))
-        time.sleep(WAKE_DELAY_S)
+        time.sleep(self.wake_delay_s)
         self._send(other, encode_command(*push))
         self._judge(waker, push, pushed, self._read(other, 0.0), f"conn {waker}'s push: ")
         self._judge(number, argv, expected, self._read(conn, expected.blocks_s), "QNOTIFY: ")
@@ -221,6 +224,7 @@ def execute(
     steps: Sequence[ModelStep],
     *,
     settle_s: float = SETTLE_S,
+    wake_delay_s: float = WAKE_DELAY_S,
 ) -> RunResult:
     """Run ``steps`` against the okq server at ``host:port`` and judge each reply.
 
@@ -230,11 +234,12 @@ def execute(
         steps: the sequence.
         settle_s: how long the server may take to agree with the model after a NOBLOCK push
             or a consumer's close (polled with QSTATUS of ``queues``).
+        wake_delay_s: pause between a QNOTIFY that waits and the push that wakes it.
 
     Returns:
         The first failing step and why, or a pass.
     """
-    session = _Session(host, port, tuple(queues), settle_s)
+    session = _Session(host, port, tuple(queues), settle_s, wake_delay_s)
     index = -1
     try:
         session.start()

@@ -117,7 +117,7 @@ PROFILES: Final[Mapping[str, Mapping[str, int]]] = {
         "close": 10,
         "ping": 1,
         "pipeline": 3,
-        "wake": 6,
+        "wake": 8,
     },
 }
 
@@ -283,6 +283,12 @@ class _Drawer:
 
     def wake(self, conn: int) -> None:
         """A QNOTIFY 1 that waits, woken by another connection's push to one of its queues."""
+        if not self.model.registered(conn):
+            empty = [q for q in self.queues if not self.model.unclaimed(q)]
+            if empty:
+                self.emit(
+                    conn, (b"QREGISTER", *self.rng.sample(empty, self.rng.randint(1, len(empty))))
+                )
         registered = sorted(self.model.registered(conn))
         if not registered or any(self.model.unclaimed(q) for q in registered):
             self.notify(conn)

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ._check import ProbeFinding, SemanticCheck
-from ._model_exec import SETTLE_S, RunResult, execute
+from ._model_exec import SETTLE_S, WAKE_DELAY_S, RunResult, execute
 from ._model_gen import PROFILES, SECTIONS, ModelStep, describe, generate
 from ._model_shrink import ddmin, shrink, to_transcript, write_transcript
 from ._report import Outcome
@@ -46,14 +46,15 @@ __all__ = [
     "write_transcript",
 ]
 
-#: Queues of one sequence (the last one is only ever asked about).
-_LETTERS = (b"a", b"b", b"c")
+#: Queues of one sequence; a two-byte character in one name exercises QINFO's padding.
+_LETTERS = (b"a", b"b", "\u00e9".encode())
 
 
 def run_queues(profile: str, seed: int, run: int) -> tuple[tuple[bytes, ...], bytes]:
     """The queues one sequence works on, and its spare queue (only asked about).
 
-    Unique per profile, seed and run, without ``:``: ``mdl-ev-7-r3-a`` ...
+    Unique per profile, seed and run, without ``:``: ``mdl-ev-7-r3-a``, ``-b``, ``-é``, and the
+    spare ``-z``.
     """
     stem = b"mdl-%s-%d-r%d-" % (profile[:2].encode("ascii"), seed, run)
     return tuple(stem + letter for letter in _LETTERS), stem + b"z"
@@ -161,11 +162,12 @@ def _finding(
     out_dir: str | Path | None,
     max_tests: int,
     settle_s: float,
+    wake_delay_s: float,
 ) -> ModelFinding:
     runs = [0]
 
     def attempt(candidate: Sequence[ModelStep]) -> RunResult:
-        return execute(host, port, queues, candidate, settle_s=settle_s)
+        return execute(host, port, queues, candidate, settle_s=settle_s, wake_delay_s=wake_delay_s)
 
     def fails(candidate: list[ModelStep]) -> bool:
         runs[0] += 1
@@ -212,6 +214,7 @@ def run_model(
     max_findings: int = 1,
     max_tests: int = 300,
     settle_s: float = SETTLE_S,
+    wake_delay_s: float = WAKE_DELAY_S,
     on_sequence: Callable[[int], None] | None = None,
 ) -> ModelReport:
     """Run random sequences against the okq server at ``host:port`` and shrink failures.
@@ -226,6 +229,9 @@ def run_model(
         max_tests: shrink budget: candidate runs per pass (three passes).
         settle_s: how long the server may take to agree with the model after a NOBLOCK push
             or a consumer's close.
+        wake_delay_s: pause between a QNOTIFY that waits and the push that wakes it (real okq
+            subscribes to a queue registered just before within milliseconds); transcripts
+            always wait `WAKE_DELAY_S`.
         on_sequence: called with the count of sequences run so far, after each.
 
     Returns:
@@ -243,7 +249,14 @@ def run_model(
             queues, spare = run_queues(profile, seed, run)
             sequence = generate(_rng(profile, seed, run), queues, spare, steps, profile)
             started = time.monotonic()
-            result = execute(host, port, (*queues, spare), sequence, settle_s=settle_s)
+            result = execute(
+                host,
+                port,
+                (*queues, spare),
+                sequence,
+                settle_s=settle_s,
+                wake_delay_s=wake_delay_s,
+            )
             spent += time.monotonic() - started
             count += 1
             total_steps += len(sequence)
@@ -265,6 +278,7 @@ def run_model(
                         out_dir,
                         max_tests,
                         settle_s,
+                        wake_delay_s,
                     )
                 )
                 if len(findings) >= max_findings:

@@ -42,6 +42,8 @@ from okq_proto import NEED_DATA
 from okq_proto.server import CommandReceived, ServerConnection
 from okq_transports.server import ThreadedServer
 
+#: Our server waits at once; real okq subscribes a moment after QREGISTER.
+FAST_WAKE_S: Final = 0.005
 #: How long a proxy thread may live (every loop is bounded by it).
 _PROXY_LIFETIME_S: Final = 60.0
 
@@ -211,7 +213,9 @@ def test_model_agrees_with_embedded_server_over_many_seeds(server: ThreadedServe
     started = time.monotonic()
     sequences = 0
     for seed in range(6):
-        report = run_model(server.host, server.port, seed=seed, runs=4, steps=50)
+        report = run_model(
+            server.host, server.port, seed=seed, runs=4, steps=50, wake_delay_s=FAST_WAKE_S
+        )
         assert report.ok, "\n".join(report.format())
         sequences += report.sequences
         assert report.steps > report.sequences * 50
@@ -263,7 +267,14 @@ def test_a_broken_server_is_found_shrunk_and_written_out(
     rewrite, answer, minimal = FAULTS[fault]
     with FaultyProxy((server.host, server.port), rewrite, answer) as proxy:
         report = run_model(
-            proxy.host, proxy.port, seed=0, runs=10, steps=60, out_dir=tmp_path, settle_s=0.5
+            proxy.host,
+            proxy.port,
+            seed=0,
+            runs=10,
+            steps=60,
+            out_dir=tmp_path,
+            settle_s=0.5,
+            wake_delay_s=FAST_WAKE_S,
         )
         assert not report.ok
         (finding,) = report.findings
@@ -283,7 +294,9 @@ def test_a_broken_server_is_found_shrunk_and_written_out(
 
 def test_a_transparent_proxy_passes(server: ThreadedServer) -> None:
     with FaultyProxy((server.host, server.port)) as proxy:
-        report = run_model(proxy.host, proxy.port, seed=4, runs=3, steps=40)
+        report = run_model(
+            proxy.host, proxy.port, seed=4, runs=3, steps=40, wake_delay_s=FAST_WAKE_S
+        )
     assert report.ok, "\n".join(report.format())
 
 
