@@ -12,7 +12,9 @@ from pathlib import Path
 
 from ._transcripts import load_transcripts
 from .defects import defect_probes
+from .model import model_checks
 from .replay import Check
+from .semantic import semantic_checks
 
 __all__ = ["SuiteSelection", "all_checks"]
 
@@ -57,6 +59,10 @@ def all_checks(
     checks: list[Check] = []
     if sel.transcripts:
         checks.extend(load_transcripts(sel.transcripts_path))
+    if sel.semantic:
+        checks.extend(semantic_checks(slow=not fast))
+    if sel.model:
+        checks.extend(model_checks(seed=sel.seed))
     if sel.defects:
         checks.extend(defect_probes(slow=not fast))
     return checks
