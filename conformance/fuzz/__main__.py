@@ -1,7 +1,15 @@
-"""Run the fuzz targets: ``python -m conformance.fuzz [--iterations N] [--seconds S] [TARGET...]``.
+"""Run the fuzzers: in-process targets, or a live okq server with ``--server``.
 
-Without atheris this is a bounded mutation loop over a corpus of real okq traffic (the
-transcripts); with ``--atheris`` it hands one target to atheris (``pip install atheris``).
+In-process (the default): ``python -m conformance.fuzz [--iterations N] [--seconds S]
+[TARGET...]`` is a bounded mutation loop over a corpus of real okq traffic (the transcripts)
+into the codec targets; with ``--atheris`` it hands one target to atheris
+(``pip install atheris``).
+
+Live: ``python -m conformance.fuzz --server HOST:PORT [--seconds S] [--iterations N]
+[--seed N] [--out DIR] [--restart-cmd CMD]`` mutates the transcripts' requests and framing,
+sends them to the server and reports crashes, hangs, broken framing, reply-count desyncs and
+damage to a bystander connection, each minimised and saved as a transcript in ``--out``
+(``conformance.fuzz.live``). Exit status: 0 no finding, 1 findings, 2 usage errors.
 """
 
 from __future__ import annotations
@@ -10,9 +18,14 @@ import argparse
 import random
 import sys
 import time
+from pathlib import Path
 
 from conformance._transcripts import load_transcripts
-from conformance.fuzz.targets import TARGETS
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+_TARGET_NAMES = ("decoder", "client", "server")
 
 
 def corpus() -> list[bytes]:
@@ -47,7 +60,9 @@ def mutate(rng: random.Random, seed: bytes, seeds: list[bytes]) -> bytes:
 
 
 def run(names: list[str], iterations: int, seconds: float, seed: int) -> int:
-    """Mutate the corpus into every target; return the number of inputs run."""
+    """Mutate the corpus into every in-process target; return the number of inputs run."""
+    from conformance.fuzz.targets import TARGETS  # needs okq_proto, unlike live mode
+
     rng = random.Random(seed)
     seeds = corpus()
     deadline = time.monotonic() + seconds
@@ -62,14 +77,97 @@ def run(names: list[str], iterations: int, seconds: float, seed: int) -> int:
     return count
 
 
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m conformance.fuzz",
+        description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="Exit status: 0 no finding, 1 findings (live mode), 2 usage errors.",
+    )
+    parser.add_argument("targets", nargs="*", choices=[*_TARGET_NAMES, []], default=[])
+    parser.add_argument("--iterations", type=int, default=None, help="inputs at most")
+    parser.add_argument("--seconds", type=float, default=60.0, help="wall-time bound (60)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
+    parser.add_argument("--atheris", metavar="TARGET", choices=list(_TARGET_NAMES))
+    live = parser.add_argument_group("live mode")
+    live.add_argument("--server", metavar="HOST:PORT", help="fuzz this running okq server")
+    live.add_argument("--out", metavar="DIR", type=Path, help="save findings as transcripts here")
+    live.add_argument(
+        "--restart-cmd",
+        metavar="CMD",
+        help="shell command that (re)starts a crashed server; without it a crash ends the run"
+        " and is saved unminimised",
+    )
+    live.add_argument("--timeout", type=float, default=2.0, help="seconds a reply may take (2.0)")
+    live.add_argument(
+        "--max-block",
+        type=float,
+        default=1.0,
+        help="longest QNOTIFY wait an input may contain; longer ones are skipped (1.0)",
+    )
+    live.add_argument("--batch", type=int, default=16, help="inputs pipelined per write (16)")
+    live.add_argument("--lanes", type=int, default=4, help="connections fuzzing at once (4)")
+    live.add_argument(
+        "--max-findings", type=int, default=1, help="stop after this many findings; 0: never (1)"
+    )
+    live.add_argument(
+        "--oracles",
+        default="crash,hang,framing,desync,damage",
+        help="comma-separated oracles to report (default: all)",
+    )
+    live.add_argument(
+        "--minimise-seconds", type=float, default=120.0, help="time bound per minimisation"
+    )
+    return parser
+
+
+def _main_live(args: argparse.Namespace) -> int:
+    from conformance.fuzz.live import ORACLES, LiveOptions, UsageError, run_live, shell_restarter
+    from conformance.replay import parse_address
+
+    try:
+        host, port = parse_address(args.server)
+    except ValueError as exc:
+        print(f"error: --server: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    oracles = frozenset(o.strip() for o in args.oracles.split(",") if o.strip())
+    if not oracles or not oracles <= set(ORACLES):
+        print(f"error: --oracles: choose from {', '.join(ORACLES)}", file=sys.stderr)
+        return EXIT_USAGE
+    options = LiveOptions(
+        host=host,
+        port=port,
+        seconds=args.seconds,
+        iterations=10**12 if args.iterations is None else args.iterations,
+        seed=args.seed,
+        out=args.out,
+        restart=shell_restarter(args.restart_cmd) if args.restart_cmd else None,
+        timeout_s=args.timeout,
+        max_block_s=args.max_block,
+        batch=args.batch,
+        lanes=args.lanes,
+        max_findings=args.max_findings,
+        oracles=oracles,
+        minimise_seconds=args.minimise_seconds,
+    )
+    try:
+        report = run_live(options)
+    except UsageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    print(report.format_text())
+    return EXIT_FINDINGS if report.findings else EXIT_OK
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conformance.fuzz", description=__doc__)
-    parser.add_argument("targets", nargs="*", choices=[*TARGETS, []], default=[])
-    parser.add_argument("--iterations", type=int, default=20_000)
-    parser.add_argument("--seconds", type=float, default=60.0)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--atheris", metavar="TARGET", choices=list(TARGETS))
-    args, rest = parser.parse_known_args(argv)
+    """Run the command line; return the exit status."""
+    args, rest = _parser().parse_known_args(argv)
+    if args.server is not None:
+        if args.targets or args.atheris or rest:
+            print("error: --server takes no targets or atheris options", file=sys.stderr)
+            return EXIT_USAGE
+        return _main_live(args)
+    from conformance.fuzz.targets import TARGETS
+
     if args.atheris:
         import atheris  # type: ignore[import-untyped,import-not-found,unused-ignore]  # optional, untyped
 
@@ -78,7 +176,8 @@ def main(argv: list[str] | None = None) -> int:
         atheris.Fuzz()
         return 0
     names = args.targets or list(TARGETS)
-    count = run(names, args.iterations, args.seconds, args.seed)
+    iterations = 20_000 if args.iterations is None else args.iterations
+    count = run(names, iterations, args.seconds, args.seed)
     print(f"fuzzed {count} inputs into {', '.join(names)}: no crash")
     return 0
 
