@@ -8,6 +8,7 @@ where they fail (CI installs it).  Every process started here is stopped by its 
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -35,11 +36,24 @@ def need(program: str) -> str:
     return path
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
+def free_port(*, cluster_bus: bool = False) -> int:
+    """A loopback port free now; with ``cluster_bus`` also port + 10000 (a cluster node's bus),
+    so below 55536."""
+    if not cluster_bus:
+        with socket.socket() as sock:
+            sock.bind((HOST, 0))
+            port: int = sock.getsockname()[1]
+            return port
+    for _ in range(200):
+        port = random.randrange(20000, 55000)
+        try:
+            with socket.socket() as first, socket.socket() as bus:
+                first.bind((HOST, port))
+                bus.bind((HOST, port + 10000))
+        except OSError:
+            continue
         return port
+    raise RuntimeError("no free port pair for a cluster node")
 
 
 class Resp:
@@ -98,9 +112,11 @@ class RedisProcess:
     """A ``redis-server`` on a loopback port, without persistence; `stop`/`start` keep the
     port (the data goes: nothing is saved)."""
 
-    def __init__(self, workdir: Path, port: int | None = None, extra: Sequence[str] = ()) -> None:
+    def __init__(
+        self, workdir: Path, extra: Sequence[str] = (), *, cluster_bus: bool = False
+    ) -> None:
         self.program = need("redis-server")
-        self.port = port or free_port()
+        self.port = free_port(cluster_bus=cluster_bus)
         self.workdir = workdir
         self.extra = list(extra)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -145,7 +161,7 @@ class RedisClusterProcesses:
     ``redis-cli --cluster create``, ready once ``cluster info`` says ``cluster_state:ok``."""
 
     def __init__(self, workdir: Path) -> None:
-        self.nodes = []
+        self.nodes: list[RedisProcess] = []
         for n in range(3):
             node_dir = workdir / f"node{n}"
             node_dir.mkdir()
@@ -153,7 +169,8 @@ class RedisClusterProcesses:
             self.nodes.append(
                 RedisProcess(
                     node_dir,
-                    extra=["--cluster-enabled", "yes", "--cluster-config-file", str(conf)],
+                    ["--cluster-enabled", "yes", "--cluster-config-file", str(conf)],
+                    cluster_bus=True,
                 )
             )
 

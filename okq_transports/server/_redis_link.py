@@ -163,6 +163,11 @@ class Link:
             "socket_connect_timeout": connect_timeout,
         }
         if self.cluster:
+            # redis-py's cluster client formats a command's first two arguments with an
+            # f-string to look up its routing, which under ``python -b`` warns for bytes; so on
+            # a cluster every bytes argument is sent as the latin-1 str of the same bytes
+            # (`_wire`), and encoded back to them byte for byte.
+            options["encoding"] = "latin-1"
             client: Redis | RedisCluster = redis.asyncio.cluster.RedisCluster.from_url(
                 self.url, **options
             )
@@ -287,7 +292,7 @@ class Link:
             return
         try:
             await self.client.execute_command(
-                "PUBLISH", channel, message, target_nodes=self._pubsub_node
+                *self._wire(("PUBLISH", channel, message)), target_nodes=self._pubsub_node
             )
         except Exception as exc:
             raise _unavailable(exc) from exc
@@ -300,7 +305,8 @@ class Link:
         """
         try:
             found: list[bytes] = []
-            async for key in self.client.scan_iter(match=pattern, count=1000, _type=key_type):
+            match = pattern.decode("latin-1") if self.cluster else pattern
+            async for key in self.client.scan_iter(match=match, count=1000, _type=key_type):
                 found.append(key)
             return found
         except Exception as exc:
@@ -325,6 +331,12 @@ class Link:
         connection: AbstractConnection = maker(**kwargs)
         return connection
 
+    def _wire(self, command: Command) -> Command:
+        """``command`` for the cluster client: bytes as latin-1 str (see `open`)."""
+        if not self.cluster:
+            return command
+        return tuple(a.decode("latin-1") if isinstance(a, bytes) else a for a in command)
+
     # -- the pipeline -----------------------------------------------------------------------
 
     def _flush(self) -> None:
@@ -341,6 +353,8 @@ class Link:
         try:
             if self._client is None:
                 raise RedisUnavailableError("Redis storage not started")
+            if self.cluster:
+                commands = [self._wire(command) for command in commands]
             if len(commands) == 1:
                 try:
                     results: list[Any] = [await self._client.execute_command(*commands[0])]
