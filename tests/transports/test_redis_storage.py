@@ -33,7 +33,7 @@ from okq_transports.server import (
     ThreadedServer,
 )
 from okq_transports.sync import Client
-from tests.redis_fixtures import HOST, RedisProcess, Resp, free_port
+from tests.redis_fixtures import HOST, RedisProcess, Resp, bulk_strings, free_port
 from tests.transports.redis_interop import (
     NIL,
     OK,
@@ -335,3 +335,95 @@ def test_ids_with_no_contents_pop_empty(redis: RedisProcess) -> None:
         watcher.close()
         conn.close()
         server.stop()
+
+
+def test_consumer_refresh_restamps_ours_and_drops_the_stale(redis: RedisProcess) -> None:
+    storage = RedisStorage.from_url(redis.url, refresh_interval_s=0.3, consumer_ttl_s=30)
+    server = ThreadedServer(HOST, 0, storage=storage, seed=0).start()
+    consumer = Resp(HOST, server.port)
+    watcher = Resp(*redis.address)
+    key = "queue:{rf}:consumers"
+    try:
+        assert consumer.call("QREGISTER", "rf") == OK
+        (member,) = bulk_strings(watcher.call("ZRANGE", key, 0, -1))
+        now = int(time.time())
+        assert watcher.call("ZADD", key, now - 25, member) == b":0\r\n"  # as if not refreshed
+        assert watcher.call("ZADD", key, now - 31, "dead-instance") == b":1\r\n"
+        assert watcher.call("ZADD", key, now, "live-elsewhere") == b":1\r\n"
+        poll(lambda: watcher.call("ZCARD", key), b":2\r\n", 3.0)
+        assert int(watcher.call("ZSCORE", key, member)[4:-2]) >= now - 1
+        assert consumer.call("QSTATUS", "rf") == b"*1\r\n" + status(b"rf", 0, 0, 2)
+    finally:
+        watcher.call("DEL", key)
+        watcher.close()
+        consumer.close()
+        server.stop()
+
+
+def test_concurrent_requests_share_pipelines(redis: RedisProcess) -> None:
+    """200 clients pushing at once: their commands travel in a few pipelines, over a few
+    Redis connections, not one connection per request."""
+    server = ours(redis.url)
+    watcher = Resp(*redis.address)
+    clients = [Resp(HOST, server.port) for _ in range(200)]
+    try:
+        for round_no in range(3):
+            for n, c in enumerate(clients):
+                c.send("QLPUSH", "pipe", f"e{round_no}-{n}", "c")
+            assert all(c.read() == OK for c in clients)
+        assert clients[0].call("QSTATUS", "pipe") == b"*1\r\n" + status(b"pipe", 600, 0, 0)
+        info = watcher.call("INFO", "clients")
+        connected = int(info.split(b"connected_clients:")[1].split(b"\r\n")[0])
+        print(f"Redis connections after 3 x 200 concurrent pushes: {connected}")
+        assert connected <= 40, info  # ours (pool + pubsub) and the watcher
+    finally:
+        clients[0].call("QFLUSH", "pipe")
+        for c in clients:
+            c.close()
+        watcher.close()
+        server.stop()
+
+
+def test_expiry_too_large_for_redis_leaves_the_claim_for_the_sweep(redis: RedisProcess) -> None:
+    """okq: the pop script fails at its SET, the id stays claimed without a lock, and the
+    next sweep puts it back."""
+    server = ours(redis.url, sweep_interval_s=FAST_SWEEP_S)
+    conn = Resp(HOST, server.port)
+    try:
+        assert conn.call("QLPUSH", "huge", "e", "c") == OK
+        reply = conn.call("QRPOP", "huge", "EX", 9223372036854775)
+        assert reply == b"-ERR unexpected server-side error\r\n"
+        assert conn.call("QSTATUS", "huge") in (
+            b"*1\r\n" + status(b"huge", 1, 1, 0),
+            b"*1\r\n" + status(b"huge", 1, 0, 0),  # already swept back
+        )
+        poll(lambda: conn.call("QRPEEK", "huge"), event(b"e", b"c"), 3.0)
+    finally:
+        conn.call("QFLUSH", "huge")
+        conn.close()
+        server.stop()
+
+
+def test_claims_are_swept_back_by_the_other_instance(redis: RedisProcess) -> None:
+    """An instance that never sweeps (ours with a sweep far away) relies on the other one,
+    as okq instances do; with ``OKQ_INTEROP_PEER`` the other one is that okq."""
+    peer = _peer()
+    url = redis.url if peer is None else f"redis://{peer[1][0]}:{peer[1][1]}/0"
+    lazy = ours(url, sweep_interval_s=3600)
+    other = ours(url, sweep_interval_s=FAST_SWEEP_S) if peer is None else None
+    other_addr = (other.host, other.port) if other is not None else peer[0]  # type: ignore[index]
+    conn, seen = Resp(HOST, lazy.port), Resp(*other_addr)
+    queue = f"sweep-{time.monotonic_ns()}"
+    try:
+        assert conn.call("QLPUSH", queue, "e", "c") == OK
+        assert conn.call("QRPOP", queue, "EX", 1) == event(b"e", b"c")
+        took = poll(lambda: conn.call("QRPEEK", queue), event(b"e", b"c"), 13.0)
+        print(f"swept back by the other instance after {took:.2f} s")
+        assert seen.call("QRPOP", queue, "EX", 0) == event(b"e", b"c")
+    finally:
+        conn.call("QFLUSH", queue)
+        conn.close()
+        seen.close()
+        lazy.stop()
+        if other is not None:
+            other.stop()
