@@ -23,7 +23,7 @@ from ._model_gen import ModelStep, describe
 from ._model_ledger import Ledger
 from ._model_ref import Expected, ReferenceModel
 from ._net import Connection, ReadFailure, connect
-from ._resp import encode_command
+from ._resp import FramingError, encode_command, frame_reply
 
 __all__ = ["REPLY_TIMEOUT_S", "SETTLE_S", "WAKE_DELAY_S", "RunResult", "execute"]
 
@@ -38,6 +38,8 @@ _MAX_REPR: Final = 300
 #: Seconds between a QNOTIFY that will wait and the push that wakes it: the server is then
 #: waiting, and real okq has subscribed to a queue registered just before (okq-protocol.md §6).
 WAKE_DELAY_S: Final = 0.05
+#: How long the end of a run waits for bytes nobody asked for.
+_STRAY_WAIT_S: Final = 0.002
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +83,33 @@ def _allowed(expected: Expected) -> str:
     return "expected one of: " + ", ".join(_short(r) for r in sorted(expected.replies))
 
 
+def _entries(reply: bytes) -> list[bytes]:
+    """The entries of a QSTATUS reply, each as its bytes (``[]`` if it is not an array)."""
+    if not reply.startswith(b"*"):
+        return []
+    try:
+        pos = reply.index(b"\r\n") + 2
+        count = int(reply[1 : pos - 2])
+        entries = []
+        for _ in range(max(count, 0)):
+            end = frame_reply(reply, pos)
+            if end is None:
+                return []
+            entries.append(reply[pos:end])
+            pos = end
+    except (ValueError, FramingError):
+        return []
+    return entries if pos == len(reply) else []
+
+
+def _between(reply: bytes, allowed: list[tuple[bytes, bytes]]) -> bool:
+    """Whether every entry of ``reply`` is its queue's entry before or after the step."""
+    entries = _entries(reply)
+    return len(entries) == len(allowed) and all(
+        got in pair for got, pair in zip(entries, allowed, strict=True)
+    )
+
+
 class _Session:
     """The connections of one run, with the model and the ledger beside them."""
 
@@ -113,21 +142,33 @@ class _Session:
             raise _Failure([exc.detail, f"got: {_short(exc.got)}"]) from exc
         return reply
 
-    def settle(self, why: str) -> None:
-        """Poll QSTATUS until the server agrees with the model (for at most ``settle_s``)."""
+    def settle(self, why: str, before: bytes | None = None) -> None:
+        """Poll QSTATUS until the server agrees with the model (for at most ``settle_s``).
+
+        Args:
+            why: names the wait in a failure.
+            before: the model's QSTATUS of the queues before the step, if known: while the
+                server catches up, each queue's entry may only be as it was before or as it is
+                after; anything else fails at once.
+        """
         if self.observer is None:
             self.observer = self._connect("observer")
         want = self.model.status_reply(self.queues)
+        allowed = None
+        if before is not None:
+            allowed = list(zip(_entries(before), _entries(want), strict=True))
         deadline = time.monotonic() + self.settle_s
         pause = 0.001
         while True:
             got = self._request(self.observer, (b"QSTATUS", *self.queues), 0.0)
             if got == want:
                 return
-            if time.monotonic() > deadline:
+            late = time.monotonic() > deadline
+            if late or (allowed is not None and not _between(got, allowed)):
+                head = f"still differs after {self.settle_s} s" if late else "is wrong"
                 raise _Failure(
                     [
-                        f"{why}: QSTATUS of the queues still differs after {self.settle_s} s",
+                        f"{why}: QSTATUS of the queues {head}",
                         f"expected: {_short(want)}",
                         f"got:      {_short(got)}",
                     ]
@@ -171,8 +212,9 @@ class _Session:
             if conn is not None:
                 conn.close()
             self.ledger.closed(step.conn)
+            before = self.model.status_reply(self.queues)
             if self.model.close(step.conn).settle:
-                self.settle("after a registered connection closed")
+                self.settle("after a registered connection closed", before)
             return
         if step.waker is not None:
             self._wake(step.conn, step.argv, *step.waker)
@@ -186,7 +228,7 @@ class _Session:
             what = f"reply {n + 1} of {len(requests)}: " if len(requests) > 1 else ""
             self._judge(step.conn, argv, want, self._read(conn, want.blocks_s), what)
         if any(e.settle for e in expected):
-            self.settle("after a NOBLOCK push")
+            self.settle("after a NOBLOCK push", before)
             if before == self.model.status_reply(self.queues):
                 time.sleep(_NOBLOCK_DUPLICATE_PAUSE_S)
 
@@ -208,6 +250,18 @@ class _Session:
             if self._request(self.observer, (b"QFLUSH", queue), 0.0) != b"+OK\r\n":
                 raise _Failure([f"set-up: QFLUSH {queue!r} did not answer +OK"])
         self.settle("before the first step (connections of an earlier run)")
+
+    def stray_bytes(self) -> None:
+        """Fail if a connection holds bytes no request asked for (a reply too many)."""
+        if not self.conns:
+            return
+        time.sleep(_STRAY_WAIT_S)
+        for number, conn in sorted(self.conns.items()):
+            left = conn.pending(_STRAY_WAIT_S / 4)
+            if left:
+                raise _Failure(
+                    [f"conn {number} has unread bytes after the last step: {_short(left)}"]
+                )
 
     def close(self) -> None:
         for conn in self.conns.values():
@@ -246,6 +300,7 @@ def execute(
         for step in steps:
             index += 1
             session.run_step(step)
+        session.stray_bytes()
     except _Failure as exc:
         lines = tuple("  " + line for line in exc.lines)
         if index < 0:

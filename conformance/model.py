@@ -32,6 +32,8 @@ from ._report import Outcome
 
 __all__ = [
     "PROFILES",
+    "SETTLE_S",
+    "WAKE_DELAY_S",
     "ModelFinding",
     "ModelReport",
     "ModelStep",

@@ -3,7 +3,7 @@
 ::
 
     python -m conformance.model_main --server HOST:PORT [--seed N] [--runs K] [--steps S]
-        [--out DIR] [--profile events|consumers] [--max-findings N]
+        [--out DIR] [--profile events|consumers] [--max-findings N] [--wake-delay SECONDS]
 
 (``python -m conformance.model`` runs the same.)  Runs ``--runs`` random sequences per
 profile against the server, prints sequences/s and steps/s, and for each failure the shrunk
@@ -21,7 +21,7 @@ import socket
 import sys
 from collections.abc import Sequence
 
-from .model import PROFILES, run_model
+from .model import PROFILES, WAKE_DELAY_S, run_model
 from .replay import parse_address
 
 __all__ = ["main"]
@@ -50,6 +50,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         action="append",
         choices=sorted(PROFILES),
         help="only these kinds of sequence (may be repeated; default: all)",
+    )
+    parser.add_argument(
+        "--wake-delay",
+        type=float,
+        default=WAKE_DELAY_S,
+        metavar="SECONDS",
+        help="pause between a QNOTIFY that waits and the push that wakes it (default"
+        f" {WAKE_DELAY_S}: real okq subscribes a queue a moment after QREGISTER)",
     )
     parser.add_argument(
         "--max-findings",
@@ -81,9 +89,10 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m conformanc
     except ValueError as exc:
         print(f"error: --server: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    if args.runs < 1 or args.steps < 0 or args.max_findings < 1:
+    if args.runs < 1 or args.steps < 0 or args.max_findings < 1 or not args.wake_delay >= 0:
         print(
-            "error: --runs and --max-findings must be at least 1, --steps at least 0",
+            "error: --runs and --max-findings must be at least 1, --steps and --wake-delay"
+            " at least 0",
             file=sys.stderr,
         )
         return EXIT_USAGE
@@ -100,6 +109,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m conformanc
         out_dir=args.out,
         profiles=tuple(args.profile or PROFILES),
         max_findings=args.max_findings,
+        wake_delay_s=args.wake_delay,
     )
     for line in report.format():
         print(line)
