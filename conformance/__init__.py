@@ -36,6 +36,7 @@ from ._transcripts import (
 )
 from .defects import DefectProbe, defect_probes
 from .replay import Check, parse_address, replay_scenario, run_probe, run_scenarios
+from .semantic import semantic_checks
 
 #: The distribution this package comes from: ``okq conformance`` refuses a ``conformance``
 #: package without it (another project could install one under this generic name).
@@ -67,4 +68,5 @@ __all__ = [
     "report_to_junit",
     "run_probe",
     "run_scenarios",
+    "semantic_checks",
 ]

@@ -282,7 +282,8 @@ class Session:
             and all(isinstance(v, int) for v in value[0][1:])
         ):
             total, processing, consumers = value[0][1:]
-            assert isinstance(total, int) and isinstance(processing, int)
+            assert isinstance(total, int)
+            assert isinstance(processing, int)
             assert isinstance(consumers, int)
             if reply == status((queue, total, processing, consumers)):
                 return total, processing, consumers

@@ -18,7 +18,6 @@ from ._net import Connection
 from ._resp import FramingError, parse_reply
 from ._semantic_base import (
     CONSUMER_DROP_MAX_S,
-    mismatch,
     NIL,
     OK,
     POLL_INTERVAL_S,
@@ -31,6 +30,7 @@ from ._semantic_base import (
     event,
     guarded,
     integer,
+    mismatch,
     qinfo,
     show,
     status,
@@ -39,6 +39,7 @@ from ._semantic_base import (
 __all__ = ["checks"]
 
 PREFIX: Final = b"conformance-sem-"
+_ENTRY: Final = "*4 [name, :total, :processing, :consumers]"
 
 # -- reply shapes ----------------------------------------------------------------------
 
@@ -72,8 +73,16 @@ def check_reply_shapes(host: str, port: int) -> list[str]:
         s.expect(c, event(b"e1", b"c1"), b"QRPOP", a, why="claim e1")
         s.expect(c, dup, b"QLPUSH", a, b"e1", b"x", why="duplicate id (claimed)")
         entries = [(a, 2, 1, 0), (unknown, 0, 0, 0), (b, 1, 0, 0), (a, 2, 1, 0)]
-        s.expect(c, status(*entries), b"QSTATUS", a, unknown, b, a,
-                 why="argument order, unknown queue as zeros, repeated name repeated")
+        s.expect(
+            c,
+            status(*entries),
+            b"QSTATUS",
+            a,
+            unknown,
+            b,
+            a,
+            why="argument order, unknown queue as zeros, repeated name repeated",
+        )
         s.expect(c, qinfo(*entries), b"QINFO", a, unknown, b, a, why="same, as QINFO lines")
         s.expect(c, integer(1), b"QACK", a, b"e1", why="acknowledge the claim")
         s.expect(c, integer(0), b"QACK", a, b"e1", why="already acknowledged")
@@ -82,22 +91,34 @@ def check_reply_shapes(host: str, port: int) -> list[str]:
         s.expect(c, OK, b"QFLUSH", unknown, why="flushing an unknown queue is fine")
         missing = error(b"ERR missing args")
         for args in (
-            (b"QLPUSH", a, b"e1"), (b"QRPUSH", a), (b"QLPEEK",), (b"QRPEEK",), (b"QRPOP",),
-            (b"QACK", a), (b"QNOTIFY",), (b"QFLUSH",),
+            (b"QLPUSH", a, b"e1"),
+            (b"QRPUSH", a),
+            (b"QLPEEK",),
+            (b"QRPEEK",),
+            (b"QRPOP",),
+            (b"QACK", a),
+            (b"QNOTIFY",),
+            (b"QFLUSH",),
         ):
             s.expect(c, missing, *args, why="fewer than the minimum arguments")
         s.expect(c, error(b'ERR unknown command "qFoo"'), b"qFoo", why="the name as sent")
-        for text, tail in ((b"abc", b'strconv.Atoi: parsing "abc": invalid syntax'),
-                           (b"1.5", b'strconv.Atoi: parsing "1.5": invalid syntax'),
-                           (b"-3", b"-3 < 0"),
-                           (b"99999999999999999999",
-                            b'strconv.Atoi: parsing "99999999999999999999": value out of range')):
+        for text, tail in (
+            (b"abc", b'strconv.Atoi: parsing "abc": invalid syntax'),
+            (b"1.5", b'strconv.Atoi: parsing "1.5": invalid syntax'),
+            (b"-3", b"-3 < 0"),
+            (
+                b"99999999999999999999",
+                b'strconv.Atoi: parsing "99999999999999999999": value out of range',
+            ),
+        ):
             s.expect(c, error(b"ERR bad timeout value: " + tail), b"QNOTIFY", text)
         s.expect(c, PONG, b"PING", why="errors keep the connection open")
         s.expect(c, status((a, 0, 0, 0), (b, 1, 0, 0)), b"QSTATUS", a, b)
         s.expect(c, integer(1), b"QACK", b, b"e1")
-    return ["replies were okq's exact forms: +OK, +PONG, :1/:0, $-1, *2 events, QSTATUS/QINFO"
-            " in argument order, duplicate/missing-args/unknown/timeout errors"]
+    return [
+        "replies were okq's exact forms: +OK, +PONG, :1/:0, $-1, *2 events, QSTATUS/QINFO"
+        " in argument order, duplicate/missing-args/unknown/timeout errors"
+    ]
 
 
 Q_EX: Final = PREFIX + b"qrpop-ex"
@@ -116,8 +137,10 @@ def check_qrpop_arguments(host: str, port: int) -> list[str]:
             (b"1.5", b'strconv.Atoi: parsing "1.5": invalid syntax'),
             (b" 1", b'strconv.Atoi: parsing " 1": invalid syntax'),
             (b"", b'strconv.Atoi: parsing "": invalid syntax'),
-            (b"99999999999999999999",
-             b'strconv.Atoi: parsing "99999999999999999999": value out of range'),
+            (
+                b"99999999999999999999",
+                b'strconv.Atoi: parsing "99999999999999999999": value out of range',
+            ),
         )
         for text, tail in bad:
             s.expect(c, error(b"ERR bad expires value: " + tail), b"QRPOP", q, b"EX", text)
@@ -141,13 +164,17 @@ def check_qrpop_arguments(host: str, port: int) -> list[str]:
             total -= auto
             processing += not auto
             how = "auto-acknowledged (EX 0)" if auto else "claimed (EX ignored or not 0)"
-            s.expect_counts(c, q, total, processing, 0, f"QRPOP {' '.join(a.decode() for a in args)}: {how}")
+            s.expect_counts(
+                c, q, total, processing, 0, f"QRPOP {' '.join(a.decode() for a in args)}: {how}"
+            )
             s.expect(c, integer(0 if auto else 1), b"QACK", q, eid)
             total -= not auto
             processing -= not auto
         s.expect(c, OK, b"QFLUSH", q)
-    return [f"{len(bad)} bad EX values rejected with okq's errors; {len(cases)} argument forms"
-            " claimed or auto-acked as documented"]
+    return [
+        f"{len(bad)} bad EX values rejected with okq's errors; {len(cases)} argument forms"
+        " claimed or auto-acked as documented"
+    ]
 
 
 Q_ACK: Final = PREFIX + b"ack-flush"
@@ -179,8 +206,10 @@ def check_ack_flush(host: str, port: int) -> list[str]:
         s.expect(a, event(b"k0", b"keep"), b"QRPEEK", other, why="other queues are untouched")
         s.expect(a, event(b"k2", b"new"), b"QRPOP", q, b"EX", b"0")
         s.expect(a, integer(1), b"QACK", other, b"k0")
-    return ["QACK by id from another connection, of unclaimed events, after flush; QFLUSH"
-            " scope as documented"]
+    return [
+        "QACK by id from another connection, of unclaimed events, after flush; QFLUSH"
+        " scope as documented"
+    ]
 
 
 # -- consumers ---------------------------------------------------------------------
@@ -196,13 +225,17 @@ def _consumers(s: Session, conn: Connection, queues: tuple[bytes, ...]) -> list[
     try:
         value = parse_reply(reply)
     except FramingError as exc:
-        raise CheckFailed([f"QSTATUS: not RESP: {exc}"]) from exc
+        raise CheckFailed(
+            [f"QSTATUS: expected a RESP array, got bytes that are not RESP: {exc}"]
+        ) from exc
     if not isinstance(value, list) or len(value) != len(queues):
-        raise CheckFailed([f"QSTATUS of {len(queues)} queues: got {show(reply)}"])
+        raise CheckFailed(
+            [f"QSTATUS of {len(queues)} queues: expected {len(queues)} entries, got {show(reply)}"]
+        )
     counts = []
     for entry in value:
         if not isinstance(entry, list) or len(entry) != 4 or not isinstance(entry[3], int):
-            raise CheckFailed([f"QSTATUS: malformed entry in {show(reply)}"])
+            raise CheckFailed([f"QSTATUS: expected {_ENTRY} entries, got {show(reply)}"])
         counts.append(entry[3])
     return counts
 
@@ -218,9 +251,13 @@ def _wait_consumers(
             return waited
         if waited > bound:
             names = ", ".join(q.decode() for q in queues)
-            raise CheckFailed([f"QSTATUS {names} ({why}):",
-                               f"  expected consumers {want} within {bound:.1f} s",
-                               f"  still {got} after {waited:.2f} s"])
+            raise CheckFailed(
+                [
+                    f"QSTATUS {names} ({why}):",
+                    f"  expected consumers {want} within {bound:.1f} s",
+                    f"  still {got} after {waited:.2f} s",
+                ]
+            )
         time.sleep(POLL_INTERVAL_S)
 
 
@@ -233,8 +270,13 @@ def check_consumer_counts(host: str, port: int) -> list[str]:
         s.expect(c1, OK, b"QREGISTER", Q_CA, Q_CB)
         s.expect(c2, OK, b"QREGISTER", Q_CA)
         s.expect(c3, OK, b"QREGISTER", Q_CA, Q_CA, why="a repeated name counts once")
-        s.expect(obs, status((Q_CA, 0, 0, 3), (Q_CB, 0, 0, 1), (Q_CC, 0, 0, 0)), b"QSTATUS", *qs,
-                 why="QREGISTER takes effect for QSTATUS at once")
+        s.expect(
+            obs,
+            status((Q_CA, 0, 0, 3), (Q_CB, 0, 0, 1), (Q_CC, 0, 0, 0)),
+            b"QSTATUS",
+            *qs,
+            why="QREGISTER takes effect for QSTATUS at once",
+        )
         s.expect(obs, qinfo((Q_CA, 0, 0, 3), (Q_CB, 0, 0, 1), (Q_CC, 0, 0, 0)), b"QINFO", *qs)
         s.expect(c1, OK, b"QREGISTER", Q_CB, Q_CC, why="replaces the earlier list")
         s.expect(obs, status((Q_CA, 0, 0, 2), (Q_CB, 0, 0, 1), (Q_CC, 0, 0, 1)), b"QSTATUS", *qs)
@@ -253,20 +295,35 @@ def check_consumer_counts(host: str, port: int) -> list[str]:
         w.close()
         closed = time.monotonic()
         time.sleep(0.5)
-        s.expect(obs, status((Q_CD, 0, 0, 1)), b"QSTATUS", Q_CD,
-                 why="closed during a 2 s QNOTIFY: still counted until the wait ends (§8)")
+        s.expect(
+            obs,
+            status((Q_CD, 0, 0, 1)),
+            b"QSTATUS",
+            Q_CD,
+            why="closed during a 2 s QNOTIFY: still counted until the wait ends (§8)",
+        )
         remaining = 2.0 - (time.monotonic() - closed) + QNOTIFY_LATE_S
-        _wait_consumers(s, obs, (Q_CD,), [0], remaining + CONSUMER_DROP_MAX_S,
-                        "after the closed connection's QNOTIFY 2 has ended")
-    return [f"consumer counts followed QREGISTER; closes noticed after {t2:.2f} / {t1:.2f} s"
-            f" (bound {CONSUMER_DROP_MAX_S} s); a close during QNOTIFY counted until it ended"]
+        _wait_consumers(
+            s,
+            obs,
+            (Q_CD,),
+            [0],
+            remaining + CONSUMER_DROP_MAX_S,
+            "after the closed connection's QNOTIFY 2 has ended",
+        )
+    return [
+        f"consumer counts followed QREGISTER; closes noticed after {t2:.2f} / {t1:.2f} s"
+        f" (bound {CONSUMER_DROP_MAX_S} s); a close during QNOTIFY counted until it ended"
+    ]
 
 
 # -- the no-argument listing (needs an empty server) --------------------------------
 
 LIST_PREFIX: Final = PREFIX + b"list-"
 #: Suffixes in byte order (``B`` < ``_x`` < ``a`` < ``a2`` < ``b`` < ``reg`` < UTF-8 ``éé``).
-LIST_NAMES: Final = tuple(LIST_PREFIX + n for n in (b"B", b"_x", b"a", b"a2", b"b", b"reg", "éé".encode()))
+LIST_NAMES: Final = tuple(
+    LIST_PREFIX + n for n in (b"B", b"_x", b"a", b"a2", b"b", b"reg", "éé".encode())
+)
 
 
 #: Tries at a listing that nobody else changes between QSTATUS, QINFO and QSTATUS.
@@ -278,20 +335,36 @@ def _listing(s: Session, conn: Connection) -> tuple[bytes, list[tuple[bytes, int
     try:
         value = parse_reply(reply)
     except FramingError as exc:
-        raise CheckFailed([f"QSTATUS: not RESP: {exc}"]) from exc
+        raise CheckFailed(
+            [f"QSTATUS: expected a RESP array, got bytes that are not RESP: {exc}"]
+        ) from exc
     entries = []
     if not isinstance(value, list):
         raise CheckFailed([f"QSTATUS (no arguments): expected an array, got {show(reply)}"])
     for entry in value:
-        if not (isinstance(entry, list) and len(entry) == 4 and isinstance(entry[0], bytes)
-                and all(isinstance(v, int) for v in entry[1:])):
-            raise CheckFailed([f"QSTATUS (no arguments): malformed entry {entry!r}"])
+        if not (
+            isinstance(entry, list)
+            and len(entry) == 4
+            and isinstance(entry[0], bytes)
+            and all(isinstance(v, int) for v in entry[1:])
+        ):
+            raise CheckFailed([f"QSTATUS (no arguments): expected {_ENTRY} entries, got {entry!r}"])
         entries.append((entry[0], entry[1], entry[2], entry[3]))
     if reply != status(*entries):  # type: ignore[arg-type]
-        raise CheckFailed([f"QSTATUS (no arguments): not okq's exact encoding: {show(reply)}"])
+        raise CheckFailed(
+            [
+                "QSTATUS (no arguments): expected okq's exact encoding of the entries,"
+                f" got {show(reply)}"
+            ]
+        )
     names = [e[0] for e in entries]
     if names != sorted(names) or len(set(names)) != len(names):
-        raise CheckFailed([f"QSTATUS (no arguments): not sorted by bytes without repeats: {names!r}"])
+        raise CheckFailed(
+            [
+                "QSTATUS (no arguments): expected the queues sorted by bytes, without repeats;"
+                f" got {names!r}"
+            ]
+        )
     return reply, entries  # type: ignore[return-value]
 
 
@@ -303,34 +376,52 @@ def _expect_listing(
         _, entries = _listing(s, conn)
         mine = [e for e in entries if e[0].startswith(LIST_PREFIX)]
         if mine != ours:
-            raise CheckFailed([f"QSTATUS with no arguments ({why}):",
-                               f"  expected our queues listed as {ours!r}",
-                               f"  got {mine!r}"])
+            raise CheckFailed(
+                [
+                    f"QSTATUS with no arguments ({why}):",
+                    f"  expected our queues listed as {ours!r}",
+                    f"  got {mine!r}",
+                ]
+            )
         info = s.call(conn, b"QINFO")
         _, again = _listing(s, conn)
         if again == entries:  # nobody else changed anything meanwhile: compare exactly
             if info != qinfo(*entries):
-                raise mismatch(conn, (b"QINFO",), qinfo(*entries), info,
-                               f"the queues QSTATUS listed, as QINFO lines ({why})")
+                raise mismatch(
+                    conn,
+                    (b"QINFO",),
+                    qinfo(*entries),
+                    info,
+                    f"the queues QSTATUS listed, as QINFO lines ({why})",
+                )
             return len(entries) - len(mine)
     # Other clients keep changing their queues: check our lines and the line count only.
     try:
         lines = parse_reply(info)
     except FramingError as exc:
-        raise CheckFailed([f"QINFO: not RESP: {exc}"]) from exc
-    if not isinstance(lines, list) or len(lines) != len(again) or not all(
-        isinstance(line, bytes) for line in lines
+        raise CheckFailed(
+            [f"QINFO: expected a RESP array, got bytes that are not RESP: {exc}"]
+        ) from exc
+    if (
+        not isinstance(lines, list)
+        or len(lines) != len(again)
+        or not all(isinstance(line, bytes) for line in lines)
     ):
         raise CheckFailed([f"QINFO ({why}): expected {len(again)} bulk lines, got {show(info)}"])
     for name, total, processing, consumers in ours:
         pattern = re.compile(
-            re.escape(name) + rb" *  total: %d +  processing: %d +  consumers: %d *" % (
-                total, processing, consumers)
+            re.escape(name)
+            + rb" *  total: %d +  processing: %d +  consumers: %d *"
+            % (total, processing, consumers)
         )
         if not any(pattern.fullmatch(line) for line in lines if isinstance(line, bytes)):
-            raise CheckFailed([f"QINFO ({why}): no line for {name!r} with total {total},"
-                               f" processing {processing}, consumers {consumers}",
-                               f"  got {show(info)}"])
+            raise CheckFailed(
+                [
+                    f"QINFO ({why}): expected a line for {name!r} with total {total},"
+                    f" processing {processing}, consumers {consumers}",
+                    f"  got {show(info)}",
+                ]
+            )
     return -(len(entries) - len(mine))  # negative: compared loosely
 
 
@@ -345,32 +436,59 @@ def check_listing(host: str, port: int) -> list[str]:
         s.expect(c, OK, b"QLPUSH", a, b"e2", b"c")
         s.expect(c, event(b"e1", b"c"), b"QRPOP", a2, why="a queue with only a claimed event")
         s.expect(r, OK, b"QREGISTER", reg, b)
-        foreign = _expect_listing(s, c, [
-            (big, 1, 0, 0), (under, 1, 0, 0), (a, 2, 0, 0), (a2, 1, 1, 0), (b, 1, 0, 1),
-            (reg, 0, 0, 1), (accented, 1, 0, 0),
-        ], "7 queues: events, a claim only, consumers only")
+        foreign = _expect_listing(
+            s,
+            c,
+            [
+                (big, 1, 0, 0),
+                (under, 1, 0, 0),
+                (a, 2, 0, 0),
+                (a2, 1, 1, 0),
+                (b, 1, 0, 1),
+                (reg, 0, 0, 1),
+                (accented, 1, 0, 0),
+            ],
+            "7 queues: events, a claim only, consumers only",
+        )
         s.expect(c, OK, b"QFLUSH", b)
         s.expect(c, integer(1), b"QACK", a, b"e1")
         s.expect(c, integer(1), b"QACK", accented, b"e1")
-        _expect_listing(s, c, [
-            (big, 1, 0, 0), (under, 1, 0, 0), (a, 1, 0, 0), (a2, 1, 1, 0), (b, 0, 0, 1),
-            (reg, 0, 0, 1),
-        ], "flushed b keeps its consumer; acked-empty queue gone")
+        _expect_listing(
+            s,
+            c,
+            [
+                (big, 1, 0, 0),
+                (under, 1, 0, 0),
+                (a, 1, 0, 0),
+                (a2, 1, 1, 0),
+                (b, 0, 0, 1),
+                (reg, 0, 0, 1),
+            ],
+            "flushed b keeps its consumer; acked-empty queue gone",
+        )
         s.expect(r, OK, b"QREGISTER", reg)
         s.expect(c, integer(1), b"QACK", a2, b"e1")
-        _expect_listing(s, c, [(big, 1, 0, 0), (under, 1, 0, 0), (a, 1, 0, 0), (reg, 0, 0, 1)],
-                        "b has neither events nor consumers; a2's claim acked")
+        _expect_listing(
+            s,
+            c,
+            [(big, 1, 0, 0), (under, 1, 0, 0), (a, 1, 0, 0), (reg, 0, 0, 1)],
+            "b has neither events nor consumers; a2's claim acked",
+        )
         s.expect(r, OK, b"QREGISTER")
         for q in (big, under, a):
             s.expect(c, OK, b"QFLUSH", q)
         _expect_listing(s, c, [], "everything flushed and deregistered")
-    notes = ["no-argument QSTATUS/QINFO listed exactly the queues with events or consumers, in"
-             " byte order, QINFO padding by characters"]
+    notes = [
+        "no-argument QSTATUS/QINFO listed exactly the queues with events or consumers, in"
+        " byte order, QINFO padding by characters"
+    ]
     if foreign > 0:
         notes.append(f"({foreign} other queues were listed too; they were not ours)")
     elif foreign < 0:
-        notes.append(f"({-foreign} other queues kept changing (other clients): QINFO was checked"
-                     " line by line for our queues, not byte for byte)")
+        notes.append(
+            f"({-foreign} other queues kept changing (other clients): QINFO was checked"
+            " line by line for our queues, not byte for byte)"
+        )
     return notes
 
 

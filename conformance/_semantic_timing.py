@@ -233,7 +233,8 @@ def _woken(
     if arrived < pushed_at:
         raise CheckFailed(
             [
-                f"{waiter.label}: {what}: the name arrived {pushed_at - arrived:.3f} s before the push"
+                f"{waiter.label}: {what}: expected the name after the push; it arrived"
+                f" {pushed_at - arrived:.3f} s before the push was written"
             ]
         )
     latency = arrived - ok_at
@@ -404,7 +405,8 @@ def check_redelivery(host: str, port: int) -> list[str]:
                 if since < ex - REDELIVERY_EARLY_S:
                     raise CheckFailed(
                         [
-                            f"QSTATUS {q.decode()}: the EX {ex} claim was back after only {since:.3f} s"
+                            f"QSTATUS {q.decode()}: expected the EX {ex} claim held for {ex} s;"
+                            f" it was back after only {since:.3f} s"
                         ]
                     )
                 break
@@ -421,7 +423,8 @@ def check_redelivery(host: str, port: int) -> list[str]:
                 raise CheckFailed(
                     [
                         f"QSTATUS {q.decode()}: the EX {ex} claim was not redelivered within"
-                        f" {bound:.1f} s (EX + {REDELIVERY_SLACK_S} s: okq's sweep runs every 10 s)",
+                        f" {bound:.1f} s (EX + {REDELIVERY_SLACK_S} s;"
+                        " okq's sweep runs every 10 s)",
                         f"  still total {total}, processing {processing}",
                     ]
                 )

@@ -56,14 +56,26 @@ def check_order(host: str, port: int) -> list[str]:
         for i in range(ORDER_EVENTS):
             s.expect(c, OK, b"QLPUSH", q, _eid(i), b"c%d" % i)
             if i in (0, 1, ORDER_EVENTS - 1):
-                s.expect(c, event(_eid(i), b"c%d" % i), b"QLPEEK", q, why="QLPEEK: the newest QLPUSH")
+                s.expect(
+                    c, event(_eid(i), b"c%d" % i), b"QLPEEK", q, why="QLPEEK: the newest QLPUSH"
+                )
                 s.expect(c, event(_eid(0), b"c0"), b"QRPEEK", q, why="QRPEEK: the oldest QLPUSH")
         for j in range(ORDER_URGENT):
             s.expect(c, OK, b"QRPUSH", q, b"u%d" % j, b"urgent %d" % j)
-            s.expect(c, event(b"u%d" % j, b"urgent %d" % j), b"QRPEEK", q,
-                     why="QRPEEK: the latest QRPUSH is next to be consumed")
-        s.expect(c, event(_eid(ORDER_EVENTS - 1), b"c%d" % (ORDER_EVENTS - 1)), b"QLPEEK", q,
-                 why="QRPUSH does not change the left end")
+            s.expect(
+                c,
+                event(b"u%d" % j, b"urgent %d" % j),
+                b"QRPEEK",
+                q,
+                why="QRPEEK: the latest QRPUSH is next to be consumed",
+            )
+        s.expect(
+            c,
+            event(_eid(ORDER_EVENTS - 1), b"c%d" % (ORDER_EVENTS - 1)),
+            b"QLPEEK",
+            q,
+            why="QRPUSH does not change the left end",
+        )
         total = ORDER_EVENTS + ORDER_URGENT
         s.expect_counts(c, q, total, 0, 0, f"{total} events pushed")
         expected = [(b"u%d" % j, b"urgent %d" % j) for j in reversed(range(ORDER_URGENT))]
@@ -75,8 +87,15 @@ def check_order(host: str, port: int) -> list[str]:
                 s.expect(c, OK, b"QRPUSH", q, b"mid", b"m")
                 s.expect(c, event(b"mid", b"m"), b"QRPOP", q, b"EX", b"0", why="QRPUSH mid-way")
             ex = b"30" if n % 7 == 0 else b"0"
-            s.expect(c, event(event_id, contents), b"QRPOP", q, b"EX", ex,
-                     why=f"pop number {n + 1}: FIFO order after the QRPUSHed ones (latest first)")
+            s.expect(
+                c,
+                event(event_id, contents),
+                b"QRPOP",
+                q,
+                b"EX",
+                ex,
+                why=f"pop number {n + 1}: FIFO order after the QRPUSHed ones (latest first)",
+            )
             claimed += ex == b"30"
             if n % 50 == 0 and n + 1 < len(expected):
                 nxt = expected[n + 1]
@@ -136,8 +155,11 @@ def check_pipelining(host: str, port: int) -> list[str]:
             raise CheckFailed([f"writing {len(plan)} pipelined commands: {exc!r}"]) from exc
         deadline = time.monotonic() + 30.0
         for n, (args, expected) in enumerate(plan):
-            reply, _ = s.read(c, f"reply {n + 1} of {len(plan)} ({command_text(args)})",
-                              max(0.1, deadline - time.monotonic()))
+            reply, _ = s.read(
+                c,
+                f"reply {n + 1} of {len(plan)} ({command_text(args)})",
+                max(0.1, deadline - time.monotonic()),
+            )
             if reply != expected:
                 raise CheckFailed(
                     [
@@ -149,7 +171,9 @@ def check_pipelining(host: str, port: int) -> list[str]:
                 )
         left = c.pending(0.2)
         if left:
-            raise CheckFailed([f"after all {len(plan)} replies, unexpected bytes {show(left)}"])
+            raise CheckFailed(
+                [f"after all {len(plan)} replies: expected nothing more, got {show(left)}"]
+            )
         # One request dribbled one byte per TCP segment: nothing comes before it is complete.
         request = encode_command(b"QLPUSH", Q_PIPE, b"split", b"in pieces")
         for k in range(len(request) - 1):
@@ -157,15 +181,24 @@ def check_pipelining(host: str, port: int) -> list[str]:
             if k % 16 == 15:
                 early = c.pending(0.005)
                 if early:
-                    raise CheckFailed([f"a reply {show(early)} came before the request was complete"])
+                    raise CheckFailed(
+                        [f"expected no reply before the request was complete, got {show(early)}"]
+                    )
         c.send(request[-1:], REPLY_TIMEOUT_S)
         reply, _ = s.read(c, "QLPUSH written one byte at a time")
         if reply != OK:
-            raise CheckFailed(["QLPUSH written one byte at a time:", f"  expected: {show(OK)}",
-                               f"  got:      {show(reply)}"])
+            raise CheckFailed(
+                [
+                    "QLPUSH written one byte at a time:",
+                    f"  expected: {show(OK)}",
+                    f"  got:      {show(reply)}",
+                ]
+            )
         s.expect(c, event(b"split", b"in pieces"), b"QRPOP", Q_PIPE, b"EX", b"0")
-    return [f"{len(plan)} commands ({len(blob)} bytes) in one write: every reply exact and in"
-            " order; a request split into 1-byte segments answered once complete"]
+    return [
+        f"{len(plan)} commands ({len(blob)} bytes) in one write: every reply exact and in"
+        " order; a request split into 1-byte segments answered once complete"
+    ]
 
 
 # -- concurrency ---------------------------------------------------------------------
@@ -209,7 +242,9 @@ def _parse_event(reply: bytes, what: str) -> tuple[bytes, bytes] | None:
     try:
         value = parse_reply(reply)
     except FramingError as exc:
-        raise CheckFailed([f"{what}: not RESP: {exc}"]) from exc
+        raise CheckFailed(
+            [f"{what}: expected an event or $-1, got bytes that are not RESP: {exc}"]
+        ) from exc
     if (
         isinstance(value, list)
         and len(value) == 2
@@ -226,7 +261,9 @@ def check_concurrent_consumers(host: str, port: int) -> list[str]:
     q = Q_CONC
     with Session(host, port) as s:
         c = s.open("producer")
-        blob = b"".join(encode_command(b"QLPUSH", q, b"c%d" % i, b"v%d" % i) for i in range(CONC_EVENTS))
+        blob = b"".join(
+            encode_command(b"QLPUSH", q, b"c%d" % i, b"v%d" % i) for i in range(CONC_EVENTS)
+        )
         c.send(blob, REPLY_TIMEOUT_S)
         for i in range(CONC_EVENTS):
             reply, _ = s.read(c, f"pipelined QLPUSH {i + 1}")
@@ -245,13 +282,28 @@ def check_concurrent_consumers(host: str, port: int) -> list[str]:
                     return
                 event_id, contents = found
                 if contents != b"v" + event_id[1:]:
-                    raise CheckFailed([f"{conn.label}: event {event_id!r} came with contents {contents!r}"])
+                    raise CheckFailed(
+                        [
+                            f"{conn.label}: event {event_id!r}: expected contents"
+                            f" {b'v' + event_id[1:]!r}, got {contents!r}"
+                        ]
+                    )
                 got[i].append(event_id)
+                if len(got[i]) > CONC_EVENTS:
+                    raise CheckFailed(
+                        [
+                            f"{conn.label}: expected at most the {CONC_EVENTS} events pushed;"
+                            f" popped more (the latest: {event_id!r}): pops do not claim?"
+                        ]
+                    )
                 if acked:
                     reply = s.call(conn, b"QACK", q, event_id)
                     if reply != integer(1):
                         raise CheckFailed(
-                            [f"{conn.label}: QACK of its own claim {event_id!r}: expected :1, got {show(reply)}"]
+                            [
+                                f"{conn.label}: QACK of its own claim {event_id!r}: expected :1,"
+                                f" got {show(reply)}"
+                            ]
                         )
 
         problems = _in_threads(CONC_CONSUMERS, consume)
@@ -265,13 +317,17 @@ def check_concurrent_consumers(host: str, port: int) -> list[str]:
             raise CheckFailed(
                 [
                     f"{CONC_CONSUMERS} consumers popping {CONC_EVENTS} events concurrently:",
-                    f"  delivered {len(everything)} times; twice: {twice[:10]!r}; lost: {lost[:10]!r}",
+                    "  expected each delivered exactly once;"
+                    f" got {len(everything)} deliveries, twice: {twice[:10]!r};"
+                    f" lost: {lost[:10]!r}",
                 ]
             )
         s.expect_counts(c, q, 0, 0, 0, "everything consumed and acknowledged")
     sizes = sorted(len(part) for part in got)
-    return [f"{CONC_EVENTS} events popped by {CONC_CONSUMERS} connections at once, each exactly"
-            f" once (per consumer: {sizes})"]
+    return [
+        f"{CONC_EVENTS} events popped by {CONC_CONSUMERS} connections at once, each exactly"
+        f" once (per consumer: {sizes})"
+    ]
 
 
 Q_RACE: Final = PREFIX + b"push-race"
@@ -300,8 +356,12 @@ def check_concurrent_duplicates(host: str, port: int) -> list[str]:
                     with lock:
                         winners.setdefault(eid, []).append(i)
                 elif reply != error(b"ERR duplicate event " + eid):
-                    raise CheckFailed([f"{conn.label}: QLPUSH {eid.decode()}: expected +OK or the"
-                                       f" duplicate error, got {show(reply)}"])
+                    raise CheckFailed(
+                        [
+                            f"{conn.label}: QLPUSH {eid.decode()}: expected +OK or the"
+                            f" duplicate error, got {show(reply)}"
+                        ]
+                    )
 
         problems = _in_threads(RACE_PRODUCERS, produce)
         if problems:
@@ -309,8 +369,13 @@ def check_concurrent_duplicates(host: str, port: int) -> list[str]:
         bad = {k: v for k, v in winners.items() if len(v) != 1}
         missing = [b"r%d" % k for k in range(RACE_IDS) if b"r%d" % k not in winners]
         if bad or missing:
-            raise CheckFailed([f"{RACE_PRODUCERS} producers pushing the same {RACE_IDS} ids at once:",
-                               f"  ids accepted more than once: {bad!r}; never accepted: {missing!r}"])
+            raise CheckFailed(
+                [
+                    f"{RACE_PRODUCERS} producers pushing the same {RACE_IDS} ids at once:",
+                    "  expected exactly one +OK per id and the duplicate error for the rest;"
+                    f" got ids accepted more than once: {bad!r}; never accepted: {missing!r}",
+                ]
+            )
         c = producers[0]
         s.expect_counts(c, q, RACE_IDS, 0, 0, "one event per id")
         popped: dict[bytes, bytes] = {}
@@ -323,9 +388,14 @@ def check_concurrent_duplicates(host: str, port: int) -> list[str]:
         # The order across ids depends on how the pushes interleaved; the contents do not.
         wanted = {eid: b"from %d" % who[0] for eid, who in winners.items()}
         if popped != wanted:
-            raise CheckFailed([f"popping the {RACE_IDS} accepted events:",
-                               "  expected each id once, with the accepted push's contents:",
-                               f"  {sorted(wanted.items())!r}", f"  got {sorted(popped.items())!r}"])
+            raise CheckFailed(
+                [
+                    f"popping the {RACE_IDS} accepted events:",
+                    "  expected each id once, with the accepted push's contents:",
+                    f"  {sorted(wanted.items())!r}",
+                    f"  got {sorted(popped.items())!r}",
+                ]
+            )
         s.expect(c, NIL, b"QRPOP", q, why="no rejected duplicate was stored")
     return [f"{RACE_PRODUCERS} producers x {RACE_IDS} ids: each id accepted exactly once"]
 
@@ -363,14 +433,24 @@ def check_large_payloads(host: str, port: int) -> list[str]:
         s.expect_counts(c, q, len(items), 0, 0, "large events stored")
         for n, (event_id, contents) in enumerate(items):
             ex = b"30" if n == 0 else b"0"
-            s.expect(c, event(event_id, contents), b"QRPOP", q, b"EX", ex, why=f"{len(contents)} bytes",
-                     timeout_s=timeout)
+            s.expect(
+                c,
+                event(event_id, contents),
+                b"QRPOP",
+                q,
+                b"EX",
+                ex,
+                why=f"{len(contents)} bytes",
+                timeout_s=timeout,
+            )
         s.expect(c, integer(1), b"QACK", q, items[0][0])
         s.expect(c, OK, b"QLPUSH", q, b"", b"", why="empty id and contents")
         s.expect(c, event(b"", b""), b"QRPOP", q, b"EX", b"0")
         s.expect_counts(c, q, 0, 0, 0, "all consumed")
-    return ["contents of " + ", ".join(str(n) for n in PAYLOAD_SIZES) + " bytes (binary, CR/LF/NUL)"
-            " round-tripped through QLPUSH, QRPEEK/QLPEEK and QRPOP"]
+    return [
+        "contents of " + ", ".join(str(n) for n in PAYLOAD_SIZES) + " bytes (binary, CR/LF/NUL)"
+        " round-tripped through QLPUSH, QRPEEK/QLPEEK and QRPOP"
+    ]
 
 
 def checks() -> list[SemanticCheck]:
@@ -397,8 +477,8 @@ def checks() -> list[SemanticCheck]:
         SemanticCheck(
             name="semantic_concurrent_consumers",
             section="§4 QRPOP",
-            description=f"{CONC_CONSUMERS} connections popping {CONC_EVENTS} events at once each get"
-            " distinct events, none lost, none twice; QACK of each claim replies :1",
+            description=f"{CONC_CONSUMERS} connections popping {CONC_EVENTS} events at once each"
+            " get distinct events, none lost, none twice; QACK of each claim replies :1",
             queues=(Q_CONC,),
             run=guarded(check_concurrent_consumers),
             estimated_duration_s=1.5,
@@ -406,8 +486,8 @@ def checks() -> list[SemanticCheck]:
         SemanticCheck(
             name="semantic_concurrent_duplicates",
             section="§4 QLPUSH",
-            description=f"{RACE_PRODUCERS} connections pushing the same ids at once: exactly one +OK"
-            " per id, every other push the exact duplicate error",
+            description=f"{RACE_PRODUCERS} connections pushing the same ids at once: exactly one"
+            " +OK per id, every other push the exact duplicate error",
             queues=(Q_RACE,),
             run=guarded(check_concurrent_duplicates),
             estimated_duration_s=0.5,
@@ -422,4 +502,3 @@ def checks() -> list[SemanticCheck]:
             estimated_duration_s=2.0,
         ),
     ]
-

@@ -153,12 +153,22 @@ def _ping_works(open_conn: Callable[[str], Connection], conn: Connection | None)
 #: shortest header lines that are valid (3 bytes: a type byte and CR LF) and an ordinary
 #: length.  (bytes to send, exact reply, label).
 D1_CONTROLS: Final[tuple[tuple[bytes, bytes, str], ...]] = (
-    (b"+\r\n*1\r\n$4\r\nPING\r\n", b"+PONG\r\n",
-     "3-byte header '+\\r\\n' (an empty simple string, ignored), then PING"),
-    (b"*0\r\n", b'-ERR unknown command ""\r\n', "the empty array '*0\\r\\n' (a command with the empty name)"),
+    (
+        b"+\r\n*1\r\n$4\r\nPING\r\n",
+        b"+PONG\r\n",
+        "3-byte header '+\\r\\n' (an empty simple string, ignored), then PING",
+    ),
+    (
+        b"*0\r\n",
+        b'-ERR unknown command ""\r\n',
+        "the empty array '*0\\r\\n' (a command with the empty name)",
+    ),
     (b"$-1\r\n*1\r\n$4\r\nPING\r\n", b"+PONG\r\n", "nil bulk '$-1' (ignored), then PING"),
-    (b"*1\r\n$15\r\n100000000000000\r\n", b'-ERR unknown command "100000000000000"\r\n',
-     "a 15-byte name (the digits of 10^14) with an ordinary length"),
+    (
+        b"*1\r\n$15\r\n100000000000000\r\n",
+        b'-ERR unknown command "100000000000000"\r\n',
+        "a 15-byte name (the digits of 10^14) with an ordinary length",
+    ),
 )
 
 
@@ -177,7 +187,8 @@ def _ping_state(conn: Connection) -> str:
 
 
 def _connect_state(host: str, port: int) -> str:
-    """``ok`` (a new connection answers PING), ``refused`` (nothing listens) or what else."""
+    """``ok`` (a new connection answers PING), ``refused`` (nothing listens), ``closed``
+    (accepted by a dying listener, then dropped) or what else happened."""
     try:
         conn = connect(host, port, "new connection")
     except ConnectionRefusedError:
@@ -190,33 +201,45 @@ def _connect_state(host: str, port: int) -> str:
         conn.close()
 
 
-def _d1_controls(open_conn: Callable[[str], Connection]) -> tuple[list[str], list[str]]:
-    """Run D1's control part: (failures, passes)."""
-    failed: list[str] = []
-    passed: list[str] = []
-    first = open_conn("control 1")
-    second = open_conn("control 2")
-    for conn in (first, second):
-        state = _ping_state(conn)
-        if state != "ok":
-            failed.append(f"control: PING on {conn.label} before any crash input: {state}")
-    for data, expected, label in D1_CONTROLS:
+def _d1_control(open_conn: Callable[[str], Connection], data: bytes, expected: bytes) -> str | None:
+    """Send one control input on a new connection; None if answered ``expected`` and the
+    connection is still usable, else what happened."""
+    try:
         conn = open_conn("control")
+        conn.send(data, _REPLY_TIMEOUT_S)
+        reply, _ = conn.read_reply(time.monotonic() + _REPLY_TIMEOUT_S)
+    except ReadFailure as exc:
+        return f"{exc.detail}; got {exc.got!r}"
+    except (_ProbeError, OSError) as exc:
+        return str(exc)
+    after = _ping_state(conn)
+    if reply != expected or after != "ok":
+        return f"got {reply!r}, then PING: {after}"
+    return None
+
+
+def _d1_controls(open_conn: Callable[[str], Connection]) -> tuple[list[str], str]:
+    """Run D1's control part: (failures, a one-line summary of what passed)."""
+    failed: list[str] = []
+    for label in ("control 1", "control 2"):
         try:
-            conn.send(data, _REPLY_TIMEOUT_S)
-            reply, _ = conn.read_reply(time.monotonic() + _REPLY_TIMEOUT_S)
-        except ReadFailure as exc:
-            failed.append(f"control: {label}: expected {expected!r}; {exc.detail}; got {exc.got!r}")
-            continue
-        after = _ping_state(conn)
-        if reply != expected or after != "ok":
+            state = _ping_state(open_conn(label))
+        except _ProbeError as exc:
+            state = str(exc)
+        if state != "ok":
+            failed.append(f"control: PING on a new connection before any crash input: {state}")
+    for data, expected, label in D1_CONTROLS:
+        problem = _d1_control(open_conn, data, expected)
+        if problem is not None:
             failed.append(
                 f"control: {label}: expected {expected!r} and the connection still usable;"
-                f" got {reply!r}, then PING: {after}"
+                f" {problem}"
             )
-        else:
-            passed.append(f"control: {label}: answered {reply!r}")
-    return failed, passed
+    summary = (
+        f"control: two connections answered PING and {len(D1_CONTROLS)} near-miss inputs"
+        " (3-byte header lines, an ordinary length) were answered normally"
+    )
+    return failed, summary
 
 
 @_guarded
@@ -228,7 +251,7 @@ def probe_d1(host: str, port: int) -> ProbeFinding:
     the control fails the outcome is FAIL and no crash input is sent.  "okq defect D1
     reproduced" needs what a crash of the real okq looks like: the victim and a bystander
     connection closed by the server, and nothing listening any more; a server that hangs
-    or half-dies is a FAIL.
+    or stops answering is a FAIL.
     """
     reproduced: list[str] = []
     failed: list[str] = []
@@ -238,7 +261,6 @@ def probe_d1(host: str, port: int) -> ProbeFinding:
         control_failed, control_passed = _d1_controls(open_conn)
     if control_failed:
         return _verdict([], control_failed, [], ["crash inputs not tried: the control failed"])
-    fixed.extend(control_passed)
     for label, data in D1_INPUTS:
         if reproduced or failed:
             notes.append(f"{label}: not tried, the server misbehaved on an earlier input")
@@ -256,10 +278,11 @@ def probe_d1(host: str, port: int) -> ProbeFinding:
                     fixed.append(f"{label}: connection closed without a reply; others unaffected")
                 else:
                     failed.append(f"{label}: expected a silent close of that connection; {problem}")
-            elif problem is None and other == "closed" and fresh == "refused":
+            elif problem is None and other == "closed" and fresh in ("refused", "closed"):
                 reproduced.append(
-                    f"{label}: the whole server went down (victim and bystander connections"
-                    " closed, new connections refused), as the real okq crashes"
+                    f"{label}: the server stopped serving other connections: the whole server"
+                    f" went down (victim and bystander connections closed, a new connection"
+                    f" {fresh}), as the real okq crashes"
                 )
             else:
                 failed.append(
@@ -267,6 +290,8 @@ def probe_d1(host: str, port: int) -> ProbeFinding:
                     f" victim: {problem or 'closed silently'}; bystander PING: {other};"
                     f" new connection: {fresh}"
                 )
+    if reproduced:
+        notes.append(control_passed)
     return _verdict(reproduced, failed, fixed, notes)
 
 
@@ -418,7 +443,8 @@ def _processing(conn: Connection, queue: bytes) -> tuple[int, int] | None:
         value = parse_reply(reply)
     except FramingError:
         return None
-    assert isinstance(value, list) and isinstance(value[0], list)
+    assert isinstance(value, list)
+    assert isinstance(value[0], list)
     total, processing = value[0][1], value[0][2]
     if not isinstance(total, int) or not isinstance(processing, int):
         return None
@@ -455,7 +481,9 @@ def _probe_d3(host: str, port: int, *, slow: bool) -> ProbeFinding:
             if woken:
                 fixed.append(line)
             elif queue == _D3_CONTROL:
-                failed.append(line + " (control, an ordinary name: notifications do not work at all)")
+                failed.append(
+                    line + " (control, an ordinary name: notifications do not work at all)"
+                )
             else:
                 reproduced.append(line)
         _expect(conn, b"+OK\r\n", b"QLPUSH", _D3_COLON_LIST, b"l1", b"c1")

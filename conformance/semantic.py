@@ -82,8 +82,9 @@ def semantic_checks(*, slow: bool = True) -> list[SemanticCheck]:
         SemanticCheck(
             name="semantic_qnotify_timeout",
             section="§6",
-            description=f"QNOTIFY 1 / 2 with nothing to do reply nil after 1 / 2 s (-{QNOTIFY_EARLY_S}"
-            f" / +{QNOTIFY_LATE_S} s), QNOTIFY 0 at once, pipelined commands wait behind it",
+            description="QNOTIFY 1 / 2 with nothing to do reply nil after 1 / 2 s"
+            f" (-{QNOTIFY_EARLY_S} / +{QNOTIFY_LATE_S} s), QNOTIFY 0 at once, pipelined commands"
+            " wait behind it",
             queues=(timing.Q_NT,),
             run=guarded(timing.check_qnotify_timeout),
             estimated_duration_s=4.5,
