@@ -153,6 +153,10 @@ def _rng(profile: str, seed: int, run: int) -> random.Random:
     return random.Random(f"okq-model:{profile}:{seed}:{run}")
 
 
+class _ServerGone(Exception):
+    """A candidate run could not start: the server stopped answering while shrinking."""
+
+
 def _finding(
     host: str,
     port: int,
@@ -160,25 +164,37 @@ def _finding(
     seed: int,
     run: int,
     steps: list[ModelStep],
+    first: RunResult,
     queues: tuple[bytes, ...],
     out_dir: str | Path | None,
     max_tests: int,
     settle_s: float,
     wake_delay_s: float,
-) -> ModelFinding:
+) -> tuple[ModelFinding, str | None]:
+    """Shrink a failed sequence (whose run was ``first``); the finding and an error, if any."""
     runs = [0]
 
     def attempt(candidate: Sequence[ModelStep]) -> RunResult:
-        return execute(host, port, queues, candidate, settle_s=settle_s, wake_delay_s=wake_delay_s)
+        result = execute(
+            host, port, queues, candidate, settle_s=settle_s, wake_delay_s=wake_delay_s
+        )
+        if result.setup_failed:
+            raise _ServerGone(" ".join(line.strip() for line in result.lines))
+        return result
 
     def fails(candidate: list[ModelStep]) -> bool:
         runs[0] += 1
         return attempt(candidate).failed
 
-    small = shrink(steps, fails, max_tests=max_tests)
-    result = attempt(small)
-    if not result.failed:  # flaky: keep the original, which did fail
-        small, result = steps, attempt(steps)
+    error = None
+    try:
+        small = shrink(steps, fails, max_tests=max_tests)
+        result = attempt(small)
+        if not result.failed:  # flaky: keep the original, which did fail
+            small, result = steps, first
+    except _ServerGone as exc:
+        small, result = steps, first
+        error = f"model_{profile}_s{seed}_r{run}: not shrunk, the server stopped answering: {exc}"
     name = f"model_{profile}_s{seed}_r{run}"
     transcript = None
     if out_dir is not None:
@@ -191,7 +207,7 @@ def _finding(
             " reference model's. " + (result.lines[0] if result.lines else "")
         )
         transcript = write_transcript(out_dir, name, description, queues, small, notes=notes)
-    return ModelFinding(
+    finding = ModelFinding(
         profile=profile,
         seed=seed,
         run=run,
@@ -202,6 +218,7 @@ def _finding(
         transcript=transcript,
         shrink_runs=runs[0],
     )
+    return finding, error
 
 
 def run_model(
@@ -268,21 +285,24 @@ def run_model(
                 errors.append(f"model_{profile}_s{seed}_r{run}: " + " ".join(result.lines))
                 return ModelReport(count, total_steps, spent, tuple(findings), tuple(errors))
             if result.failed:
-                findings.append(
-                    _finding(
-                        host,
-                        port,
-                        profile,
-                        seed,
-                        run,
-                        sequence,
-                        (*queues, spare),
-                        out_dir,
-                        max_tests,
-                        settle_s,
-                        wake_delay_s,
-                    )
+                finding, error = _finding(
+                    host,
+                    port,
+                    profile,
+                    seed,
+                    run,
+                    sequence,
+                    result,
+                    (*queues, spare),
+                    out_dir,
+                    max_tests,
+                    settle_s,
+                    wake_delay_s,
                 )
+                findings.append(finding)
+                if error is not None:
+                    errors.append(error)
+                    return ModelReport(count, total_steps, spent, tuple(findings), tuple(errors))
                 if len(findings) >= max_findings:
                     return ModelReport(count, total_steps, spent, tuple(findings), tuple(errors))
     return ModelReport(count, total_steps, spent, tuple(findings), tuple(errors))

@@ -99,6 +99,12 @@ class FaultyProxy:
             thread.join(timeout=2)
         self.listener.close()
 
+    def refuse(self) -> None:
+        """Stop accepting connections (open ones stay)."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)
+        self.listener.close()
+
     def _accept(self) -> None:
         while self.alive():
             try:
@@ -295,6 +301,26 @@ def test_a_broken_server_is_found_shrunk_and_written_out(
         assert bad.outcome is Outcome.FAIL, bad.details
     good = run_scenarios(server.host, server.port, [scenario], pause_s=0.05)
     assert good.ok, good.format_text()
+
+
+def test_a_server_gone_while_shrinking_is_an_error(server: ThreadedServer) -> None:
+    proxies: list[FaultyProxy] = []
+
+    def answer(state: dict[str, int], argv: tuple[bytes, ...], reply: bytes) -> bytes:
+        if reply.startswith(b"-ERR duplicate event"):
+            proxies[0].refuse()  # the shrinker cannot start another run
+            return b"+OK\r\n"
+        return reply
+
+    with FaultyProxy((server.host, server.port), answer=answer) as proxy:
+        proxies.append(proxy)
+        report = run_model(proxy.host, proxy.port, runs=10, steps=60, wake_delay_s=FAST_WAKE_S)
+    (finding,) = report.findings
+    (error,) = report.errors
+    assert "not shrunk, the server stopped answering" in error
+    assert len(finding.steps) == finding.original_length
+    assert finding.shrink_runs == 1
+    assert not report.ok
 
 
 def test_a_transparent_proxy_passes(server: ThreadedServer) -> None:
