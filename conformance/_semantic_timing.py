@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from typing import Final
 
-from ._net import Connection
+from ._net import Connection, ReadFailure
 from ._semantic_base import (
     FAST_REPLY_MAX_S,
     NIL,
@@ -374,20 +374,84 @@ def check_claim_hidden(host: str, port: int) -> list[str]:
 
 
 Q_REDELIVER: Final = PREFIX + b"redelivery"
+Q_QUIET: Final = PREFIX + b"redelivery-quiet"
+
+
+class _QuietWatch:
+    """A consumer of ``queue`` that keeps a ``QNOTIFY 1`` going while a claim expires.
+
+    okq's sweep publishes nothing (§6, §9): a waiting QNOTIFY is never woken by a
+    redelivery; only the initial check of the next QNOTIFY finds the event, so a name must
+    come back at once after a QNOTIFY was sent, never after it has waited.
+    """
+
+    def __init__(self, s: Session, conn: Connection, queue: bytes) -> None:
+        self.s = s
+        self.conn = conn
+        self.queue = queue
+        self.sent_at: float | None = None
+        self.named_after: float | None = None
+        self.cycles = 0
+
+    def _start(self) -> None:
+        self.s.send(self.conn, b"QNOTIFY", b"1")
+        self.sent_at = time.monotonic()
+
+    def poll(self) -> None:
+        """Take the running QNOTIFY's reply if it has come; start the next one."""
+        if self.named_after is not None:
+            return
+        if self.sent_at is None:
+            self._start()
+            return
+        try:
+            reply, arrived = self.conn.read_reply(time.monotonic() + 0.001)
+        except ReadFailure as exc:
+            waited = time.monotonic() - self.sent_at
+            if exc.reason == "timeout" and waited < 1 + QNOTIFY_LATE_S + 2.0:
+                return
+            raise CheckFailed(
+                [
+                    f"{self.conn.label}: QNOTIFY 1: expected a reply; {exc.detail};"
+                    f" got {show(exc.got)}"
+                ]
+            ) from exc
+        waited = arrived - self.conn.last_write
+        self.cycles += 1
+        if reply == NIL and waited >= 1 - QNOTIFY_EARLY_S:
+            self._start()
+            return
+        if reply == bulk(self.queue) and waited <= FAST_REPLY_MAX_S + POLL_INTERVAL_S:
+            self.named_after = waited
+            return
+        raise CheckFailed(
+            [
+                f"{self.conn.label}: QNOTIFY 1, registered for {self.queue.decode()} whose only"
+                " event is claimed and then redelivered by the sweep:",
+                "  expected $-1 after 1 s (a redelivery wakes nobody, §6), or the name at once"
+                " (the next QNOTIFY's initial check)",
+                f"  got {show(reply)} after {waited:.3f} s",
+            ]
+        )
 
 
 def check_redelivery(host: str, port: int) -> list[str]:
-    """An expired claim comes back (right end) within EX..EX+sweep; acked and EX 0 never do."""
+    """An expired claim comes back (right end) within EX..EX+sweep, waking no QNOTIFY;
+    acked, EX 0 and default-expiry claims do not come back."""
     q = Q_REDELIVER
     ex = REDELIVERY_EX_S
     with Session(host, port) as s:
         c = s.open("conn 0")
+        watch = _QuietWatch(s, s.open("waiter"), Q_QUIET)
+        s.expect(watch.conn, OK, b"QREGISTER", Q_QUIET)
+        s.expect(c, OK, b"QLPUSH", Q_QUIET, b"quiet", b"c-quiet")
         for event_id in (b"acked", b"expiring", b"default", b"ex0"):
             s.expect(c, OK, b"QLPUSH", q, event_id, b"c-" + event_id)
         s.expect(c, event(b"acked", b"c-acked"), b"QRPOP", q, b"EX", b"%d" % ex)
         s.expect(c, integer(1), b"QACK", q, b"acked")
         popped = time.monotonic()
         s.expect(c, event(b"expiring", b"c-expiring"), b"QRPOP", q, b"EX", b"%d" % ex)
+        s.expect(c, event(b"quiet", b"c-quiet"), b"QRPOP", Q_QUIET, b"EX", b"%d" % ex)
         s.expect(c, event(b"default", b"c-default"), b"QRPOP", q, why="default expiry, 30 s")
         s.expect(c, event(b"ex0", b"c-ex0"), b"QRPOP", q, b"EX", b"0")
         s.expect(c, NIL, b"QRPOP", q, why="every event is claimed or gone")
@@ -395,41 +459,60 @@ def check_redelivery(host: str, port: int) -> list[str]:
         s.expect(c, error(b"ERR duplicate event expiring"), b"QLPUSH", q, b"expiring", b"x")
         s.expect(c, OK, b"QLPUSH", q, b"later", b"c-later")
         s.expect_counts(c, q, 3, 2, 0, "'expiring' and 'default' claimed, 'later' waiting")
+        time.sleep(SUBSCRIBE_SETTLE_S)
         bound = ex + REDELIVERY_SLACK_S
+        # (queue, (total, processing) while claimed, once back) -> seconds it took
+        pending = {q: ((3, 2), (3, 1)), Q_QUIET: ((1, 1), (1, 0))}
+        back: dict[bytes, float] = {}
         polls = 0
-        while True:
-            total, processing, _ = s.status_of(c, q)
-            since = time.monotonic() - popped  # the reply's arrival: the latest the claim ended
-            polls += 1
-            if (total, processing) == (3, 1):
-                if since < ex - REDELIVERY_EARLY_S:
+        while pending or watch.named_after is None:
+            watch.poll()
+            for queue, (claimed, returned) in list(pending.items()):
+                total, processing, _ = s.status_of(c, queue)
+                since = time.monotonic() - popped  # the reply's arrival: the latest it came back
+                polls += 1
+                if (total, processing) == returned:
+                    if since < ex - REDELIVERY_EARLY_S:
+                        raise CheckFailed(
+                            [
+                                f"QSTATUS {queue.decode()}: expected the EX {ex} claim held for"
+                                f" {ex} s; it was back after only {since:.3f} s"
+                            ]
+                        )
+                    back[queue] = since
+                    del pending[queue]
+                elif (total, processing) != claimed:
                     raise CheckFailed(
                         [
-                            f"QSTATUS {q.decode()}: expected the EX {ex} claim held for {ex} s;"
-                            f" it was back after only {since:.3f} s"
+                            f"QSTATUS {queue.decode()} {since:.3f} s after QRPOP ... EX {ex}:",
+                            f"  expected (total, processing) {claimed} (waiting for the sweep)"
+                            f" or {returned} (back)",
+                            f"  got total {total}, processing {processing}"
+                            + (
+                                "  (an acked or EX 0 event came back?)"
+                                if total > claimed[0]
+                                else ""
+                            ),
                         ]
                     )
-                break
-            if (total, processing) != (3, 2):
+            since = time.monotonic() - popped
+            if pending and since > bound:
                 raise CheckFailed(
                     [
-                        f"QSTATUS {q.decode()} {since:.3f} s after QRPOP ... EX {ex}:",
-                        "  expected total 3 with processing 2 (waiting for the sweep) or 1 (back)",
-                        f"  got total {total}, processing {processing}"
-                        + ("  (an acked or EX 0 event came back?)" if total > 3 else ""),
+                        f"QSTATUS {b', '.join(pending).decode()}: the EX {ex} claim was not"
+                        f" redelivered within {bound:.1f} s (EX + {REDELIVERY_SLACK_S} s;"
+                        " okq's sweep runs every 10 s)",
                     ]
                 )
-            if since > bound:
+            if since > bound + 1 + QNOTIFY_LATE_S + 2.0:
                 raise CheckFailed(
                     [
-                        f"QSTATUS {q.decode()}: the EX {ex} claim was not redelivered within"
-                        f" {bound:.1f} s (EX + {REDELIVERY_SLACK_S} s;"
-                        " okq's sweep runs every 10 s)",
-                        f"  still total {total}, processing {processing}",
+                        f"{watch.conn.label}: expected a QNOTIFY to find the redelivered event of"
+                        f" {Q_QUIET.decode()} by its initial check; {watch.cycles} QNOTIFY 1 all"
+                        " replied $-1",
                     ]
                 )
             time.sleep(POLL_INTERVAL_S)
-        back = time.monotonic() - popped
         why = "a redelivered event goes back to the right (consuming) end (§6)"
         s.expect(c, event(b"expiring", b"c-expiring"), b"QRPEEK", q, why=why)
         s.expect(c, event(b"later", b"c-later"), b"QLPEEK", q, why="QLPEEK: the newest push")
@@ -448,8 +531,11 @@ def check_redelivery(host: str, port: int) -> list[str]:
         s.expect(c, integer(0), b"QACK", q, b"acked")
         s.expect(c, integer(0), b"QACK", q, b"ex0")
         s.expect(c, integer(1), b"QACK", q, b"default")
+        s.expect(c, event(b"quiet", b"c-quiet"), b"QRPOP", Q_QUIET, b"EX", b"0")
         s.expect_counts(c, q, 0, 0, 0, "all done")
     return [
-        f"EX {ex} claim redelivered {back:.2f} s after the pop (window {ex} to {bound:.0f} s,"
-        f" {polls} polls); acked, EX 0 and default-expiry claims were not"
+        f"EX {ex} claims redelivered {back[q]:.2f} / {back[Q_QUIET]:.2f} s after the pop (window"
+        f" {ex} to {bound:.0f} s, {polls} polls); acked, EX 0 and default-expiry claims were not",
+        f"the redelivery woke none of {watch.cycles} waiting QNOTIFY 1; the next one found it"
+        f" at once ({watch.named_after * 1000 if watch.named_after else 0:.1f} ms)",
     ]

@@ -125,9 +125,9 @@ def semantic_checks(*, slow: bool = True) -> list[SemanticCheck]:
                 name="semantic_redelivery_window",
                 section="§6",
                 description=f"a QRPOP ... EX {timing.REDELIVERY_EX_S} claim not acked comes back to"
-                f" the right end no earlier than EX and within EX + {REDELIVERY_SLACK_S} s; acked,"
-                " EX 0 and default-expiry (30 s) claims do not",
-                queues=(timing.Q_REDELIVER,),
+                f" the right end no earlier than EX and within EX + {REDELIVERY_SLACK_S} s, waking"
+                " no waiting QNOTIFY; acked, EX 0 and default-expiry (30 s) claims do not",
+                queues=(timing.Q_REDELIVER, timing.Q_QUIET),
                 run=guarded(timing.check_redelivery),
                 slow=True,
                 estimated_duration_s=timing.REDELIVERY_EX_S + 10.0,
@@ -162,23 +162,24 @@ HEAVY_CHECKS: Final = frozenset(
 def _isolate_timing(checks: list[SemanticCheck]) -> list[SemanticCheck]:
     """Keep the heavy checks from running at the same time as the timing checks.
 
-    The runner never runs two checks that share a queue name at once.  Each timing check
-    gets one token name of its own (a queue nobody uses, only ``QFLUSH``ed) and every heavy
-    check all of them: heavy and timing checks then never overlap, while the timing checks
-    still overlap each other.  A server written in a slower language can stall for a
-    quarter of a second on a 4 MiB request; that is a throughput matter, not a QNOTIFY
-    timing error, and must not make ``QNOTIFY_LATE_S`` fail.
+    The runner never runs two checks that share a queue name at once.  Each (heavy, timing)
+    pair gets a token name of its own (a queue nobody uses, only ``QFLUSH``ed) held by both:
+    a heavy and a timing check then never overlap, while two timing checks (or two heavy
+    ones) still may.  A server written in a slower language can stall for a quarter of a
+    second on a 4 MiB request; that is a throughput matter, not a QNOTIFY timing error, and
+    must not make ``QNOTIFY_LATE_S`` fail.
     """
-    timing_names = sorted(c.name for c in checks if c.name in TIMING_CHECKS)
-    tokens = {name: PREFIX_TOKEN + name.encode() for name in timing_names}
-    out = []
-    for check in checks:
-        if check.name in tokens:
-            check = dataclasses.replace(check, queues=(*check.queues, tokens[check.name]))
-        elif check.name in HEAVY_CHECKS:
-            check = dataclasses.replace(check, queues=(*check.queues, *tokens.values()))
-        out.append(check)
-    return out
+    names = {c.name for c in checks}
+    tokens: dict[str, list[bytes]] = {}
+    for heavy in sorted(HEAVY_CHECKS & names):
+        for timed in sorted(TIMING_CHECKS & names):
+            token = PREFIX_TOKEN + f"{heavy[9:]}-{timed[9:]}".encode()
+            tokens.setdefault(heavy, []).append(token)
+            tokens.setdefault(timed, []).append(token)
+    return [
+        dataclasses.replace(c, queues=(*c.queues, *tokens[c.name])) if c.name in tokens else c
+        for c in checks
+    ]
 
 
 #: Prefix of the token names `_isolate_timing` adds (never pushed to, only flushed).

@@ -82,6 +82,7 @@ def test_timing_and_heavy_checks_never_overlap() -> None:
         for t in timing:
             assert set(checks[h].queues) & set(checks[t].queues), (h, t)
     assert not set(checks[timing[0]].queues) & set(checks[timing[1]].queues)
+    assert not set(checks[heavy[0]].queues) & set(checks[heavy[1]].queues)
 
 
 # -- against the embedded server ---------------------------------------------------------
