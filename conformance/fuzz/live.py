@@ -421,6 +421,22 @@ def _pick(alarms: list[_Alarm]) -> tuple[str, str, list[bytes]] | None:
     return real[0].problem.kind, real[0].problem.detail, list(dict.fromkeys(_candidates(real[0])))
 
 
+def _fires(run: _Run, kind: str, candidate: bytes, *, grace: bool) -> bool:
+    """Whether ``candidate`` alone makes the ``kind`` oracle fire.
+
+    A server may die of what earlier inputs left behind (memory), so a crash counts only if
+    it happens again on the freshly restarted server.
+
+    Raises:
+        ServerDown: the server is down and cannot be restarted.
+    """
+    verdict = run.check(candidate, grace=grace)
+    if kind == "crash" and verdict is not None and verdict.kind == kind:
+        run.ensure_up()
+        verdict = run.check(candidate, grace=grace)
+    return verdict is not None and verdict.kind == kind
+
+
 def _record(run: _Run, kind: str, detail: str, candidates: list[bytes]) -> None:
     """Confirm, minimise and save one finding (or count it unconfirmed)."""
     o = run.o
@@ -432,10 +448,10 @@ def _record(run: _Run, kind: str, detail: str, candidates: list[bytes]) -> None:
         for candidate in candidates:
             try:
                 run.ensure_up()  # probed (and restarted) before each: it may be down already
-                verdict = run.check(candidate)
+                fired = _fires(run, kind, candidate, grace=True)
             except ServerDown:
                 break
-            if verdict is not None and verdict.kind == kind:
+            if fired:
                 data, reproduced = candidate, True
                 break
         if not reproduced:
@@ -448,10 +464,9 @@ def _record(run: _Run, kind: str, detail: str, candidates: list[bytes]) -> None:
 
         def predicate(candidate: bytes) -> bool:
             try:
-                verdict = run.check(candidate, grace=False)
+                return _fires(run, kind, candidate, grace=False)
             except ServerDown as exc:
                 raise StopMinimising(str(exc)) from exc
-            return verdict is not None and verdict.kind == kind
 
         smallest, stats = minimise(
             data, predicate, max_runs=o.minimise_runs, max_seconds=o.minimise_seconds

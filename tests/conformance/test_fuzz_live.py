@@ -277,6 +277,7 @@ def test_model(data: bytes, replies: int, ending: Ending) -> None:
 def test_model_marks_d1_and_blocking() -> None:
     assert expect(b"$\n").d1
     assert expect(b"*1000000000000000\r\n").d1
+    assert expect(b"*1\r\n$2000000\r\n").d1  # okq allocates it first
     assert not expect(b"*1\r\n$70000\r\n").d1
     assert expect(b"*2\r\n$7\r\nqnotify\r\n$2\r\n+3\r\n").block_s == 3.0
     assert expect(b"*2\r\n$7\r\nQNOTIFY\r\n$2\r\n-3\r\n").block_s == 0.0
