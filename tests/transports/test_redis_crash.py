@@ -120,4 +120,5 @@ def test_kill_9_under_load_then_restart_loses_nothing(redis: RedisProcess) -> No
     assert missing <= unconfirmed, sorted(missing - unconfirmed)
     assert missing == orphans, (sorted(missing), sorted(orphans))
     assert set(in_hand) <= set(acked)  # the claims in hand at the kill came back
-    print(f"acked {len(acked)} of {len(ids)}; {len(orphans)} orphaned by the kill")
+    print(f"acked {len(acked)} of {len(ids)}; of {DURING} pushes in flight {len(unconfirmed)}")
+    print(f"were stored before the kill, {len(orphans)} orphaned by it")
