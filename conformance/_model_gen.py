@@ -102,6 +102,7 @@ PROFILES: Final[Mapping[str, Mapping[str, int]]] = {
         "notify": 3,
         "close": 3,
         "ping": 1,
+        "error": 1,
         "pipeline": 5,
     },
     "consumers": {
@@ -116,6 +117,7 @@ PROFILES: Final[Mapping[str, Mapping[str, int]]] = {
         "notify": 14,
         "close": 10,
         "ping": 1,
+        "error": 1,
         "pipeline": 3,
         "wake": 8,
     },
@@ -128,7 +130,16 @@ SECTIONS: Final[Mapping[str, str]] = {
 }
 
 _LARGE_EX: Final = (b"3600", b"86400", b"1000000", b"999999999", b"+7200")
-_CONTENTS: Final = (b"", b"x", b"hello world", b"two\r\nlines", b"\x00\xff\xfe bin", b"{}")
+_CONTENTS: Final = (
+    b"",
+    b"x",
+    b"hello world",
+    b"two\r\nlines",
+    b"\x00\xff\xfe bin",
+    b"{}",
+    b"$5\r\n*1\r\n",
+    b"z" * 5000,
+)
 
 
 class _Drawer:
@@ -161,6 +172,11 @@ class _Drawer:
     def fresh_id(self) -> bytes:
         self.counter += 1
         new = b"e%d" % self.counter
+        if self.rng.random() < 0.05:  # binary-safe ids (never CR or LF: defect D2)
+            new = (
+                self.rng.choice((b"", b"id with space", "\u00e9t\u00e9".encode(), b"\x00\xff"))
+                + new
+            )
         self.ids_seen.append(new)
         return new
 
@@ -272,10 +288,37 @@ class _Drawer:
     def ping(self, conn: int) -> None:
         self.emit(conn, (self.name(b"PING"),))
 
+    def error(self, conn: int) -> None:
+        """A request okq refuses: unknown command, too few arguments (the connection stays)."""
+        queue = self.queue()
+        argv = self.rng.choice(
+            (
+                (b"QPOP", queue),
+                (b"qstatuss",),
+                (b"QLPUSH", queue, b"e0"),
+                (b"QRPUSH", queue),
+                (b"QACK", queue),
+                (b"QRPOP",),
+                (b"QNOTIFY",),
+                (b"QFLUSH",),
+                (b"HELLO", b"3"),
+            )
+        )
+        self.emit(conn, argv)
+
     def pipeline(self, conn: int) -> None:
         """2 to 5 requests in one write (nothing that blocks)."""
         self.batch = []
-        kinds = (self.push, self.push, self.pop, self.ack, self.peek, self.status, self.flush)
+        kinds = (
+            self.push,
+            self.push,
+            self.pop,
+            self.ack,
+            self.peek,
+            self.status,
+            self.flush,
+            self.error,
+        )
         for _ in range(self.rng.randint(2, 5)):
             self.rng.choice(kinds)(conn)
         batch, self.batch = self.batch, None
