@@ -13,7 +13,7 @@ A mutant changes exactly one of the two layers; the other stays the identity.  `
 both identities, so it runs through the same machinery and proves that machinery transparent:
 the suite must pass it completely, and must fail every other mutant.
 
-``mutant.serve()`` starts the server and the proxy and yields the proxy's ``(host, port)``;
+``mutant.serve()`` starts the server and the proxy and yields the proxy's address (`Served`);
 both are stopped when the block ends.  `MUTANTS` lists them all; ``area`` names the group of
 behaviour a mutant breaks, so a report can say which kind of fault slipped through.
 """
@@ -35,7 +35,7 @@ from okq_transports.server import MemoryStorage, Storage, ThreadedServer
 
 from .rewriting_proxy import Fault, ProxyConnection, Request, RewritingProxy, encode_value
 
-__all__ = ["CONTROL", "MUTANTS", "SWEEP_INTERVAL_S", "Mutant", "PlainStorage"]
+__all__ = ["CONTROL", "MUTANTS", "SWEEP_INTERVAL_S", "Mutant", "PlainStorage", "Served"]
 
 #: Restore sweep period of every mutant's storage (okq: 10 s); redelivery windows still hold.
 SWEEP_INTERVAL_S: Final = 0.5
@@ -810,15 +810,30 @@ class Mutant:
     fault: Callable[[], Fault] = Fault
 
     @contextlib.contextmanager
-    def serve(self) -> Iterator[tuple[str, int]]:
-        """Run the altered server; yields the ``(host, port)`` to test."""
+    def serve(self) -> Iterator[Served]:
+        """Run the altered server; yields where to reach it (``served.host``, ``served.port``)."""
         server = ThreadedServer("127.0.0.1", 0, storage=self.storage())
         server.start()
         try:
             with RewritingProxy(server.host, server.port, self.fault()) as proxy:
-                yield proxy.host, proxy.port
+                yield Served(proxy.host, proxy.port, proxy.crash)
         finally:
             server.stop()
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A running mutant.
+
+    Attributes:
+        host, port: its address.
+        halt: drop every connection now and refuse new ones (once it has been caught, so
+            checks still running end at once instead of waiting out the fault).
+    """
+
+    host: str
+    port: int
+    halt: Callable[[], None]
 
 
 def _storage(name: str, area: str, description: str, storage: Callable[[], Storage]) -> Mutant:

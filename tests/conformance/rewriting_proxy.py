@@ -22,7 +22,6 @@ client).  `RewritingProxy.stop` closes every socket and joins every thread.
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 import threading
 from collections import deque
@@ -47,8 +46,6 @@ _IDLE_LIMIT_S: Final = 120.0
 _ACCEPT_POLL_S: Final = 0.1
 _JOIN_TIMEOUT_S: Final = 5.0
 _CONNECT_TIMEOUT_S: Final = 5.0
-# A LF not preceded by CR: the server ends header lines at LF alone, the framer does not.
-_LONE_LF: Final = re.compile(rb"(?<!\r)\n")
 
 
 def encode_value(value: RespValue) -> bytes:
@@ -212,7 +209,7 @@ class ProxyConnection:
                     raw = True
                     break
                 if end is None:
-                    raw = _LONE_LF.search(buf, pos) is not None
+                    raw = _stuck_in_lone_lf_header(buf, pos)
                     break
                 frames.append(bytes(buf[pos:end]))
                 pos = end
@@ -277,6 +274,41 @@ class ProxyConnection:
             if self.state.get("close_now"):
                 self.close()
                 return
+
+
+def _stuck_in_lone_lf_header(buf: bytearray, pos: int) -> bool:
+    """Whether the unfinished request at ``buf[pos]`` waits in a header line that holds a LF
+    without CR before it: the server ends a header at a lone LF, the framer never does.
+
+    Only called where ``frame_reply`` returned None, so every complete header before that
+    point has been validated already.
+    """
+    remaining = [1]
+    # Bounded: every pass moves ``pos`` past one header line, or returns.
+    while remaining:
+        if remaining[-1] == 0:
+            remaining.pop()
+            continue
+        remaining[-1] -= 1
+        eol = buf.find(b"\r\n", pos)
+        lf = buf.find(b"\n", pos)
+        if lf >= 0 and (eol < 0 or lf <= eol):
+            return True
+        if eol < 0:
+            return False
+        kind = bytes(buf[pos : pos + 1])
+        try:
+            number = int(buf[pos + 1 : eol]) if kind in (b"$", b"*") else 0
+        except ValueError:
+            return True
+        pos = eol + 2
+        if kind == b"$" and number >= 0:
+            if len(buf) < pos + number + 2:
+                return False  # waiting in a payload, which may hold anything
+            pos += number + 2
+        elif kind == b"*" and number > 0:
+            remaining.append(number)
+    return False
 
 
 def _request(frame: bytes, index: int, size: int) -> Request:

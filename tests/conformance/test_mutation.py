@@ -15,12 +15,15 @@ as JSON to the pytest temporary folder (and to ``$OKQ_MUTATION_REPORT`` when set
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
+import multiprocessing
 import os
+import threading
 import time
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -28,16 +31,22 @@ from typing import Final
 import pytest
 
 import conformance
-from conformance import Check, Report, format_result, run_scenarios
+from conformance import Check, Result, format_result, run_scenarios
 
 from .mutants import CONTROL, MUTANTS, Mutant
 
 #: Checks run at once against one mutant.
 _JOBS: Final = 6
 #: Mutants tested at once (each has its own server, proxy and check threads).
-_PARALLEL_MUTANTS: Final = 8
+_PARALLEL_MUTANTS: Final = 6
+#: Seconds between the starts of the first mutants (so their heavy checks do not coincide).
+_STAGGER_S: Final = 1.0
 #: Checks estimated slower than this run in a second pass, for mutants not caught yet.
 _SLOW_CHECK_S: Final = 5.0
+#: Longest a single mutant's run may take (a hung one fails the test instead of the session).
+_MUTANT_TIMEOUT_S: Final = 240.0
+
+_BY_NAME: Final = {m.name: m for m in MUTANTS}
 
 
 def suite_checks() -> list[Check]:
@@ -58,82 +67,147 @@ def suite_checks() -> list[Check]:
 
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """What the suite said about one mutant."""
+    """What the suite said about one mutant (plain data: it comes back from a worker process)."""
 
-    mutant: Mutant
+    name: str
     caught_by: tuple[str, ...]
     details: tuple[str, ...]
     ran: int
     duration_s: float
+    runner_races: int = 0
 
     @property
     def caught(self) -> bool:
         return bool(self.caught_by)
 
 
-def _judge(mutant: Mutant, checks: Sequence[Check]) -> Verdict:
+@contextlib.contextmanager
+def _runner_race_tolerated() -> Iterator[list[str]]:
+    """Count, instead of raising, one known race of ``run_scenarios(fail_fast=True, jobs>1)``.
+
+    Its fail-fast test iterates the shared results while another worker inserts one, without
+    the lock, which can end a worker thread with ``RuntimeError: dictionary changed size
+    during iteration`` (the check that worker had picked is then left out of the report).
+    """
+    seen: list[str] = []
+    previous = threading.excepthook
+
+    def hook(args: threading.ExceptHookArgs) -> None:
+        thread = args.thread.name if args.thread is not None else ""
+        if (
+            args.exc_type is RuntimeError
+            and thread.startswith("conformance-")
+            and "changed size during iteration" in str(args.exc_value)
+        ):
+            seen.append(thread)
+            return
+        previous(args)
+
+    threading.excepthook = hook
+    try:
+        yield seen
+    finally:
+        threading.excepthook = previous
+
+
+def judge(name: str, delay_s: float = 0.0) -> Verdict:
+    """Run the suite against one mutant (``control``: all of it, without fail-fast).
+
+    The first failed check catches the mutant: it is then halted (every connection dropped),
+    so checks still running end at once; what fails after that is not counted.  Module-level,
+    so a worker process can run it by name; ``delay_s`` staggers the first mutants' starts.
+    """
+    time.sleep(delay_s)
+    mutant = CONTROL if name == CONTROL.name else _BY_NAME[name]
+    checks = suite_checks()
     started = time.monotonic()
-    fast = [c for c in checks if c.estimated_duration_s < _SLOW_CHECK_S]
-    slow = [c for c in checks if c.estimated_duration_s >= _SLOW_CHECK_S]
+    passes = [checks]
+    if mutant is not CONTROL:
+        passes = [
+            [c for c in checks if c.estimated_duration_s < _SLOW_CHECK_S],
+            [c for c in checks if c.estimated_duration_s >= _SLOW_CHECK_S],
+        ]
     ran = 0
     failed: list[str] = []
     details: list[str] = []
-    with mutant.serve() as (host, port):
-        for group in (fast, slow):  # bounded: two passes
+    with _runner_race_tolerated() as races, mutant.serve() as served:
+
+        def seen(result: Result) -> None:
+            if result.failed and (mutant is CONTROL or not failed):
+                failed.append(result.name)
+                details.append(format_result(result))
+                if mutant is not CONTROL:
+                    served.halt()
+
+        for group in passes:  # bounded: at most two passes
             if failed or not group:
                 continue
-            report: Report = run_scenarios(host, port, group, jobs=_JOBS, fail_fast=True)
+            report = run_scenarios(
+                served.host,
+                served.port,
+                group,
+                jobs=_JOBS,
+                fail_fast=mutant is not CONTROL,
+                on_result=seen,
+            )
             ran += len(report.results)
-            for result in report.results:
-                if result.failed:
-                    failed.append(result.name)
-                    details.append(format_result(result))
-    return Verdict(mutant, tuple(failed), tuple(details), ran, time.monotonic() - started)
+    return Verdict(name, tuple(failed), tuple(details), ran, time.monotonic() - started, len(races))
 
 
 @dataclass(frozen=True, slots=True)
 class Results:
-    """The control's report and every selected mutant's verdict."""
+    """The control's verdict and every selected mutant's."""
 
     checks: int
-    control: Report
+    control: Verdict
     verdicts: dict[str, Verdict]
     duration_s: float
 
 
-def _selected(session: pytest.Session) -> list[Mutant]:
+def _selected(session: pytest.Session) -> list[str]:
     wanted: set[str] = set()
     for item in session.items:
         callspec = getattr(item, "callspec", None)
         if callspec is not None and isinstance(callspec.params.get("mutant"), Mutant):
             wanted.add(callspec.params["mutant"].name)
     if any(item.name.startswith("test_mutation_score") for item in session.items):
-        wanted.update(m.name for m in MUTANTS)
-    return [m for m in MUTANTS if m.name in wanted]
+        wanted.update(_BY_NAME)
+    return [m.name for m in MUTANTS if m.name in wanted]
 
 
 @pytest.fixture(scope="module")
 def results(request: pytest.FixtureRequest) -> Results:
+    """The control, alone, then the selected mutants, `_PARALLEL_MUTANTS` at a time.
+
+    Each runs in a worker process of its own (server, proxy and checks together, as for the
+    control), so one mutant's load never slows another's timing checks.
+    """
     started = time.monotonic()
-    checks = suite_checks()
-    with CONTROL.serve() as (host, port):
-        control = run_scenarios(host, port, checks, jobs=_JOBS)
     chosen = _selected(request.session)
-    with ThreadPoolExecutor(_PARALLEL_MUTANTS, thread_name_prefix="mutant") as pool:
-        verdicts = list(pool.map(lambda m: _judge(m, checks), chosen))
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(_PARALLEL_MUTANTS, mp_context=context) as pool:
+        control = pool.submit(judge, CONTROL.name).result(timeout=_MUTANT_TIMEOUT_S)
+        futures = [
+            pool.submit(judge, name, _STAGGER_S * n if n < _PARALLEL_MUTANTS else 0.0)
+            for n, name in enumerate(chosen)
+        ]
+        verdicts = [f.result(timeout=_MUTANT_TIMEOUT_S) for f in futures]
     return Results(
-        len(checks), control, {v.mutant.name: v for v in verdicts}, time.monotonic() - started
+        len(suite_checks()),
+        control,
+        {v.name: v for v in verdicts},
+        time.monotonic() - started,
     )
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_control_passes_the_whole_suite(results: Results) -> None:
-    failures = [format_result(r) for r in results.control.results if r.failed]
-    assert not failures, "the unaltered server (same machinery, no fault) failed:\n" + "\n".join(
-        failures
+    control = results.control
+    assert not control.caught_by, "the unaltered server (same machinery, no fault) failed:\n" + (
+        "\n".join(control.details)
     )
-    assert len(results.control.results) == results.checks
+    assert control.ran == results.checks
 
 
 @pytest.mark.slow
@@ -142,6 +216,7 @@ def test_control_passes_the_whole_suite(results: Results) -> None:
 def test_mutant_is_caught(mutant: Mutant, results: Results) -> None:
     verdict = results.verdicts[mutant.name]
     print(f"{mutant.name}: caught by {', '.join(verdict.caught_by) or 'nothing'}")
+    print("\n".join(verdict.details))
     assert verdict.caught, (
         f"no check failed against mutant {mutant.name} ({mutant.area}): {mutant.description};"
         f" {verdict.ran} checks ran"
@@ -159,7 +234,7 @@ def test_mutation_score(
         f"mutation score: {len(caught)}/{len(verdicts)} mutants caught"
         f" by {results.checks} checks in {results.duration_s:.1f} s",
         *(
-            f"  {'caught ' if v.caught else 'MISSED '} {v.mutant.name:36} {v.mutant.area:12}"
+            f"  {'caught ' if v.caught else 'MISSED '} {v.name:36} {_BY_NAME[v.name].area:12}"
             f" {', '.join(v.caught_by) or '-'}"
             for v in verdicts
         ),
@@ -171,12 +246,14 @@ def test_mutation_score(
         "duration_s": round(results.duration_s, 1),
         "mutants": [
             {
-                "name": v.mutant.name,
-                "area": v.mutant.area,
-                "description": v.mutant.description,
+                "name": v.name,
+                "area": _BY_NAME[v.name].area,
+                "description": _BY_NAME[v.name].description,
                 "caught_by": list(v.caught_by),
                 "checks_run": v.ran,
                 "duration_s": round(v.duration_s, 1),
+                "runner_races": v.runner_races,
+                "details": [d[:2000] for d in v.details],
             }
             for v in verdicts
         ],
