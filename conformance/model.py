@@ -308,23 +308,32 @@ def run_model(
     return ModelReport(count, total_steps, spent, tuple(findings), tuple(errors))
 
 
-def model_checks(*, seed: int = 0, runs: int = 20, steps: int = 60) -> list[SemanticCheck]:
+def _declared(profile: str, seed: int, runs: int) -> tuple[bytes, ...]:
+    """Every queue of ``runs`` sequences of one profile, spare queues included."""
+    names: list[bytes] = []
+    for run in range(runs):
+        queues, spare = run_queues(profile, seed, run)
+        names += (*queues, spare)
+    return tuple(names)
+
+
+def model_checks(
+    *, seed: int = 0, runs: int = 20, steps: int = 60, out_dir: str | Path | None = None
+) -> list[SemanticCheck]:
     """One `SemanticCheck` per profile: ``runs`` random sequences of ``steps`` steps each.
 
     Each check has its own queues (``run_queues``), lists none (no ``needs_empty_server``) and
-    fails with the first sequence the server fails, shrunk (no transcript is written; use
-    ``python -m conformance.model_main --out DIR`` for that).
+    fails with the first sequence the server fails, shrunk; with ``out_dir`` its transcript
+    is written there (``python -m conformance --transcripts FILE`` replays it).
     """
     checks = []
     for profile in PROFILES:
-        queues = tuple(
-            q
-            for run in range(runs)
-            for q in (*run_queues(profile, seed, run)[0], run_queues(profile, seed, run)[1])
-        )
+        queues = _declared(profile, seed, runs)
 
         def check(host: str, port: int, profile: str = profile) -> ProbeFinding:
-            report = run_model(host, port, seed=seed, runs=runs, steps=steps, profiles=(profile,))
+            report = run_model(
+                host, port, seed=seed, runs=runs, steps=steps, profiles=(profile,), out_dir=out_dir
+            )
             outcome = Outcome.PASS if report.ok else Outcome.FAIL
             return ProbeFinding(outcome, tuple(report.format()))
 

@@ -21,7 +21,14 @@ from typing import Final
 
 import pytest
 
-from conformance import Outcome, load_transcript, parse_scenario, replay_scenario, run_scenarios
+from conformance import (
+    Outcome,
+    load_transcript,
+    parse_scenario,
+    replay_scenario,
+    run_probe,
+    run_scenarios,
+)
 from conformance._model_ledger import Ledger
 from conformance._model_ref import ReferenceModel
 from conformance._net import ReadFailure, connect
@@ -301,6 +308,18 @@ def test_a_broken_server_is_found_shrunk_and_written_out(
         assert bad.outcome is Outcome.FAIL, bad.details
     good = run_scenarios(server.host, server.port, [scenario], pause_s=0.05)
     assert good.ok, good.format_text()
+
+
+def test_a_model_check_fails_on_a_broken_server_and_writes_its_transcript(
+    server: ThreadedServer, tmp_path: Path
+) -> None:
+    check = model_checks(seed=1, runs=5, steps=60, out_dir=tmp_path)[0]
+    with FaultyProxy((server.host, server.port), answer=duplicate_as_ok) as proxy:
+        result = run_probe(proxy.host, proxy.port, check, pause_s=0.05)
+    assert result.outcome is Outcome.FAIL
+    assert result.section == check.section
+    (written,) = tmp_path.glob("model_*.json")
+    assert any(str(written) in line for line in result.details)
 
 
 def test_a_server_gone_while_shrinking_is_an_error(server: ThreadedServer) -> None:
