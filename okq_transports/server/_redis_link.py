@@ -156,6 +156,7 @@ class Link:
             RedisMissingError: redis-py is not installed.
         """
         redis = _redis()
+        self._pending, self._scheduled = [], False  # nothing carries over from another loop
         socket_timeout, connect_timeout = self._timeouts
         options: dict[str, Any] = {
             "protocol": 2,
@@ -191,7 +192,10 @@ class Link:
         _log.info("okq storage on %s %s", where, _redacted(self.url))
 
     async def close(self) -> None:
-        """Wait for the pipelines in flight, then close every connection.  Idempotent."""
+        """Send what is pending, wait for the pipelines in flight, then close every connection.
+        Idempotent."""
+        if self._pending:
+            self._flush()
         if self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
         client, self._client = self._client, None

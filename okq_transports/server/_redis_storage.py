@@ -260,8 +260,14 @@ class RedisStorage:
 
         task = asyncio.get_running_loop().create_task(run())
         self._inflight.add(task)
-        task.add_done_callback(self._inflight.discard)
+        task.add_done_callback(self._finished)
         return await asyncio.shield(task)
+
+    def _finished(self, task: asyncio.Task[Any]) -> None:
+        self._inflight.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # retrieved here too: its request may have been cancelled and not be waiting
+            _log.debug("storage operation failed: %r", task.exception())
 
     # -- notifications ------------------------------------------------------------------------
 

@@ -136,6 +136,10 @@ def test_a_restart_on_the_same_redis_keeps_everything(redis: RedisProcess) -> No
     conn = Resp(HOST, port)
     try:
         assert conn.call("QSTATUS", "rs") == before
+        conn.close()
+        again.restart()  # the same storage object again, on the new thread's new loop
+        conn = Resp(HOST, port)
+        assert conn.call("QSTATUS", "rs") == before
         assert conn.call("QRPEEK", "rs") == event(b"e2", b"c2")
         assert conn.call("QLPUSH", "rs", "e1", "x") == b"-ERR duplicate event e1\r\n"
         assert conn.call("QACK", "rs", "e1") == b":1\r\n"
