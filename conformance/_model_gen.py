@@ -70,8 +70,11 @@ class ModelStep:
 def _words(argv: tuple[bytes, ...]) -> str:
     words = []
     for arg in argv:
-        text = arg.decode("ascii", "backslashreplace")
-        if not arg or any(c in text for c in " \\\r\n\"'"):
+        try:
+            text = arg.decode("utf-8")
+        except UnicodeDecodeError:
+            text = ""
+        if not text or not text.isprintable() or any(c in text for c in " \\\"'"):
             text = repr(arg)[1:]
         words.append(text)
     return " ".join(words)

@@ -153,6 +153,16 @@ def _rng(profile: str, seed: int, run: int) -> random.Random:
     return random.Random(f"okq-model:{profile}:{seed}:{run}")
 
 
+def _summary(lines: Sequence[str], limit: int = 240) -> str:
+    """`` Failed at step 3 (...): expected ...`` from a run's failure lines, shortened."""
+    if not lines:
+        return ""
+    text = " Failed at " + lines[0].rstrip(":")
+    if len(lines) > 1:
+        text += ": " + lines[1].strip()
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 class _ServerGone(Exception):
     """A candidate run could not start: the server stopped answering while shrinking."""
 
@@ -204,7 +214,7 @@ def _finding(
         description = (
             f"A random okq command sequence (profile {profile}, seed {seed}, run {run}),"
             f" shrunk from {len(steps)} to {len(small)} steps; the expected replies are the"
-            " reference model's. " + (result.lines[0] if result.lines else "")
+            " reference model's." + _summary(result.lines)
         )
         transcript = write_transcript(out_dir, name, description, queues, small, notes=notes)
     finding = ModelFinding(
