@@ -118,6 +118,16 @@ def semantic_checks(*, slow: bool = True) -> list[SemanticCheck]:
             run=guarded(timing.check_claim_hidden),
             estimated_duration_s=timing.CLAIM_WATCH_S + 0.5,
         ),
+        SemanticCheck(
+            name="semantic_redelivery_quick",
+            section="§6",
+            description="if a QRPOP ... EX 1 claim comes back within"
+            f" {timing.QUICK_REDELIVERY_WINDOW_S} s (a short sweep), it was held 1 s and woke no"
+            " waiting QNOTIFY (only the next QNOTIFY finds it)",
+            queues=(timing.Q_QUIET_QUICK,),
+            run=guarded(timing.check_redelivery_quick),
+            estimated_duration_s=timing.QUICK_REDELIVERY_WINDOW_S + 1.0,
+        ),
     ]
     if slow:
         checks.append(

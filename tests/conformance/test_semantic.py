@@ -104,6 +104,7 @@ def test_every_check_passes_against_the_embedded_server(fast_sweep_server: Threa
         assert all(r.kind == "semantic" and r.section for r in report.results)
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(60)
 def test_one_at_a_time_too(fast_sweep_server: ThreadedServer) -> None:
     report = _run(fast_sweep_server.host, fast_sweep_server.port, semantic_checks(slow=False), 1)
