@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
-from conformance._resp import RespValue, encode_command, parse_reply
-from okq_proto.server import QueueStatus
+from conformance._resp import RespSimple, RespValue, encode_command, parse_reply
+from okq_proto.server import MAX_LOCK_EXPIRE_S, QueueStatus
 from okq_transports.server import MemoryStorage, Storage, ThreadedServer
 
 from .rewriting_proxy import Fault, ProxyConnection, Request, RewritingProxy, encode_value
@@ -444,6 +444,35 @@ class _RedeliveredOnLeft(_OwnSweep):
             engine.push(queue, event_id, contents, right=False)
 
 
+class _RedeliveredOrderReversed(_OwnSweep):
+    """Several claims put back by one sweep come back newest claim right-most."""
+
+    def redelivered(self, queue: bytes, ids: list[bytes]) -> None:
+        if len(ids) < 2:
+            return
+        engine = self.inner.engine
+        contents = [(i, engine.contents(queue, i) or b"") for i in ids]
+        for event_id, _ in contents:
+            engine.ack(queue, event_id)
+        for event_id, data in reversed(contents):
+            engine.push(queue, event_id, data, right=True)
+
+
+class _FlushClearsLocks(PlainStorage):
+    """QFLUSH also drops the claim locks (kinder than okq, whose locks survive a flush)."""
+
+    async def flush(self, queue: bytes) -> None:
+        await self.inner.flush(queue)
+        self.inner.engine._locks.pop(queue, None)
+
+
+class _HugeExpiryAccepted(PlainStorage):
+    async def pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
+        if expire_s is not None and expire_s > MAX_LOCK_EXPIRE_S:
+            expire_s = MAX_LOCK_EXPIRE_S
+        return await self.inner.pop(queue, expire_s)
+
+
 # -- proxy faults ------------------------------------------------------------------------------
 
 RequestChange = Callable[[ProxyConnection, Request], bytes | None]
@@ -775,6 +804,51 @@ def _unregistered_notify(conn: ProxyConnection, req: Request) -> bytes | None:
     elif req.name == b"QNOTIFY" and len(args) >= 2 and not conn.state.get("registered"):
         return encode_command(args[0], b"0", *args[2:])
     return None
+
+
+_UNKNOWN: Final = b'-ERR unknown command "'
+
+
+def _unicode_escapes_raw(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    if not data.startswith(_UNKNOWN):
+        return None
+    return re.sub(rb"\\u([0-9a-f]{4})", lambda m: chr(int(m.group(1), 16)).encode(), data)
+
+
+def _quotes_unescaped(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    if not data.startswith(_UNKNOWN):
+        return None
+    return data.replace(b'\\"', b'"').replace(b"\\\\", b"\\")
+
+
+def _duplicate_id_escaped(conn: ProxyConnection, request: Request, data: bytes) -> bytes | None:
+    head = b"-ERR duplicate event "
+    if not data.startswith(head):
+        return None
+    event_id = data[len(head) : -2]
+    escaped = b"".join(bytes([b]) if 0x20 <= b < 0x7F else b"\\x%02x" % b for b in event_id)
+    return head + escaped + b"\r\n"
+
+
+_COMMANDS: Final = frozenset(
+    (*_PUSHES, *_PEEKS, b"PING", b"QRPOP", b"QACK", b"QREGISTER", b"QNOTIFY", b"QFLUSH", b"QSTATUS")
+) | {b"QINFO"}
+
+
+def _unicode_name(req: Request) -> bool:
+    """A command name that only Unicode upper-casing (Go's strings.ToUpper) turns into one."""
+    args = _args(req)
+    if not args or args[0].isascii():
+        return False
+    try:
+        return args[0].decode("utf-8").upper().encode("utf-8") in _COMMANDS
+    except UnicodeDecodeError:
+        return False
+
+
+def _has_simple_string(req: Request) -> bool:
+    value = parse_reply(req.raw)
+    return isinstance(value, list) and any(isinstance(x, RespSimple) for x in value)
 
 
 _CRASH_INPUT: Final = re.compile(rb"(?:[*$+:\-].?\n|.*[*$][0-9]{13,}\r\n)", re.S)
@@ -1388,6 +1462,62 @@ MUTANTS: Final[tuple[Mutant, ...]] = (
         "defects",
         "commands naming the empty queue are refused",
         lambda: _answer_instead(_empty_name, lambda req: b"-ERR invalid queue name\r\n"),
+    ),
+    _storage(
+        "redelivered_order_reversed",
+        "redelivery",
+        "claims put back by one sweep come back newest claim right-most (not oldest)",
+        _RedeliveredOrderReversed,
+    ),
+    _storage(
+        "qflush_clears_claim_locks",
+        "qflush",
+        "QFLUSH drops claim locks too, so a re-pushed, re-popped id gets its new EX",
+        _FlushClearsLocks,
+    ),
+    _storage(
+        "huge_ex_accepted",
+        "expiry",
+        "an EX too large for Redis is clamped instead of failing with the server-side error",
+        _HugeExpiryAccepted,
+    ),
+    _proxy(
+        "err_quote_unicode_raw",
+        "errors",
+        "the unknown-command quoting writes non-printable code points raw, not as \\uNNNN",
+        lambda: _Change(reply=_unicode_escapes_raw),
+    ),
+    _proxy(
+        "err_quote_no_escapes",
+        "errors",
+        "the unknown-command quoting does not escape double quotes and backslashes",
+        lambda: _Change(reply=_quotes_unescaped),
+    ),
+    _proxy(
+        "err_duplicate_id_escaped",
+        "errors",
+        "the duplicate error escapes non-printable bytes of the id instead of writing them raw",
+        lambda: _Change(reply=_duplicate_id_escaped),
+    ),
+    _proxy(
+        "command_names_ascii_upper_only",
+        "case rules",
+        "command names are upper-cased as ASCII only (PING spelt with a dotless i is unknown)",
+        lambda: _answer_instead(
+            _unicode_name, lambda req: b'-ERR unknown command "%s"\r\n' % _args(req)[0]
+        ),
+    ),
+    _proxy(
+        "empty_array_missing_args",
+        "framing",
+        'an empty request array answers ERR missing args instead of the unknown command ""',
+        lambda: _answer_instead(lambda req: req.args == (), lambda req: b"-ERR missing args\r\n"),
+    ),
+    _proxy(
+        "simple_string_args_refused",
+        "framing",
+        "requests with simple-string elements are refused as invalid commands",
+        lambda: _answer_instead(_has_simple_string, lambda req: b"-ERR invalid command\r\n"),
     ),
 )
 

@@ -7,10 +7,12 @@ that does not exist) runs against each one with ``fail_fast`` and several jobs; 
 with no fault and must pass every check, so a caught mutant is caught for its fault.
 
 Running the suite is the slow part, so one module fixture runs it for every mutant the session
-selected, a few mutants at a time (each has its own server and proxy), after the control has
-run alone; the tests only read those reports.  Checks slower than `_SLOW_CHECK_S` run in a
-second pass, only for mutants the fast ones did not catch.  The score is printed and written
-as JSON to the pytest temporary folder (and to ``$OKQ_MUTATION_REPORT`` when set).
+selected, each in a worker process of its own (its server, proxy and checks together, so one
+mutant's load never slows another's timing checks), `_PARALLEL_MUTANTS` at a time, after the
+control has run alone.  A mutant is halted at its first failed check, which is the check that
+caught it.  Checks slower than `_SLOW_CHECK_S` run in a second pass, only for mutants the fast
+ones did not catch.  The tests only read the verdicts.  The score is printed and written as
+JSON to the pytest temporary folder (and to ``$OKQ_MUTATION_REPORT`` when set).
 """
 
 from __future__ import annotations
