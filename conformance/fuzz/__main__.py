@@ -110,6 +110,12 @@ def _parser() -> argparse.ArgumentParser:
         "--max-findings", type=int, default=1, help="stop after this many findings; 0: never (1)"
     )
     live.add_argument(
+        "--skip-known",
+        action="store_true",
+        help="do not send inputs of okq's known crash class D1 (short headers, sizes past what"
+        " a server must wait for), to look for other faults in a real okq",
+    )
+    live.add_argument(
         "--oracles",
         default="crash,hang,framing,desync,damage",
         help="comma-separated oracles to report (default: all)",
@@ -146,6 +152,7 @@ def _main_live(args: argparse.Namespace) -> int:
         batch=args.batch,
         lanes=args.lanes,
         max_findings=args.max_findings,
+        skip_known=args.skip_known,
         oracles=oracles,
         minimise_seconds=args.minimise_seconds,
     )

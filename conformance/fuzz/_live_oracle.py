@@ -64,6 +64,8 @@ class Wire:
         self.timeout_s = timeout_s
         self.token = secrets.token_hex(4).encode()
         self.marker_format: tuple[bytes, bytes] | None = None
+        #: Every sentinel's queue (flushed at the end of a run).
+        self.sentinel_queues: list[bytes] = []
 
     def connect(self, label: str) -> Connection:
         """A new connection (raises ``OSError`` when refused)."""
@@ -137,7 +139,10 @@ class Sentinel:
 
     def __init__(self, wire: Wire, lane: int, mode: str = "full") -> None:
         self.wire = wire
-        self.queue = b"fuzz-sentinel-%s-%d" % (wire.token, lane)
+        # A queue of its own per sentinel: a server restarted over the same storage (okq over
+        # its Redis) may still hold a half-done round of an earlier sentinel.
+        self.queue = b"fuzz-sentinel-%s-%d-%s" % (wire.token, lane, secrets.token_hex(3).encode())
+        wire.sentinel_queues.append(self.queue)
         self.mode = mode
         self.count = 0
         self.conn: Connection | None = None

@@ -92,6 +92,7 @@ class LiveOptions:
     lanes: int = 4
     sentinel_every: int = 4
     max_findings: int = 1
+    skip_known: bool = False
     oracles: frozenset[str] = frozenset(ORACLES)
     minimise_runs: int = 1500
     minimise_seconds: float = 120.0
@@ -150,7 +151,7 @@ class LiveReport:
         lines = [
             f"{self.inputs} inputs in {self.elapsed_s:.1f} s ({self.rate:.0f} inputs/s over"
             f" {self.fuzz_s:.1f} s of fuzzing),"
-            f" {self.batches} batches, {self.skipped} skipped (blocking budget),"
+            f" {self.batches} batches, {self.skipped} skipped (blocking budget, --skip-known),"
             f" {self.slow} slow, {self.unconfirmed} unconfirmed, {self.restarts} restarts,"
             f" sentinel: {self.sentinel}"
         ]
@@ -210,6 +211,9 @@ class _Run:
         with self.lock:
             if self.claimed >= self.o.iterations:
                 return None
+            if self.o.skip_known and exp.d1:
+                self.report.skipped += 1
+                return False
             if exp.block_s > 0:
                 allowed = self.o.block_share * (time.monotonic() - self.started)
                 allowed += self.o.max_block_s
@@ -593,6 +597,7 @@ def run_live(options: LiveOptions) -> LiveReport:
     report.elapsed_s = time.monotonic() - run.started
     if run.up:
         run.flush_touched()
+        run.wire.flush(run.wire.sentinel_queues)
     if run.checker is not None:
         run.checker.close()
     return report

@@ -344,6 +344,15 @@ def test_crash_minimised_with_restarts(
     assert replay_scenario(server.host, server.port, scenario, pause_s=0).outcome is Outcome.FAIL
 
 
+def test_skip_known_leaves_d1_inputs_out(model_server: Callable[..., ModelServer]) -> None:
+    server = model_server(crash_on_short_header=True)
+    options = _options(server.host, server.port, None, iterations=3000, skip_known=True)
+    report = run_live(options)
+    assert report.findings == [], report.format_text()
+    assert server.crashes == 0
+    assert report.skipped > 0
+
+
 def test_hang_found_minimised_and_replayable(
     model_server: Callable[..., ModelServer], tmp_path: Path
 ) -> None:
