@@ -431,3 +431,29 @@ def test_claims_are_swept_back_by_the_other_instance(redis: RedisProcess) -> Non
         lazy.stop()
         if other is not None:
             other.stop()
+
+
+def test_registrations_outlive_the_other_instances_refresh(redis: RedisProcess) -> None:
+    """The other instance drops registrations not re-stamped for 30 s; ours re-stamps every
+    10 s, so its consumers stay counted there (against ours: the same with 2 s and 0.5 s)."""
+    peer = _peer()
+    if peer is None:
+        a = ours(redis.url, refresh_interval_s=0.5, consumer_ttl_s=2)
+        b = ours(redis.url, refresh_interval_s=0.5, consumer_ttl_s=2)
+        other, wait_s, servers = (b.host, b.port), 4.0, [a, b]
+    else:
+        a = ours(f"redis://{peer[1][0]}:{peer[1][1]}/0")
+        other, wait_s, servers = peer[0], 32.0, [a]
+    queue = f"stay-{time.monotonic_ns()}".encode()
+    consumer, watcher = Resp(HOST, a.port), Resp(*other)
+    try:
+        assert consumer.call("QREGISTER", queue) == OK
+        time.sleep(wait_s)
+        assert watcher.call("QSTATUS", queue) == b"*1\r\n" + status(queue, 0, 0, 1)
+        consumer.close()
+        poll(lambda: watcher.call("QSTATUS", queue), b"*1\r\n" + status(queue, 0, 0, 0), 3.0)
+    finally:
+        consumer.close()
+        watcher.close()
+        for server in servers:
+            server.stop()
