@@ -84,7 +84,9 @@ def _parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 no finding, 1 findings (live mode), 2 usage errors.",
     )
     parser.add_argument("targets", nargs="*", choices=[*_TARGET_NAMES, []], default=[])
-    parser.add_argument("--iterations", type=int, default=None, help="inputs at most")
+    parser.add_argument(
+        "--iterations", type=int, default=None, help="inputs at most (in-process: 20000)"
+    )
     parser.add_argument("--seconds", type=float, default=60.0, help="wall-time bound (60)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (0)")
     parser.add_argument("--atheris", metavar="TARGET", choices=list(_TARGET_NAMES))
@@ -105,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
         help="longest QNOTIFY wait an input may contain; longer ones are skipped (1.0)",
     )
     live.add_argument("--batch", type=int, default=16, help="inputs pipelined per write (16)")
-    live.add_argument("--lanes", type=int, default=4, help="connections fuzzing at once (4)")
+    live.add_argument("--lanes", type=int, default=8, help="connections fuzzing at once (8)")
     live.add_argument(
         "--max-findings", type=int, default=1, help="stop after this many findings; 0: never (1)"
     )

@@ -89,7 +89,7 @@ class LiveOptions:
     max_block_s: float = 1.0
     block_share: float = 0.02
     batch: int = 16
-    lanes: int = 4
+    lanes: int = 8
     sentinel_every: int = 4
     max_findings: int = 1
     skip_known: bool = False
@@ -201,6 +201,7 @@ class _Run:
         self.up = True
         self.checker: Sentinel | None = None
         self.checks = 0
+        self.error: Exception | None = None
 
     def log(self, text: str) -> None:
         if self.o.log is not None:
@@ -372,6 +373,10 @@ def _lane(run: _Run, lane: int, rng: random.Random, corpus: list[bytes]) -> None
         if run.halt.is_set() and recent:  # another lane's alarm: these are suspects too
             context = Problem("context", len(recent[-1]) - 1, "in flight when another lane stopped")
             run.alarm(_Alarm(context, recent[-1], list(recent)))
+    except Exception as exc:  # a fault of the fuzzer itself: stop every lane, re-raised
+        with run.lock:
+            run.error = exc
+        run.halt.set()
     finally:
         if conn is not None:
             conn.close()
@@ -581,6 +586,8 @@ def run_live(options: LiveOptions) -> LiveReport:
                 run.log(
                     f"{report.inputs} inputs, {report.rate:.0f}/s, {len(report.findings)} found"
                 )
+        if run.error is not None:
+            raise run.error
         picked = _pick(list(run.alarms))
         if picked is None:
             break
