@@ -457,3 +457,21 @@ def test_registrations_outlive_the_other_instances_refresh(redis: RedisProcess) 
         watcher.close()
         for server in servers:
             server.stop()
+
+
+def test_scripts_are_loaded_again_after_script_flush(redis: RedisProcess) -> None:
+    """The pop and restore scripts go by EVALSHA; a Redis that lost them (SCRIPT FLUSH, a
+    restart) gets them again by EVAL."""
+    server = ours(redis.url, sweep_interval_s=FAST_SWEEP_S)
+    conn, watcher = Resp(HOST, server.port), Resp(*redis.address)
+    try:
+        assert conn.call("QLPUSH", "sf", "e", "c") == OK
+        assert watcher.call("SCRIPT", "FLUSH") == OK
+        assert conn.call("QRPOP", "sf", "EX", 1) == event(b"e", b"c")
+        assert watcher.call("SCRIPT", "FLUSH") == OK
+        poll(lambda: conn.call("QRPEEK", "sf"), event(b"e", b"c"), 5.0)  # the restore script
+        assert conn.call("QRPOP", "sf", "EX", 0) == event(b"e", b"c")
+    finally:
+        conn.close()
+        watcher.close()
+        server.stop()
