@@ -64,7 +64,7 @@ def _redis() -> Any:
         import redis
         import redis.asyncio
         import redis.asyncio.cluster
-    except ImportError as exc:  # pragma: no cover - the test environment has redis-py
+    except ImportError as exc:
         raise RedisMissingError(f"Redis storage needs redis-py: {INSTALL_HINT}") from exc
     return redis
 

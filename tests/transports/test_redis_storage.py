@@ -475,3 +475,25 @@ def test_scripts_are_loaded_again_after_script_flush(redis: RedisProcess) -> Non
         conn.close()
         watcher.close()
         server.stop()
+
+
+def test_without_redis_py_the_server_imports_and_the_storage_says_what_to_install() -> None:
+    code = (
+        "import sys, asyncio\n"
+        "sys.modules['redis'] = None  # as if redis-py were not installed\n"
+        "import okq_transports.server as s\n"
+        "storage = s.RedisStorage.from_url('redis://127.0.0.1:1/0')\n"
+        "try:\n"
+        "    asyncio.run(storage.start())\n"
+        "except s.RedisMissingError as exc:\n"
+        "    print('missing:', exc)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == "missing: Redis storage needs redis-py: pip install 'okq[redis]'\n"
+    code = "import sys, okq_transports.server; print('redis' in sys.modules)"
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True
+    )
+    assert done.stdout == "False\n"
