@@ -114,23 +114,28 @@ class _Session:
     """The connections of one run, with the model and the ledger beside them."""
 
     def __init__(
-        self, host: str, port: int, queues: tuple[bytes, ...], settle_s: float, wake_delay_s: float
+        self,
+        servers: Sequence[tuple[str, int]],
+        queues: tuple[bytes, ...],
+        settle_s: float,
+        wake_delay_s: float,
     ) -> None:
         self.settle_s = settle_s
         self.wake_delay_s = wake_delay_s
-        self.host = host
-        self.port = port
+        self.servers = tuple(servers)
         self.queues = queues
         self.model = ReferenceModel()
         self.ledger = Ledger()
         self.conns: dict[int, Connection] = {}
         self.observer: Connection | None = None
 
-    def _connect(self, label: str) -> Connection:
+    def _connect(self, label: str, number: int = 0) -> Connection:
+        """Connection ``number`` goes to server ``number % len(servers)``."""
+        host, port = self.servers[number % len(self.servers)]
         try:
-            return connect(self.host, self.port, label)
+            return connect(host, port, label)
         except OSError as exc:
-            raise _Failure([f"cannot connect to {self.host}:{self.port}: {exc}"]) from exc
+            raise _Failure([f"cannot connect to {host}:{port}: {exc}"]) from exc
 
     def _request(self, conn: Connection, argv: tuple[bytes, ...], wait_s: float) -> bytes:
         try:
@@ -179,7 +184,7 @@ class _Session:
     def _conn(self, number: int) -> Connection:
         conn = self.conns.get(number)
         if conn is None:
-            conn = self.conns[number] = self._connect(f"conn {number}")
+            conn = self.conns[number] = self._connect(f"conn {number}", number)
         return conn
 
     def _send(self, conn: Connection, data: bytes) -> None:
@@ -279,6 +284,7 @@ def execute(
     *,
     settle_s: float = SETTLE_S,
     wake_delay_s: float = WAKE_DELAY_S,
+    others: Sequence[tuple[str, int]] = (),
 ) -> RunResult:
     """Run ``steps`` against the okq server at ``host:port`` and judge each reply.
 
@@ -289,11 +295,14 @@ def execute(
         settle_s: how long the server may take to agree with the model after a NOBLOCK push
             or a consumer's close (polled with QSTATUS of ``queues``).
         wake_delay_s: pause between a QNOTIFY that waits and the push that wakes it.
+        others: more okq servers sharing the first one's Redis: connection ``n`` goes to
+            server ``n % (1 + len(others))`` (the first is ``host:port``), so pushes, pops,
+            consumer counts and wake-ups cross instances (okq-protocol.md §11).
 
     Returns:
         The first failing step and why, or a pass.
     """
-    session = _Session(host, port, tuple(queues), settle_s, wake_delay_s)
+    session = _Session(((host, port), *others), tuple(queues), settle_s, wake_delay_s)
     index = -1
     try:
         session.start()

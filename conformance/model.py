@@ -180,13 +180,20 @@ def _finding(
     max_tests: int,
     settle_s: float,
     wake_delay_s: float,
+    others: Sequence[tuple[str, int]],
 ) -> tuple[ModelFinding, str | None]:
     """Shrink a failed sequence (whose run was ``first``); the finding and an error, if any."""
     runs = [0]
 
     def attempt(candidate: Sequence[ModelStep]) -> RunResult:
         result = execute(
-            host, port, queues, candidate, settle_s=settle_s, wake_delay_s=wake_delay_s
+            host,
+            port,
+            queues,
+            candidate,
+            settle_s=settle_s,
+            wake_delay_s=wake_delay_s,
+            others=others,
         )
         if result.setup_failed:
             raise _ServerGone(" ".join(line.strip() for line in result.lines))
@@ -244,6 +251,7 @@ def run_model(
     max_tests: int = 300,
     settle_s: float = SETTLE_S,
     wake_delay_s: float = WAKE_DELAY_S,
+    others: Sequence[tuple[str, int]] = (),
     on_sequence: Callable[[int], None] | None = None,
 ) -> ModelReport:
     """Run random sequences against the okq server at ``host:port`` and shrink failures.
@@ -261,6 +269,9 @@ def run_model(
         wake_delay_s: pause between a QNOTIFY that waits and the push that wakes it (real okq
             subscribes to a queue registered just before within milliseconds); transcripts
             always wait `WAKE_DELAY_S`.
+        others: more okq servers sharing the first one's Redis; connections are spread over
+            all of them.  A transcript replays on one server only, so a finding that needs
+            two instances will not reproduce from its transcript.
         on_sequence: called with the count of sequences run so far, after each.
 
     Returns:
@@ -285,6 +296,7 @@ def run_model(
                 sequence,
                 settle_s=settle_s,
                 wake_delay_s=wake_delay_s,
+                others=others,
             )
             spent += time.monotonic() - started
             count += 1
@@ -308,6 +320,7 @@ def run_model(
                     max_tests,
                     settle_s,
                     wake_delay_s,
+                    others,
                 )
                 findings.append(finding)
                 if error is not None:

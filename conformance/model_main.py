@@ -2,8 +2,9 @@
 
 ::
 
-    python -m conformance.model_main --server HOST:PORT [--seed N] [--runs K] [--steps S]
-        [--out DIR] [--profile events|consumers] [--max-findings N] [--wake-delay SECONDS]
+    python -m conformance.model_main --server HOST:PORT [--also HOST:PORT] [--seed N]
+        [--runs K] [--steps S] [--out DIR] [--profile events|consumers] [--max-findings N]
+        [--wake-delay SECONDS]
 
 (``python -m conformance.model`` runs the same.)  Runs ``--runs`` random sequences per
 profile against the server, prints sequences/s and steps/s, and for each failure the shrunk
@@ -39,6 +40,14 @@ def _parser(prog: str) -> argparse.ArgumentParser:
         epilog="Exit status: 0 if nothing failed, 1 on a finding, 2 on usage errors.",
     )
     parser.add_argument("--server", required=True, metavar="HOST:PORT", help="the okq server")
+    parser.add_argument(
+        "--also",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="another okq server on the same Redis: connections are spread over all of them"
+        " (may be repeated)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="picks the sequences (default 0)")
     parser.add_argument("--runs", type=int, default=20, help="sequences per profile (default 20)")
     parser.add_argument(
@@ -86,8 +95,9 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m conformanc
         return EXIT_OK if exc.code == 0 else EXIT_USAGE
     try:
         host, port = parse_address(args.server)
+        others = [parse_address(text) for text in args.also]
     except ValueError as exc:
-        print(f"error: --server: {exc}", file=sys.stderr)
+        print(f"error: --server/--also: {exc}", file=sys.stderr)
         return EXIT_USAGE
     if args.runs < 1 or args.steps < 0 or args.max_findings < 1 or not args.wake_delay >= 0:
         print(
@@ -96,10 +106,11 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m conformanc
             file=sys.stderr,
         )
         return EXIT_USAGE
-    problem = _reachable(host, port)
-    if problem:
-        print(f"error: cannot connect to {host}:{port}: {problem}", file=sys.stderr)
-        return EXIT_USAGE
+    for address in ((host, port), *others):
+        problem = _reachable(*address)
+        if problem:
+            print(f"error: cannot connect to {address[0]}:{address[1]}: {problem}", file=sys.stderr)
+            return EXIT_USAGE
     report = run_model(
         host,
         port,
@@ -110,6 +121,7 @@ def main(argv: Sequence[str] | None = None, *, prog: str = "python -m conformanc
         profiles=tuple(args.profile or PROFILES),
         max_findings=args.max_findings,
         wake_delay_s=args.wake_delay,
+        others=others,
     )
     for line in report.format():
         print(line)

@@ -342,6 +342,33 @@ def test_a_server_gone_while_shrinking_is_an_error(server: ThreadedServer) -> No
     assert not report.ok
 
 
+def test_connections_spread_over_several_servers(server: ThreadedServer) -> None:
+    # Two doors to one storage: directly, and through a proxy (faulty or not).
+    with FaultyProxy((server.host, server.port)) as proxy:
+        good = run_model(
+            server.host,
+            server.port,
+            seed=6,
+            runs=3,
+            steps=40,
+            others=[(proxy.host, proxy.port)],
+            wake_delay_s=FAST_WAKE_S,
+        )
+    assert good.ok, "\n".join(good.format())
+    with FaultyProxy((server.host, server.port), answer=duplicate_as_ok) as proxy:
+        bad = run_model(
+            server.host,
+            server.port,
+            seed=6,
+            runs=10,
+            steps=60,
+            others=[(proxy.host, proxy.port)],
+            wake_delay_s=FAST_WAKE_S,
+        )
+    (finding,) = bad.findings
+    assert any(s.conn % 2 == 1 for s in finding.steps)  # the odd connections met the fault
+
+
 def test_a_transparent_proxy_passes(server: ThreadedServer) -> None:
     with FaultyProxy((server.host, server.port)) as proxy:
         report = run_model(
