@@ -473,6 +473,62 @@ class _HugeExpiryAccepted(PlainStorage):
         return await self.inner.pop(queue, expire_s)
 
 
+class _WokenByDroppedQueues(_RegistrationsSeen):
+    """A push to a queue a consumer registered for earlier (and dropped) still wakes it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._ever: dict[str, set[bytes]] = {}
+
+    async def register(self, consumer: str, queues: Sequence[bytes]) -> None:
+        self._ever.setdefault(consumer, set()).update(queues)
+        await super().register(consumer, queues)
+
+    def subscribe(self, handler: PublishHandler) -> Callable[[], None]:
+        def also_dropped(queue: bytes) -> None:
+            handler(queue)
+            for consumer, names in list(self.registered.items()):
+                if queue not in names and queue in self._ever.get(consumer, ()):
+                    handler(names[0])
+
+        return self.inner.subscribe(also_dropped)
+
+
+class _ChoiceNotRandom(PlainStorage):
+    """QNOTIFY's initial check always picks the smallest non-empty name, whatever the shuffle."""
+
+    async def first_with_unclaimed(self, queues: Sequence[bytes]) -> bytes | None:
+        return await self.inner.first_with_unclaimed(sorted(queues))
+
+
+class _AckAnyQueue(PlainStorage):
+    """QACK of an id not in the named queue removes it from another queue holding it."""
+
+    async def ack(self, queue: bytes, event_id: bytes) -> int:
+        removed = await self.inner.ack(queue, event_id)
+        if removed:
+            return removed
+        engine = self.inner.engine
+        for name in engine.queue_names():
+            if engine.contents(name, event_id) is not None:
+                return engine.ack(name, event_id)
+        return 0
+
+
+class _FlushDropsConsumers(_RegistrationsSeen):
+    async def flush(self, queue: bytes) -> None:
+        await self.inner.flush(queue)
+        for consumer, names in list(self.registered.items()):
+            if queue in names:
+                await self.inner.register(consumer, [n for n in names if n != queue])
+
+
+class _ConsumerOnlyQueuesUnlisted(PlainStorage):
+    async def status(self, queues: Sequence[bytes] | None) -> list[QueueStatus]:
+        entries = await self.inner.status(queues)
+        return entries if queues is not None else [e for e in entries if e.total]
+
+
 # -- proxy faults ------------------------------------------------------------------------------
 
 RequestChange = Callable[[ProxyConnection, Request], bytes | None]
@@ -849,6 +905,20 @@ def _unicode_name(req: Request) -> bool:
 def _has_simple_string(req: Request) -> bool:
     value = parse_reply(req.raw)
     return isinstance(value, list) and any(isinstance(x, RespSimple) for x in value)
+
+
+def _ex_without_value(req: Request) -> bool:
+    args = _args(req)
+    return req.name == b"QRPOP" and len(args) == 3 and args[2].upper() == b"EX"
+
+
+def _ex_last_pair(req: Request) -> tuple[bytes, ...] | None:
+    """``QRPOP q EX a ... EX b``: the last pair wins instead of the first."""
+    args = _args(req)
+    if req.name != b"QRPOP" or len(args) < 6 or args[2].upper() != b"EX":
+        return None
+    last = max((i for i in range(4, len(args) - 1) if args[i].upper() == b"EX"), default=None)
+    return None if last is None else (*args[:2], args[last], args[last + 1])
 
 
 _CRASH_INPUT: Final = re.compile(rb"(?:[*$+:\-].?\n|.*[*$][0-9]{13,}\r\n)", re.S)
@@ -1518,6 +1588,51 @@ MUTANTS: Final[tuple[Mutant, ...]] = (
         "framing",
         "requests with simple-string elements are refused as invalid commands",
         lambda: _answer_instead(_has_simple_string, lambda req: b"-ERR invalid command\r\n"),
+    ),
+    _storage(
+        "qnotify_woken_by_dropped_queues",
+        "qnotify",
+        "after QREGISTER replaced the list, pushes to a dropped queue still wake the consumer",
+        _WokenByDroppedQueues,
+    ),
+    _storage(
+        "qnotify_choice_not_random",
+        "qnotify",
+        "QNOTIFY's initial check always picks the smallest non-empty registered name",
+        _ChoiceNotRandom,
+    ),
+    _proxy(
+        "ex_without_value_refused",
+        "expiry",
+        "QRPOP q EX (no value) is refused instead of being a plain pop",
+        lambda: _answer_instead(
+            _ex_without_value,
+            lambda req: b'-ERR bad expires value: strconv.Atoi: parsing "": invalid syntax\r\n',
+        ),
+    ),
+    _proxy(
+        "ex_last_pair_wins",
+        "expiry",
+        "in QRPOP q EX a ... EX b the last EX pair is used, not the first",
+        lambda: _rewrite_request(_ex_last_pair),
+    ),
+    _storage(
+        "qack_any_queue",
+        "qack",
+        "QACK removes the id from another queue when the named one does not hold it",
+        _AckAnyQueue,
+    ),
+    _storage(
+        "qflush_drops_consumers",
+        "qflush",
+        "QFLUSH also removes the queue's consumer registrations",
+        _FlushDropsConsumers,
+    ),
+    _storage(
+        "consumer_only_queues_unlisted",
+        "qstatus",
+        "queues with consumers but no events are left out of the no-argument listing",
+        _ConsumerOnlyQueuesUnlisted,
     ),
 )
 
