@@ -161,7 +161,7 @@ class _Drawer:
         self.steps: list[ModelStep] = []
         self.batch: list[tuple[bytes, ...]] | None = None  # collecting a pipeline
 
-    # -- helpers ------------------------------------------------------------------------------
+    # -- small draws --------------------------------------------------------------------------
 
     def name(self, upper: bytes) -> bytes:
         return upper.lower() if self.rng.random() < 0.1 else upper

@@ -74,6 +74,8 @@ class ModelFinding:
         lines: how the shrunk sequence fails.
         transcript: the transcript written for it, if an output folder was given.
         shrink_runs: how many candidate sequences the shrinker ran.
+        reproduced: the sequence failed again when re-run (so it was shrunk); False for a
+            failure that depends on timing (``steps`` is then the whole sequence).
     """
 
     profile: str
@@ -85,6 +87,7 @@ class ModelFinding:
     lines: tuple[str, ...]
     transcript: Path | None
     shrink_runs: int
+    reproduced: bool = True
 
     @property
     def name(self) -> str:
@@ -93,10 +96,16 @@ class ModelFinding:
 
     def format(self) -> list[str]:
         """Lines for a report: the failure, then the shrunk sequence."""
-        head = (
-            f"{self.name}: failed; shrunk from {self.original_length} to {len(self.steps)}"
-            f" steps ({self.shrink_runs} runs)"
-        )
+        if self.reproduced:
+            head = (
+                f"{self.name}: failed; shrunk from {self.original_length} to {len(self.steps)}"
+                f" steps ({self.shrink_runs} runs)"
+            )
+        else:
+            head = (
+                f"{self.name}: failed once, not again in {self.shrink_runs} re-runs (timing?);"
+                f" not shrunk ({self.original_length} steps)"
+            )
         lines = [head, *("  " + line for line in self.lines), "  sequence:"]
         lines += [f"    {i}. {describe(s)}" for i, s in enumerate(self.steps)]
         if self.transcript is not None:
@@ -153,6 +162,10 @@ def _rng(profile: str, seed: int, run: int) -> random.Random:
     return random.Random(f"okq-model:{profile}:{seed}:{run}")
 
 
+#: Re-runs of a failed sequence before shrinking it: none failing means it depends on timing.
+_REPRODUCE_TRIES = 2
+
+
 def _summary(lines: Sequence[str], limit: int = 240) -> str:
     """`` Failed at step 3 (...): expected ...`` from a run's failure lines, shortened."""
     if not lines:
@@ -205,12 +218,17 @@ def _finding(
 
     error = None
     try:
-        small = shrink(steps, fails, max_tests=max_tests)
-        result = attempt(small)
-        if not result.failed:  # flaky: keep the original, which did fail
-            small, result = steps, first
-    except _ServerGone as exc:
+        # A failure that does not come back on the same sequence depends on timing: say so
+        # rather than spend the shrink budget on runs that pass.
+        reproduced = any(fails(list(steps)) for _ in range(_REPRODUCE_TRIES))
         small, result = steps, first
+        if reproduced:
+            small = shrink(steps, fails, max_tests=max_tests)
+            result = attempt(small)
+            if not result.failed:  # flaky after all: keep the original, which did fail
+                small, result, reproduced = steps, first, False
+    except _ServerGone as exc:
+        small, result, reproduced = steps, first, False
         error = f"model_{profile}_s{seed}_r{run}: not shrunk, the server stopped answering: {exc}"
     name = f"model_{profile}_s{seed}_r{run}"
     transcript = None
@@ -234,6 +252,7 @@ def _finding(
         lines=result.lines,
         transcript=transcript,
         shrink_runs=runs[0],
+        reproduced=reproduced,
     )
     return finding, error
 

@@ -322,6 +322,24 @@ def test_a_model_check_fails_on_a_broken_server_and_writes_its_transcript(
     assert any(str(written) in line for line in result.details)
 
 
+def test_a_failure_that_does_not_come_back_is_not_shrunk(server: ThreadedServer) -> None:
+    faults = [1]
+
+    def once(state: dict[str, int], argv: tuple[bytes, ...], reply: bytes) -> bytes:
+        if faults and reply.startswith(b"-ERR duplicate event"):
+            faults.pop()
+            return b"+OK\r\n"
+        return reply
+
+    with FaultyProxy((server.host, server.port), answer=once) as proxy:
+        report = run_model(proxy.host, proxy.port, runs=10, steps=60, wake_delay_s=FAST_WAKE_S)
+    (finding,) = report.findings
+    assert not finding.reproduced
+    assert finding.shrink_runs == 2
+    assert len(finding.steps) == finding.original_length
+    assert "not again in 2 re-runs" in finding.format()[0]
+
+
 def test_a_server_gone_while_shrinking_is_an_error(server: ThreadedServer) -> None:
     proxies: list[FaultyProxy] = []
 
