@@ -16,7 +16,7 @@ import hashlib
 import logging
 import random
 import urllib.parse
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
@@ -110,7 +110,9 @@ class LuaScript:
     sha1: str = field(init=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "sha1", hashlib.sha1(self.source.encode()).hexdigest())
+        object.__setattr__(
+            self, "sha1", hashlib.sha1(self.source.encode(), usedforsecurity=False).hexdigest()
+        )
 
 
 @dataclass
@@ -145,6 +147,8 @@ class Link:
         self._flushing: set[asyncio.Task[None]] = set()
         self._scheduled = False
         self._pubsub_node: Any = None
+        self._get_connection: Callable[[], Any] = _not_open
+        self._response_error: type[Exception] = Exception
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -177,7 +181,12 @@ class Link:
             # idempotent: a second LPUSH would store the id twice)
             options["retry"] = redis.asyncio.retry.Retry(redis.backoff.NoBackoff(), 0)
             options["retry_on_timeout"] = False
-            client = redis.asyncio.Redis.from_url(self.url, **options)
+            from okq_transports._redis_io import connection_getter
+
+            plain: Redis = redis.asyncio.Redis.from_url(self.url, **options)
+            self._get_connection = connection_getter(plain.connection_pool)
+            client = plain
+        self._response_error = redis.ResponseError
         self._client = client
         try:
             if self.cluster:
@@ -352,23 +361,40 @@ class Link:
         self._flushing.add(task)
         task.add_done_callback(self._flushing.discard)
 
+    async def _send_plain(self, commands: Sequence[Command]) -> list[Any]:
+        """``commands`` written at once on one pooled connection, their replies read in order
+        (redis-py's own pipeline costs as much again in Python); a refused command has its
+        error in its place.  Replies stay raw: ints, bytes, lists, None."""
+        client = cast("Redis", self.client)
+        pool = client.connection_pool
+        conn = await self._get_connection()
+        try:
+            await conn.send_packed_command(conn.pack_commands(commands))
+            results: list[Any] = []
+            for _ in commands:
+                try:
+                    results.append(await conn.read_response())
+                except self._response_error as exc:
+                    results.append(exc)
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        return results
+
     async def _send(self, groups: list[_Group]) -> None:
         commands = [c for g in groups for c in g.commands]
         try:
             if self._client is None:
                 raise RedisUnavailableError("Redis storage not started")
             if self.cluster:
-                commands = [self._wire(command) for command in commands]
-            if len(commands) == 1:
-                try:
-                    results: list[Any] = [await self._client.execute_command(*commands[0])]
-                except _redis().ResponseError as exc:
-                    results = [exc]
-            else:
                 pipe = self._client.pipeline(transaction=False)
                 for command in commands:
-                    pipe.execute_command(*command)
-                results = list(await pipe.execute(raise_on_error=False))
+                    pipe.execute_command(*self._wire(command))
+                results: list[Any] = list(await pipe.execute(raise_on_error=False))
+            else:
+                results = await self._send_plain(commands)
         except Exception as exc:
             failure = exc if isinstance(exc, StorageError) else _unavailable(exc)
             for g in groups:
@@ -385,6 +411,10 @@ class Link:
             if not g.future.done():
                 g.future.set_result(results[at : at + n])
             at += n
+
+
+def _not_open() -> Any:
+    raise RuntimeError("Redis storage not started")
 
 
 def _redacted(url: str) -> str:
