@@ -1,15 +1,17 @@
 """Generating random okq command sequences over several connections.
 
-Owns: `ModelStep` (one step: a request on a connection, or its close), the `PROFILES` (how
-often each kind of request is drawn) and `generate`, which draws a sequence from a seeded
+Owns: `ModelStep` (one step: a request on a connection, a pipeline of them, a QNOTIFY woken
+by another connection's push, or a close), the `PROFILES` (how often each kind of step is
+drawn) and `generate`, which draws a sequence from a seeded
 `random.Random` while running it on a `ReferenceModel`, so that it can pick ids that make
 sense (the claimed id to acknowledge, an id already stored to push again) as well as wrong
 ones.  Every sequence ends with an audit: the status of every queue, a drain of every
 unclaimed event with ``EX 0``, an ack of every claimed one, and the status again.
 
 What is never drawn (okq-protocol.md): expiring claims (``EX`` is 0, large, or the 30 s
-default), the no-argument QSTATUS/QINFO (other checks' queues would show up), blocking
-QNOTIFY waits (``QNOTIFY 1`` is only drawn when a registered queue has work), and the inputs
+default), the no-argument QSTATUS/QINFO (other checks' queues would show up), QNOTIFY waits
+that time out (``QNOTIFY 1`` is only drawn when a registered queue has work or a push will
+wake it), a close while a QNOTIFY waits, NOBLOCK inside a pipeline, and the inputs
 of the known defects D1-D3 (no ``:`` or empty queue names, no CR/LF in ids, only well-formed
 arrays of bulk strings).
 
@@ -25,7 +27,7 @@ from typing import Final
 
 from ._model_ref import ReferenceModel
 
-__all__ = ["PROFILES", "ModelStep", "describe", "generate"]
+__all__ = ["CLIENTS", "PROFILES", "SECTIONS", "ModelStep", "describe", "generate"]
 
 #: Logical clients of a sequence (each may disconnect and come back on a new connection).
 CLIENTS: Final = 3

@@ -5,9 +5,12 @@ holds, within a budget of predicate calls), `shrink` (ddmin over a sequence's st
 its connections, then over the steps again) and the transcript writer (`to_transcript`,
 `write_transcript`): the steps as a format-1 transcript (``conformance/transcripts/README.md``)
 whose expectations are the reference model's replies, so replaying it passes against a
-conforming server and fails against the one the sequence caught.  A step after which the
-server finishes work in the background (NOBLOCK push, a consumer's close) makes the next step
-wait 0.3 s (``sleep_before``), as the recorded transcripts do.
+conforming server and fails against the one the sequence caught.  Where the live run polls
+the server until it has finished work of its own (a NOBLOCK push stored, a closed consumer
+deregistered), the transcript waits 0.3 s (as the recorded transcripts do) and then checks
+``QSTATUS`` of every queue on a connection of its own; a pipeline is one write followed by one
+read step per reply; a wake-up is the QNOTIFY written, the push 50 ms later, then the QNOTIFY's
+reply read.
 
 Must not know: sockets, clocks.
 """
@@ -36,7 +39,7 @@ __all__ = [
 
 T = TypeVar("T", bound=Hashable)
 
-#: ``sleep_before`` of the step after a NOBLOCK push or a consumer's close.
+#: ``sleep_before`` of the QSTATUS check after a NOBLOCK push or a consumer's close.
 SETTLE_PAUSE_S: Final = 0.3
 #: Read timeout of each step (beyond a blocking QNOTIFY's own timeout): a wrong reply shorter
 #: than the expected one is only seen as wrong once this has passed.

@@ -2,8 +2,10 @@
 
 Random sequences of okq commands over several connections (pushes with NOBLOCK and
 duplicates, pops with ``EX 0``, large ``EX`` and none, right and wrong acks, peeks, QSTATUS
-and QINFO of named queues, QFLUSH, QREGISTER, QNOTIFY 0/1, disconnects) run against a server
-over raw TCP and against the pure engine of ``okq_proto.server`` as the reference model.  Every
+and QINFO of named queues, QFLUSH, QREGISTER, QNOTIFY 0/1, a QNOTIFY woken by another
+connection's push, pipelines, refused requests, disconnects and reconnects) run against a
+server over raw TCP (or several on one Redis) and against the pure engine of
+``okq_proto.server`` as the reference model.  Every
 reply must be one the model allows (byte for byte, or one of a set where okq shuffles), and the
 at-least-once invariants must hold on what the server said (``_model_ledger``).  A failing
 sequence is shrunk (delta debugging over steps, then connections) and written out as a
