@@ -1,7 +1,9 @@
 """``okq conformance``: the conformance suite (the ``conformance`` package) behind the okq CLI.
 
 Owns: recognising ``okq [--server HOST:PORT] conformance ARGS...`` before the okq parser sees
-it (the suite parses its own options: ``okq conformance --help``), and refusing, with the
+it (the suite parses its own options: ``okq conformance --help``; ``okq conformance fuzz ...``
+and ``okq conformance model ...`` are ``python -m conformance.fuzz`` and ``python -m
+conformance.model_main``), and refusing, with the
 reason, a ``conformance`` package that is not the one okq ships (the import name is generic, and
 another distribution could install one of that name in the same environment).
 """
@@ -16,6 +18,9 @@ from ._common import EXIT_USAGE, CliError
 __all__ = ["run", "suite_argv"]
 
 COMMAND = "conformance"
+
+#: ``okq conformance TOOL ...``: the suite's other command lines, by module.
+TOOLS = {"fuzz": "conformance.fuzz.__main__", "model": "conformance.model_main"}
 
 
 def suite_argv(argv: Sequence[str]) -> list[str] | None:
@@ -49,6 +54,17 @@ def run(argv: Sequence[str]) -> int:
             " okq from an environment without it",
             EXIT_USAGE,
         )
-    cli = importlib.import_module("conformance.__main__")
-    status: int = cli.main(list(argv), prog="okq conformance")
+    args = list(argv)
+    if args[:1] == ["--server"] and len(args) > 2 and args[2] in TOOLS:
+        args = [args[2], *args[:2], *args[3:]]  # okq --server X conformance fuzz ...
+    tool = args[0] if args and args[0] in TOOLS else None
+    if tool is None:
+        cli = importlib.import_module("conformance.__main__")
+        status: int = cli.main(args, prog="okq conformance")
+        return status
+    module = importlib.import_module(TOOLS[tool])
+    if tool == "fuzz":
+        status = module.main(args[1:])
+    else:
+        status = module.main(args[1:], prog=f"okq conformance {tool}")
     return status

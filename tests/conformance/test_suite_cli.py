@@ -130,3 +130,15 @@ def test_a_foreign_conformance_package_is_refused(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr
     assert "is not okq's conformance suite" in proc.stderr
     assert str(tmp_path / "conformance") in proc.stderr
+
+
+def test_fuzz_and_model_through_okq_conformance(
+    server: ThreadedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["conformance", "model", "--server", _address(server), "--runs", "1", "--steps", "8"]
+    assert okq_main(argv) == 0
+    assert "okq conformance model" not in capsys.readouterr().err
+    fuzz = ["--iterations", "200", "--seconds", "20", "--lanes", "2"]
+    assert okq_main(["--server", _address(server), "conformance", "fuzz", *fuzz]) == 0
+    assert okq_main(["conformance", "model", "--runs", "1"]) == 2  # no --server
+    assert "okq conformance model" in capsys.readouterr().err
