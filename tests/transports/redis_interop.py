@@ -116,6 +116,14 @@ def check_two_instances(a: Address, b: Address) -> Findings:
                 assert status(q, 1, 0, 0) in listed_b
                 assert status(q2, 2, 1, 0) in listed_a
                 assert status(q2, 2, 1, 0) in listed_b
+        # D3: a name with ':' is listed exactly by a conforming server; okq lists it wrong
+        colon = b"io-%s:colon" % tag
+        assert ca.call("QLPUSH", colon, "k", "v") == OK
+        for addr, c in ((a, ca), (b, cb)):
+            if status(colon, 1, 0, 0) not in c.call("QSTATUS"):
+                found.notes.append(f"D3 at {addr}: {colon!r} missing from QSTATUS's listing")
+        assert cb.call("QSTATUS", colon) == b"*1\r\n" + status(colon, 1, 0, 0)
+        assert cb.call("QFLUSH", colon) == OK
         # consumers add up across instances
         ra, rb, rb2 = conn(a), conn(b), conn(b)
         assert ra.call("QREGISTER", qc) == OK

@@ -54,7 +54,9 @@ def test_two_instances_on_one_cluster(cluster: RedisClusterProcesses) -> None:
     a = ours(cluster, sweep_interval_s=0.5)
     b = ours(cluster, sweep_interval_s=0.5)
     try:
-        print(check_two_instances((a.host, a.port), (b.host, b.port)))
+        found = check_two_instances((a.host, a.port), (b.host, b.port))
+        assert found.notes == []
+        print(found)
     finally:
         a.stop()
         b.stop()

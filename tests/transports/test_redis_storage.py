@@ -116,6 +116,7 @@ def test_two_instances_on_one_redis(redis: RedisProcess) -> None:
         finally:
             a.stop()
             b.stop()
+        assert found.notes == []  # ours list every name exactly (no D3)
     print(found)
 
 
