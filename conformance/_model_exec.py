@@ -147,7 +147,7 @@ class _Session:
             raise _Failure([exc.detail, f"got: {_short(exc.got)}"]) from exc
         return reply
 
-    def settle(self, why: str, before: bytes | None = None) -> None:
+    def settle(self, why: str, before: bytes | None = None, longer_s: float = 0.0) -> None:
         """Poll QSTATUS until the server agrees with the model (for at most ``settle_s``).
 
         Args:
@@ -155,6 +155,7 @@ class _Session:
             before: the model's QSTATUS of the queues before the step, if known: while the
                 server catches up, each queue's entry may only be as it was before or as it is
                 after; anything else fails at once.
+            longer_s: extra time the server may take (a QNOTIFY still waiting).
         """
         if self.observer is None:
             self.observer = self._connect("observer")
@@ -162,7 +163,7 @@ class _Session:
         allowed = None
         if before is not None:
             allowed = list(zip(_entries(before), _entries(want), strict=True))
-        deadline = time.monotonic() + self.settle_s
+        deadline = time.monotonic() + self.settle_s + longer_s
         pause = 0.001
         while True:
             got = self._request(self.observer, (b"QSTATUS", *self.queues), 0.0)
@@ -170,7 +171,7 @@ class _Session:
                 return
             late = time.monotonic() > deadline
             if late or (allowed is not None and not _between(got, allowed)):
-                head = f"still differs after {self.settle_s} s" if late else "is wrong"
+                head = f"still differs after {self.settle_s + longer_s} s" if late else "is wrong"
                 raise _Failure(
                     [
                         f"{why}: QSTATUS of the queues {head}",
@@ -224,6 +225,9 @@ class _Session:
         if step.waker is not None:
             self._wake(step.conn, step.argv, *step.waker)
             return
+        if step.abandon:
+            self._abandon(step.conn, step.argv)
+            return
         requests = step.requests
         before = self.model.status_reply(self.queues)
         expected = [self.model.send(step.conn, argv) for argv in requests]
@@ -236,6 +240,18 @@ class _Session:
             self.settle("after a NOBLOCK push", before)
             if before == self.model.status_reply(self.queues):
                 time.sleep(_NOBLOCK_DUPLICATE_PAUSE_S)
+
+    def _abandon(self, number: int, argv: tuple[bytes, ...]) -> None:
+        expected = self.model.send(number, argv)
+        conn = self._conn(number)
+        self._send(conn, encode_command(*argv))
+        time.sleep(self.wake_delay_s)  # the server has read the QNOTIFY before the close
+        del self.conns[number]
+        conn.close()
+        self.ledger.closed(number)
+        before = self.model.status_reply(self.queues)
+        if self.model.close(number).settle:
+            self.settle("after a consumer closed during its QNOTIFY", before, expected.blocks_s)
 
     def _wake(
         self, number: int, argv: tuple[bytes, ...], waker: int, push: tuple[bytes, ...]

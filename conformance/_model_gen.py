@@ -44,12 +44,15 @@ class ModelStep:
     * with ``waker``: ``argv`` is a ``QNOTIFY`` that blocks; while it waits, connection
       ``waker[0]`` sends ``waker[1]`` (a push to a queue ``conn`` consumes) and reads its reply;
       then the QNOTIFY's reply is read.
+    * with ``abandon``: ``argv`` (a ``QNOTIFY`` that waits) is sent and the client closes the
+      connection without reading the reply; the server notices once the wait is over (§8).
     """
 
     conn: int
     argv: tuple[bytes, ...] | None
     more: tuple[tuple[bytes, ...], ...] = ()
     waker: tuple[int, tuple[bytes, ...]] | None = None
+    abandon: bool = False
 
     @property
     def is_close(self) -> bool:
@@ -90,6 +93,8 @@ def describe(step: ModelStep) -> str:
     text = f"conn {step.conn}: " + " ; ".join(_words(argv) for argv in step.requests)
     if step.waker is not None:
         text += f" <- conn {step.waker[0]}: {_words(step.waker[1])}"
+    if step.abandon:
+        text += ", then close without reading"
     return text
 
 
@@ -125,6 +130,7 @@ PROFILES: Final[Mapping[str, Mapping[str, int]]] = {
         "error": 1,
         "pipeline": 3,
         "wake": 8,
+        "abandon": 1,
     },
 }
 
@@ -279,6 +285,20 @@ class _Drawer:
         else:
             timeout = rng.choice((b"0", b"0", b"+0", b"-0"))
         self.emit(conn, (self.name(b"QNOTIFY"), timeout))
+
+    def abandon(self, conn: int) -> None:
+        """A consumer closes while its QNOTIFY 1 waits: it counts until the wait is over."""
+        registered = self.model.registered(conn)
+        if not registered or any(self.model.unclaimed(q) for q in registered):
+            self.notify(conn)
+            return
+        argv = (b"QNOTIFY", b"1")
+        self.steps.append(ModelStep(conn, argv, abandon=True))
+        self.model.send(conn, argv)
+        self.model.close(conn)
+        slot = self.slots.index(conn)
+        self.slots[slot] = self.next_conn
+        self.next_conn += 1
 
     def close(self, slot: int) -> None:
         conn = self.slots[slot]

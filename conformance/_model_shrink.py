@@ -169,10 +169,10 @@ def to_transcript(
         out.append(made)
         return made
 
-    def settle(needed: bool) -> None:
+    def settle(needed: bool, longer_s: float = 0.0) -> None:
         # What the executor polls for, checked once after a pause, on a connection of its own.
         if needed:
-            made = entry(observer, sleep_before=SETTLE_PAUSE_S, timeout=STEP_TIMEOUT_S)
+            made = entry(observer, sleep_before=SETTLE_PAUSE_S + longer_s, timeout=STEP_TIMEOUT_S)
             _put_bytes(made, "send", encode_command(*status))
             _put_bytes(made, "expect", model.status_reply(tuple(queues)))
             made["note"] = "the server has finished the work of the step before"
@@ -192,6 +192,16 @@ def to_transcript(
         if step.argv is None:
             entry(step.conn, close=True)
             settle(model.close(step.conn).settle)
+            continue
+        if step.abandon:
+            expected = model.send(step.conn, step.argv)
+            _put_bytes(
+                entry(step.conn, note=note or "not read: the client closes"),
+                "send",
+                encode_command(*step.argv),
+            )
+            entry(step.conn, sleep_before=WAKE_DELAY_S, close=True)
+            settle(model.close(step.conn).settle, expected.blocks_s)
             continue
         if step.waker is not None:
             waker, push = step.waker

@@ -29,6 +29,7 @@ from conformance import (
     run_probe,
     run_scenarios,
 )
+from conformance._model_exec import execute
 from conformance._model_ledger import Ledger
 from conformance._model_ref import ReferenceModel
 from conformance._net import ReadFailure, connect
@@ -500,6 +501,24 @@ def test_transcript_of_a_sequence_replays(server: ThreadedServer, tmp_path: Path
     assert scenario.steps[6].sleep_before > 0  # after the consumer's close
     assert scenario.steps[8].expect == b"*2\r\n$2\r\ne1\r\n$5\r\n\xff\x00bin\r\n"
     assert "send_b64" in document["steps"][0]  # type: ignore[index]
+    result = replay_scenario(server.host, server.port, scenario, pause_s=0.05)
+    assert result.outcome is Outcome.PASS, result.details
+
+
+def test_a_consumer_closing_during_its_qnotify(server: ThreadedServer, tmp_path: Path) -> None:
+    q = b"mdl-test-abandon"
+    steps = [
+        ModelStep(0, (b"QREGISTER", q)),
+        ModelStep(0, (b"QNOTIFY", b"1"), abandon=True),
+        ModelStep(1, (b"QSTATUS", q)),
+    ]
+    started = time.monotonic()
+    assert execute(server.host, server.port, (q,), steps).failed_at is None
+    assert time.monotonic() - started > 0.9  # the server noticed the close after the wait
+    document = to_transcript("model_abandon", "a test", (q,), steps)
+    scenario = parse_scenario(document)
+    assert [s.close for s in scenario.steps] == [False, False, True, False, False]
+    assert scenario.steps[3].sleep_before > 1.0
     result = replay_scenario(server.host, server.port, scenario, pause_s=0.05)
     assert result.outcome is Outcome.PASS, result.details
 
