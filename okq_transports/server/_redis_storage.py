@@ -126,6 +126,12 @@ class RedisStorage:
 
     Raises:
         ValueError: ``url`` is not a Redis URL (or not a cluster seed).
+
+    Where it is not okq: names are read back from keys exactly (D3: names with ``:`` and the
+    empty name are listed, woken and swept); QNOTIFY's initial check failing on Redis closes
+    that connection (`RedisUnavailableError` is a `ConnectionError`: the server has no error
+    reply there).  Use it from one event loop at a time.  redis-py reads replies with hiredis
+    when it is installed.
     """
 
     def __init__(
