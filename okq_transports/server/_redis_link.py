@@ -201,10 +201,8 @@ class Link:
         _log.info("okq storage on %s %s", where, _redacted(self.url))
 
     async def close(self) -> None:
-        """Send what is pending, wait for the pipelines in flight, then close every connection.
+        """Wait for the pipelines pending and in flight, then close every connection.
         Idempotent."""
-        if self._pending:
-            self._flush()
         if self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
         client, self._client = self._client, None
@@ -253,11 +251,12 @@ class Link:
         loop = asyncio.get_running_loop()
         group = _Group(commands, loop.create_future())
         self._pending.append(group)
-        if sum(len(g.commands) for g in self._pending) >= MAX_PIPELINE:
-            self._flush()
-        elif not self._scheduled:
+        if not self._scheduled:
+            # the sender starts at the next loop iteration, with every group added until then
             self._scheduled = True
-            loop.call_soon(self._flush)
+            task = loop.create_task(self._send_pending())
+            self._flushing.add(task)
+            task.add_done_callback(self._flushing.discard)
         return await group.future
 
     async def script(self, script: LuaScript, keys: Sequence[bytes], args: Sequence[Any]) -> Any:
@@ -352,14 +351,21 @@ class Link:
 
     # -- the pipeline -----------------------------------------------------------------------
 
-    def _flush(self) -> None:
+    async def _send_pending(self) -> None:
         self._scheduled = False
         groups, self._pending = self._pending, []
-        if not groups:
-            return
-        task = asyncio.get_running_loop().create_task(self._send(groups))
-        self._flushing.add(task)
-        task.add_done_callback(self._flushing.discard)
+        chunks: list[list[_Group]] = [[]]
+        size = 0
+        for g in groups:  # at most MAX_PIPELINE commands a pipeline; a group is never split
+            if chunks[-1] and size + len(g.commands) > MAX_PIPELINE:
+                chunks.append([])
+                size = 0
+            chunks[-1].append(g)
+            size += len(g.commands)
+        if len(chunks) == 1:
+            await self._send(chunks[0])
+        else:
+            await asyncio.gather(*(self._send(chunk) for chunk in chunks))
 
     async def _send_plain(self, commands: Sequence[Command]) -> list[Any]:
         """``commands`` written at once on one pooled connection, their replies read in order
