@@ -38,6 +38,9 @@ _MAX_REPR: Final = 300
 #: Seconds between a QNOTIFY that will wait and the push that wakes it: the server is then
 #: waiting, and real okq has subscribed to a queue registered just before (okq-protocol.md §6).
 WAKE_DELAY_S: Final = 0.05
+#: A push that should wake a QNOTIFY comes at least this many times ``wake_delay_s`` after
+#: the waiting connection's latest QREGISTER.
+_REGISTER_FACTOR: Final = 5
 #: How long the end of a run waits for bytes nobody asked for.
 _STRAY_WAIT_S: Final = 0.002
 
@@ -128,6 +131,7 @@ class _Session:
         self.ledger = Ledger()
         self.conns: dict[int, Connection] = {}
         self.observer: Connection | None = None
+        self.registered_at: dict[int, float] = {}  # the latest QREGISTER of each connection
 
     def _connect(self, label: str, number: int = 0) -> Connection:
         """Connection ``number`` goes to server ``number % len(servers)``."""
@@ -236,6 +240,8 @@ class _Session:
         for n, (argv, want) in enumerate(zip(requests, expected, strict=True)):
             what = f"reply {n + 1} of {len(requests)}: " if len(requests) > 1 else ""
             self._judge(step.conn, argv, want, self._read(conn, want.blocks_s), what)
+            if argv[0].upper() == b"QREGISTER":
+                self.registered_at[step.conn] = time.monotonic()
         if any(e.settle for e in expected):
             self.settle("after a NOBLOCK push", before)
             if before == self.model.status_reply(self.queues):
@@ -251,6 +257,19 @@ class _Session:
         self.ledger.closed(number)
         before = self.model.status_reply(self.queues)
         if self.model.close(number).settle:
+            if expected.blocks_s > 0:  # okq notices the close only once the wait is over
+                if self.observer is None:
+                    self.observer = self._connect("observer")
+                got = self._request(self.observer, (b"QSTATUS", *self.queues), 0.0)
+                if got != before:
+                    raise _Failure(
+                        [
+                            "a consumer closed during its QNOTIFY 1 must count until the wait"
+                            " is over (okq-protocol.md §8)",
+                            f"expected: {_short(before)}",
+                            f"got:      {_short(got)}",
+                        ]
+                    )
             self.settle("after a consumer closed during its QNOTIFY", before, expected.blocks_s)
 
     def _wake(
@@ -259,7 +278,9 @@ class _Session:
         expected, pushed = self.model.send_and_wake(number, argv, waker, push)
         conn, other = self._conn(number), self._conn(waker)
         self._send(conn, encode_command(*argv))
-        time.sleep(self.wake_delay_s)
+        # okq subscribes a queue a moment after QREGISTER (§6); a loaded machine needs longer.
+        registered = self.registered_at.get(number, -1e9) + _REGISTER_FACTOR * self.wake_delay_s
+        time.sleep(max(self.wake_delay_s, registered - time.monotonic()))
         self._send(other, encode_command(*push))
         self._judge(waker, push, pushed, self._read(other, 0.0), f"conn {waker}'s push: ")
         self._judge(number, argv, expected, self._read(conn, expected.blocks_s), "QNOTIFY: ")

@@ -287,9 +287,10 @@ def run_model(
         max_tests: shrink budget: candidate runs per pass (three passes).
         settle_s: how long the server may take to agree with the model after a NOBLOCK push
             or a consumer's close.
-        wake_delay_s: pause between a QNOTIFY that waits and the push that wakes it (real okq
-            subscribes to a queue registered just before within milliseconds); transcripts
-            always wait `WAKE_DELAY_S`.
+        wake_delay_s: pause between a QNOTIFY that waits and the push that wakes it, and at
+            least five times that after the waiting connection's latest QREGISTER (real okq
+            subscribes a queue a moment after it is registered, §6); transcripts wait 0.25 s
+            before such a push.
         others: more okq servers sharing the first one's Redis; connections are spread over
             all of them.  A transcript replays on one server only, so a finding that needs
             two instances will not reproduce from its transcript.

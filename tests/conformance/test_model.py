@@ -517,8 +517,10 @@ def test_a_consumer_closing_during_its_qnotify(server: ThreadedServer, tmp_path:
     assert time.monotonic() - started > 0.9  # the server noticed the close after the wait
     document = to_transcript("model_abandon", "a test", (q,), steps)
     scenario = parse_scenario(document)
-    assert [s.close for s in scenario.steps] == [False, False, True, False, False]
-    assert scenario.steps[3].sleep_before > 1.0
+    assert [s.close for s in scenario.steps] == [False, False, True, False, False, False]
+    assert scenario.steps[3].expect is not None
+    assert b":1\r\n" in scenario.steps[3].expect  # still counted
+    assert scenario.steps[4].sleep_before > 1.0
     result = replay_scenario(server.host, server.port, scenario, pause_s=0.05)
     assert result.outcome is Outcome.PASS, result.details
 
