@@ -10,8 +10,8 @@ Running the suite is the slow part, so one module fixture runs it for every muta
 selected, each in a worker process of its own (its server, proxy and checks together, so one
 mutant's load never slows another's timing checks), `_PARALLEL_MUTANTS` at a time, after the
 control has run alone.  A mutant is halted at its first failed check, which is the check that
-caught it.  Checks slower than `_SLOW_CHECK_S` run in a second pass, only for mutants the fast
-ones did not catch.  The tests only read the verdicts.  The score is printed and written as
+caught it; one not caught within `_MUTANT_BUDGET_S` is halted and counts as missed.  The tests
+only read the verdicts.  The score is printed and written as
 JSON to the pytest temporary folder (and to ``$OKQ_MUTATION_REPORT`` when set).
 """
 
@@ -43,8 +43,8 @@ _JOBS: Final = 6
 _PARALLEL_MUTANTS: Final = 6
 #: Seconds between the starts of the first mutants (so their heavy checks do not coincide).
 _STAGGER_S: Final = 1.0
-#: Checks estimated slower than this run in a second pass, for mutants not caught yet.
-_SLOW_CHECK_S: Final = 5.0
+#: Longest the suite may run against one mutant before it is halted (and counted as missed).
+_MUTANT_BUDGET_S: Final = 75.0
 #: Longest a single mutant's run may take (a hung one fails the test instead of the session).
 _MUTANT_TIMEOUT_S: Final = 240.0
 
@@ -116,44 +116,58 @@ def judge(name: str, delay_s: float = 0.0) -> Verdict:
     """Run the suite against one mutant (``control``: all of it, without fail-fast).
 
     The first failed check catches the mutant: it is then halted (every connection dropped),
-    so checks still running end at once; what fails after that is not counted.  Module-level,
+    so checks still running end at once; what fails after that is not counted.  A mutant
+    still running after `_MUTANT_BUDGET_S` is halted too, and is not caught.  Module-level,
     so a worker process can run it by name; ``delay_s`` staggers the first mutants' starts.
     """
     time.sleep(delay_s)
     mutant = CONTROL if name == CONTROL.name else _BY_NAME[name]
     checks = suite_checks()
     started = time.monotonic()
-    passes = [checks]
-    if mutant is not CONTROL:
-        passes = [
-            [c for c in checks if c.estimated_duration_s < _SLOW_CHECK_S],
-            [c for c in checks if c.estimated_duration_s >= _SLOW_CHECK_S],
-        ]
-    ran = 0
     failed: list[str] = []
     details: list[str] = []
+    halted = threading.Event()
     with _runner_race_tolerated() as races, mutant.serve() as served:
 
         def seen(result: Result) -> None:
-            if result.failed and (mutant is CONTROL or not failed):
-                failed.append(result.name)
-                details.append(format_result(result))
+            if mutant is CONTROL or (result.failed and not halted.is_set()):
+                if result.failed:
+                    failed.append(result.name)
+                    details.append(format_result(result))
                 if mutant is not CONTROL:
+                    halted.set()
                     served.halt()
 
-        for group in passes:  # bounded: at most two passes
-            if failed or not group:
-                continue
+        def out_of_time() -> None:
+            if not halted.is_set():
+                halted.set()
+                details.append(f"halted: not caught within {_MUTANT_BUDGET_S:.0f} s")
+                served.halt()
+
+        timer = threading.Timer(_MUTANT_BUDGET_S, out_of_time)
+        if mutant is not CONTROL:
+            timer.start()
+        try:
             report = run_scenarios(
                 served.host,
                 served.port,
-                group,
+                checks,
                 jobs=_JOBS,
                 fail_fast=mutant is not CONTROL,
                 on_result=seen,
             )
-            ran += len(report.results)
-    return Verdict(name, tuple(failed), tuple(details), ran, time.monotonic() - started, len(races))
+        finally:
+            timer.cancel()
+            if timer.is_alive():
+                timer.join()
+    return Verdict(
+        name,
+        tuple(failed),
+        tuple(details),
+        len(report.results),
+        time.monotonic() - started,
+        len(races),
+    )
 
 
 @dataclass(frozen=True, slots=True)
