@@ -266,6 +266,22 @@ class Session:
             raise mismatch(conn, args, expected, reply, why)
         return reply
 
+    def expect_raw(self, conn: Connection, data: bytes, expected: bytes, why: str) -> None:
+        """Write raw request bytes and insist on ``expected`` as the one reply."""
+        try:
+            conn.send(data, REPLY_TIMEOUT_S)
+        except OSError as exc:
+            raise CheckFailed([f"{conn.label}: writing {show(data)}: {exc!r}"]) from exc
+        reply, _ = self.read(conn, f"the reply to {show(data)}")
+        if reply != expected:
+            raise CheckFailed(
+                [
+                    f"{conn.label}: sent {show(data)} ({why}):",
+                    f"  expected: {show(expected)}",
+                    f"  got:      {show(reply)}",
+                ]
+            )
+
     def status_of(self, conn: Connection, queue: bytes) -> tuple[int, int, int]:
         """``QSTATUS <queue>`` as (total, processing, consumers); insists on okq's shape."""
         reply = self.call(conn, b"QSTATUS", queue)

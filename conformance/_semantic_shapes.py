@@ -212,6 +212,100 @@ def check_ack_flush(host: str, port: int) -> list[str]:
     ]
 
 
+# -- command names and request forms (§3, §2.1) -------------------------------------------
+
+Q_NAMES: Final = PREFIX + b"names"
+#: (command name as sent, okq's reply): Go's %q quoting of unknown names (§3).
+UNKNOWN_NAMES: Final = (
+    (b"f\x00o", b'-ERR unknown command "f\\x00o"\r\n'),
+    (b"\xff\xfe", b'-ERR unknown command "\\xff\\xfe"\r\n'),
+    (b'a"b\\c', b'-ERR unknown command "a\\"b\\\\c"\r\n'),
+    (b"x\ty\r\nz\x07\x7f\x1b", b'-ERR unknown command "x\\ty\\r\\nz\\a\\x7f\\x1b"\r\n'),
+    ("é\u00a0".encode(), '-ERR unknown command "é\\u00a0"\r\n'.encode()),
+)
+
+
+def check_command_names(host: str, port: int) -> list[str]:
+    """Unknown names quoted like Go's %q; Unicode upper-casing; simple-string elements (§3)."""
+    q = Q_NAMES
+    with Session(host, port) as s:
+        c = s.open("conn 0")
+        for name, expected in UNKNOWN_NAMES:
+            s.expect(c, expected, name, why="the name as sent, quoted with Go's %q rules")
+        s.expect(c, PONG, "p\u0131ng".encode(), why="full Unicode upper-casing: dotless i is I")
+        s.expect(c, PONG, b"pInG")
+        s.expect_raw(c, b"*1\r\n+PING\r\n", PONG, "a simple-string element is a string")
+        push = b"*4\r\n+QLPUSH\r\n$%d\r\n%s\r\n+e1\r\n+c1\r\n" % (len(q), q)
+        s.expect_raw(c, push, OK, "simple-string command, id and contents")
+        s.expect(c, event(b"e1", b"c1"), b"QRPOP", q, b"EX", b"0")
+        invalid = error(b"ERR invalid command")
+        for data in (
+            b"*2\r\n$4\r\nPING\r\n:1\r\n",
+            b"*2\r\n$4\r\nPING\r\n$-1\r\n",
+            b"*2\r\n$4\r\nPING\r\n*1\r\n$1\r\nx\r\n",
+        ):
+            s.expect_raw(c, data, invalid, "an element that is not a string")
+        s.expect(c, PONG, b"PING", why="the connection stays usable")
+    return [
+        f'{len(UNKNOWN_NAMES)} unknown names quoted exactly as okq (\\xNN, \\uNNNN, \\" ...);'
+        " 'p\u0131ng' (dotless i) is PING; simple-string elements accepted; non-string"
+        " elements refused"
+    ]
+
+
+# -- §9 quirks ---------------------------------------------------------------------------
+
+Q_QUIRK: Final = PREFIX + b"quirks"
+#: okq's example of an EX value too large for Redis's SET ... EX (§4 QRPOP, §9).
+HUGE_EX: Final = b"9223372036854775"
+#: How long `check_quirks` watches a claim that keeps a flushed claim's 30 s lock.
+LOCK_WATCH_S: Final = 3.0
+
+
+def check_quirks(host: str, port: int) -> list[str]:
+    """Huge EX fails but claims; claim locks survive QFLUSH (§4 QRPOP, §9)."""
+    q = Q_QUIRK
+    with Session(host, port) as s:
+        c = s.open("conn 0")
+        s.expect(c, OK, b"QLPUSH", q, b"huge", b"c")
+        s.expect(
+            c,
+            error(b"ERR unexpected server-side error"),
+            b"QRPOP",
+            q,
+            b"EX",
+            HUGE_EX,
+            why="too large for Redis's SET ... EX",
+        )
+        s.expect_counts(c, q, 1, 1, 0, "the failed pop has claimed the event nevertheless")
+        s.expect(c, NIL, b"QRPEEK", q, why="claimed")
+        s.expect(c, integer(1), b"QACK", q, b"huge")
+        # A claim's lock outlives QFLUSH: re-pushed and re-popped with EX 1, the id keeps the
+        # old 30 s lock, so it is not redelivered after 1 s.
+        s.expect(c, OK, b"QLPUSH", q, b"locked", b"c")
+        s.expect(c, event(b"locked", b"c"), b"QRPOP", q, b"EX", b"30")
+        s.expect(c, OK, b"QFLUSH", q)
+        s.expect(c, OK, b"QLPUSH", q, b"locked", b"again", why="a flushed id may be pushed again")
+        s.expect(c, event(b"locked", b"again"), b"QRPOP", q, b"EX", b"1")
+        started = time.monotonic()
+        while time.monotonic() - started < LOCK_WATCH_S:
+            s.expect_counts(
+                c,
+                q,
+                1,
+                1,
+                0,
+                f"{time.monotonic() - started:.1f} s after QRPOP ... EX 1: the old 30 s lock,"
+                " which QFLUSH left, still holds the claim (§9)",
+            )
+            time.sleep(0.1)
+        s.expect(c, integer(1), b"QACK", q, b"locked")
+    return [
+        "QRPOP ... EX 9223372036854775 failed with the server-side error and left the event"
+        f" claimed; a claim's lock survived QFLUSH ({LOCK_WATCH_S} s watched)"
+    ]
+
+
 # -- consumers ---------------------------------------------------------------------
 
 Q_CA: Final = PREFIX + b"consumers-a"
@@ -495,6 +589,26 @@ def check_listing(host: str, port: int) -> list[str]:
 def checks() -> list[SemanticCheck]:
     """The checks of this module."""
     return [
+        SemanticCheck(
+            name="semantic_command_names",
+            section="§3",
+            description="unknown names quoted exactly like Go's %q (\\xNN lower-case, \\uNNNN,"
+            " escaped quotes and backslashes), Unicode upper-casing"
+            " ('p\u0131ng' with a dotless i is PING),"
+            " simple-string elements accepted, other elements 'ERR invalid command'",
+            queues=(Q_NAMES,),
+            run=guarded(check_command_names),
+            estimated_duration_s=0.3,
+        ),
+        SemanticCheck(
+            name="semantic_quirks",
+            section="§9",
+            description="a too-large EX fails with the server-side error yet claims the event;"
+            " claim locks survive QFLUSH (a re-popped id keeps the old lock, not its new EX 1)",
+            queues=(Q_QUIRK,),
+            run=guarded(check_quirks),
+            estimated_duration_s=LOCK_WATCH_S + 0.5,
+        ),
         SemanticCheck(
             name="semantic_reply_shapes",
             section="§2.2",

@@ -218,7 +218,28 @@ def _notify_nil_early(argv: Argv) -> Argv:
     return [argv[0], b"1"] if argv[0] == b"QNOTIFY" and argv[1:] == [b"2"] else argv
 
 
+def _hex_upper(argv: Argv, reply: bytes) -> bytes:
+    return reply.replace(b"\\xff\\xfe", b"\\xFF\\xFE")
+
+
+def _ascii_case_only(argv: Argv) -> Argv:
+    # The proxy upper-cases ASCII only: a dotless i stays, so this name is not PING.
+    return [b"PXNG", *argv[1:]] if "\u0131".encode() in argv[0] else argv
+
+
+def _huge_ex_clamped(argv: Argv) -> Argv:
+    if argv[0] == b"QRPOP" and argv[2:4] == [b"EX", b"9223372036854775"]:
+        return [*argv[:3], b"30"]
+    return argv
+
+
 MUTANTS: dict[str, tuple[Fault, tuple[str, ...]]] = {
+    "unknown_name_hex_upper_case": (Fault(reply=_hex_upper), ("semantic_command_names",)),
+    "command_names_ascii_upper_only": (
+        Fault(request=_ascii_case_only),
+        ("semantic_command_names",),
+    ),
+    "huge_ex_clamped": (Fault(request=_huge_ex_clamped), ("semantic_quirks",)),
     "strip_noblock": (Fault(request=_strip_noblock), ("semantic_noblock",)),
     "qnotify_nil_one_second_late": (
         Fault(delay=_notify_nil_late),
