@@ -40,7 +40,7 @@ _MAX_REPR: Final = 300
 WAKE_DELAY_S: Final = 0.05
 #: A push that should wake a QNOTIFY comes at least this many times ``wake_delay_s`` after
 #: the waiting connection's latest QREGISTER.
-_REGISTER_FACTOR: Final = 5
+_REGISTER_FACTOR: Final = 3
 #: How long the end of a run waits for bytes nobody asked for.
 _STRAY_WAIT_S: Final = 0.002
 

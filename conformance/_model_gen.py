@@ -351,6 +351,16 @@ class _Drawer:
 
     def wake(self, conn: int) -> None:
         """A QNOTIFY 1 that waits, woken by another connection's push to one of its queues."""
+
+        def idle(c: int) -> bool:
+            queues = self.model.registered(c)
+            return bool(queues) and not any(self.model.unclaimed(q) for q in queues)
+
+        # A consumer registered a while ago if there is one (a fresh QREGISTER makes the
+        # executor wait for okq to subscribe), else register this one now.
+        ready = [c for c in self.slots if idle(c)]
+        if ready and not idle(conn):
+            conn = self.rng.choice(ready)
         if not self.model.registered(conn):
             empty = [q for q in self.queues if not self.model.unclaimed(q)]
             if empty:

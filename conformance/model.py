@@ -164,6 +164,9 @@ def _rng(profile: str, seed: int, run: int) -> random.Random:
     return random.Random(f"okq-model:{profile}:{seed}:{run}")
 
 
+#: Rough seconds per step of each profile against real okq (the consumers' wake-ups wait).
+_SECONDS_PER_STEP = {"events": 0.002, "consumers": 0.006}
+
 #: Re-runs of a failed sequence before shrinking it: none failing means it depends on timing.
 _REPRODUCE_TRIES = 2
 
@@ -288,7 +291,7 @@ def run_model(
         settle_s: how long the server may take to agree with the model after a NOBLOCK push
             or a consumer's close.
         wake_delay_s: pause between a QNOTIFY that waits and the push that wakes it, and at
-            least five times that after the waiting connection's latest QREGISTER (real okq
+            least three times that after the waiting connection's latest QREGISTER (real okq
             subscribes a queue a moment after it is registered, §6); transcripts wait 0.25 s
             before such a push.
         others: more okq servers sharing the first one's Redis; connections are spread over
@@ -391,7 +394,7 @@ def model_checks(
                 " invariants",
                 queues=queues,
                 run=check,
-                estimated_duration_s=runs * steps * 0.002,
+                estimated_duration_s=runs * steps * _SECONDS_PER_STEP[profile],
             )
         )
     return checks
