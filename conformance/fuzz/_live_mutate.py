@@ -5,8 +5,8 @@ split into single requests) and ``mutate``, which picks one of the framing-aware
 (lengths off by a little or absurdly large, other type bytes, truncation and short headers,
 splicing two inputs, nesting, inline commands, pipelining several requests) or the argument
 mutations of a valid command (names in other cases, interesting numbers, keywords, CR LF and
-invalid UTF-8 in arguments, arguments added or dropped). Seeded ``random.Random`` only;
-standard library only; no sockets.
+invalid UTF-8 in arguments, arguments added or dropped, a push repeated with the same id).
+Seeded ``random.Random`` only; standard library only; no sockets.
 """
 
 from __future__ import annotations
@@ -249,6 +249,16 @@ def _m_args(rng: random.Random, data: bytes, corpus: Sequence[bytes]) -> bytes:
     return encoded
 
 
+def _m_duplicate(rng: random.Random, data: bytes, corpus: Sequence[bytes]) -> bytes:
+    """The same push twice (a duplicate id), the id often holding CR or LF (D2's ground)."""
+    args = list(_argv(data) or ())
+    if len(args) < 4 or args[0].upper() not in (b"QLPUSH", b"QRPUSH"):
+        args = [rng.choice((b"QLPUSH", b"QRPUSH")), b"fuzz-dup-q", b"e1", b"c"]
+    if rng.randrange(2):
+        args[2] = rng.choice((b"x\r\ny", b"a\nb", b"a\rb", b"\r\n", b"x\r\n+OK", args[2]))
+    return encode_command(*args) * 2
+
+
 def _m_bytes(rng: random.Random, data: bytes, corpus: Sequence[bytes]) -> bytes:
     buf = bytearray(data)
     for _ in range(rng.randint(1, 4)):
@@ -278,6 +288,7 @@ _MUTATIONS: Final[tuple[Callable[[random.Random, bytes, Sequence[bytes]], bytes]
     _m_args,
     _m_args,
     _m_args,
+    _m_duplicate,
     _m_bytes,
     _m_bytes,
 )

@@ -151,7 +151,7 @@ class LiveReport:
         lines = [
             f"{self.inputs} inputs in {self.elapsed_s:.1f} s ({self.rate:.0f} inputs/s over"
             f" {self.fuzz_s:.1f} s of fuzzing),"
-            f" {self.batches} batches, {self.skipped} skipped (blocking budget, --skip-known),"
+            f" {self.batches} batches, {self.skipped} skipped (QNOTIFY budget or --skip-known),"
             f" {self.slow} slow, {self.unconfirmed} unconfirmed, {self.restarts} restarts,"
             f" sentinel: {self.sentinel}"
         ]
@@ -251,8 +251,9 @@ class _Run:
             self.up = True
             return
         self.up = False
-        if self.checker is not None:
+        if self.checker is not None:  # a new one, on a new queue, after the restart
             self.checker.close()
+            self.checker = None
         if self.o.restart is None:
             raise ServerDown(f"{self.o.host}:{self.o.port} is down and there is no restart")
         self.log("restarting the server")
@@ -278,6 +279,8 @@ class _Run:
             self.ensure_up()
         if self.checker is None:
             self.checker = Sentinel(self.wire, -1, self.report.sentinel)
+        if self.checker.round() is not None:  # connected before the input, as in the lanes
+            self.checker.round()
         exp = expect(data)
         self.wire.flush(sorted(exp.queues))
         self.checks += 1
@@ -416,7 +419,8 @@ def _candidates(alarm: _Alarm) -> list[bytes]:
 
 def _pick(alarms: list[_Alarm]) -> tuple[str, str, list[bytes]] | None:
     """The finding to pursue: a crash first (suspects: every lane's inputs, those a lane saw
-    the server close on first), else the first alarm; None if only context came."""
+    the server close on first), else the first alarm (for damage, with every lane's inputs
+    as suspects too); None if only context came."""
     crashes = [a for a in alarms if a.problem.kind == "crash"]
     if crashes:
         crashes.sort(key=lambda a: "refused" in a.problem.detail)
@@ -427,7 +431,11 @@ def _pick(alarms: list[_Alarm]) -> tuple[str, str, list[bytes]] | None:
     real = [a for a in alarms if a.problem.kind != "context"]
     if not real:
         return None
-    return real[0].problem.kind, real[0].problem.detail, list(dict.fromkeys(_candidates(real[0])))
+    first = real[0]
+    candidates = _candidates(first)
+    if first.problem.kind == "damage":  # another lane's input may have done it
+        candidates += [c for a in alarms if a is not first for c in _candidates(a)]
+    return first.problem.kind, first.problem.detail, list(dict.fromkeys(candidates))
 
 
 def _fires(run: _Run, kind: str, candidate: bytes, *, grace: bool) -> bool:
@@ -601,6 +609,10 @@ def run_live(options: LiveOptions) -> LiveReport:
         except ServerDown as exc:
             run.log(f"stopping: {exc}")
             break
+        finally:
+            if run.checker is not None:  # an idle connection the lanes' inputs might disturb
+                run.checker.close()
+                run.checker = None
     report.elapsed_s = time.monotonic() - run.started
     if run.up:
         run.flush_touched()
