@@ -10,8 +10,10 @@ Running the suite is the slow part, so one module fixture runs it for every muta
 selected, each in a worker process of its own (its server, proxy and checks together, so one
 mutant's load never slows another's timing checks), `_PARALLEL_MUTANTS` at a time, after the
 control has run alone.  A mutant is halted at its first failed check, which is the check that
-caught it; one not caught within `_MUTANT_BUDGET_S` is halted and counts as missed.  The tests
-only read the verdicts.  The score is printed and written as
+caught it; one not caught within `_MUTANT_BUDGET_S` is halted and counts as missed.  Checks
+slower than `_SLOW_CHECK_S` (they sleep through a restore sweep, and a sleep cannot be halted)
+run in a second pass, only for mutants the others did not catch.  The tests only read the
+verdicts.  The score is printed and written as
 JSON to the pytest temporary folder (and to ``$OKQ_MUTATION_REPORT`` when set).
 """
 
@@ -38,11 +40,14 @@ from conformance import Check, Result, format_result, run_scenarios
 from .mutants import CONTROL, MUTANTS, Mutant
 
 #: Checks run at once against one mutant.
-_JOBS: Final = 6
+_JOBS: Final = 8
 #: Mutants tested at once (each has its own server, proxy and check threads).
-_PARALLEL_MUTANTS: Final = 6
+_PARALLEL_MUTANTS: Final = 8
 #: Seconds between the starts of the first mutants (so their heavy checks do not coincide).
 _STAGGER_S: Final = 1.0
+#: Checks estimated slower than this (they sleep through a restore sweep) run in a second pass,
+#: only for mutants the others did not catch.
+_SLOW_CHECK_S: Final = 5.0
 #: Longest the suite may run against one mutant before it is halted (and counted as missed).
 _MUTANT_BUDGET_S: Final = 75.0
 #: Longest a single mutant's run may take (a hung one fails the test instead of the session).
@@ -147,27 +152,31 @@ def judge(name: str, delay_s: float = 0.0) -> Verdict:
         timer = threading.Timer(_MUTANT_BUDGET_S, out_of_time)
         if mutant is not CONTROL:
             timer.start()
+        passes = [checks]
+        if mutant is not CONTROL:  # a sleeping check cannot be halted: the slow ones go last
+            passes = [
+                [c for c in checks if c.estimated_duration_s < _SLOW_CHECK_S],
+                [c for c in checks if c.estimated_duration_s >= _SLOW_CHECK_S],
+            ]
+        ran = 0
         try:
-            report = run_scenarios(
-                served.host,
-                served.port,
-                checks,
-                jobs=_JOBS,
-                fail_fast=mutant is not CONTROL,
-                on_result=seen,
-            )
+            for group in passes:  # bounded: at most two passes
+                if halted.is_set() or not group:
+                    continue
+                report = run_scenarios(
+                    served.host,
+                    served.port,
+                    group,
+                    jobs=_JOBS,
+                    fail_fast=mutant is not CONTROL,
+                    on_result=seen,
+                )
+                ran += len(report.results)
         finally:
             timer.cancel()
             if timer.is_alive():
                 timer.join()
-    return Verdict(
-        name,
-        tuple(failed),
-        tuple(details),
-        len(report.results),
-        time.monotonic() - started,
-        len(races),
-    )
+    return Verdict(name, tuple(failed), tuple(details), ran, time.monotonic() - started, len(races))
 
 
 @dataclass(frozen=True, slots=True)
