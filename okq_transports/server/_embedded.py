@@ -288,7 +288,11 @@ class EmbeddedServer(Listening):
                 task.add_done_callback(self._background.discard)
                 return action.reply
             case WaitForNotify():
-                found = await self.storage.first_with_unclaimed(action.queues)
+                try:
+                    found = await self.storage.first_with_unclaimed(action.queues)
+                except StorageError as exc:  # okq: its initial check failed in Redis
+                    _log.warning("storage failed: %s", exc)
+                    return ERR_SERVER_SIDE
                 reply = action.after_check(found)
                 if reply is not None:
                     return reply

@@ -178,12 +178,11 @@ def test_redis_going_away_and_coming_back(tmp_path: Path) -> None:
         with pytest.raises(ReplyError, match="unexpected server-side error"):
             client.push("down", b"x")
         assert time.monotonic() - started < 2.0
-        # QNOTIFY's initial check has no error reply: the connection is closed instead
+        # QNOTIFY's initial check fails in Redis like any command (okq-protocol.md §3)
         started = time.monotonic()
-        waiter.send("QNOTIFY", 5)
-        with pytest.raises(ConnectionError):
-            waiter.read()
+        assert waiter.call("QNOTIFY", 5) == b"-ERR unexpected server-side error\r\n"
         assert time.monotonic() - started < 2.0
+        assert waiter.call("PING") == b"+PONG\r\n"
 
         proc.start()  # same port, empty (nothing was saved)
         poll(lambda: conn.call("QLPUSH", "down", "e3", "c3"), OK, 5.0)
