@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -529,6 +530,14 @@ class _ConsumerOnlyQueuesUnlisted(PlainStorage):
         return entries if queues is not None else [e for e in entries if e.total]
 
 
+class _SweepBatchUnlimited(PlainStorage):
+    """The restore sweep puts back every expired claim at once, not the 50 oldest per queue."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.inner.engine._sweep_batch = 1_000_000
+
+
 # -- proxy faults ------------------------------------------------------------------------------
 
 RequestChange = Callable[[ProxyConnection, Request], bytes | None]
@@ -919,6 +928,25 @@ def _ex_last_pair(req: Request) -> tuple[bytes, ...] | None:
         return None
     last = max((i for i in range(4, len(args) - 1) if args[i].upper() == b"EX"), default=None)
     return None if last is None else (*args[:2], args[last], args[last + 1])
+
+
+class _WakesOneConsumer(Fault):
+    """Of the consumers a push wakes, only the first is told the queue; the others get nil."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._told: dict[bytes, tuple[float, int]] = {}
+
+    def rewrite_reply(self, conn: ProxyConnection, request: Request, reply: bytes) -> bytes:
+        if request.name != b"QNOTIFY" or not reply.startswith(b"$") or reply == _NIL:
+            return reply
+        now = time.monotonic()
+        with self._lock:
+            told = self._told.get(reply)
+            self._told[reply] = (now, id(conn))
+        if told is not None and told[1] != id(conn) and now - told[0] < 0.05:
+            return _NIL
+        return reply
 
 
 _CRASH_INPUT: Final = re.compile(rb"(?:[*$+:\-].?\n|.*[*$][0-9]{13,}\r\n)", re.S)
@@ -1633,6 +1661,18 @@ MUTANTS: Final[tuple[Mutant, ...]] = (
         "qstatus",
         "queues with consumers but no events are left out of the no-argument listing",
         _ConsumerOnlyQueuesUnlisted,
+    ),
+    _storage(
+        "sweep_batch_unlimited",
+        "redelivery",
+        "the restore sweep puts back every expired claim of a queue, not the 50 oldest",
+        _SweepBatchUnlimited,
+    ),
+    _proxy(
+        "qnotify_wakes_one_consumer",
+        "qnotify",
+        "a push wakes only the first waiting consumer; the others are answered nil",
+        _WakesOneConsumer,
     ),
 )
 
