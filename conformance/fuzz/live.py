@@ -480,6 +480,8 @@ def _record(run: _Run, kind: str, detail: str, candidates: list[bytes]) -> None:
     if reproduced:
 
         def predicate(candidate: bytes) -> bool:
+            if o.skip_known and kind != "crash" and expect(candidate).d1:
+                return False  # a known crash input: not sent (it would cost a restart)
             try:
                 return _fires(run, kind, candidate, grace=False)
             except ServerDown as exc:
