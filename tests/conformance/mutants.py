@@ -538,6 +538,29 @@ class _SweepBatchUnlimited(PlainStorage):
         self.inner.engine._sweep_batch = 1_000_000
 
 
+class _RegistrationCountedLate(PlainStorage):
+    """QREGISTER reaches the consumer counts only 0.5 s later (in the background)."""
+
+    async def register(self, consumer: str, queues: Sequence[bytes]) -> None:
+        def later() -> None:
+            asyncio.get_running_loop().create_task(self.inner.register(consumer, queues))
+
+        asyncio.get_running_loop().call_later(0.5, later)
+
+
+class _ExpiryHalved(PlainStorage):
+    async def pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
+        return await self.inner.pop(queue, max(expire_s // 2, 1) if expire_s else expire_s)
+
+
+class _TotalExcludesClaimed(PlainStorage):
+    async def status(self, queues: Sequence[bytes] | None) -> list[QueueStatus]:
+        return [
+            dataclasses.replace(e, total=e.total - e.processing)
+            for e in await self.inner.status(queues)
+        ]
+
+
 # -- proxy faults ------------------------------------------------------------------------------
 
 RequestChange = Callable[[ProxyConnection, Request], bytes | None]
@@ -1673,6 +1696,24 @@ MUTANTS: Final[tuple[Mutant, ...]] = (
         "qnotify",
         "a push wakes only the first waiting consumer; the others are answered nil",
         _WakesOneConsumer,
+    ),
+    _storage(
+        "registration_counted_late",
+        "consumers",
+        "QREGISTER shows in the consumer counts only 0.5 s later",
+        _RegistrationCountedLate,
+    ),
+    _storage(
+        "claims_expire_at_half_ex",
+        "expiry",
+        "QRPOP ... EX n claims for n / 2 seconds (at least 1)",
+        _ExpiryHalved,
+    ),
+    _storage(
+        "total_excludes_claimed",
+        "qstatus",
+        "QSTATUS/QINFO total counts unclaimed events only",
+        _TotalExcludesClaimed,
     ),
 )
 
