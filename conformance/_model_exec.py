@@ -25,7 +25,15 @@ from ._model_ref import Expected, ReferenceModel
 from ._net import Connection, ReadFailure, connect
 from ._resp import FramingError, encode_command, frame_reply
 
-__all__ = ["REPLY_TIMEOUT_S", "SETTLE_S", "WAKE_DELAY_S", "RunResult", "execute"]
+__all__ = [
+    "QNOTIFY_AT_ONCE_S",
+    "QNOTIFY_EARLY_S",
+    "REPLY_TIMEOUT_S",
+    "SETTLE_S",
+    "WAKE_DELAY_S",
+    "RunResult",
+    "execute",
+]
 
 #: Seconds a reply may take (beyond a blocking QNOTIFY's own timeout).
 REPLY_TIMEOUT_S: Final = 5.0
@@ -41,6 +49,10 @@ WAKE_DELAY_S: Final = 0.05
 #: A push that should wake a QNOTIFY comes at least this many times ``wake_delay_s`` after
 #: the waiting connection's latest QREGISTER.
 _REGISTER_FACTOR: Final = 3
+#: A QNOTIFY that must wait may answer this much early (the server's clock, our clock).
+QNOTIFY_EARLY_S: Final = 0.05
+#: A QNOTIFY that must answer at once may take this long (a loaded machine).
+QNOTIFY_AT_ONCE_S: Final = 0.8
 #: How long the end of a run waits for bytes nobody asked for.
 _STRAY_WAIT_S: Final = 0.002
 
@@ -132,6 +144,7 @@ class _Session:
         self.conns: dict[int, Connection] = {}
         self.observer: Connection | None = None
         self.registered_at: dict[int, float] = {}  # the latest QREGISTER of each connection
+        self.elapsed = 0.0  # from the latest write on its connection to the latest reply read
 
     def _connect(self, label: str, number: int = 0) -> Connection:
         """Connection ``number`` goes to server ``number % len(servers)``."""
@@ -200,10 +213,22 @@ class _Session:
 
     def _read(self, conn: Connection, wait_s: float) -> bytes:
         try:
-            reply, _ = conn.read_reply(time.monotonic() + REPLY_TIMEOUT_S + wait_s)
+            reply, arrived = conn.read_reply(time.monotonic() + REPLY_TIMEOUT_S + wait_s)
         except ReadFailure as exc:
             raise _Failure([exc.detail, f"got: {_short(exc.got)}"]) from exc
+        self.elapsed = arrived - conn.last_write
         return reply
+
+    def _timing(self, argv: tuple[bytes, ...], expected: Expected) -> None:
+        """A QNOTIFY answers at once when it has something or a zero timeout, else after it."""
+        if argv[0].upper() != b"QNOTIFY":
+            return
+        if expected.blocks_s > 0 and self.elapsed < expected.blocks_s - QNOTIFY_EARLY_S:
+            raise _Failure(
+                [f"QNOTIFY answered after {self.elapsed:.3f} s; it must wait {expected.blocks_s} s"]
+            )
+        if expected.blocks_s == 0 and self.elapsed > QNOTIFY_AT_ONCE_S:
+            raise _Failure([f"QNOTIFY answered after {self.elapsed:.3f} s; it must answer at once"])
 
     def _judge(
         self, number: int, argv: tuple[bytes, ...], expected: Expected, got: bytes, what: str
@@ -240,6 +265,8 @@ class _Session:
         for n, (argv, want) in enumerate(zip(requests, expected, strict=True)):
             what = f"reply {n + 1} of {len(requests)}: " if len(requests) > 1 else ""
             self._judge(step.conn, argv, want, self._read(conn, want.blocks_s), what)
+            if len(requests) == 1:
+                self._timing(argv, want)
             if argv[0].upper() == b"QREGISTER":
                 self.registered_at[step.conn] = time.monotonic()
         if any(e.settle for e in expected):

@@ -150,6 +150,7 @@ _CONTENTS: Final = (
     b"{}",
     b"$5\r\n*1\r\n",
     b"z" * 5000,
+    b"L" * 70_000,
 )
 
 
@@ -190,6 +191,10 @@ class _Drawer:
             )
         self.ids_seen.append(new)
         return new
+
+    def extra(self) -> tuple[bytes, ...]:
+        """Now and then an argument beyond the syntax (okq ignores it)."""
+        return (b"extra",) if self.rng.random() < 0.05 else ()
 
     def emit(self, conn: int, argv: tuple[bytes, ...]) -> None:
         if self.batch is not None:
@@ -234,7 +239,10 @@ class _Drawer:
         elif roll < 0.6:
             argv += (b"EX", rng.choice(_LARGE_EX))
         elif roll < 0.65:
-            argv += (b"EX", rng.choice((b"abc", b"-5", b"1.5", b"")))  # bad values: errors
+            argv += (
+                b"EX",
+                rng.choice((b"abc", b"-5", b"1.5", b"", b"99999999999999999999")),
+            )  # bad values: errors
         elif roll < 0.7:
             argv += rng.choice(((b"EX",), (b"foo", b"EX", b"0"), (b"EX", b"0", b"NOACK")))
         self.emit(conn, argv)
@@ -251,11 +259,11 @@ class _Drawer:
             event_id = rng.choice(self.ids_seen)
         else:
             event_id = b"never-%d" % rng.randrange(100)
-        self.emit(conn, (self.name(b"QACK"), queue, event_id))
+        self.emit(conn, (self.name(b"QACK"), queue, event_id, *self.extra()))
 
     def peek(self, conn: int) -> None:
         command = b"QLPEEK" if self.rng.random() < 0.5 else b"QRPEEK"
-        self.emit(conn, (self.name(command), self.queue()))
+        self.emit(conn, (self.name(command), self.queue(), *self.extra()))
 
     def status(self, conn: int, command: bytes = b"QSTATUS") -> None:
         rng = self.rng
@@ -267,7 +275,7 @@ class _Drawer:
         self.status(conn, b"QINFO")
 
     def flush(self, conn: int) -> None:
-        self.emit(conn, (self.name(b"QFLUSH"), self.queue()))
+        self.emit(conn, (self.name(b"QFLUSH"), self.queue(), *self.extra()))
 
     def register(self, conn: int) -> None:
         rng = self.rng
@@ -279,7 +287,7 @@ class _Drawer:
         has_work = any(self.model.unclaimed(q) for q in self.model.registered(conn))
         roll = rng.random()
         if roll < 0.05:
-            timeout = rng.choice((b"x", b"-1"))  # errors
+            timeout = rng.choice((b"x", b"-1", b"99999999999999999999"))  # errors
         elif has_work and roll < 0.3:
             timeout = b"1"  # answered at once: a registered queue has work
         else:
@@ -311,7 +319,10 @@ class _Drawer:
         self.next_conn += 1
 
     def ping(self, conn: int) -> None:
-        self.emit(conn, (self.name(b"PING"),))
+        self.emit(
+            conn,
+            self.rng.choice(((b"PING",), (b"ping",), (b"Ping", b"hello"), (b"PING", b"a", b"b"))),
+        )
 
     def error(self, conn: int) -> None:
         """A request okq refuses: unknown command, too few arguments (the connection stays)."""

@@ -23,7 +23,7 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 from typing import Final, TypeVar
 
-from ._model_exec import WAKE_DELAY_S
+from ._model_exec import QNOTIFY_AT_ONCE_S, QNOTIFY_EARLY_S, WAKE_DELAY_S
 from ._model_gen import ModelStep
 from ._model_ref import Expected, ReferenceModel
 from ._resp import encode_command
@@ -234,6 +234,12 @@ def to_transcript(
                 _put_bytes(made, "expect", exact)
             else:
                 made["expect_any_of"] = [_text_or_b64(r) for r in sorted(expectations[0].replies)]
+            if requests[0][0].upper() == b"QNOTIFY":  # waits exactly when the model waits
+                blocks = expectations[0].blocks_s
+                if blocks > 0:
+                    made["elapsed_min"] = blocks - QNOTIFY_EARLY_S
+                else:
+                    made["elapsed_max"] = QNOTIFY_AT_ONCE_S
             if note:
                 made["note"] = note
         else:

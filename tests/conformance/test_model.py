@@ -498,6 +498,7 @@ def test_transcript_of_a_sequence_replays(server: ThreadedServer, tmp_path: Path
     assert scenario.steps[2].sleep_before > 0  # after the NOBLOCK push
     assert scenario.steps[2].send == encode_command(b"QSTATUS", q, r)
     assert scenario.steps[4].expect_any_of is not None
+    assert scenario.steps[4].elapsed_max is not None  # QNOTIFY 0 answers at once
     assert scenario.steps[6].sleep_before > 0  # after the consumer's close
     assert scenario.steps[8].expect == b"*2\r\n$2\r\ne1\r\n$5\r\n\xff\x00bin\r\n"
     assert "send_b64" in document["steps"][0]  # type: ignore[index]
