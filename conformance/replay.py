@@ -484,12 +484,16 @@ def run_scenarios(
     results: dict[int, Result] = {}
     report_lock = threading.Lock()
 
+    failed = threading.Event()  # set once a result failed: fail_fast starts nothing more
+
     def execute(item: _Planned, flushall: bool) -> None:
-        if fail_fast and any(r.failed for r in results.values()):
+        if fail_fast and failed.is_set():
             return
         res = _run_check(host, port, item.check, redis_addr, flushall, pause_s)
         with report_lock:
             results[item.index] = res
+            if res.failed:
+                failed.set()
             if on_result is not None:
                 on_result(res)
 
