@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Final, cast, final
 
+from ._redis_mux import Mux, mux_address
 from ._storage import StorageError
 
 if TYPE_CHECKING:
@@ -149,6 +150,7 @@ class Link:
         self._pubsub_node: Any = None
         self._get_connection: Callable[[], Any] = _not_open
         self._response_error: type[Exception] = Exception
+        self._mux: Mux | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -188,10 +190,21 @@ class Link:
             client = plain
         self._response_error = redis.ResponseError
         self._client = client
+        address = None if self.cluster else mux_address(self.url)
+        if address is not None:
+            self._mux = Mux(
+                address,
+                read_timeout_s=socket_timeout,
+                connect_timeout_s=connect_timeout,
+                error_type=redis.ResponseError,
+                noscript_type=redis.exceptions.NoScriptError,
+            )
         try:
             if self.cluster:
                 await cast("RedisCluster", client).initialize()
             await client.execute_command("PING")
+            if self._mux is not None:
+                await self.call("PING")
         except BaseException as exc:
             await self.close()
             if isinstance(exc, Exception):
@@ -205,6 +218,9 @@ class Link:
         Idempotent."""
         if self._flushing:
             await asyncio.gather(*self._flushing, return_exceptions=True)
+        mux, self._mux = self._mux, None
+        if mux is not None:
+            await mux.close()
         client, self._client = self._client, None
         if client is not None:
             closer = getattr(client, "aclose", None) or client.close
@@ -248,6 +264,12 @@ class Link:
         Raises:
             StorageError: the connection failed.
         """
+        mux = self._mux
+        if mux is not None:  # one connection, commands written as they come
+            try:
+                return await mux.request(commands)
+            except ConnectionError as exc:
+                raise RedisUnavailableError(str(exc)) from exc
         loop = asyncio.get_running_loop()
         group = _Group(commands, loop.create_future())
         self._pending.append(group)
