@@ -249,10 +249,12 @@ def exchange(conn: Connection, items: Sequence[Item], timeout_s: float) -> Probl
     """
     payload = b"".join(i.data + (i.marker[0] if i.marker else b"") for i in items)
     block = sum(i.expectation.block_s for i in items)
-    deadline = time.monotonic() + timeout_s + block
     with contextlib.suppress(OSError):  # a server closing early: its replies still count
         conn.send(payload, timeout_s + block)
     for index, item in enumerate(items):
+        # Each input's replies (or close) are due within timeout_s (plus its own QNOTIFY
+        # waits) of the previous input's: a slow input early in a batch delays the rest.
+        deadline = time.monotonic() + timeout_s + item.expectation.block_s
         problem = _check_item(conn, index, item, deadline)
         if problem is not None:
             return problem
