@@ -8,12 +8,12 @@ sense (the claimed id to acknowledge, an id already stored to push again) as wel
 ones.  Every sequence ends with an audit: the status of every queue, a drain of every
 unclaimed event with ``EX 0``, an ack of every claimed one, and the status again.
 
-What is never drawn (okq-protocol.md): expiring claims (``EX`` is 0, large, or the 30 s
-default), the no-argument QSTATUS/QINFO (other checks' queues would show up), QNOTIFY waits
-that time out (``QNOTIFY 1`` is only drawn when a registered queue has work or a push will
-wake it), a close while a QNOTIFY waits, NOBLOCK inside a pipeline, and the inputs
-of the known defects D1-D3 (no ``:`` or empty queue names, no CR/LF in ids, only well-formed
-arrays of bulk strings).
+Never drawn (okq-protocol.md): expiring claims (``EX`` is 0, large, or the 30 s default), the
+no-argument QSTATUS/QINFO (other checks' queues would show up), NOBLOCK inside a pipeline, and
+the inputs of the known defects D1-D3 (no ``:`` or empty queue names, no CR/LF in ids, only
+well-formed arrays of bulk strings).  Drawn rarely, as each costs a second: a QNOTIFY 1 that
+times out (it is drawn when a registered queue has work or a push will wake it, and now and
+then with a push to a queue it does not consume) and a close while a QNOTIFY waits.
 
 Must not know: sockets, clocks, transcripts.
 """
@@ -244,7 +244,15 @@ class _Drawer:
                 rng.choice((b"abc", b"-5", b"1.5", b"", b"99999999999999999999")),
             )  # bad values: errors
         elif roll < 0.7:
-            argv += rng.choice(((b"EX",), (b"foo", b"EX", b"0"), (b"EX", b"0", b"NOACK")))
+            argv += rng.choice(
+                (
+                    (b"EX",),
+                    (b"foo", b"EX", b"0"),
+                    (b"EX", b"0", b"NOACK"),
+                    (b"EX", b"0", b"EX", b"3600"),  # only the first pair counts
+                    (b"EX", b"3600", b"EX", b"0"),
+                )
+            )
         self.emit(conn, argv)
 
     def ack(self, conn: int) -> None:
@@ -385,6 +393,9 @@ class _Drawer:
         others = [c for c in self.slots if c != conn]
         waker = self.rng.choice(others)
         queue = self.rng.choice(registered)
+        elsewhere = [q for q in self.queues if q not in registered]
+        if elsewhere and self.rng.random() < 0.05:
+            queue = self.rng.choice(elsewhere)  # wakes nobody: the QNOTIFY times out
         push = (b"QRPUSH" if self.rng.random() < 0.3 else b"QLPUSH", queue, self.fresh_id(), b"w")
         notify = (self.name(b"QNOTIFY"), b"1")
         self.steps.append(ModelStep(conn, notify, waker=(waker, push)))
