@@ -2,7 +2,8 @@
 
 Owns: okq's key names (``queue:{Q}``, ``:claimed``, ``:items``, ``:lock:<id>``,
 ``:consumers``), the Redis commands of each operation in okq's order (protocol notes section
-10), the pop and restore Lua scripts, the restore sweep and the consumer refresh on okq's
+10), the Lua scripts (pop, restore; on one Redis also push, and pop with its ack for
+``EX 0``: okq's steps in one round trip), the restore sweep and the consumer refresh on okq's
 10 s schedules, the local registrations, and which queues the pubsub listener follows.  A
 server on this storage shares its queues with real okq instances and with other servers of
 ours on the same Redis (or Redis Cluster).
@@ -58,6 +59,32 @@ _POP: Final = LuaScript(
 if not id then return false end
 redis.call('SET', ARGV[2] .. id, '1', 'EX', ARGV[1], 'NX')
 return {id, redis.call('HGET', KEYS[3], id)}
+"""
+)
+# QRPOP EX 0 on one Redis in one round trip: the pop script's steps, then the ack's (LREM from
+# the claimed list, else from the unclaimed one; if either removed it, HDEL and DEL), in okq's
+# order; a rejected SET fails it at the same step as the pop script.
+_POP_ACK: Final = LuaScript(
+    """local id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
+if not id then return false end
+redis.call('SET', ARGV[2] .. id, '1', 'EX', ARGV[1], 'NX')
+local contents = redis.call('HGET', KEYS[3], id)
+local removed = redis.call('LREM', KEYS[2], -1, id)
+if removed == 0 then removed = redis.call('LREM', KEYS[1], -1, id) end
+if removed > 0 then
+  redis.call('HDEL', KEYS[3], id)
+  redis.call('DEL', ARGV[2] .. id)
+end
+return {id, contents}
+"""
+)
+# A push on one Redis in one round trip: okq's HSETNX (0: a duplicate, nothing more), then
+# LPUSH or RPUSH (ARGV[3]) and PUBLISH, in okq's order.
+_PUSH: Final = LuaScript(
+    """if redis.call('HSETNX', KEYS[1], ARGV[1], ARGV[2]) == 0 then return 0 end
+redis.call(ARGV[3], KEYS[2], ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[1])
+return 1
 """
 )
 # okq's restore of one expired claim: out of the claimed list, back on the right end.
@@ -296,7 +323,8 @@ class RedisStorage:
 
     async def push(self, queue: bytes, event_id: bytes, contents: bytes, *, right: bool) -> bool:
         """QLPUSH/QRPUSH: ``HSETNX`` the contents (0: duplicate), then the id on the list and
-        ``PUBLISH`` (pipelined; on a cluster one after the other: they may go to two nodes).
+        ``PUBLISH``: on one Redis in one script, on a cluster one after the other (they may go
+        to two nodes).
 
         Raises:
             StorageError: Redis failed.
@@ -305,6 +333,11 @@ class RedisStorage:
 
     async def _push(self, queue: bytes, event_id: bytes, contents: bytes, right: bool) -> bool:
         link = self._link
+        if not link.cluster:  # the keys and the channel may be on several nodes of a cluster
+            keys = [_items(queue), _unclaimed(queue)]
+            side = b"RPUSH" if right else b"LPUSH"
+            args = [event_id, contents, side, channel_of(queue)]
+            return bool(await link.script(_PUSH, keys, args))
         if not await link.call("HSETNX", _items(queue), event_id, contents):
             return False
         add: Command = ("RPUSH" if right else "LPUSH", _unclaimed(queue), event_id)
@@ -325,7 +358,8 @@ class RedisStorage:
         return None if contents is None else (bytes(ids[0]), bytes(contents))
 
     async def pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
-        """QRPOP: the pop script; for ``EX 0`` (claimed for the default time) then the ack.
+        """QRPOP: the pop script; for ``EX 0`` (claimed for the default time) then the ack: on
+        one Redis in the same script, on a cluster after it.
 
         Raises:
             StorageError: Redis failed or refused the expiry (the event then stays claimed,
@@ -336,12 +370,14 @@ class RedisStorage:
     async def _pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
         lock_s = expire_s if expire_s else self.default_expire_s
         keys = [_unclaimed(queue), _claimed(queue), _items(queue)]
-        reply = await self._link.script(_POP, keys, [lock_s, _lock_prefix(queue)])
+        ack_too = expire_s == 0 and not self._link.cluster
+        script = _POP_ACK if ack_too else _POP
+        reply = await self._link.script(script, keys, [lock_s, _lock_prefix(queue)])
         if not reply:
             return None
         event_id = bytes(reply[0])
         contents = b"" if len(reply) < 2 or reply[1] is None else bytes(reply[1])
-        if expire_s == 0:
+        if expire_s == 0 and not ack_too:
             await self._ack(queue, event_id)
         return event_id, contents
 
