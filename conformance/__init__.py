@@ -1,23 +1,30 @@
-"""okq conformance suite: replay recorded okq wire transcripts against any okq server.
+"""okq conformance suite: check any okq server on the wire, as h2spec and Autobahn check
+HTTP/2 and WebSocket servers.
 
-The suite works like h2spec or Autobahn: point it at a running server and it
-replays byte-exact recordings of the real okq server (``conformance/transcripts``)
-over raw TCP sockets, then runs probes for the known okq defects D1-D3.
+Four kinds of check, all over raw TCP sockets: byte-exact replays of recordings of the real
+okq server (``conformance/transcripts``), semantic checks of the protocol notes that no single
+recording pins down (`semantic_checks`, each labelled with its section), model-based random
+command sequences compared with the project's pure engine (`model_checks`, `run_model`), and
+probes, with controls, for the known okq defects D1-D3 (`defect_probes`).  `all_checks` is the
+whole suite.  The network fuzzer is `conformance.fuzz`.
 
 Command line::
 
-    python -m conformance --host 127.0.0.1 --port 4777 [--redis HOST:PORT] [--jobs 8]
+    okq conformance --server 127.0.0.1:4777 [--redis HOST:PORT] [--junit FILE] [--json FILE]
+    python -m conformance --server 127.0.0.1:4777     # the same
 
 Programmatic use::
 
-    from conformance import defect_probes, load_transcripts, run_scenarios
+    from conformance import all_checks, run_scenarios
 
-    report = run_scenarios("127.0.0.1", 4777, load_transcripts() + defect_probes(), jobs=8)
+    report = run_scenarios("127.0.0.1", 4777, all_checks(quick=True), jobs=8)
     print(report.format_text())
     assert report.ok
 
-The runner depends only on the standard library, never on the project's client
-library, so it can judge a server built from that library without trusting it.
+The suite depends only on the standard library (and, for the model, on ``okq_proto``'s public
+pure engine), never on the project's client or server, so it can judge a server built from
+them without trusting them.  ``__distribution__`` marks this package as okq's (the import name
+``conformance`` is generic: ``okq conformance`` refuses a package of that name without it).
 """
 
 from ._check import ProbeFinding, SemanticCheck
@@ -35,6 +42,7 @@ from ._transcripts import (
     parse_scenario,
 )
 from .defects import DefectProbe, defect_probes
+from .model import ModelFinding, ModelReport, model_checks, run_model
 from .replay import Check, parse_address, replay_scenario, run_probe, run_scenarios
 from .semantic import semantic_checks
 
@@ -47,6 +55,8 @@ __all__ = [
     "Check",
     "DefectProbe",
     "FramingError",
+    "ModelFinding",
+    "ModelReport",
     "Outcome",
     "ProbeFinding",
     "Report",
@@ -62,10 +72,12 @@ __all__ = [
     "frame_reply",
     "load_transcript",
     "load_transcripts",
+    "model_checks",
     "parse_address",
     "parse_scenario",
     "replay_scenario",
     "report_to_junit",
+    "run_model",
     "run_probe",
     "run_scenarios",
     "semantic_checks",
