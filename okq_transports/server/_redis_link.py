@@ -230,6 +230,12 @@ class Link:
                 _log.debug("closing the Redis client: %r", exc)
 
     @property
+    def writes_at_once(self) -> bool:
+        """True when a command is written to Redis as soon as it is issued (one Redis, one
+        multiplexed connection): a request cancelled after that leaves the command running."""
+        return self._mux is not None and self._mux.connected
+
+    @property
     def client(self) -> Redis | RedisCluster:
         if self._client is None:
             raise RuntimeError("Redis storage not started")

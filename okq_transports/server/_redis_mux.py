@@ -93,6 +93,11 @@ class Mux:
         self._timer: asyncio.TimerHandle | None = None
         self._pack: Any = None
 
+    @property
+    def connected(self) -> bool:
+        """True while the connection is up (a `request` then writes at once)."""
+        return self._transport is not None
+
     async def request(self, commands: Sequence[Sequence[Any]]) -> list[Any]:
         """The replies of ``commands``, written in this order (after those of earlier calls).
 

@@ -329,6 +329,8 @@ class RedisStorage:
         Raises:
             StorageError: Redis failed.
         """
+        if self._link.writes_at_once:  # one script, written before the first await
+            return await self._push(queue, event_id, contents, right)
         return await self._guarded(self._push(queue, event_id, contents, right))
 
     async def _push(self, queue: bytes, event_id: bytes, contents: bytes, right: bool) -> bool:
@@ -365,6 +367,8 @@ class RedisStorage:
             StorageError: Redis failed or refused the expiry (the event then stays claimed,
                 without a lock: the next sweep puts it back, as in okq).
         """
+        if self._link.writes_at_once:  # one script, written before the first await
+            return await self._pop(queue, expire_s)
         return await self._guarded(self._pop(queue, expire_s))
 
     async def _pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
