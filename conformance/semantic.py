@@ -7,8 +7,9 @@ concurrency or pipelining, payloads corrupted past a size.  Each `SemanticCheck`
 drives the server over raw sockets (``_net``/``_resp``, stdlib only), is labelled with the
 section of okq-protocol.md it checks, and returns PASS or FAIL with lines saying what was
 expected and what came back.  The check bodies live in ``_semantic_timing`` (NOBLOCK,
-QNOTIFY, claims), ``_semantic_volume`` (many events, pipelining, concurrency, payloads)
-and ``_semantic_shapes`` (exact reply bytes, counts, listings); the timing tolerances are
+QNOTIFY, claims), ``_semantic_sweep`` (QNOTIFY's shuffled choice, the sweep's batch,
+redeliveries waking nobody), ``_semantic_volume`` (many events, pipelining, concurrency,
+payloads) and ``_semantic_shapes`` (exact reply bytes, counts, listings); the timing tolerances are
 the constants re-exported below, each documented with the measurement it comes from.
 
 ::
@@ -25,6 +26,7 @@ import dataclasses
 from typing import Final
 
 from . import _semantic_shapes as shapes
+from . import _semantic_sweep as sweep
 from . import _semantic_timing as timing
 from . import _semantic_volume as volume
 from ._check import SemanticCheck
@@ -109,6 +111,16 @@ def semantic_checks(*, slow: bool = True) -> list[SemanticCheck]:
             estimated_duration_s=1.5,
         ),
         SemanticCheck(
+            name="semantic_qnotify_shuffle",
+            section="§4 QNOTIFY",
+            description=f"{sweep.SHUFFLE_TRIES} QNOTIFY 0 with several registered queues holding"
+            " work name more than one of them (a freshly shuffled order each call), never an"
+            " empty or all-claimed registered queue",
+            queues=sweep.Q_SHUFFLE,
+            run=guarded(sweep.check_qnotify_shuffle),
+            estimated_duration_s=0.5,
+        ),
+        SemanticCheck(
             name="semantic_claim_hidden",
             section="§4 QRPOP",
             description="claimed events (EX 4, default 30 s) stay invisible to peeks and pops and"
@@ -122,11 +134,11 @@ def semantic_checks(*, slow: bool = True) -> list[SemanticCheck]:
             name="semantic_redelivery_quick",
             section="§6",
             description="if a QRPOP ... EX 1 claim comes back within"
-            f" {timing.QUICK_REDELIVERY_WINDOW_S} s (a short sweep), it was held 1 s and woke no"
+            f" {sweep.QUICK_REDELIVERY_WINDOW_S} s (a short sweep), it was held 1 s and woke no"
             " waiting QNOTIFY (only the next QNOTIFY finds it)",
-            queues=(timing.Q_QUIET_QUICK,),
-            run=guarded(timing.check_redelivery_quick),
-            estimated_duration_s=timing.QUICK_REDELIVERY_WINDOW_S + 1.0,
+            queues=(sweep.Q_QUIET_QUICK,),
+            run=guarded(sweep.check_redelivery_quick),
+            estimated_duration_s=sweep.QUICK_REDELIVERY_WINDOW_S + 1.0,
         ),
     ]
     if slow:
@@ -141,6 +153,20 @@ def semantic_checks(*, slow: bool = True) -> list[SemanticCheck]:
                 run=guarded(timing.check_redelivery),
                 slow=True,
                 estimated_duration_s=timing.REDELIVERY_EX_S + 10.0,
+            )
+        )
+        checks.append(
+            SemanticCheck(
+                name="semantic_sweep_batch",
+                section="§10 restore sweep",
+                description=f"the sweep looks at the {sweep.SWEEP_BATCH} oldest claims of a queue"
+                f" only: {sweep.BATCH_BEHIND} expired EX 1 claims behind {sweep.SWEEP_BATCH}"
+                " unexpired older ones stay claimed through a sweep that returns a later claim"
+                " of another queue",
+                queues=(sweep.Q_BATCH, sweep.Q_BATCH_CANARY),
+                run=guarded(sweep.check_sweep_batch),
+                slow=True,
+                estimated_duration_s=1.0 + 10.0 + sweep.BATCH_CONFIRM_S,
             )
         )
     checks.extend(volume.checks())

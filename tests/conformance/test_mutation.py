@@ -2,7 +2,7 @@
 
 Each mutant of ``mutants`` is our embedded server with one fault (a storage wrapper or a
 rewriting proxy in front of it).  The suite (``all_checks(quick=True)``, or its parts while
-that does not exist) runs against each one with ``fail_fast`` and several jobs; a mutant is
+that does not exist, plus the slow semantic checks) runs against each one with ``fail_fast`` and several jobs; a mutant is
 *caught* when the report holds a failed check.  The control runs through the same machinery
 with no fault and must pass every check, so a caught mutant is caught for its fault.
 
@@ -61,7 +61,8 @@ _BY_NAME: Final = {m.name: m for m in MUTANTS}
 
 
 def suite_checks() -> list[Check]:
-    """The whole quick suite: ``all_checks(quick=True)`` plus any group it does not hold yet."""
+    """The whole quick suite: ``all_checks(quick=True)`` plus any group it does not hold yet,
+    and the slow semantic checks (``semantic_checks(slow=True)``)."""
     all_checks = getattr(conformance, "all_checks", None)
     if all_checks is not None:
         checks: list[Check] = list(all_checks(quick=True))
@@ -72,7 +73,9 @@ def suite_checks() -> list[Check]:
         semantic = importlib.import_module("conformance.semantic")
     except ImportError:
         return checks
-    extra = [c for c in semantic.semantic_checks(slow=False) if c.name not in names]
+    # The slow semantic checks too (they wait for a sweep, the mutants' comes every 0.5 s):
+    # they run in the second pass, only for mutants the quick checks did not catch.
+    extra = [c for c in semantic.semantic_checks(slow=True) if c.name not in names]
     return checks + extra
 
 

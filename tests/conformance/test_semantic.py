@@ -3,7 +3,8 @@ each one fails against a server with a small deliberate fault.
 
 The faults are `Fault`s of ``fakeserver.faulty_server``: the embedded server behind a tiny
 request/reply rewriting proxy.  The unaltered proxy must pass every check, so a failure is
-the fault's doing, not the proxy's.
+the fault's doing, not the proxy's.  A few faults of the storage come from the mutation
+test's ``mutants`` (checked against its control first).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import pytest
 
 import conformance
 from conformance import Outcome, Report, SemanticCheck, format_result, run_scenarios
+from conformance import _semantic_sweep as sweep
 from conformance.semantic import (
     QNOTIFY_EARLY_S,
     QNOTIFY_LATE_S,
@@ -22,6 +24,7 @@ from conformance.semantic import (
 )
 from okq_transports.server import ThreadedServer, run_in_thread
 
+from . import mutants as storage_mutants
 from .fakeserver import Argv, Fault, faulty_server
 
 #: A short restore sweep, so the slow checks take seconds (they must not assume okq's 10 s).
@@ -312,3 +315,38 @@ def test_failure_details_name_the_command_and_both_replies() -> None:
     assert "QRPOP conformance-sem-shape-unknown" in details[0]
     assert details[1].strip() == "expected: b'$-1\\r\\n'"
     assert details[2].strip() == "got:      b'*-1\\r\\n'"
+
+
+# -- faults of the storage (the mutants of the mutation test) ----------------------------
+
+#: Mutant of ``mutants`` -> the check that must fail against it (each one's only catcher).
+STORAGE_FAULTS = {
+    "qnotify_choice_not_random": "semantic_qnotify_shuffle",
+    "sweep_batch_unlimited": "semantic_sweep_batch",
+    "redelivery_wakes_qnotify": "semantic_redelivery_quick",
+    "redelivered_order_reversed": "semantic_redelivery_window",
+}
+
+
+def test_a_fair_shuffle_fails_the_shuffle_check_seldom() -> None:
+    work = len(sweep.Q_SHUFFLE_WORK)
+    assert work >= 3
+    # Every call names one of `work` queues, each with probability 1 / work.
+    assert work * (1 / work) ** sweep.SHUFFLE_TRIES < 1e-6
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("mutant", sorted(STORAGE_FAULTS))
+def test_a_broken_storage_fails_the_check(mutant: str) -> None:
+    name = STORAGE_FAULTS[mutant]
+    served_mutant = {m.name: m for m in storage_mutants.MUTANTS}[mutant]
+    with storage_mutants.CONTROL.serve() as control:
+        passed = _run(control.host, control.port, _only(name)).by_name(name)
+    assert passed.outcome is Outcome.PASS, format_result(passed)
+    with served_mutant.serve() as served:
+        result = _run(served.host, served.port, _only(name)).by_name(name)
+    assert result.outcome is Outcome.FAIL, (
+        f"{mutant}: {name} did not fail:\n{format_result(result)}"
+    )
+    assert any("expected" in line for line in result.details), result.details
