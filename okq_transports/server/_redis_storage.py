@@ -2,8 +2,8 @@
 
 Owns: okq's key names (``queue:{Q}``, ``:claimed``, ``:items``, ``:lock:<id>``,
 ``:consumers``), the Redis commands of each operation in okq's order (protocol notes section
-10), the Lua scripts (pop, restore; on one Redis also push, and pop with its ack for
-``EX 0``: okq's steps in one round trip), the restore sweep and the consumer refresh on okq's
+10), the Lua scripts (pop, restore; on one Redis also the push: okq's three steps in one
+round trip), the restore sweep and the consumer refresh on okq's
 10 s schedules, the local registrations, and which queues the pubsub listener follows.  A
 server on this storage shares its queues with real okq instances and with other servers of
 ours on the same Redis (or Redis Cluster).
@@ -59,23 +59,6 @@ _POP: Final = LuaScript(
 if not id then return false end
 redis.call('SET', ARGV[2] .. id, '1', 'EX', ARGV[1], 'NX')
 return {id, redis.call('HGET', KEYS[3], id)}
-"""
-)
-# QRPOP EX 0 on one Redis in one round trip: the pop script's steps, then the ack's (LREM from
-# the claimed list, else from the unclaimed one; if either removed it, HDEL and DEL), in okq's
-# order; a rejected SET fails it at the same step as the pop script.
-_POP_ACK: Final = LuaScript(
-    """local id = redis.call('RPOPLPUSH', KEYS[1], KEYS[2])
-if not id then return false end
-redis.call('SET', ARGV[2] .. id, '1', 'EX', ARGV[1], 'NX')
-local contents = redis.call('HGET', KEYS[3], id)
-local removed = redis.call('LREM', KEYS[2], -1, id)
-if removed == 0 then removed = redis.call('LREM', KEYS[1], -1, id) end
-if removed > 0 then
-  redis.call('HDEL', KEYS[3], id)
-  redis.call('DEL', ARGV[2] .. id)
-end
-return {id, contents}
 """
 )
 # A push on one Redis in one round trip: okq's HSETNX (0: a duplicate, nothing more), then
@@ -360,28 +343,26 @@ class RedisStorage:
         return None if contents is None else (bytes(ids[0]), bytes(contents))
 
     async def pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
-        """QRPOP: the pop script; for ``EX 0`` (claimed for the default time) then the ack: on
-        one Redis in the same script, on a cluster after it.
+        """QRPOP: the pop script; for ``EX 0`` (claimed for the default time) then the ack (a
+        separate step, as in okq: if the pop's reply is lost, the claim comes back).
 
         Raises:
             StorageError: Redis failed or refused the expiry (the event then stays claimed,
                 without a lock: the next sweep puts it back, as in okq).
         """
-        if self._link.writes_at_once:  # one script, written before the first await
+        if self._link.writes_at_once and expire_s != 0:  # one script, written at once
             return await self._pop(queue, expire_s)
         return await self._guarded(self._pop(queue, expire_s))
 
     async def _pop(self, queue: bytes, expire_s: int | None) -> tuple[bytes, bytes] | None:
         lock_s = expire_s if expire_s else self.default_expire_s
         keys = [_unclaimed(queue), _claimed(queue), _items(queue)]
-        ack_too = expire_s == 0 and not self._link.cluster
-        script = _POP_ACK if ack_too else _POP
-        reply = await self._link.script(script, keys, [lock_s, _lock_prefix(queue)])
+        reply = await self._link.script(_POP, keys, [lock_s, _lock_prefix(queue)])
         if not reply:
             return None
         event_id = bytes(reply[0])
         contents = b"" if len(reply) < 2 or reply[1] is None else bytes(reply[1])
-        if expire_s == 0 and not ack_too:
+        if expire_s == 0:
             await self._ack(queue, event_id)
         return event_id, contents
 
