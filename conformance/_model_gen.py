@@ -140,6 +140,8 @@ SECTIONS: Final[Mapping[str, str]] = {
     "consumers": "§4, §7, §8",
 }
 
+#: The timeout of a QNOTIFY that a push to one of its queues wakes (it answers at once then).
+WAKE_TIMEOUT: Final = b"3"
 _LARGE_EX: Final = (b"3600", b"86400", b"1000000", b"999999999", b"+7200")
 _CONTENTS: Final = (
     b"",
@@ -369,7 +371,8 @@ class _Drawer:
         self.steps.append(ModelStep(conn, batch[0], more=tuple(batch[1:])))
 
     def wake(self, conn: int) -> None:
-        """A QNOTIFY 1 that waits, woken by another connection's push to one of its queues."""
+        """A QNOTIFY 3 that waits, woken by another connection's push to one of its queues (or a
+        QNOTIFY 1 that times out, the push going to a queue it does not consume)."""
 
         def idle(c: int) -> bool:
             queues = self.model.registered(c)
@@ -397,7 +400,11 @@ class _Drawer:
         if elsewhere and self.rng.random() < 0.05:
             queue = self.rng.choice(elsewhere)  # wakes nobody: the QNOTIFY times out
         push = (b"QRPUSH" if self.rng.random() < 0.3 else b"QLPUSH", queue, self.fresh_id(), b"w")
-        notify = (self.name(b"QNOTIFY"), b"1")
+        # A push to a consumed queue is sure to wake it: a longer timeout, so a wake-up that a
+        # loaded machine delivers late is not taken for one never delivered (a server that is
+        # never woken still fails, with $-1 after it); a push elsewhere must wait 1 s out.
+        timeout = WAKE_TIMEOUT if queue in registered else b"1"
+        notify = (self.name(b"QNOTIFY"), timeout)
         self.steps.append(ModelStep(conn, notify, waker=(waker, push)))
         self.used.update((conn, waker))
         self.model.send_and_wake(conn, notify, waker, push)

@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from ._check import ProbeFinding, SemanticCheck
 from ._model_exec import SETTLE_S, WAKE_DELAY_S, RunResult, execute
@@ -35,6 +36,7 @@ from ._report import Outcome
 __all__ = [
     "PROFILES",
     "SETTLE_S",
+    "SHRINK_BUDGET_S",
     "WAKE_DELAY_S",
     "ModelFinding",
     "ModelReport",
@@ -170,6 +172,11 @@ _SECONDS_PER_STEP = {"events": 0.002, "consumers": 0.006}
 #: Re-runs of a failed sequence before shrinking it: none failing means it depends on timing.
 _REPRODUCE_TRIES = 2
 
+#: Seconds a finding may spend being re-run and shrunk; once they are spent every further
+#: candidate counts as passing, so the shrinker returns the smallest failing sequence so far
+#: (a sequence whose failure comes back only now and then can otherwise take minutes).
+SHRINK_BUDGET_S: Final = 30.0
+
 
 def _summary(lines: Sequence[str], limit: int = 240) -> str:
     """`` Failed at step 3 (...): expected ...`` from a run's failure lines, shortened."""
@@ -199,9 +206,14 @@ def _finding(
     settle_s: float,
     wake_delay_s: float,
     others: Sequence[tuple[str, int]],
+    shrink_budget_s: float = SHRINK_BUDGET_S,
 ) -> tuple[ModelFinding, str | None]:
-    """Shrink a failed sequence (whose run was ``first``); the finding and an error, if any."""
+    """Shrink a failed sequence (whose run was ``first``); the finding and an error, if any.
+
+    At most ``shrink_budget_s`` seconds go to re-running and shrinking it.
+    """
     runs = [0]
+    deadline = time.monotonic() + shrink_budget_s
 
     def attempt(candidate: Sequence[ModelStep]) -> RunResult:
         result = execute(
@@ -218,6 +230,8 @@ def _finding(
         return result
 
     def fails(candidate: list[ModelStep]) -> bool:
+        if time.monotonic() > deadline:
+            return False  # out of time: the shrinker keeps what it has
         runs[0] += 1
         return attempt(candidate).failed
 
@@ -277,6 +291,7 @@ def run_model(
     wake_delay_s: float = WAKE_DELAY_S,
     others: Sequence[tuple[str, int]] = (),
     on_sequence: Callable[[int], None] | None = None,
+    shrink_budget_s: float = SHRINK_BUDGET_S,
 ) -> ModelReport:
     """Run random sequences against the okq server at ``host:port`` and shrink failures.
 
@@ -298,6 +313,7 @@ def run_model(
             all of them.  A transcript replays on one server only, so a finding that needs
             two instances will not reproduce from its transcript.
         on_sequence: called with the count of sequences run so far, after each.
+        shrink_budget_s: seconds each finding may spend being re-run and shrunk.
 
     Returns:
         The report: sequences run, how fast, the shrunk findings.
@@ -346,6 +362,7 @@ def run_model(
                     settle_s,
                     wake_delay_s,
                     others,
+                    shrink_budget_s,
                 )
                 findings.append(finding)
                 if error is not None:

@@ -341,6 +341,25 @@ def test_a_failure_that_does_not_come_back_is_not_shrunk(server: ThreadedServer)
     assert "not again in 2 re-runs" in finding.format()[0]
 
 
+def test_shrinking_stops_when_its_budget_is_spent(server: ThreadedServer) -> None:
+    with FaultyProxy((server.host, server.port), answer=duplicate_as_ok) as proxy:
+        started = time.monotonic()
+        report = run_model(
+            proxy.host,
+            proxy.port,
+            runs=10,
+            steps=60,
+            wake_delay_s=FAST_WAKE_S,
+            shrink_budget_s=0.3,
+        )
+        spent = time.monotonic() - started
+    (finding,) = report.findings
+    assert finding.reproduced  # the re-run came first, within the budget
+    assert 1 <= finding.shrink_runs < 30, finding.shrink_runs  # unbounded, it runs ~100
+    assert len(finding.steps) <= finding.original_length
+    assert spent < 20.0, spent
+
+
 def test_a_server_gone_while_shrinking_is_an_error(server: ThreadedServer) -> None:
     proxies: list[FaultyProxy] = []
 
