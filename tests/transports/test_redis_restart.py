@@ -11,6 +11,7 @@ removed its event.  Only such events may be missing from the ledger.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import Counter
@@ -172,3 +173,34 @@ def test_redis_killed_and_restarted_with_aof_loses_nothing(redis: RedisProcess) 
         f" {sum(ledger.acked.values())} acked; {ledger.errors} errors during the outage,"
         f" slowest {ledger.slowest_error_s:.3f} s; {len(missing)} lost with their ack reply"
     )
+
+
+@pytest.mark.timeout(60)
+def test_a_redis_that_stops_answering_times_out_then_serves_again(redis: RedisProcess) -> None:
+    """Redis paused (SIGSTOP, by pid): the requests waiting for it get a server-side error
+    after the socket timeout; once it runs again (SIGCONT) the next request reconnects."""
+    storage = RedisStorage.from_url(redis.url, socket_timeout_s=1.0, connect_timeout_s=0.5)
+    server = ThreadedServer(HOST, 0, storage=storage, seed=0).start()
+    conns = [Resp(HOST, server.port) for _ in range(3)]
+    try:
+        assert conns[0].call("QLPUSH", QUEUE, "before", "c") == OK
+        assert redis.proc is not None
+        redis.proc.send_signal(signal.SIGSTOP)
+        try:
+            started = time.monotonic()
+            for n, conn in enumerate(conns):
+                conn.send("QLPUSH", QUEUE, f"paused-{n}", "c")
+            assert [conn.read() for conn in conns] == [SERVER_ERROR] * 3
+            assert 0.9 < time.monotonic() - started < PROMPT_S
+        finally:
+            redis.proc.send_signal(signal.SIGCONT)
+        deadline = time.monotonic() + 10.0
+        while (reply := conns[0].call("QLPUSH", QUEUE, "after", "c")) != OK:
+            assert reply in (SERVER_ERROR, b"-ERR duplicate event after\r\n"), reply
+            assert time.monotonic() < deadline, reply
+            time.sleep(0.05)
+        assert conns[1].call("QRPEEK", QUEUE)[:1] == b"*"
+    finally:
+        for conn in conns:
+            conn.close()
+        server.stop()
