@@ -73,8 +73,8 @@ def check_pool(connection_kwargs: Mapping[str, object]) -> None:
 
     Raises:
         LocalProtocolError: RESP3 (redis-py 8's default, unless redis-py falls back to RESP2
-            by itself, as 8.2 does for a pool that names no protocol), credentials (okq has no AUTH), a
-            database other than 0 (no SELECT) or a client name (no CLIENT SETNAME).
+            by itself, as 8.2 does for a pool that names no protocol), credentials (okq has no
+            AUTH), a database other than 0 (no SELECT) or a client name (no CLIENT SETNAME).
     """
     protocol = connection_kwargs.get("protocol")
     if protocol is None:
