@@ -3,8 +3,9 @@
 Each mutant of ``mutants`` is our embedded server with one fault (a storage wrapper or a
 rewriting proxy in front of it).  The suite (``all_checks(quick=True)``; for a mutant it
 misses, the slow semantic checks too) runs against each one with ``fail_fast`` and several
-jobs; a mutant is *caught* when the report holds a failed check.  The control runs through the same machinery
-with no fault and must pass every check, so a caught mutant is caught for its fault.
+jobs; a mutant is *caught* when the report holds a failed check.  The control runs through
+the same machinery with no fault and must pass every check, so a caught mutant is caught for
+its fault.
 
 Running the suite is the slow part, so one module fixture runs it for every mutant the session
 selected, each in a worker process of its own (its server, proxy and checks together, so no
