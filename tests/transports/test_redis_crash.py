@@ -4,8 +4,9 @@ come back, nothing is lost.
 
 The one loss okq's layout allows (protocol notes section 9: a push is ``HSETNX`` then
 ``LPUSH``, not atomic) is told apart: an event whose push got no reply before the kill may
-have its contents stored and no list holding its id.  The ledger counts such events by
-looking in Redis, and requires every other one to be delivered.
+have its contents stored and no list holding its id (ours does a push on one Redis in one
+script, so there none is expected, but the check stays okq's).  The ledger counts such events
+by looking in Redis, and requires every other one to be delivered.
 """
 
 from __future__ import annotations
