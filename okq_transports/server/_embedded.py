@@ -60,15 +60,21 @@ from okq_proto.server import (
 )
 
 from ._options import DEFAULT_MAX_NOTIFY_WAITS, Listening
-from ._storage import StorageError
+from ._storage import Storage, StorageError
 
 if TYPE_CHECKING:
     pass  # typing.Unpack is 3.11+; annotations only
 
-__all__ = ["EmbeddedServer"]
+__all__ = ["EmbeddedServer", "run_op"]
 
 _log = logging.getLogger("okq.server")
 _READ_SIZE: Final = 65536
+#: How long `EmbeddedServer.aclose` waits for closing connections to deregister and close.
+_CLEANUP_WAIT_S: Final = 5.0
+#: How long a closing connection may take to send what is buffered, then it is aborted; when
+#: the server stops, a connection with unsent replies (a client not reading) is aborted at once.
+_FLUSH_S: Final = 10.0
+_SHUTDOWN_FLUSH_S: Final = 0.0
 _FLUSH_AT: Final = 65536  # pipelined replies are written in batches up to this size
 
 
@@ -112,6 +118,7 @@ class EmbeddedServer(Listening):
         self._server: asyncio.Server | None = None
         self._port: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
+        self._ending: set[asyncio.Task[None]] = set()  # connections in their clean-up
         self._closing = False  # set by aclose: connections end at their next step
         self._background: set[asyncio.Task[None]] = set()
         self._wakers: dict[str, asyncio.Event] = {}
@@ -174,6 +181,8 @@ class EmbeddedServer(Listening):
             for task in list(self._connections):
                 task.cancel()
             await asyncio.wait(list(self._connections), timeout=0.1)
+        if self._ending:
+            await asyncio.wait(list(self._ending), timeout=_CLEANUP_WAIT_S)
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await server.wait_closed()
@@ -222,14 +231,18 @@ class EmbeddedServer(Listening):
         except asyncio.CancelledError:
             pass  # shutdown: end quietly; the finally clause cleans up
         finally:
+            # Out of the set `aclose` cancels, into the one it waits for: the clean-up
+            # (deregistering, closing the socket) always runs to its end.
             self._connections.discard(task)
-            del self._wakers[consumer]
-            op = self.dispatcher.connection_closed(consumer)
-            with contextlib.suppress(StorageError):
-                await self.storage.register(consumer, op.queues)
-            writer.close()
-            with contextlib.suppress(Exception):
-                await writer.wait_closed()
+            self._ending.add(task)
+            try:
+                del self._wakers[consumer]
+                op = self.dispatcher.connection_closed(consumer)
+                with contextlib.suppress(StorageError):
+                    await self.storage.register(consumer, op.queues)
+            finally:
+                await _close_writer(writer, _SHUTDOWN_FLUSH_S if self._closing else _FLUSH_S)
+                self._ending.discard(task)
 
     async def _serve_connection(
         self, consumer: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
@@ -278,7 +291,7 @@ class EmbeddedServer(Listening):
                 return action.data
             case RunOp():
                 try:
-                    return await self._run_op(consumer, action.op)
+                    return await run_op(self.storage, consumer, action.op)
                 except StorageError as exc:
                     _log.warning("storage failed: %s", exc)
                     return ERR_SERVER_SIDE
@@ -325,29 +338,51 @@ class EmbeddedServer(Listening):
         finally:
             self.dispatcher.background_done()
 
-    async def _run_op(self, consumer: str, op: StorageOp) -> bytes:
-        storage = self.storage
-        match op:
-            case Push():
-                stored = await storage.push(op.queue, op.event_id, op.contents, right=op.right)
-                return render_push(op, stored)
-            case Peek():
-                return encode_event(await storage.peek(op.queue, left=op.left))
-            case Pop():
-                return encode_event(await storage.pop(op.queue, op.expire_s))
-            case Ack():
-                return render_ack(await storage.ack(op.queue, op.event_id))
-            case Flush():
-                await storage.flush(op.queue)
-                return OK
-            case Register():
-                await storage.register(consumer, op.queues)
-                return OK
-            case Status():
-                entries = await storage.status(op.queues)
-                return render_info(entries) if op.info else render_status(entries)
-            case _:
-                assert_never(op)
+
+async def run_op(storage: Storage, consumer: str, op: StorageOp) -> bytes:
+    """Carry out one `StorageOp` against ``storage`` for connection ``consumer``; the reply.
+
+    Raises:
+        StorageError: the storage failed.
+    """
+    match op:
+        case Push():
+            stored = await storage.push(op.queue, op.event_id, op.contents, right=op.right)
+            return render_push(op, stored)
+        case Peek():
+            return encode_event(await storage.peek(op.queue, left=op.left))
+        case Pop():
+            return encode_event(await storage.pop(op.queue, op.expire_s))
+        case Ack():
+            return render_ack(await storage.ack(op.queue, op.event_id))
+        case Flush():
+            await storage.flush(op.queue)
+            return OK
+        case Register():
+            await storage.register(consumer, op.queues)
+            return OK
+        case Status():
+            entries = await storage.status(op.queues)
+            return render_info(entries) if op.info else render_status(entries)
+        case _:
+            assert_never(op)
+
+
+async def _close_writer(writer: asyncio.StreamWriter, flush_s: float) -> None:
+    """Close gracefully (what is buffered is sent first), but abort a peer that has not taken
+    it within ``flush_s``: a client that stopped reading must not keep the socket open."""
+    if flush_s <= 0 and writer.transport.get_write_buffer_size():
+        writer.transport.abort()
+        await asyncio.sleep(0)  # the transport closes its socket on the next loop step
+        return
+    writer.close()
+    try:
+        await asyncio.wait_for(writer.wait_closed(), flush_s)
+    except asyncio.TimeoutError:  # TimeoutError itself only from 3.11
+        writer.transport.abort()
+        await asyncio.sleep(0)  # the transport closes its socket on the next loop step
+    except Exception:  # the peer reset: the socket is closed already
+        pass
 
 
 async def _flush(writer: asyncio.StreamWriter, pending: bytearray) -> None:

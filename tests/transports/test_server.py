@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import socket
 import subprocess
 import sys
 import time
+import warnings
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -515,6 +517,38 @@ def test_graceful_shutdown_ends_waiting_clients() -> None:
         await idle.close()
 
     run(main)
+
+
+def _open_fds() -> set[int]:
+    return {int(name) for name in os.listdir("/proc/self/fd")}
+
+
+def test_stop_closes_the_socket_of_a_client_that_stopped_reading() -> None:
+    """Replies buffered for a client that reads nothing do not keep the server's socket open
+    past `stop`: the connection is aborted and its socket closed, nothing left for the GC."""
+    server = ThreadedServer("127.0.0.1", 0)
+    server.start()
+    before = _open_fds()
+    stalled = socket.socket()
+    try:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect((server.host, server.port))
+        stalled.sendall(cmd(b"QLPUSH", b"stall", b"e1", b"x" * 1_000_000))
+        stalled.sendall(cmd(b"QRPEEK", b"stall") * 20)  # ~20 MB of replies, never read
+        deadline = time.monotonic() + TIMEOUT_S
+        while len(_open_fds() - before) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # our socket and the server's side of it
+        time.sleep(0.3)  # the server answers what it was sent, and buffers it
+        start = time.monotonic()
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", ResourceWarning)
+            server.stop()
+            gc.collect()
+        assert time.monotonic() - start < 2.0
+        assert _open_fds() - {stalled.fileno()} <= before  # the server's side is closed
+        assert not [w for w in caught if issubclass(w.category, ResourceWarning)]
+    finally:
+        stalled.close()
 
 
 @pytest.mark.slow
