@@ -120,3 +120,8 @@ class Listening:
     def address(self) -> str:
         """``"host:port"``."""
         return f"{self._host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """``"okq://host:port"``."""
+        return f"okq://{self.address}"

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Final, final
 
 from ._embedded import EmbeddedServer
 from ._loop_thread import LoopThread
-from ._options import Listening, ServerOptions
+from ._options import Listening, ServerOptions, default_storage
 from ._storage import Storage
 
 if TYPE_CHECKING:
@@ -89,6 +89,20 @@ class ThreadedServer(Listening):
     def restart(self) -> None:
         """`stop`, then `start` on the same port with the same storage."""
         self.stop()
+        self.start()
+
+    def reset(self) -> None:
+        """Empty the server: `stop` (every connection closes, so no consumer stays
+        registered), a fresh storage made from the options (events, claims, queues and
+        consumer counts are gone), then `start` on the same port.  A storage passed to the
+        constructor is replaced too.  Takes a few milliseconds (the pytest plugin's
+        ``okq_server`` calls it after each test).
+
+        Raises:
+            RuntimeError: the server failed to start again (cause chained).
+        """
+        self.stop()
+        self.storage = default_storage(self._options)
         self.start()
 
     def __enter__(self) -> ThreadedServer:
