@@ -12,7 +12,6 @@ from conformance._net import connect
 from okq_proto import ClientConnection, ConnectionClosed, Event, QRegister, to_wire
 from okq_proto import TimeoutError as OkqTimeoutError
 from okq_transports.server import ThreadedServer
-from okq_transports.sync import Client
 from okq_transports.testing import FakeServer
 
 
@@ -107,14 +106,16 @@ def test_time_moves_only_when_told_and_the_sweep_redelivers() -> None:
     with fake, fake.client() as client:
         event_id = client.push("jobs", b"x")
         event = fake.pop("jobs", expire_s=30)
-        assert event is not None and event.id == event_id
+        assert event is not None
+        assert event.id == event_id
         assert fake.pop("jobs") is None
         assert fake.advance(29.5) == 0  # not yet expired
         assert client.peek_next("jobs") is None
         assert fake.advance(1.5) == 1  # the sweep after expiry puts it back
         assert fake.now == 31.0
         again = fake.pop("jobs", expire_s=30)
-        assert again is not None and again.id == event_id
+        assert again is not None
+        assert again.id == event_id
         assert fake.ack(again)
         assert not fake.ack(again)
         assert client.status() == []
