@@ -95,6 +95,7 @@ from ._resp import (
     encode_commands,
 )
 from ._types import Event, PushFlag, QueueStatus, contents_bytes, from_wire, to_wire
+from ._version import __version__
 
 __all__ = [
     "CLOSED",
@@ -162,6 +163,7 @@ __all__ = [
     "TimeoutError",
     "TooBusyError",
     "TransportError",
+    "__version__",
     "contents_bytes",
     "encode_command",
     "encode_command_parts",

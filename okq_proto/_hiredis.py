@@ -63,7 +63,12 @@ from functools import partial
 from itertools import chain
 from typing import Any, Final, cast
 
-import hiredis
+try:
+    import hiredis
+except ImportError as exc:
+    raise ModuleNotFoundError(
+        "okq_proto.hiredis needs hiredis: pip install 'okq[hiredis]'", name=exc.name
+    ) from exc
 
 from ._errors import ErrorReply, RemoteProtocolError
 from ._framer import _COLON, _CRLF, _DOLLAR, _MINUS, _PLUS, HOLD_COUNT, Framer

@@ -17,6 +17,13 @@ generated twin), over ``okq_transports._redis_io`` (what it needs of redis-py).
 
 from __future__ import annotations
 
+try:
+    import redis  # noqa: F401  # only: is the optional dependency installed?
+except ImportError as exc:
+    raise ModuleNotFoundError(
+        "okq_transports.redis needs redis-py: pip install 'okq[redis]'", name=exc.name
+    ) from exc
+
 from ._async.redis_door import AsyncRedisPoolClient
 from ._redis_io import ParsedReplies, check_pool
 from ._sync.redis_door import RedisPoolClient

@@ -20,7 +20,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 
-import trio
+try:
+    import trio
+except ImportError as exc:
+    raise ModuleNotFoundError(
+        "okq_transports.trio needs trio: pip install 'okq[trio]'", name=exc.name
+    ) from exc
 
 from okq_proto import (
     DEFAULT_MAX_REPLY_BYTES,

@@ -13,6 +13,8 @@ import argparse
 from collections.abc import Sequence
 from typing import NoReturn
 
+import okq_proto
+
 from ._bench import add_arguments as add_bench
 from ._common import (
     EXIT_USAGE,
@@ -72,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="okq server (default: $OKQ_SERVER or 127.0.0.1:4777)",
     )
+    parser.add_argument("--version", action="version", version=f"okq {okq_proto.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
     def sub(name: str, help_text: str) -> argparse.ArgumentParser:
