@@ -17,6 +17,7 @@ import functools
 import math
 import sys
 from collections.abc import Awaitable, Callable, Collection, Sequence
+from ssl import SSLContext
 from typing import Any, Final, Protocol, TypeVar, cast, runtime_checkable
 
 from okq_proto import (
@@ -201,12 +202,21 @@ class AsyncioBackend(EventLoopBackend):
 
     name = "asyncio"
 
-    async def connect(self, host: str, port: int, timeout_s: float | None) -> AsyncStream:
+    async def connect(
+        self, host: str, port: int, timeout_s: float | None, tls: SSLContext | None = None
+    ) -> AsyncStream:
         loop = asyncio.get_running_loop()
-        what = f"connect to {host}:{port}"
+        what = f"connect to {host}:{port}" + (" (TLS)" if tls is not None else "")
         try:
             transport, protocol = await asyncio.wait_for(
-                loop.create_connection(lambda: _AsyncioStream(loop), host, port), timeout_s
+                loop.create_connection(
+                    lambda: _AsyncioStream(loop),
+                    host,
+                    port,
+                    ssl=tls,
+                    server_hostname=host if tls is not None else None,
+                ),
+                timeout_s,
             )
         except OSError as exc:  # builtin TimeoutError is an OSError too
             raise to_okq_error(exc, what, connecting=True) from exc

@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import select
 import socket
+import ssl
 import struct
 import sys
 import threading
@@ -39,6 +40,7 @@ __all__ = [
     "AnyStop",
     "SocketBackend",
     "SocketStream",
+    "TLSSocketStream",
     "keep_alive",
     "readable_now",
 ]
@@ -167,6 +169,32 @@ class SocketStream:
             return True
 
 
+class TLSSocketStream(SocketStream):
+    """A connected blocking TLS socket as a `SyncStream`.  One thread at a time.
+
+    Its timeouts are Python's (``settimeout``): a kernel timeout under the TLS layer would
+    surface as a TLS error in the middle of a record, not as a clean ``EAGAIN``.
+    """
+
+    __slots__ = ()
+
+    def _set_timeout(self, seconds: float | None) -> None:
+        self._timeout_now = seconds
+        try:
+            self.sock.settimeout(seconds)
+        except OSError as exc:
+            raise to_okq_error(exc, f"configure {self.where}") from exc
+
+    def has_unread(self) -> bool:
+        sock = cast(ssl.SSLSocket, self.sock)
+        try:
+            if sock.pending():  # decrypted bytes the TLS layer holds already
+                return True
+        except (OSError, ValueError):
+            return True
+        return super().has_unread()
+
+
 class _Waiter(threading.Event):
     """A `threading.Event` that a pool waits on (the driver's waiter)."""
 
@@ -176,14 +204,18 @@ class SocketBackend:
 
     name = "sync"
 
-    def connect(self, host: str, port: int, timeout_s: float | None) -> SocketStream:
-        """A TCP connection to ``host:port``.
+    def connect(
+        self, host: str, port: int, timeout_s: float | None, tls: ssl.SSLContext | None = None
+    ) -> SocketStream:
+        """A TCP connection to ``host:port``; in TLS with the context `tls` when given (the
+        handshake, and the check of the server's certificate against ``host``, within
+        `timeout_s` too).
 
         Raises:
-            ConnectError: the connection was refused or failed.
+            ConnectError: the connection was refused or failed, or the TLS handshake failed.
             TimeoutError: connecting took longer than `timeout_s`.
         """
-        what = f"connect to {host}:{port}"
+        what = f"connect to {host}:{port}" + (" (TLS)" if tls is not None else "")
         try:
             sock = socket.create_connection((host, port), timeout=timeout_s)
         except OSError as exc:
@@ -191,13 +223,15 @@ class SocketBackend:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             keep_alive(sock.setsockopt)
-            if _USE_SOCKOPT_TIMEOUTS:
+            if tls is not None:
+                sock = tls.wrap_socket(sock, server_hostname=host)  # handshakes, in timeout_s
+            elif _USE_SOCKOPT_TIMEOUTS:
                 sock.settimeout(None)
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError too
             sock.close()
             raise to_okq_error(exc, what, connecting=True) from exc
         where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        return SocketStream(sock, where)
+        return SocketStream(sock, where) if tls is None else TLSSocketStream(sock, where)
 
     def now(self) -> float:
         return time.monotonic()

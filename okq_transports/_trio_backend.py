@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from ssl import SSLContext
 from typing import TYPE_CHECKING, TypeVar, cast
 
 from okq_proto import (
@@ -79,7 +80,8 @@ class TrioStream(ByteStream):
         await self._trio.aclose_forcefully(self._stream)
 
     def has_unread(self) -> bool:
-        sock = getattr(self._stream, "socket", None)  # a trio.SocketStream's
+        inner = getattr(self._stream, "transport_stream", self._stream)  # under a trio.SSLStream
+        sock = getattr(inner, "socket", None)  # a trio.SocketStream's
         return sock is not None and readable_now(sock.fileno())
 
 
@@ -93,22 +95,37 @@ class TrioBackend(EventLoopBackend):
 
         self._trio = trio
 
-    async def connect(self, host: str, port: int, timeout_s: float | None) -> AsyncStream:
+    async def connect(
+        self, host: str, port: int, timeout_s: float | None, tls: SSLContext | None = None
+    ) -> AsyncStream:
         trio = self._trio
-        what = f"connect to {host}:{port}"
+        what = f"connect to {host}:{port}" + (" (TLS)" if tls is not None else "")
         try:
-            if timeout_s is None:
-                stream = await trio.open_tcp_stream(host, port)
-            else:
-                with trio.fail_after(timeout_s):
-                    stream = await trio.open_tcp_stream(host, port)
-        except (OSError, trio.TooSlowError) as exc:
-            raise ConnectError(f"{what}: {exc or 'timed out'}") from exc
+            with trio.fail_after(timeout_s if timeout_s is not None else math.inf):
+                return await self._open(host, port, tls, what)
+        except trio.TooSlowError as exc:
+            raise ConnectError(f"{what}: timed out") from exc
+
+    async def _open(self, host: str, port: int, tls: SSLContext | None, what: str) -> AsyncStream:
+        trio = self._trio
         try:
-            keep_alive(stream.setsockopt)  # trio sets TCP_NODELAY itself
+            tcp = await trio.open_tcp_stream(host, port)
         except OSError as exc:
-            await trio.aclose_forcefully(stream)
             raise ConnectError(f"{what}: {exc}") from exc
+        try:
+            keep_alive(tcp.setsockopt)  # trio sets TCP_NODELAY itself
+        except OSError as exc:
+            await trio.aclose_forcefully(tcp)
+            raise ConnectError(f"{what}: {exc}") from exc
+        if tls is None:
+            return TrioStream(tcp)
+        stream = trio.SSLStream(tcp, tls, server_hostname=host)
+        try:
+            await stream.do_handshake()  # a bad certificate fails here, not at first use
+        except (OSError, trio.BrokenResourceError) as exc:
+            await trio.aclose_forcefully(stream)
+            cause = exc.__cause__ if isinstance(exc, trio.BrokenResourceError) else exc
+            raise ConnectError(f"{what}: {cause or exc}") from exc
         return TrioStream(stream)
 
     def event(self) -> Waiter:

@@ -76,6 +76,9 @@ class Client(AsyncClient):
             (`okq_proto.policy.may_retry`; the same on every door).
         id_factory: makes event ids for `push` (uuid4 text by default).
         hooks: metrics hooks (`okq_proto.Hooks`).
+        ssl: connect in TLS with this `ssl.SSLContext` (``ssl.create_default_context()``,
+            or one with your CA: ``create_default_context(cafile=...)``); each server's
+            certificate is checked against its host name.  None (default): plain TCP.
         max_reply_bytes: the most bytes one reply may take while incomplete (64 MiB by
             default; None: no cap).  A reply (or announced bulk string) beyond it raises
             `RemoteProtocolError` and its connection is closed, never reused.

@@ -123,6 +123,9 @@ class Client(SyncClient):
             info, flush, ping) is sent again on a new connection after a transport failure.
         id_factory: makes event ids for `push` (UUID4 text by default).
         hooks: metrics callbacks (`okq_proto.Hooks`).
+        ssl: connect in TLS with this `ssl.SSLContext` (``ssl.create_default_context()``,
+            or one with your CA: ``create_default_context(cafile=...)``); each server's
+            certificate is checked against its host name.  None (default): plain TCP.
 
     Raises:
         LocalProtocolError: for a bad address or argument.

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
+from ssl import SSLContext
 
 try:
     import trio
@@ -33,6 +34,7 @@ from okq_proto import (
     Delivery,
     Hooks,
     IdFactory,
+    LocalProtocolError,
 )
 from okq_proto.policy import DEFAULT_RETRIES
 
@@ -101,6 +103,7 @@ async def open_client(
     hooks: Hooks | None = None,
     stream_factory: StreamFactory | None = None,
     max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
+    ssl: SSLContext | None = None,
 ) -> AsyncIterator[Client]:
     """Open an okq client for the ``async with`` block; its connections close at the end.
 
@@ -115,6 +118,9 @@ async def open_client(
             (`okq_proto.policy.may_retry`; the same on every door).
         id_factory: makes event ids for `Client.push` (uuid4 text by default).
         hooks: metrics hooks (`okq_proto.Hooks`).
+        ssl: connect in TLS with this `ssl.SSLContext` (``ssl.create_default_context()``,
+            or one with your CA: ``create_default_context(cafile=...)``); each server's
+            certificate is checked against its host name.  None (default): plain TCP.
         stream_factory: opens a ``trio.abc.Stream`` per connection instead of TCP.
         max_reply_bytes: the most bytes one reply may take while incomplete (64 MiB by
             default; None: no cap).  A reply (or announced bulk string) beyond it raises
@@ -126,6 +132,8 @@ async def open_client(
         LocalProtocolError: for a bad address or argument.
     """
     connect: Callable[[tuple[str, int]], Awaitable[AsyncStream]] | None = None
+    if stream_factory is not None and ssl is not None:
+        raise LocalProtocolError("open_client takes ssl= or stream_factory=, not both")
     if stream_factory is not None:
         factory = stream_factory
 
@@ -144,6 +152,7 @@ async def open_client(
         hooks=hooks,
         connect=connect,
         max_reply_bytes=max_reply_bytes,
+        ssl=ssl,
     )
     try:
         yield client

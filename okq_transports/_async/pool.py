@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
+from ssl import SSLContext
 
 from okq_proto import (
     DEFAULT_MAX_REPLY_BYTES,
@@ -47,6 +48,7 @@ class AsyncPool:
         connect: opens a stream to an address instead of the backend (tests, memory streams).
         max_reply_bytes: each connection's cap on an incomplete reply.
         decoder: each connection's decoder.
+        tls: connect in TLS with this context (None: plain TCP).
     """
 
     def __init__(
@@ -61,6 +63,7 @@ class AsyncPool:
         connect: Callable[[Address], Awaitable[AsyncStream]] | None = None,
         max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
         decoder: DecoderBackend = "auto",
+        tls: SSLContext | None = None,
     ) -> None:
         if size < 1:
             raise LocalProtocolError(f"pool size must be at least 1, not {size}")
@@ -78,6 +81,7 @@ class AsyncPool:
         self.max_reply_bytes = max_reply_bytes
         self.decoder: DecoderBackend = decoder
         self._connect = connect
+        self.tls = tls
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -106,7 +110,9 @@ class AsyncPool:
                 if self._connect is not None:
                     stream = await self._connect(address)
                 else:
-                    stream = await self._backend.connect(*address, self.connect_timeout_s)
+                    stream = await self._backend.connect(
+                        *address, self.connect_timeout_s, tls=self.tls
+                    )
             except TransportError as exc:
                 failures.append((address, exc))
                 continue

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
+from ssl import SSLContext
 from types import TracebackType
 from typing import Protocol, TypeVar
 
@@ -108,8 +109,12 @@ class Lock(Protocol):
 class AsyncBackend(Protocol):
     """What the driver needs of an I/O world besides streams."""
 
-    async def connect(self, host: str, port: int, timeout_s: float | None) -> AsyncStream:
-        """A stream to ``host:port``.  Raises `ConnectError` or `TimeoutError`."""
+    async def connect(
+        self, host: str, port: int, timeout_s: float | None, tls: SSLContext | None = None
+    ) -> AsyncStream:
+        """A stream to ``host:port``, in TLS with the context `tls` when given (the server's
+        name checked against ``host``; the handshake is part of connecting).  Raises
+        `ConnectError` (a failed handshake or certificate check too) or `TimeoutError`."""
         ...
 
     def now(self) -> float:

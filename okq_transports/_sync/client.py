@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from ssl import SSLContext
 from typing import Any, ClassVar, Protocol, TypeVar
 
 from okq_proto import (
@@ -24,6 +25,7 @@ from okq_proto import (
     Event,
     Hooks,
     IdFactory,
+    LocalProtocolError,
     PushFlag,
     PushOutcome,
     QueueStatus,
@@ -104,6 +106,8 @@ class SyncClientCore:
         backend: the I/O world the pool and the consumers run on (default: `BACKEND`).
         pool: connections from elsewhere (a redis-py pool's) instead of a pool of our own;
             then `address` only names the server in messages.
+        ssl: connect in TLS with this `ssl.SSLContext` (each server's certificate checked
+            against its host name as the context says); None: plain TCP.
 
     Raises:
         LocalProtocolError: a bad address or option (`okq_proto.policy.check_client_options`).
@@ -128,7 +132,12 @@ class SyncClientCore:
         backend: SyncBackend | None = None,
         connect: Callable[[Address], SyncStream] | None = None,
         pool: SyncConnectionSource | None = None,
+        ssl: SSLContext | None = None,
     ) -> None:
+        if ssl is not None and not isinstance(ssl, SSLContext):
+            raise LocalProtocolError(
+                f"ssl= takes an ssl.SSLContext (ssl.create_default_context()), not {ssl!r}"
+            )
         check_client_options(
             pool_size=pool_size,
             connect_timeout_s=connect_timeout_s,
@@ -150,6 +159,7 @@ class SyncClientCore:
             pool_timeout_s=pool_timeout_s,
             connect=connect,
             max_reply_bytes=max_reply_bytes,
+            tls=ssl,
         )
         self.retries = retries
         self.notify_timeout_s = notify_timeout_s

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable, Sequence
+from ssl import SSLContext
 
 from okq_proto import (
     DEFAULT_MAX_REPLY_BYTES,
@@ -49,6 +50,7 @@ class SyncPool:
         connect: opens a stream to an address instead of the backend (tests, memory streams).
         max_reply_bytes: each connection's cap on an incomplete reply.
         decoder: each connection's decoder.
+        tls: connect in TLS with this context (None: plain TCP).
     """
 
     def __init__(
@@ -63,6 +65,7 @@ class SyncPool:
         connect: Callable[[Address], SyncStream] | None = None,
         max_reply_bytes: int | None = DEFAULT_MAX_REPLY_BYTES,
         decoder: DecoderBackend = "auto",
+        tls: SSLContext | None = None,
     ) -> None:
         if size < 1:
             raise LocalProtocolError(f"pool size must be at least 1, not {size}")
@@ -80,6 +83,7 @@ class SyncPool:
         self.max_reply_bytes = max_reply_bytes
         self.decoder: DecoderBackend = decoder
         self._connect = connect
+        self.tls = tls
 
     @property
     def addresses(self) -> tuple[Address, ...]:
@@ -108,7 +112,7 @@ class SyncPool:
                 if self._connect is not None:
                     stream = self._connect(address)
                 else:
-                    stream = self._backend.connect(*address, self.connect_timeout_s)
+                    stream = self._backend.connect(*address, self.connect_timeout_s, tls=self.tls)
             except TransportError as exc:
                 failures.append((address, exc))
                 continue

@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import signal
+import ssl
 import subprocess
 import sys
 import threading
@@ -104,10 +105,30 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         options["max_query_bytes"] = args.max_query_bytes
     if args.max_notify_waits is not None:
         options["max_notify_waits"] = args.max_notify_waits
+    if args.tls_cert is not None or args.tls_key is not None:
+        options["ssl"] = _server_tls(args.tls_cert, args.tls_key)
     if args.redis is not None or args.redis_cluster is not None:
         return _serve_on_redis(args, options)
     serve(args.host, args.port, **options)
     return EXIT_OK
+
+
+def _server_tls(cert: str | None, key: str | None) -> ssl.SSLContext:
+    """The server-side TLS context of ``--tls-cert`` and ``--tls-key``.
+
+    Raises:
+        CliError: one without the other (usage, 2), or files that do not load (1).
+    """
+    if cert is None or key is None:
+        raise CliError("okq serve: error: --tls-cert and --tls-key go together", EXIT_USAGE)
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise CliError(
+            f"cannot load the TLS certificate {cert}: {one_line(exc)}", EXIT_ERROR
+        ) from exc
+    return context
 
 
 def _serve_on_redis(args: argparse.Namespace, options: ServerOptions) -> int:

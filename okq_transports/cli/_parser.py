@@ -114,6 +114,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="QNOTIFY waits held at once; past it QNOTIFY gets a server-side error (1000)",
     )
+    p.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        default=None,
+        help="serve TLS with this certificate chain (PEM); needs --tls-key",
+    )
+    p.add_argument(
+        "--tls-key", metavar="FILE", default=None, help="the private key of --tls-cert (PEM)"
+    )
     where = p.add_mutually_exclusive_group()
     where.add_argument(
         "--redis",

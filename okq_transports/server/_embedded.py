@@ -156,7 +156,11 @@ class EmbeddedServer(Listening):
         unsubscribe = self.storage.subscribe(self._on_publish)
         try:
             self._server = await asyncio.start_server(
-                self._accept, self._host, self._requested_port, reuse_address=True
+                self._accept,
+                self._host,
+                self._requested_port,
+                reuse_address=True,
+                ssl=self._options.get("ssl"),
             )
         except BaseException:
             unsubscribe()

@@ -8,6 +8,7 @@ Must not know: sockets, event loops, threads; what the options do (`EmbeddedServ
 
 from __future__ import annotations
 
+from ssl import SSLContext
 from typing import TYPE_CHECKING, Final, TypedDict
 
 from okq_proto.server import DEFAULT_EXPIRE_S, DEFAULT_SWEEP_INTERVAL_S
@@ -46,6 +47,9 @@ class ServerOptions(TypedDict, total=False):
             server-side error`` at once (a warning is logged); one that finds work, or
             ``QNOTIFY 0``, is answered as usual.  Closed clients keep their wait, and their
             count as consumers, until it ends, as in okq.
+        ssl: serve TLS with this server-side `ssl.SSLContext` (``ssl.create_default_context(
+            ssl.Purpose.CLIENT_AUTH)`` with ``load_cert_chain(cert, key)``); None: plain TCP.
+            A client whose handshake fails is closed; the others are not affected.
     """
 
     sweep_interval_s: float
@@ -59,6 +63,7 @@ class ServerOptions(TypedDict, total=False):
     max_nesting: int
     max_query_bytes: int
     max_notify_waits: int
+    ssl: SSLContext | None
 
 
 def checked(options: ServerOptions) -> ServerOptions:

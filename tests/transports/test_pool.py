@@ -87,7 +87,10 @@ class FakeBackend:
         self.replies: deque[bytes | BaseException] = deque()
         self.clock = 1000.0
 
-    def connect(self, host: str, port: int, timeout_s: float | None) -> SyncStream:
+    def connect(
+        self, host: str, port: int, timeout_s: float | None, tls: object = None
+    ) -> SyncStream:
+        assert tls is None  # these pools are plain TCP
         self.connects.append((host, port))
         if (host, port) in self.dead:
             raise ConnectError(f"connect to {host}:{port}: refused")
