@@ -235,17 +235,46 @@ class Backoff:
         self._attempt = 0
 
 
-def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
-    """``"host:port"``, ``"[v6]:port"``, ``"host"`` (port 4777) or ``(host, port)`` ->
-    ``(host, port)``.
+#: The URL scheme of okq addresses (``okq://HOST:PORT``).
+URL_SCHEME: Final = "okq"
+
+
+def _strip_url(address: str) -> str:
+    """``okq://host:port[/]`` -> ``host:port``; other text unchanged.
 
     Raises:
-        LocalProtocolError: for an empty host or a port that is not 1-65535.
+        LocalProtocolError: another scheme, or a user, path, query or fragment.
+    """
+    scheme, sep, rest = address.partition("://")
+    if not sep:
+        return address
+    if scheme.lower() != URL_SCHEME:
+        raise LocalProtocolError(
+            f"unsupported scheme {scheme!r} in server address {address!r}: okq addresses are"
+            " okq://HOST:PORT or HOST:PORT (for TLS, pass ssl=)"
+        )
+    if rest.endswith("/"):
+        rest = rest[:-1]
+    if any(c in rest for c in "/?#@"):
+        raise LocalProtocolError(
+            f"bad server address {address!r}: an okq:// URL has only HOST[:PORT]"
+            " (no user, path, query or fragment)"
+        )
+    return rest
+
+
+def parse_address(address: str | tuple[str, int]) -> tuple[str, int]:
+    """``"okq://host:port"``, ``"host:port"``, ``"[v6]:port"``, ``"host"`` (port 4777) or
+    ``(host, port)`` -> ``(host, port)``.
+
+    Raises:
+        LocalProtocolError: for a scheme other than ``okq://``, an empty host or a port that
+            is not 1-65535.
     """
     if isinstance(address, tuple):
         host, port = address
     elif isinstance(address, str):
-        text = address.strip()
+        text = _strip_url(address.strip())
         if text.startswith("["):
             close = text.find("]")
             if close < 0:
@@ -276,7 +305,9 @@ def parse_addresses(
 ) -> list[tuple[str, int]]:
     """One address, a comma-separated string of them, or a list -> ``[(host, port), ...]``.
 
-    okq servers sharing one Redis are interchangeable, so clients fail over along this list.
+    Each is ``host:port`` or a URL ``okq://host:port``; one URL may name several servers
+    (``okq://a:4777,b:4777``).  okq servers sharing one Redis are interchangeable, so clients
+    fail over along this list.
     """
     if isinstance(address, tuple):
         return [parse_address(address)]

@@ -33,6 +33,7 @@ def server(monkeypatch: pytest.MonkeyPatch) -> Iterator[ThreadedServer]:
     """An embedded server with a fast sweep; OKQ_SERVER points at it."""
     srv = ThreadedServer("127.0.0.1", 0, sweep_interval_s=0.2, seed=0)
     srv.start()
+    monkeypatch.delenv("OKQ_URL", raising=False)  # it would win over OKQ_SERVER
     monkeypatch.setenv("OKQ_SERVER", srv.address)
     try:
         yield srv

@@ -25,12 +25,13 @@ from okq_proto import (
     Event,
     OkqError,
     QueueStatus,
-    parse_address,
+    parse_addresses,
 )
 
 __all__ = [
     "DEFAULT_SERVER",
     "ENV_SERVER",
+    "ENV_URL",
     "EXIT_EMPTY",
     "EXIT_ERROR",
     "EXIT_OK",
@@ -64,9 +65,11 @@ EXIT_USAGE: Final = 2
 #: Exit status: nothing there (``peek``/``pop`` of an empty queue, ``ack`` of an unknown id).
 EXIT_EMPTY: Final = 3
 
-#: The server used when neither ``--server`` nor ``OKQ_SERVER`` names one.
-DEFAULT_SERVER: Final = "127.0.0.1:4777"
-#: The environment variable naming the server.
+#: The server used when neither ``-u/--url`` nor ``OKQ_URL`` nor ``OKQ_SERVER`` names one.
+DEFAULT_SERVER: Final = "okq://127.0.0.1:4777"
+#: The environment variable naming the server (a URL, or a comma-separated list of them).
+ENV_URL: Final = "OKQ_URL"
+#: Its older spelling, read when ``OKQ_URL`` is not set.
 ENV_SERVER: Final = "OKQ_SERVER"
 
 
@@ -129,16 +132,19 @@ positive_int: Final = int_at_least(1)
 def resolve_server(given: str | None) -> tuple[str, bool]:
     """The server address to use and whether the user chose it.
 
-    ``--server`` wins, then ``OKQ_SERVER``, then `DEFAULT_SERVER`.  ``demo`` and ``bench`` start
-    an embedded server unless the user chose one.
+    ``-u/--url`` (or ``--server``) wins, then ``OKQ_URL``, then ``OKQ_SERVER``, then
+    `DEFAULT_SERVER`; each may list several servers (failover order).  ``demo`` and ``bench``
+    start an embedded server unless the user chose one.
 
     Raises:
         CliError: (usage) for an address that does not parse.
     """
-    chosen = given if given is not None else os.environ.get(ENV_SERVER) or None
+    chosen = given
+    if chosen is None:
+        chosen = os.environ.get(ENV_URL) or os.environ.get(ENV_SERVER) or None
     address = chosen if chosen is not None else DEFAULT_SERVER
     try:
-        parse_address(address)
+        parse_addresses(address)
     except OkqError as exc:
         raise CliError(one_line(exc), EXIT_USAGE) from None
     return address, chosen is not None

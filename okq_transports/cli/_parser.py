@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
-from typing import NoReturn
+from typing import Final, NoReturn
 
 import okq_proto
 
@@ -54,14 +54,24 @@ class _Parser(argparse.ArgumentParser):
             self._parsing = False
 
 
+#: The help of ``-u/--url`` (``--server`` is its older spelling).
+SERVER_HELP: Final = (
+    "okq server: okq://HOST:PORT or HOST:PORT, comma-separated for failover"
+    " (default: $OKQ_URL, else $OKQ_SERVER, else okq://127.0.0.1:4777)"
+)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``okq`` argument parser (exposed for the docs and the tests)."""
     common = _Parser(add_help=False)
     common.add_argument(
+        "-u",
+        "--url",
         "--server",
-        metavar="HOST:PORT",
+        dest="server",
+        metavar="URL",
         default=argparse.SUPPRESS,
-        help="okq server (default: $OKQ_SERVER or 127.0.0.1:4777)",
+        help=SERVER_HELP,
     )
     parser = _Parser(
         prog="okq",
@@ -69,16 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Exit status: 0 ok, 1 failure, 2 bad command line, 3 nothing there.",
     )
     parser.add_argument(
-        "--server",
-        metavar="HOST:PORT",
-        default=None,
-        help="okq server (default: $OKQ_SERVER or 127.0.0.1:4777)",
+        "-u", "--url", "--server", dest="server", metavar="URL", default=None, help=SERVER_HELP
     )
     parser.add_argument("--version", action="version", version=f"okq {okq_proto.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
 
-    def sub(name: str, help_text: str) -> argparse.ArgumentParser:
-        p = commands.add_parser(name, help=help_text, description=help_text, parents=[common])
+    def sub(name: str, help_text: str, *, client: bool = True) -> argparse.ArgumentParser:
+        parents = [common] if client else []
+        p = commands.add_parser(name, help=help_text, description=help_text, parents=parents)
         assert isinstance(p, _Parser)
         p.intermixed = True
         return p
@@ -86,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub(
         "serve",
         "run the embedded okq server in the foreground (memory storage, or Redis in okq's layout)",
+        client=False,
     )
     p.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     p.add_argument("--port", type=port_number, default=4777, help="TCP port; 0 picks a free one")

@@ -135,6 +135,44 @@ def test_bad_addresses(bad: object) -> None:
         okq.parse_addresses(bad)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("okq://127.0.0.1:4777", [("127.0.0.1", 4777)]),
+        ("okq://localhost", [("localhost", 4777)]),
+        ("okq://h:5/", [("h", 5)]),
+        ("OKQ://[::1]:6", [("::1", 6)]),
+        (" okq://a:1 , okq://b:2 ", [("a", 1), ("b", 2)]),
+        ("okq://a:1,b:2", [("a", 1), ("b", 2)]),  # one URL, two servers
+        (["okq://a:1", "b:2", ("c", 3)], [("a", 1), ("b", 2), ("c", 3)]),
+    ],
+)
+def test_urls(text: str | list[str | tuple[str, int]], expected: list[tuple[str, int]]) -> None:
+    assert okq.parse_addresses(text) == expected
+
+
+@pytest.mark.parametrize(
+    ("bad", "message"),
+    [
+        ("redis://127.0.0.1:4777", "unsupported scheme 'redis'.*okq://HOST:PORT"),
+        ("rediss://h:1", "unsupported scheme 'rediss'"),
+        ("http://h", "unsupported scheme 'http'"),
+        ("okq://user@h:1", "no user, path, query or fragment"),
+        ("okq://h:1/0", "no user, path, query or fragment"),
+        ("okq://h:1?timeout=1", "no user, path, query or fragment"),
+        ("okq://h:1#x", "no user, path, query or fragment"),
+        ("okq://", "bad server address"),
+        ("okq://:1", "bad server address"),
+        ("okq://h:99999", "bad server address"),
+    ],
+)
+def test_bad_urls(bad: str, message: str) -> None:
+    with pytest.raises(LocalProtocolError, match=message):
+        okq.parse_address(bad)
+    with pytest.raises(LocalProtocolError, match=message):
+        okq.parse_addresses(f"okq://a:1,{bad}")
+
+
 def test_new_event_id_is_uuid4_text() -> None:
     ids = {okq.new_event_id() for _ in range(100)}
     assert len(ids) == 100
