@@ -5,7 +5,8 @@ the one meaning of every door's ``retries=``), the order in which a door tries i
 addresses and the one error that reports that none answered (`Failover`), how long the next
 read may wait (`read_time_left`, with `ClientConnection.reply_budget_s` and
 `Consumer.reply_budget_s`), the reconnect `Backoff`, which failures a consumer survives
-(`is_transient`), and the checks of every door's options.
+(`is_transient`), which of a run of reconnect failures are worth a warning (`FailureLog`),
+and the checks of every door's options.
 Must not know: sockets, event loops, threads, clocks (time is passed in).
 
 A door moves bytes and time; it asks this module what to do::
@@ -52,6 +53,7 @@ __all__ = [
     "Address",
     "Backoff",
     "Failover",
+    "FailureLog",
     "check_client_options",
     "check_consume_options",
     "is_transient",
@@ -146,3 +148,74 @@ class Failover:
         if failures:
             error.__cause__ = failures[-1][1]
         return error
+
+
+class FailureLog:
+    """Which failures of a retrying loop (a consumer reconnecting) are worth a warning, so
+    that a server down for an hour gives a handful of log lines, not one per attempt.
+
+    Call `failed` at each failure and `recovered` at the next success; time is passed in
+    (any monotonic clock, in seconds).  The schedule: the first failure of a run is reported;
+    after a report, the next failure at least `first_interval_s` later is reported, and each
+    report doubles that interval up to `max_interval_s`.  With the defaults, failures are
+    reported at about 0, 1, 3, 7, 15, 31 and 63 s into an outage, then once a minute.
+    `recovered` ends the run (the next failure is reported again) and says how long it
+    lasted.
+
+    Args:
+        first_interval_s: the least time between the first report and the second.
+        max_interval_s: the longest time between two reports.
+
+    Raises:
+        LocalProtocolError: not ``0 < first_interval_s <= max_interval_s``.
+    """
+
+    __slots__ = (
+        "_interval_s",
+        "_next_s",
+        "failures",
+        "first_interval_s",
+        "max_interval_s",
+        "started_s",
+    )
+
+    def __init__(self, first_interval_s: float = 1.0, max_interval_s: float = 60.0) -> None:
+        if not 0 < first_interval_s <= max_interval_s:
+            raise LocalProtocolError("FailureLog needs 0 < first_interval_s <= max_interval_s")
+        self.first_interval_s = first_interval_s
+        self.max_interval_s = max_interval_s
+        #: Failures since the last success (0: none, the loop is healthy).
+        self.failures = 0
+        #: When the first of those failures happened (None while healthy).
+        self.started_s: float | None = None
+        self._interval_s = first_interval_s
+        self._next_s = 0.0
+
+    def failed(self, now: float) -> bool:
+        """Count one failure at `now`; True when it should be reported (logged at WARNING),
+        False when it is one of a run already reported (log it at DEBUG at most)."""
+        self.failures += 1
+        if self.started_s is None:
+            self.started_s = now
+            self._interval_s = self.first_interval_s
+            self._next_s = now + self._interval_s
+            return True
+        if now < self._next_s:
+            return False
+        self._interval_s = min(self._interval_s * 2.0, self.max_interval_s)
+        self._next_s = now + self._interval_s
+        return True
+
+    def failing_s(self, now: float) -> float:
+        """How long the current run of failures has lasted at `now` (0.0 while healthy)."""
+        return 0.0 if self.started_s is None else max(0.0, now - self.started_s)
+
+    def recovered(self, now: float) -> tuple[int, float] | None:
+        """A success at `now`: the failures of the run it ends and how long the run lasted
+        (seconds, from its first failure), or None when there was no failure.  Resets."""
+        if self.started_s is None:
+            return None
+        ended = (self.failures, self.failing_s(now))
+        self.failures = 0
+        self.started_s = None
+        return ended

@@ -3,12 +3,17 @@
 
 Owns: the ``"okq"`` logger, calling `Hooks` methods (a hook that raises is logged and
 ignored), and one function per thing worth telling: a request retried, a handler that
-failed or overran its claim, a late ack, a consumer reconnecting, claims left behind by a
-lost connection.  Log records carry these ``extra`` fields:
+failed or overran its claim, a late ack, a consumer reconnecting and recovering, claims
+left behind by a lost connection.  An error is raised or logged, never both: what reaches
+the caller as an exception is not logged at WARNING or above (a failed retry is, at DEBUG);
+what is swallowed (a retry that worked, a consumer's reconnects, a handler's failure, a
+hook that raised) is logged.  Log records carry these ``extra`` fields:
 
 - ``okq_address``: ``"host:port"`` (a string everywhere);
 - ``okq_queue`` and ``okq_event_id``: the event's queue and id;
-- ``okq_retry``: the attempt number of a retried request; ``okq_attempt``: of a reconnect.
+- ``okq_retry``: the attempt number of a retried request; ``okq_attempt``: of a reconnect;
+- ``okq_failures`` and ``okq_failing_s``: a consumer's failed attempts so far and how long
+  they have been failing (seconds).
 
 Must not know: sockets, event loops, pools.
 """
@@ -29,6 +34,8 @@ __all__ = [
     "log",
     "lost",
     "reconnecting",
+    "recovered",
+    "retried",
     "retrying",
     "where",
 ]
@@ -66,17 +73,40 @@ def retrying(
     error: BaseException,
     attempt: int,
 ) -> None:
-    """Retry-safe `commands` failed on their connection and are sent again on a new one."""
-    first = commands[0].name.decode()
-    what = first if len(commands) == 1 else f"{len(commands)} pipelined commands ({first}...)"
-    log.warning(
+    """Retry-safe `commands` failed on their connection and are sent again on a new one.
+
+    Logged at DEBUG only: if the retry fails too, its error is raised to the caller (and not
+    logged); if it works, `retried` logs the failure it hid at WARNING."""
+    log.debug(
         "okq: %s failed on %s (%s); retrying on a new connection",
-        what,
+        _what(commands),
         where(address),
         error,
         extra={"okq_address": where(address), "okq_retry": attempt},
     )
     call_hook(hooks, "error", error)
+
+
+def retried(
+    commands: Sequence[Command[Any]],
+    address: tuple[str, int] | None,
+    error: BaseException,
+    attempt: int,
+) -> None:
+    """`commands` failed with `error` on `address`, were sent again (`attempt`: the retry
+    that worked) and got their replies: the caller never saw `error`, so it is logged."""
+    log.warning(
+        "okq: %s failed on %s (%s); retrying on a new connection worked",
+        _what(commands),
+        where(address),
+        error,
+        extra={"okq_address": where(address), "okq_retry": attempt},
+    )
+
+
+def _what(commands: Sequence[Command[Any]]) -> str:
+    first = commands[0].name.decode()
+    return first if len(commands) == 1 else f"{len(commands)} pipelined commands ({first}...)"
 
 
 def handler_failed(
@@ -124,19 +154,64 @@ def reconnecting(
     error: BaseException,
     attempt: int,
     delay_s: float,
+    *,
+    failures: int = 1,
+    failing_s: float = 0.0,
+    report: bool = True,
 ) -> None:
     """A consumer's connection failed (or could not be made); it tries again after
-    `delay_s`."""
-    log.warning(
-        "okq: consumer connection to %s failed (%s); reconnecting in %.2f s",
-        where(address),
-        error,
-        delay_s,
-        extra={"okq_address": where(address), "okq_attempt": attempt},
-    )
+    `delay_s`.  `failures`: its failed attempts in a row so far (this one included), over
+    `failing_s`; `report`: log this one at WARNING (`okq_proto.policy.FailureLog` says
+    which), else at DEBUG.  The hooks hear of every attempt."""
+    level = logging.WARNING if report else logging.DEBUG
+    if log.isEnabledFor(level):
+        fields = {
+            "okq_address": where(address),
+            "okq_attempt": attempt,
+            "okq_failures": failures,
+            "okq_failing_s": failing_s,
+        }
+        if failures <= 1:
+            log.log(
+                level,
+                "okq: consumer connection to %s failed (%s); reconnecting in %.2f s",
+                where(address),
+                error,
+                delay_s,
+                extra=fields,
+            )
+        else:
+            log.log(
+                level,
+                "okq: consumer connection to %s still failing: %d attempts failed in %.1f s "
+                "(last: %s); reconnecting in %.2f s",
+                where(address),
+                failures,
+                failing_s,
+                error,
+                delay_s,
+                extra=fields,
+            )
     call_hook(hooks, "error", error)
     if address is not None:
         call_hook(hooks, "reconnect", address, attempt, delay_s)
+
+
+def recovered(address: tuple[str, int] | None, failures: int, failing_s: float) -> None:
+    """A consumer registered again after `failures` failed attempts over `failing_s`: the end
+    of the outage its warnings told of, at the same level (WARNING)."""
+    log.warning(
+        "okq: consumer connection to %s recovered after %d failed attempt%s (%.1f s)",
+        where(address),
+        failures,
+        "" if failures == 1 else "s",
+        failing_s,
+        extra={
+            "okq_address": where(address),
+            "okq_failures": failures,
+            "okq_failing_s": failing_s,
+        },
+    )
 
 
 def lost(

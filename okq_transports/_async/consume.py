@@ -3,7 +3,8 @@
 Owns: driving okq_proto's `Consumer` machine over a stream of the client's pool (flush after
 every call into the machine, read within the machine's budget for the reply awaited, feed),
 reconnecting with the consumer's `Backoff` after a connection failure (re-registering on a
-fresh machine; what was claimed and not acked is reported), abandoning a ``QNOTIFY`` wait
+fresh machine; what was claimed and not acked is reported; a run of failures is logged on
+`FailureLog`'s schedule, its end once), abandoning a ``QNOTIFY`` wait
 when asked to stop, and the final ack of a consumer stopped or cancelled with an ack owed.
 The push-style `consume` and its workers are ``okq_transports._async.workers``.
 Must not know: okq's consumer rules (okq_proto's), how a backend waits, races or runs workers,
@@ -37,6 +38,7 @@ from okq_proto import (
 from okq_proto.policy import (
     CONNECTION_FAILURES,
     Address,
+    FailureLog,
     is_transient,
     read_time_left,
 )
@@ -48,6 +50,7 @@ from okq_transports._observe import (
     late_ack,
     lost,
     reconnecting,
+    recovered,
     where,
 )
 
@@ -118,6 +121,7 @@ class AsyncDeliveryStream:
         self._busy = False
         self._registered = False  # the machine on the current stream got past REGISTERING
         self._backoff: Backoff = (backoff or core.new_backoff)()
+        self._failures = FailureLog()  # which reconnect failures are logged at WARNING
         self._hooks = active_hooks(core.hooks)
         # Validate the arguments now, not at the first pop.
         Consumer(self._queues, expire_s=expire_seconds, notify_timeout_s=core.notify_timeout_s)
@@ -284,6 +288,9 @@ class AsyncDeliveryStream:
                 if not self._registered:
                     self._registered = True
                     self._backoff.reset()  # registered: the next failure retries soon again
+                    ended = self._failures.recovered(now())
+                    if ended is not None:
+                        recovered(self._address, *ended)
             budget_s = consumer.reply_budget_s(read_timeout_s)
             if conn.replies_read != seen:  # a new reply: its first read waits it all
                 started, seen = now(), conn.replies_read
@@ -335,7 +342,18 @@ class AsyncDeliveryStream:
     async def _pause(self, exc: BaseException) -> bool:
         delay = self._backoff.next_delay()
         address = self._address or self._core.pool.preferred_address
-        reconnecting(self._hooks, address, exc, self._backoff.attempt, delay)
+        failures, now = self._failures, self._backend.now()
+        report = failures.failed(now)
+        reconnecting(
+            self._hooks,
+            address,
+            exc,
+            self._backoff.attempt,
+            delay,
+            failures=failures.failures,
+            failing_s=failures.failing_s(now),
+            report=report,
+        )
         if self._stop is None:
             await self._backend.sleep(delay)
             return True

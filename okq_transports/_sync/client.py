@@ -41,7 +41,7 @@ from okq_proto.policy import (
     parse_addresses,
 )
 from okq_transports import _plans as plans
-from okq_transports._observe import active_hooks, retrying
+from okq_transports._observe import active_hooks, retried, retrying
 from okq_transports._plans import Contents, Plan
 
 from .connection import SyncConnection
@@ -231,6 +231,7 @@ class SyncClientCore:
         whether they answer a retry."""
         pool = self._pool
         attempt = 0
+        hidden: tuple[Address | None, BaseException] | None = None  # what a retry hides
         while True:
             conn = pool.try_acquire() or pool.acquire()
             try:
@@ -238,12 +239,15 @@ class SyncClientCore:
             except BaseException as exc:
                 pool.release(conn)
                 if not may_retry(commands, exc, attempt, self.retries):
-                    raise
+                    raise  # raised, so not logged (a failure before it was, at DEBUG)
                 attempt += 1
+                hidden = conn.address, exc
                 retrying(self.active_hooks, commands, conn.address, exc, attempt)
                 continue
             if not pool.release_nowait(conn):
                 pool.release(conn)
+            if hidden is not None:  # the caller never sees that failure: log it
+                retried(commands, *hidden, attempt)
             return replies, attempt > 0
 
     def _execute(self, plan: Plan[T]) -> T:
