@@ -21,7 +21,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Protocol, TypeVar
 
@@ -73,6 +73,8 @@ def expired(delivery: Delivery) -> bool:
 def stop_on_signals(
     stop: StopFlag | None = None,
     signals: Sequence[signal.Signals] = (signal.SIGINT, signal.SIGTERM),
+    *,
+    on_signal: Callable[[int], None] | None = None,
 ) -> StopFlag:
     """Make SIGINT and SIGTERM stop consumers gracefully; returns the flag to pass as ``stop``.
 
@@ -85,18 +87,22 @@ def stop_on_signals(
     Args:
         stop: the flag to set (a new `threading.Event` by default).
         signals: which signals to catch.
+        on_signal: called with the signal's number first (a command line exits with
+            128 + that number after the graceful stop, as shells expect).
     """
     flag: StopFlag = stop if stop is not None else threading.Event()
     previous: dict[signal.Signals, object] = {}
 
-    def on_signal(signum: int, frame: FrameType | None) -> None:
+    def handle(signum: int, frame: FrameType | None) -> None:
         log.info("okq: signal %s, stopping consumers", signum, extra={"okq_signal": signum})
+        if on_signal is not None:
+            on_signal(signum)
         flag.set()
         for sig, handler in previous.items():
             signal.signal(sig, handler)  # type: ignore[arg-type]  # what signal.signal returned
 
     for sig in signals:
-        previous[sig] = signal.signal(sig, on_signal)
+        previous[sig] = signal.signal(sig, handle)
     return flag
 
 

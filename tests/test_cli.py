@@ -15,6 +15,7 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -404,40 +405,81 @@ def test_program_demo() -> None:
     assert "Traceback" not in done.stderr
 
 
-def test_program_consume_stops_gracefully_on_ctrl_c(okq_server: ThreadedServer) -> None:
-    """SIGINT while ``--exec`` runs: the command finishes, its event is acked, exit 0."""
+def _consume_then_signal(
+    okq_server: ThreadedServer, queue: str, exec_s: float, signals: list[signal.Signals]
+) -> tuple[int, str, int, float]:
+    """Run ``okq consume QUEUE --exec 'sleep exec_s'``; once the event is in hand send
+    `signals` (0.3 s apart).  Returns (exit status, stderr, events left, seconds from the
+    first signal to the exit)."""
     from okq_transports.sync import Client
 
-    slow = f"{shlex.quote(sys.executable)} -c 'import time; time.sleep(1)'"
-    env = {k: v for k, v in os.environ.items() if k != "OKQ_SERVER"}
+    slow = f"{shlex.quote(sys.executable)} -c 'import time; time.sleep({exec_s})'"
+    env = {k: v for k, v in os.environ.items() if k not in ("OKQ_SERVER", "OKQ_URL")}
     with Client(okq_server.address) as client:
-        client.push("slow", b"payload")
-        argv = ["--server", okq_server.address, "consume", "slow", "--exec", slow]
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "okq_transports", *argv],
-            cwd=ROOT,
-            env=env,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        try:
-            deadline = time.monotonic() + 15
-            while client.status("slow")[0].processing != 1:  # the event is in hand
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "the consumer never claimed the event"
-                time.sleep(0.02)
-            proc.send_signal(signal.SIGINT)
-            _, err = proc.communicate(timeout=15)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate(timeout=10)
-        (status,) = client.status("slow")
-    assert proc.returncode == 0, err
+        client.push(queue, b"payload")
+        argv = ["-u", okq_server.url, "consume", queue, "--exec", slow]
+        # Files, not pipes: a command left running by a forced quit keeps them open.
+        with (
+            tempfile.TemporaryFile("w+") as err_file,
+            subprocess.Popen(
+                [sys.executable, "-m", "okq_transports", *argv],
+                cwd=ROOT,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=err_file,
+                text=True,
+            ) as proc,
+        ):
+            try:
+                deadline = time.monotonic() + 15
+                while client.status(queue)[0].processing != 1:  # the event is in hand
+                    assert proc.poll() is None, "the consumer ended early"
+                    assert time.monotonic() < deadline, "the consumer never claimed the event"
+                    time.sleep(0.02)
+                first = time.monotonic()
+                for number, sig in enumerate(signals):
+                    if number:
+                        time.sleep(0.3)
+                    proc.send_signal(sig)
+                proc.wait(timeout=15)
+                took = time.monotonic() - first
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
+                    proc.wait(timeout=10)
+            err_file.seek(0)
+            err = err_file.read()
+        (status,) = client.status(queue)
+        client.flush(queue)
+    return proc.returncode, err, status.total, took
+
+
+def test_program_consume_stops_gracefully_on_ctrl_c(okq_server: ThreadedServer) -> None:
+    """SIGINT while ``--exec`` runs: the command finishes, its event is acked, exit 130."""
+    code, err, left, _ = _consume_then_signal(okq_server, "slow", 1, [signal.SIGINT])
+    assert code == 130, err
     assert "Traceback" not in err
     assert "stopping" in err
-    assert status.total == 0  # acked
+    assert left == 0  # acked
+
+
+def test_program_consume_stops_gracefully_on_sigterm(okq_server: ThreadedServer) -> None:
+    code, err, left, _ = _consume_then_signal(okq_server, "slow-term", 1, [signal.SIGTERM])
+    assert code == 128 + signal.SIGTERM, err
+    assert left == 0
+
+
+def test_a_second_ctrl_c_quits_at_once(okq_server: ThreadedServer) -> None:
+    """The handler would run 20 s more; the second SIGINT ends the process now, unacked (the
+    server redelivers the event after its claim)."""
+    code, err, left, took = _consume_then_signal(
+        okq_server, "stuck", 20, [signal.SIGINT, signal.SIGINT]
+    )
+    assert code == 130, err
+    assert took < 10
+    assert "interrupted again" in err
+    assert "Traceback" not in err
+    assert left == 1  # not acked
 
 
 def test_status_json_keeps_a_name_that_is_not_utf8_exact(
@@ -458,3 +500,55 @@ def test_status_json_keeps_a_name_that_is_not_utf8_exact(
     assert set(entries) == {"-caf\\xe9", "plain"}
     assert base64.b64decode(entries["-caf\\xe9"]["queue_base64"]) == b"-caf\xe9"
     assert "queue_base64" not in entries["plain"]
+
+
+# -- one spelling, JSON everywhere --------------------------------------------------------
+
+
+def test_ex_is_the_one_spelling_of_the_claim_and_the_old_ones_still_work(
+    server: ThreadedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    for option, value in (("--ex", "0"), ("--ex", "-1"), ("--expire", "-1"), ("--expire", "0")):
+        run(capsys, "push", "once", "x")
+        code, out, err = run(capsys, "consume", "once", option, value, "--max-events", "1")
+        assert (code, err) == (0, ""), (option, value)
+        assert out.startswith("once\t")
+        assert json.loads(run(capsys, "status", "--json", "once")[1])[0]["total"] == 0  # acked
+    run(capsys, "push", "once", "y")
+    assert run(capsys, "pop", "once", "--ex", "-1")[0] == 0  # pop takes -1 too
+    assert json.loads(run(capsys, "status", "--json", "once")[1])[0]["total"] == 0
+    _, help_text, _ = run_help(capsys, "consume")
+    assert "--ex SECONDS, --expire SECONDS" in help_text
+    assert "0: at-most-once" in " ".join(help_text.split())
+
+
+def run_help(capsys: pytest.CaptureFixture[str], command: str) -> tuple[int, str, str]:
+    with pytest.raises(SystemExit) as exited:
+        main([command, "--help"])
+    out, err = capsys.readouterr()
+    return int(exited.value.code or 0), out, err
+
+
+def test_json_wherever_there_is_output(
+    server: ThreadedServer, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "push", "j", "one", "--id", "e1", "--json")
+    assert (code, json.loads(out)) == (0, {"queue": "j", "id": "e1"})
+    code, out, err = run(capsys, "push", "j", "--lines", "--json", stdin=b"two\nthree\n")
+    records = [json.loads(line) for line in out.splitlines()]
+    assert code == 0, err
+    assert [r["queue"] for r in records] == ["j", "j"]
+    assert all(len(r["id"]) == UUID_LEN for r in records)
+    code, out, _ = run(capsys, "info", "j", "--json")
+    assert (code, json.loads(out)) == (0, ["j  total: 3  processing: 0  consumers: 0"])
+    code, out, _ = run(capsys, "ack", "j", "e1", "--json")
+    assert (code, json.loads(out)) == (0, {"queue": "j", "id": "e1", "acked": True})
+    code, out, _ = run(capsys, "flush", "j", "--json")
+    assert (code, json.loads(out)) == (0, {"queue": "j", "flushed": True})
+    code, out, _ = run(capsys, "ping", "--json")
+    pong = json.loads(out)
+    assert code == 0
+    assert pong["server"] == server.address
+    assert pong["rtt_ms"] > 0
+    for command in ("push", "peek", "pop", "ack", "flush", "ping", "status", "info", "consume"):
+        assert "--json" in run_help(capsys, command)[1], command

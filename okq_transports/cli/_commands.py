@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import logging
 import os
 import signal
@@ -22,7 +23,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Final, NoReturn
 
 from okq_proto import (
     Delivery,
@@ -42,6 +43,7 @@ from ._common import (
     event_json,
     event_line,
     one_line,
+    record_json,
     resolve_server,
     show,
     status_json,
@@ -188,7 +190,7 @@ def _cmd_push(args: argparse.Namespace) -> int:
         else:
             event_id = args.event_id
             client.push_event(Event(args.queue, event_id, contents), flags)
-    _out(event_id)
+    _out(record_json(args.queue, id=event_id) if args.json else event_id)
     return EXIT_OK
 
 
@@ -201,9 +203,11 @@ def _push_lines(args: argparse.Namespace, flags: PushFlag) -> int:
             nonlocal failed
             for outcome in client.push_many(args.queue, batch, flags):
                 if outcome.ok:
-                    _out(outcome.id)
+                    _out(record_json(args.queue, id=outcome.id) if args.json else outcome.id)
                 else:
                     failed += 1
+                    if args.json:  # the failure on stdout too, in line with the others
+                        _out(record_json(args.queue, id=outcome.id, error=one_line(outcome.error)))
                     error(f"push {show(outcome.id)}: {one_line(outcome.error)}")
             batch.clear()
 
@@ -250,14 +254,14 @@ def _cmd_ack(args: argparse.Namespace) -> int:
             "(already acked, flushed, or popped with --ex 0)"
         )
         return EXIT_EMPTY
-    _out("acked")
+    _out(record_json(args.queue, id=args.event_id, acked=True) if args.json else "acked")
     return EXIT_OK
 
 
 def _cmd_flush(args: argparse.Namespace) -> int:
     with _client(args) as client:
         client.flush(args.queue)
-    _out(f"flushed {show(args.queue)}")
+    _out(record_json(args.queue, flushed=True) if args.json else f"flushed {show(args.queue)}")
     return EXIT_OK
 
 
@@ -266,7 +270,10 @@ def _cmd_ping(args: argparse.Namespace) -> int:
         start = time.perf_counter()
         client.ping()
         elapsed_ms = (time.perf_counter() - start) * 1000
-    _out(f"PONG from {_server(args)} in {elapsed_ms:.2f} ms")
+    if args.json:
+        _out(record_json(server=_server(args), rtt_ms=round(elapsed_ms, 3)))
+    else:
+        _out(f"PONG from {_server(args)} in {elapsed_ms:.2f} ms")
     return EXIT_OK
 
 
@@ -312,6 +319,9 @@ def _watch(client: Client, args: argparse.Namespace) -> int:
 def _cmd_info(args: argparse.Namespace) -> int:
     with _client(args) as client:
         lines = client.info(*args.queues)
+    if args.json:
+        _out(json.dumps([line.rstrip() for line in lines], ensure_ascii=False))
+        return EXIT_OK
     for line in lines:
         _out(show(line.rstrip()))
     return EXIT_OK
@@ -338,19 +348,23 @@ class _Announced:
 
 
 @contextlib.contextmanager
-def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+def _stop_on_signals(stop: threading.Event) -> Iterator[list[int]]:
     """`okq_transports.sync.stop_on_signals` for the block: Ctrl-C and SIGTERM set `stop` (a
-    graceful stop), a second Ctrl-C interrupts; the previous handlers are back afterwards."""
+    graceful stop), a second one quits at once (`_force_quit`); the previous handlers are
+    back afterwards.  Yields the list of the signals received (the first, that stopped)."""
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield  # Python installs signal handlers in the main thread only
+        yield received  # Python installs signal handlers in the main thread only
         return
     from okq_transports.sync import stop_on_signals
 
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.getsignal(sig) for sig in signals}
-    stop_on_signals(_Announced(stop), signals)
+    for sig in signals:  # what stop_on_signals puts back after the first signal
+        signal.signal(sig, _force_quit)
+    stop_on_signals(_Announced(stop), signals, on_signal=received.append)
     try:
-        yield
+        yield received
     finally:
         for sig, old in previous.items():
             if old is not None:  # None: a handler not installed from Python; leave it
@@ -404,15 +418,32 @@ def _cmd_consume(args: argparse.Namespace) -> int:
                 stop.set()
         return ok
 
-    with _client(args) as client, _stop_on_signals(stop):
+    with _client(args) as client, _stop_on_signals(stop) as received:
         client.consume(
             handler,
             args.queues,
-            expire_seconds=args.expire,
+            expire_seconds=args.ex,
             concurrency=args.concurrency,
             stop=stop,
         )
-    return EXIT_OK
+    return exit_after(received)
+
+
+def exit_after(received: list[int]) -> int:
+    """The exit status of a consumer that stopped: 128 + the signal that stopped it (130 for
+    Ctrl-C, 143 for SIGTERM, as shells report), 0 when it stopped by itself."""
+    return 128 + received[0] if received else EXIT_OK
+
+
+def _force_quit(signum: int = signal.SIGINT, frame: object = None) -> NoReturn:
+    """The handler of a second Ctrl-C (or SIGTERM) during a graceful stop: leave now (exit
+    130), handlers in hand unfinished; their events are not acked, so the server redelivers
+    them after their claim.  A handler may be waiting for a thread or a command that nothing
+    can interrupt: only ending the process is sure to be prompt."""
+    print("okq: interrupted again, quitting without waiting", file=sys.stderr, flush=True)
+    with contextlib.suppress(OSError, ValueError):
+        sys.stdout.flush()
+    os._exit(130)  # threads running handlers cannot be stopped; the process can
 
 
 def _cmd_bench(args: argparse.Namespace) -> int:

@@ -48,6 +48,7 @@ __all__ = [
     "port_number",
     "positive_int",
     "positive_seconds",
+    "record_json",
     "resolve_server",
     "show",
     "status_json",
@@ -281,6 +282,16 @@ def _json_name(name: str) -> dict[str, str]:
             "queue": raw.decode("utf-8", "backslashreplace"),
             "queue_base64": base64.b64encode(raw).decode("ascii"),
         }
+
+
+def record_json(queue: str | None = None, **fields: object) -> str:
+    """One JSON object of a command's result: the ``queue`` (as `status_json` names queues)
+    and ``fields``."""
+    record: dict[str, object] = {}
+    if queue is not None:
+        record.update(_json_name(queue))
+    record.update(fields)
+    return json.dumps(record, ensure_ascii=False)
 
 
 def status_json(entries: Sequence[QueueStatus]) -> str:

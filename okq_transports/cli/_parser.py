@@ -20,7 +20,6 @@ from ._common import (
     EXIT_USAGE,
     CliError,
     claim_seconds,
-    int_at_least,
     port_number,
     positive_int,
     positive_seconds,
@@ -155,6 +154,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--id", dest="event_id", help="the event id (default: a new UUID4)")
     p.add_argument("--high-priority", action="store_true", help="QRPUSH: consumed next")
     p.add_argument("--no-block", action="store_true", help="NOBLOCK: fast, duplicates unseen")
+    _json_output(p, "print {queue, id} as JSON (one line per event with --lines)")
 
     p = sub("peek", "show the next event to be consumed (or the last with --last)")
     p.add_argument("queue")
@@ -163,19 +163,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub("pop", "claim the next event (ack it within --ex seconds)")
     p.add_argument("queue")
-    p.add_argument(
-        "--ex", type=int_at_least(0), default=30, help="claim length in s; 0: at-most-once"
-    )
+    _claim_option(p)
     _event_output(p)
 
     p = sub("ack", "acknowledge (delete) an event")
     p.add_argument("queue")
     p.add_argument("event_id", metavar="ID")
+    _json_output(p, "print {queue, id, acked} as JSON")
 
     p = sub("flush", "delete every event of a queue")
     p.add_argument("queue")
+    _json_output(p, "print {queue, flushed} as JSON")
 
-    sub("ping", "check that the server answers")
+    p = sub("ping", "check that the server answers")
+    _json_output(p, "print {server, rtt_ms} as JSON")
 
     p = sub("status", "queue counters as a table (all queues, or the ones named)")
     p.add_argument("queues", nargs="*", metavar="QUEUE")
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub("info", "the server's own one-line-per-queue summary (QINFO)")
     p.add_argument("queues", nargs="*", metavar="QUEUE")
+    _json_output(p, "print the lines as a JSON array of strings")
 
     p = sub("consume", "consume events: print them, or run a command per event")
     p.add_argument("queues", nargs="+", metavar="QUEUE")
@@ -198,9 +200,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="shell command run per event, contents on stdin; exit status 0 acks",
     )
     p.add_argument("--concurrency", type=positive_int, default=1, help="events handled at once (1)")
-    p.add_argument(
-        "--expire", type=claim_seconds, default=30, help="claim length in s (30); -1: at-most-once"
-    )
+    _claim_option(p)
     p.add_argument("--max-events", type=positive_int, default=None, help="stop after N events")
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
 
@@ -208,6 +208,25 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench(sub("bench", "push and consume N events; print rates and latency percentiles"))
     add_demo(sub("demo", "watch events flow: embedded server, producer, sync/asyncio/trio"))
     return parser
+
+
+def _json_output(p: argparse.ArgumentParser, help_text: str) -> None:
+    p.add_argument("--json", action="store_true", help=help_text)
+
+
+def _claim_option(p: argparse.ArgumentParser) -> None:
+    """``--ex SECONDS``, the one spelling of the claim length of ``pop`` and ``consume``
+    (``--expire`` is its older spelling; -1 is taken for 0)."""
+    p.add_argument(
+        "--ex",
+        "--expire",
+        dest="ex",
+        type=claim_seconds,
+        default=30,
+        metavar="SECONDS",
+        help="claim length in s (30): acknowledge within it or the event is redelivered;"
+        " 0: at-most-once (acknowledged as it is taken)",
+    )
 
 
 def _event_output(p: argparse.ArgumentParser) -> None:
