@@ -58,7 +58,7 @@ __all__ = ["CHATTY", "COMMANDS", "error"]
 
 _PUSH_BATCH: Final = 1000
 #: Commands that run for a while and let the clients' warnings (reconnects...) through.
-CHATTY: Final = frozenset({"serve", "consume", "bench", "demo"})
+CHATTY: Final = frozenset({"serve", "consume", "worker", "bench", "demo"})
 
 
 def error(message: str, *, prefixed: bool = False) -> None:
@@ -400,27 +400,61 @@ def _run_exec(command: str, delivery: Delivery) -> bool:
 
 
 def _cmd_consume(args: argparse.Namespace) -> int:
+    lock = threading.Lock()
+
+    def handler(delivery: Delivery) -> bool:
+        if args.exec_cmd is not None:
+            return _run_exec(args.exec_cmd, delivery)
+        with lock:
+            _print_event(delivery, args, with_queue=True)
+        return True
+
+    return _consume_with(args, handler)
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from ._worker import Handler, load_handler
+
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    handler = Handler(load_handler(args.handler))
+    kind = "coroutine function" if handler.is_async else "function"
+    queues = ", ".join(show(q) for q in args.queues)
+    print(
+        f"okq worker: {args.handler} ({kind}) on {queues} at {_server(args)},"
+        f" {args.concurrency} at once; Ctrl-C stops",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        return _consume_with(args, handler)
+    finally:
+        handler.close()
+
+
+def _consume_with(args: argparse.Namespace, handler: Callable[[Delivery], bool]) -> int:
+    """``consume`` and ``worker``: run `handler` per event with the options they share
+    (queues, ``--concurrency``, ``--ex``, ``--max-events``) until ``--max-events`` or a
+    signal; the exit status as `exit_after` says."""
     stop = threading.Event()
     lock = threading.Lock()
     handled = 0
 
-    def handler(delivery: Delivery) -> bool:
+    def counted(delivery: Delivery) -> bool:
         nonlocal handled
-        if args.exec_cmd is not None:
-            ok = _run_exec(args.exec_cmd, delivery)
-        else:
+        try:
+            return handler(delivery)
+        finally:
             with lock:
-                _print_event(delivery, args, with_queue=True)
-            ok = True
-        with lock:
-            handled += 1
-            if args.max_events is not None and handled >= args.max_events:
-                stop.set()
-        return ok
+                handled += 1
+                if args.max_events is not None and handled >= args.max_events:
+                    stop.set()
 
     with _client(args) as client, _stop_on_signals(stop) as received:
         client.consume(
-            handler,
+            counted,
             args.queues,
             expire_seconds=args.ex,
             concurrency=args.concurrency,
@@ -477,6 +511,7 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "status": _cmd_status,
     "info": _cmd_info,
     "consume": _cmd_consume,
+    "worker": _cmd_worker,
     "bench": _cmd_bench,
     "demo": _cmd_demo,
     "conformance": _cmd_conformance,

@@ -199,15 +199,34 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="CMD",
         help="shell command run per event, contents on stdin; exit status 0 acks",
     )
-    p.add_argument("--concurrency", type=positive_int, default=1, help="events handled at once (1)")
     _claim_option(p)
-    p.add_argument("--max-events", type=positive_int, default=None, help="stop after N events")
+    _consumer_options(p)
     p.add_argument("--json", action="store_true", help="print events as JSON lines")
+
+    p = sub(
+        "worker",
+        "run a Python handler per event: returning acks, returning False or raising does not",
+    )
+    p.add_argument(
+        "handler",
+        metavar="MODULE:FUNCTION",
+        help="the handler, e.g. myapp.tasks:handle (called with each Delivery; may be async)",
+    )
+    p.add_argument("queues", nargs="+", metavar="QUEUE")
+    _claim_option(p)
+    _consumer_options(p)
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
 
     sub("conformance", "check an okq server with the conformance suite (see: okq conformance -h)")
     add_bench(sub("bench", "push and consume N events; print rates and latency percentiles"))
     add_demo(sub("demo", "watch events flow: embedded server, producer, sync/asyncio/trio"))
     return parser
+
+
+def _consumer_options(p: argparse.ArgumentParser) -> None:
+    """The options ``consume`` and ``worker`` share (with `_claim_option`)."""
+    p.add_argument("--concurrency", type=positive_int, default=1, help="events handled at once (1)")
+    p.add_argument("--max-events", type=positive_int, default=None, help="stop after N events")
 
 
 def _json_output(p: argparse.ArgumentParser, help_text: str) -> None:
