@@ -198,6 +198,22 @@ class SyncClientCore:
         """Pooled connections open and idle now."""
         return self._pool.idle_count
 
+    def __repr__(self) -> str:
+        """``<module.Client okq://host:port[,host:port...] [tls] pool OPEN/SIZE open>``, or
+        ``... closed`` once closed: every failover address, and how many pooled connections
+        are open (of the pool's size, when it has one of its own)."""
+        cls = type(self)
+        pool = self._pool
+        hosts = ",".join(f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in pool.addresses)
+        tls = " tls" if getattr(pool, "tls", None) is not None else ""
+        if getattr(pool, "closed", False):
+            state = "closed"
+        else:
+            size = getattr(pool, "size", None)  # a borrowed pool has none of its own
+            of = "" if size is None else f"/{size}"
+            state = f"pool {pool.open_count}{of} open"
+        return f"<{cls.__module__}.{cls.__qualname__} okq://{hosts}{tls} {state}>"
+
     def __enter__(self: C) -> C:
         return self
 

@@ -159,6 +159,15 @@ class RedisPoolClient(SyncClient):
             pool=SyncBorrowedPool(lender),
         )
 
+    def __repr__(self) -> str:
+        """``<okq_transports.redis.RedisPoolClient redis-py pool HOST:PORT open>`` (where
+        the redis-py pool's connections go: ``unix:PATH`` for a unix socket), ``closed``
+        once closed (the pool itself stays the caller's)."""
+        host, port = self.addresses[0]  # the redis-py pool's (`pool_address`)
+        where = host if host.startswith("unix:") else f"{host}:{port}"
+        state = "closed" if getattr(self.pool, "closed", False) else "open"
+        return f"<okq_transports.redis.RedisPoolClient redis-py pool {where} {state}>"
+
     def close(self) -> None:
         """Refuse further requests (`okq_proto.ClientClosed`); the pool stays open: it
         belongs to the caller."""

@@ -130,3 +130,21 @@ class Listening:
     def url(self) -> str:
         """``"okq://host:port"``."""
         return f"okq://{self.address}"
+
+    def _listening(self) -> bool:
+        """True while serving (for `repr`).  `ThreadedServer` asks its thread;
+        `EmbeddedServer` holds its ``asyncio.Server`` in ``_server`` from `start` to
+        `aclose`."""
+        return getattr(self, "_server", None) is not None
+
+    def __repr__(self) -> str:
+        """``<ThreadedServer okq://127.0.0.1:PORT running>`` (``stopped`` when not serving;
+        ``tls`` when it serves TLS; the requested port until one is bound)."""
+        try:
+            port = self.port
+        except RuntimeError:  # an EmbeddedServer not started yet: no bound port
+            port = self._requested_port
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        tls = " tls" if self._options.get("ssl") is not None else ""
+        state = "running" if self._listening() else "stopped"
+        return f"<{type(self).__name__} okq://{host}:{port}{tls} {state}>"

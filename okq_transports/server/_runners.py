@@ -64,6 +64,9 @@ class ThreadedServer(Listening):
         """True between `start` and `stop`."""
         return self._thread.running
 
+    def _listening(self) -> bool:
+        return self._thread.running
+
     def start(self) -> ThreadedServer:
         """Start serving in a new thread; returns once listening (on the same port as before).
 
