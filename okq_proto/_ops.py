@@ -353,6 +353,30 @@ class Hooks:
     def error(self, error: BaseException) -> None:
         """An error a consumer survived (it logs it and carries on)."""
 
+    def command(
+        self, command: Command[Any], duration_s: float, error: BaseException | None
+    ) -> None:
+        """A request of the request methods (``push``, ``peek_next``, ``status``, ``execute``
+        ...) got its reply, or failed: `command` is the `okq_proto` command (its ``name``,
+        its ``queue`` when it has one), `duration_s` the time from its write to its reply
+        (for a pipelined batch, the batch's), `error` the error reply or transport failure
+        (None when it succeeded).  Each attempt of a retried request is reported; one that
+        found no connection was not sent and is not (the caller gets the `ConnectError`).
+        For the metrics of other systems (per-command counts and latencies)."""
+
+    def handler_started(self, delivery: Delivery) -> object:
+        """The handler is about to be called with `delivery`, in the thread or task that
+        calls it (so a tracing context made current here is the handler's).  What this
+        returns is handed to `handler_finished`."""
+        return None
+
+    def handler_finished(
+        self, delivery: Delivery, started: object, ok: bool, error: BaseException | None
+    ) -> None:
+        """The handler returned (`ok`: it asked for the ack) or raised `error` (a
+        cancellation too, at the claim's deadline or a stop), in the same thread or task as
+        `handler_started`, whose return value is `started`."""
+
 
 #: The type of an event id factory (``Client(id_factory=...)``).
 IdFactory = Callable[[], str]

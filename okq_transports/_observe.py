@@ -24,12 +24,14 @@ import logging
 from collections.abc import Sequence
 from typing import Any, Final
 
-from okq_proto import Command, Delivery, Hooks
+from okq_proto import Command, CommandReplied, Delivery, Hooks
 
 __all__ = [
     "active_hooks",
     "call_hook",
+    "commands_done",
     "handler_failed",
+    "handler_started",
     "late_ack",
     "log",
     "lost",
@@ -64,6 +66,31 @@ def call_hook(hooks: Hooks | None, name: str, *args: object, **kwargs: object) -
         getattr(hooks, name)(*args, **kwargs)
     except Exception:
         log.exception("okq: hook %s raised", name, extra={"okq_hook": name})
+
+
+def commands_done(
+    hooks: Hooks,
+    commands: Sequence[Command[Any]],
+    replies: Sequence[CommandReplied] | None,
+    duration_s: float,
+    failure: BaseException | None,
+) -> None:
+    """Report each of a pipelined batch to ``hooks.command``: its error reply, or the
+    transport `failure` that ended the batch (then `replies` is None)."""
+    for number, command in enumerate(commands):
+        error = failure if replies is None else replies[number].error
+        call_hook(hooks, "command", command, duration_s, error)
+
+
+def handler_started(hooks: Hooks, delivery: Delivery) -> object:
+    """``hooks.handler_started`` (None when it raised: logged, as any hook)."""
+    try:
+        return hooks.handler_started(delivery)
+    except Exception:
+        log.exception(
+            "okq: hook %s raised", "handler_started", extra={"okq_hook": "handler_started"}
+        )
+        return None
 
 
 def retrying(

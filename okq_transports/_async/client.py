@@ -39,7 +39,7 @@ from okq_proto.policy import (
     parse_addresses,
 )
 from okq_transports import _plans as plans
-from okq_transports._observe import active_hooks, retried, retrying
+from okq_transports._observe import active_hooks, commands_done, retried, retrying
 from okq_transports._plans import Contents, Plan
 
 from .connection import AsyncConnection
@@ -246,11 +246,15 @@ class AsyncClientCore:
         pool = self._pool
         attempt = 0
         hidden: tuple[Address | None, BaseException] | None = None  # what a retry hides
+        hooks = self.active_hooks
         while True:
             conn = pool.try_acquire() or await pool.acquire()
+            started = self.backend.now() if hooks is not None else 0.0
             try:
                 replies = await conn.request_many(commands)
             except BaseException as exc:
+                if hooks is not None:
+                    commands_done(hooks, commands, None, self.backend.now() - started, exc)
                 await pool.release(conn)
                 if not may_retry(commands, exc, attempt, self.retries):
                     raise  # raised, so not logged (a failure before it was, at DEBUG)
@@ -258,6 +262,8 @@ class AsyncClientCore:
                 hidden = conn.address, exc
                 retrying(self.active_hooks, commands, conn.address, exc, attempt)
                 continue
+            if hooks is not None:
+                commands_done(hooks, commands, replies, self.backend.now() - started, None)
             if not pool.release_nowait(conn):
                 await pool.release(conn)
             if hidden is not None:  # the caller never sees that failure: log it

@@ -17,6 +17,7 @@ from typing import Protocol
 
 from okq_proto import DEFAULT_EXPIRE_S, Backoff, Delivery
 from okq_proto.policy import check_consume_options
+from okq_transports._observe import call_hook, handler_started
 
 from .client import SyncClientCore
 from .consume import SyncDeliveryStream
@@ -78,17 +79,23 @@ def consume(
             for delivery in stream:
                 error: BaseException | None = None
                 outcome: list[bool] = []
+                hooks = core.active_hooks
+                started = handler_started(hooks, delivery) if hooks is not None else None
                 try:
                     result = handler(delivery)  # a plain handler runs here, to its end
                     finished, ok = True, bool(result)
                 except Exception as exc:
                     finished, ok, error = True, False, exc
-                except BaseException:
+                except BaseException as exc:
+                    if hooks is not None:
+                        call_hook(hooks, "handler_finished", delivery, started, False, exc)
                     # Cancelled just as the handler returned true: still ack it.
                     if outcome and outcome[0] and delivery.needs_ack:
                         stream.ack(delivery)
                         stream.send_final_ack()
                     raise
+                if hooks is not None:
+                    call_hook(hooks, "handler_finished", delivery, started, ok, error)
                 if finished and ok:
                     stream.ack(delivery)
                 else:
