@@ -38,7 +38,8 @@ def test_readme_names_the_two_commands() -> None:
 
 @pytest.mark.parametrize(("line", "code"), BLOCKS, ids=[f"line{line}" for line, _ in BLOCKS])
 def test_readme_example_runs(line: int, code: str, okq_server: ThreadedServer) -> None:
-    assert "127.0.0.1:4777" in code or "port=4777" in code, "examples name the default address"
+    if "FakeServer" not in code:  # the fake has no address
+        assert "127.0.0.1:4777" in code or "port=4777" in code, "examples name the default address"
     code = code.replace("127.0.0.1:4777", okq_server.address).replace(
         "port=4777", f"port={okq_server.port}"
     )
