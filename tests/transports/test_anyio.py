@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from okq_proto import ConnectionClosed, Delivery, Event, LocalProtocolError, Ping, QNotify
+from okq_proto import TimeoutError as OkqTimeoutError
 from okq_transports.server import ThreadedServer
 
 from .scenarios import qname, require
@@ -29,6 +30,7 @@ from .scenarios import qname, require
 anyio = require("anyio")
 
 from okq_transports.anyio import (  # noqa: E402  (after the optional import)
+    AnyioStream,
     Client,
     connection_over,
     current_backend,
@@ -268,6 +270,22 @@ def test_fail_after_ends_a_request_never_answered(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_anyio_stream_read_deadline(backend: str, silent_server: tuple[str, int]) -> None:
+    """`AnyioStream`'s own read deadline (the one the consumer uses) is okq's TimeoutError."""
+
+    async def main() -> None:
+        stream = AnyioStream(await anyio.connect_tcp(*silent_server))
+        try:
+            assert not stream.has_unread()
+            with pytest.raises(OkqTimeoutError):
+                await stream.receive_some(100, 0.2)
+        finally:
+            await stream.aclose()
+
+    run(backend, main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_stream_factory(backend: str, server: ThreadedServer) -> None:
     """Any ``anyio.abc.ByteStream`` as transport, pooled or alone (`connection_over`)."""
     q = qname(f"anyio-stream-{backend}")
@@ -278,10 +296,26 @@ def test_stream_factory(backend: str, server: ThreadedServer) -> None:
         return await anyio.connect_tcp(*address)
 
     async def main() -> None:
-        async with open_client(server.address, stream_factory=factory) as client:
+        async with open_client(
+            server.address, stream_factory=factory, notify_timeout_s=1
+        ) as client:
             event_id = await client.push(q, b"via anyio")
             assert await client.peek_next(q) == Event(q, event_id, b"via anyio")
-        assert opened == [(server.host, server.port)]
+            stop = anyio.Event()
+            seen: list[bytes] = []
+
+            def handle(delivery: Delivery) -> bool:
+                seen.append(delivery.contents)
+                stop.set()
+                return True
+
+            async with anyio.create_task_group() as tg:  # a consumer's timed reads too
+                await tg.start(functools.partial(client.consume, handle, [q], stop=stop))
+            assert seen == [b"via anyio"]
+            (status,) = await client.status(q)
+            assert status.total == 0
+        assert set(opened) == {(server.host, server.port)}
+        assert len(opened) == 2  # the pooled connection and the consumer's
         stream = await anyio.connect_tcp(server.host, server.port)
         conn = connection_over(stream)
         try:
