@@ -148,6 +148,43 @@ def test_consumer_started_with_task_group_start(
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_task_group_cancel_keeps_the_ack(backend: str, server: ThreadedServer) -> None:
+    """A handler that cancels the task group and returns true keeps its ack; the other
+    event stays, unclaimed."""
+    q = qname(f"anyio-cancel-{backend}")
+
+    async def main() -> None:
+        async with open_client(server.address) as client:
+            await client.push_many(q, [b"first", b"second"])
+            seen: list[bytes] = []
+            async with anyio.create_task_group() as tg:
+
+                def handle(delivery: Delivery) -> bool:
+                    seen.append(delivery.contents)
+                    tg.cancel_scope.cancel()
+                    return True
+
+                await tg.start(client.consume, handle, [q])
+            assert seen in ([b"first"], [b"second"])
+            (status,) = await client.status(q)
+            assert (status.total, status.processing) == (1, 0)
+
+    run(backend, main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_start_raises_the_consumers_error(backend: str, server: ThreadedServer) -> None:
+    """A consumer that fails before it registered fails ``tg.start`` with its own error."""
+
+    async def main() -> None:
+        async with open_client(server.address) as client, anyio.create_task_group() as tg:
+            with pytest.raises(LocalProtocolError):
+                await tg.start(client.consume, lambda delivery: True, [])
+
+    run(backend, main)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_consume_without_task_status(backend: str, server: ThreadedServer) -> None:
     """``tg.start_soon(client.consume, ...)`` (no ``task_status``), stopped by its event."""
     q = qname(f"anyio-soon-{backend}")
@@ -347,6 +384,7 @@ def test_import_without_anyio_names_the_extra() -> None:
         "try:\n"
         "    import okq_transports.anyio\n"
         "except ModuleNotFoundError as exc:\n"
+        "    print(type(exc).__name__, exc.name)\n"
         "    print(exc)\n"
         "else:\n"
         "    raise SystemExit('imported without anyio')\n"
@@ -359,4 +397,6 @@ def test_import_without_anyio_names_the_extra() -> None:
         check=True,
         timeout=30,
     )
-    assert "pip install 'okq[anyio]'" in done.stdout
+    kind, message = done.stdout.split("\n", 1)
+    assert kind == "ModuleNotFoundError anyio"
+    assert "okq_transports.anyio needs anyio: pip install 'okq[anyio]'" in message
