@@ -292,6 +292,8 @@ else:
     ("module", "blocked", "extra"),
     [
         ("okq_transports.trio", "trio", "trio"),
+        ("okq_transports.anyio", "anyio", "anyio"),
+        ("okq_transports.otel", "opentelemetry", "otel"),
         ("okq_transports.redis", "redis", "redis"),
         ("okq_proto.hiredis", "hiredis", "hiredis"),
     ],
