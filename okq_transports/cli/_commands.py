@@ -28,9 +28,12 @@ from typing import TYPE_CHECKING, Final, NoReturn
 from okq_proto import (
     Delivery,
     Event,
+    OkqError,
     PushFlag,
     QAck,
     QRPop,
+    parse_address,
+    parse_addresses,
     to_wire,
 )
 
@@ -58,7 +61,7 @@ __all__ = ["CHATTY", "COMMANDS", "error"]
 
 _PUSH_BATCH: Final = 1000
 #: Commands that run for a while and let the clients' warnings (reconnects...) through.
-CHATTY: Final = frozenset({"serve", "consume", "worker", "bench", "demo"})
+CHATTY: Final = frozenset({"serve", "consume", "worker", "dashboard", "bench", "demo"})
 
 
 def error(message: str, *, prefixed: bool = False) -> None:
@@ -480,6 +483,43 @@ def _force_quit(signum: int = signal.SIGINT, frame: object = None) -> NoReturn:
     os._exit(130)  # threads running handlers cannot be stopped; the process can
 
 
+def _cmd_dashboard(args: argparse.Namespace) -> int:
+    from okq_transports.dashboard import Dashboard, is_loopback
+
+    try:
+        host, port = parse_address(args.listen)
+    except OkqError as exc:
+        raise CliError(f"okq dashboard: error: --listen: {one_line(exc)}", EXIT_USAGE) from exc
+    addresses = [
+        f"[{h}]:{p}" if ":" in h else f"{h}:{p}" for h, p in parse_addresses(_server(args))
+    ]
+    try:
+        dashboard = Dashboard(
+            addresses, listen=(host, port), allow_writes=args.allow_writes, interval_s=args.interval
+        )
+    except OSError as exc:
+        raise CliError(f"cannot listen on {args.listen}: {one_line(exc)}", EXIT_ERROR) from exc
+    if not is_loopback(host):
+        print(
+            f"okq dashboard: warning: listening on {host}, not loopback: anyone who can reach"
+            " it sees your queues" + (" and can flush them" if args.allow_writes else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+    stop = threading.Event()
+    signals = (signal.SIGINT, signal.SIGTERM)
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}
+    with dashboard:
+        mode = "writes allowed" if args.allow_writes else "read-only"
+        print(f"okq dashboard: {dashboard.url} ({mode}); Ctrl-C stops", flush=True)
+        try:
+            stop.wait()
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+    return EXIT_OK
+
+
 def _cmd_bench(args: argparse.Namespace) -> int:
     from ._bench import run
 
@@ -512,6 +552,7 @@ COMMANDS: Final[dict[str, Callable[[argparse.Namespace], int]]] = {
     "info": _cmd_info,
     "consume": _cmd_consume,
     "worker": _cmd_worker,
+    "dashboard": _cmd_dashboard,
     "bench": _cmd_bench,
     "demo": _cmd_demo,
     "conformance": _cmd_conformance,

@@ -217,6 +217,22 @@ def build_parser() -> argparse.ArgumentParser:
     _consumer_options(p)
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
 
+    p = sub("dashboard", "serve a live web page of the queues (every server of -u side by side)")
+    p.add_argument(
+        "--listen",
+        metavar="HOST:PORT",
+        default="127.0.0.1:8765",
+        help="where the page is served (127.0.0.1:8765; other than loopback: a warning)",
+    )
+    p.add_argument(
+        "--allow-writes",
+        action="store_true",
+        help="let the page flush queues and push test events (each confirmed)",
+    )
+    p.add_argument(
+        "--interval", type=positive_seconds, default=2.0, help="sampling period in s (2)"
+    )
+
     sub("conformance", "check an okq server with the conformance suite (see: okq conformance -h)")
     add_bench(sub("bench", "push and consume N events; print rates and latency percentiles"))
     add_demo(sub("demo", "watch events flow: embedded server, producer, sync/asyncio/trio"))
