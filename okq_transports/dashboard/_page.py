@@ -112,7 +112,13 @@ td:first-child button { border: none; padding: 0; color: var(--accent);
 pre { white-space: pre-wrap; overflow-wrap: anywhere; background: #f4f4f4; padding: 0.75rem;
   border-radius: 4px; max-height: 24rem; overflow: auto; }
 pre:empty { display: none; }
-@media (max-width: 30rem) { body { font-size: 15px; } th, td { padding: 0.25rem; } }
+@media (max-width: 30rem) {
+  body { font-size: 15px; }
+  th, td { padding: 0.25rem; }
+  /* waiting and change/s are in the queue's detail; the table keeps what fits */
+  th:nth-child(4), td:nth-child(4), th:nth-child(6), td:nth-child(6) { display: none; }
+  td:first-child button { overflow-wrap: break-word; word-break: normal; }
+}
 """
 
 SCRIPT: Final = r"""
@@ -204,26 +210,42 @@ SCRIPT: Final = r"""
         server.queue_count + " queues" + (state.match ? " matching the filter" : "") +
         (server.pages > 1 ? ", page " + (server.page + 1) + " of " + server.pages : "");
       const body = section.querySelector("tbody");
-      const rows = server.queues.map((queue) => {
-        const row = el("tr", null, { "data-key": queue.key });
+      updateRows(body, index, server.queues);
+      if (index === state.server && state.plot && server.plot) drawPlot(server.plot);
+    });
+    $("pageinfo").textContent = "Page " + (state.page + 1) + " of " + pages;
+    $("prev").disabled = state.page <= 0;
+    $("next").disabled = state.page + 1 >= pages;
+  }
+
+  // Rows are kept and updated in place (keyed by queue), never rebuilt, so that a focused
+  // button keeps its focus and a screen reader its place while the numbers change.
+  function updateRows(body, index, queues) {
+    const existing = new Map();
+    for (const row of body.children) existing.set(row.dataset.key, row);
+    const wanted = new Set(queues.map((queue) => queue.key));
+    for (const [key, row] of existing) if (!wanted.has(key)) row.remove();
+    queues.forEach((queue, position) => {
+      let row = existing.get(queue.key);
+      if (!row) {
+        row = el("tr", null, { "data-key": queue.key });
         const cell = el("td");
         const pick = el("button", queue.name, { type: "button",
           "aria-label": "Show queue " + queue.name });
         pick.addEventListener("click", () => select(index, queue.key, queue.name));
         cell.append(pick);
         row.append(cell);
-        for (const field of ["total", "processing", "waiting", "consumers"]) {
-          row.append(el("td", queue[field], { class: field }));
+        for (const field of ["total", "processing", "waiting", "consumers", "rate"]) {
+          row.append(el("td", null, { class: field }));
         }
-        row.append(el("td", queue.rate === null ? "\u2013" : queue.rate, { class: "rate" }));
-        return row;
-      });
-      body.replaceChildren(...rows);
-      if (index === state.server && state.plot && server.plot) drawPlot(server.plot);
+      }
+      for (const field of ["total", "processing", "waiting", "consumers", "rate"]) {
+        const value = queue[field] === null ? "\u2013" : String(queue[field]);
+        const target = row.querySelector("td." + field);
+        if (target.textContent !== value) target.textContent = value;
+      }
+      if (body.children[position] !== row) body.insertBefore(row, body.children[position] || null);
     });
-    $("pageinfo").textContent = "Page " + (state.page + 1) + " of " + pages;
-    $("prev").disabled = state.page <= 0;
-    $("next").disabled = state.page + 1 >= pages;
   }
 
   function drawPlot(series) {
