@@ -487,7 +487,10 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
     from okq_transports.dashboard import Dashboard, is_loopback
 
     try:
-        host, port = parse_address(args.listen)
+        if args.listen.endswith(":0"):  # a free port; parse_address wants 1-65535
+            host, port = parse_address(args.listen[:-2] + ":1")[0], 0
+        else:
+            host, port = parse_address(args.listen)
     except OkqError as exc:
         raise CliError(f"okq dashboard: error: --listen: {one_line(exc)}", EXIT_USAGE) from exc
     addresses = [

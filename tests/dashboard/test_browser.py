@@ -20,7 +20,11 @@ from typing import Any
 
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, TimeoutException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
@@ -78,7 +82,9 @@ def open_dashboard(
 
 
 def wait(browser: WebDriver, check: Callable[[WebDriver], Any], seconds: float = 5.0) -> Any:
-    return WebDriverWait(browser, seconds, poll_frequency=0.02).until(check)
+    return WebDriverWait(
+        browser, seconds, poll_frequency=0.02, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(check)
 
 
 def cell(browser: WebDriver, server: int, queue: str, field: str) -> str | None:
