@@ -484,7 +484,7 @@ def _force_quit(signum: int = signal.SIGINT, frame: object = None) -> NoReturn:
 
 
 def _cmd_dashboard(args: argparse.Namespace) -> int:
-    from okq_transports.dashboard import Dashboard, is_loopback
+    from okq_transports.dashboard import Dashboard, listen_warning
 
     try:
         if args.listen.endswith(":0"):  # a free port; parse_address wants 1-65535
@@ -502,13 +502,9 @@ def _cmd_dashboard(args: argparse.Namespace) -> int:
         )
     except OSError as exc:
         raise CliError(f"cannot listen on {args.listen}: {one_line(exc)}", EXIT_ERROR) from exc
-    if not is_loopback(host):
-        print(
-            f"okq dashboard: warning: listening on {host}, not loopback: anyone who can reach"
-            " it sees your queues" + (" and can flush them" if args.allow_writes else ""),
-            file=sys.stderr,
-            flush=True,
-        )
+    warning = listen_warning(host, allow_writes=args.allow_writes)
+    if warning is not None:
+        print(warning, file=sys.stderr, flush=True)
     stop = threading.Event()
     signals = (signal.SIGINT, signal.SIGTERM)
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in signals}

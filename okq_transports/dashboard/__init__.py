@@ -25,7 +25,7 @@ from typing import Final
 from ._sampler import Sampler
 from ._web import DashboardHTTPServer
 
-__all__ = ["DEFAULT_LISTEN", "Dashboard", "is_loopback"]
+__all__ = ["DEFAULT_LISTEN", "Dashboard", "is_loopback", "listen_warning"]
 
 #: Where ``okq dashboard`` listens unless told otherwise.
 DEFAULT_LISTEN: Final = ("127.0.0.1", 8765)
@@ -39,6 +39,16 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def listen_warning(host: str, *, allow_writes: bool) -> str | None:
+    """What ``okq dashboard`` says before listening on `host`, or None for loopback."""
+    if is_loopback(host):
+        return None
+    return (
+        f"okq dashboard: warning: listening on {host}, not loopback: anyone who can reach it"
+        " sees your queues" + (" and can flush them" if allow_writes else "")
+    )
 
 
 class Dashboard:

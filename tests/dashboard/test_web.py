@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 
 from okq_proto import QueueStatus
-from okq_transports.dashboard import Dashboard, is_loopback
+from okq_transports.dashboard import Dashboard, is_loopback, listen_warning
 from okq_transports.dashboard._sampler import HISTORY_SAMPLES, History, name_key, show_name
 from okq_transports.dashboard._web import PEEK_LIMIT, contents_view
 from okq_transports.server import ThreadedServer
@@ -206,9 +206,15 @@ def test_the_page_stream_sends_samples(server: ThreadedServer) -> None:
         conn.close()
 
 
-def test_loopback_is_told_apart() -> None:
+def test_loopback_is_told_apart_and_elsewhere_is_warned_of() -> None:
     assert all(is_loopback(h) for h in ("127.0.0.1", "127.0.0.2", "::1", "[::1]", "localhost"))
     assert not any(is_loopback(h) for h in ("0.0.0.0", "10.0.0.1", "example.com", "::"))
+    assert listen_warning("127.0.0.1", allow_writes=True) is None
+    warning = listen_warning("0.0.0.0", allow_writes=False)
+    assert warning is not None
+    assert "not loopback" in warning
+    assert "flush" not in warning
+    assert "can flush them" in (listen_warning("10.0.0.1", allow_writes=True) or "")
 
 
 @pytest.mark.timeout(60)
