@@ -23,7 +23,7 @@ import random
 import uuid
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Final, NoReturn, final
+from typing import TYPE_CHECKING, Any, Final, NoReturn, final
 
 from okq_proto import NEED_DATA
 from okq_proto.server import (
@@ -71,6 +71,10 @@ _log = logging.getLogger("okq.server")
 _READ_SIZE: Final = 65536
 #: How long `EmbeddedServer.aclose` waits for closing connections to deregister and close.
 _CLEANUP_WAIT_S: Final = 5.0
+#: Loop steps `EmbeddedServer.aclose` lets pass for connections accepted just before it, and
+#: how many times it looks again.
+_SETTLE_STEPS: Final = 5
+_SETTLE_ROUNDS: Final = 5
 #: How long a closing connection may take to send what is buffered, then it is aborted; when
 #: the server stops, a connection with unsent replies (a client not reading) is aborted at once.
 _FLUSH_S: Final = 10.0
@@ -119,6 +123,7 @@ class EmbeddedServer(Listening):
         self._port: int | None = None
         self._connections: set[asyncio.Task[None]] = set()
         self._ending: set[asyncio.Task[None]] = set()  # connections in their clean-up
+        self._writers: set[asyncio.StreamWriter] = set()  # every connection not yet closed
         self._closing = False  # set by aclose: connections end at their next step
         self._background: set[asyncio.Task[None]] = set()
         self._wakers: dict[str, asyncio.Event] = {}
@@ -156,7 +161,7 @@ class EmbeddedServer(Listening):
         unsubscribe = self.storage.subscribe(self._on_publish)
         try:
             self._server = await asyncio.start_server(
-                self._accept,
+                self._connected,
                 self._host,
                 self._requested_port,
                 reuse_address=True,
@@ -178,15 +183,31 @@ class EmbeddedServer(Listening):
             return
         server.close()
         self._closing = True
-        # Cancel until every connection has ended: on Python 3.11 asyncio.wait_for can swallow
-        # a cancellation that races with its inner wait finishing (a QNOTIFY woken by a push
-        # just as the server stops), so one cancel() is not always enough.
-        while self._connections:
-            for task in list(self._connections):
-                task.cancel()
-            await asyncio.wait(list(self._connections), timeout=0.1)
-        if self._ending:
-            await asyncio.wait(list(self._ending), timeout=_CLEANUP_WAIT_S)
+        # A connection accepted just before the close gets its task a few loop steps later
+        # (accept, connection_made, the task's first step); it sees `_closing` and ends at
+        # once.  Until no connection is left: cancel them (on Python 3.11 asyncio.wait_for
+        # can swallow a cancellation that races with its inner wait finishing, a QNOTIFY
+        # woken by a push just as the server stops, so one cancel() is not always enough),
+        # then wait for their clean-up.
+        accepting = [t for t in asyncio.all_tasks() if _accepts(t)]
+        if accepting:  # sockets accepted, their transports not yet made: let them finish
+            await asyncio.wait(accepting, timeout=_CLEANUP_WAIT_S)
+        for _ in range(_SETTLE_ROUNDS):  # bounded: each round is a few loop steps
+            for _ in range(_SETTLE_STEPS):
+                await asyncio.sleep(0)
+            if not self._connections and not self._ending:
+                break
+            while self._connections:
+                for task in list(self._connections):
+                    task.cancel()
+                await asyncio.wait(list(self._connections), timeout=0.1)
+            if self._ending:
+                await asyncio.wait(list(self._ending), timeout=_CLEANUP_WAIT_S)
+        if self._writers:  # connections whose task had not started: closed here, at once
+            for writer in list(self._writers):
+                writer.transport.abort()
+            self._writers.clear()
+            await asyncio.sleep(0)  # the transports close their sockets on the next step
         if self._background:
             await asyncio.gather(*self._background, return_exceptions=True)
         await server.wait_closed()
@@ -222,6 +243,12 @@ class EmbeddedServer(Listening):
             if waker is not None:
                 waker.set()
 
+    def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """A new connection (called as it is made, before its task runs): known from now on,
+        so that `aclose` closes it even if its task never gets to run."""
+        self._writers.add(writer)
+        asyncio.get_running_loop().create_task(self._accept(reader, writer))
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
         assert task is not None
@@ -246,6 +273,7 @@ class EmbeddedServer(Listening):
                     await self.storage.register(consumer, op.queues)
             finally:
                 await _close_writer(writer, _SHUTDOWN_FLUSH_S if self._closing else _FLUSH_S)
+                self._writers.discard(writer)
                 self._ending.discard(task)
 
     async def _serve_connection(
@@ -370,6 +398,13 @@ async def run_op(storage: Storage, consumer: str, op: StorageOp) -> bytes:
             return render_info(entries) if op.info else render_status(entries)
         case _:
             assert_never(op)
+
+
+def _accepts(task: asyncio.Task[Any]) -> bool:
+    """Is `task` the event loop's own step between accepting a socket and making its
+    transport (``_accept_connection2`` of asyncio's selector loop; uvloop has none)?"""
+    name = getattr(task.get_coro(), "__qualname__", "")
+    return isinstance(name, str) and name.endswith("_accept_connection2")
 
 
 async def _close_writer(writer: asyncio.StreamWriter, flush_s: float) -> None:
