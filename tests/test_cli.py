@@ -259,6 +259,15 @@ def test_bench(server: ThreadedServer, capsys: pytest.CaptureFixture[str]) -> No
     assert "300/300" in err  # the progress bar's final state
 
 
+def test_bench_json(server: ThreadedServer, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "bench", "-n", "50", "--batch", "10", "--json")
+    result = json.loads(out)
+    assert code == 0
+    assert (result["events"], result["pushed"], result["consumed"]) == (50, 50, 50)
+    assert set(result["latency_ms"]) == {"p50", "p90", "p99", "max"}
+    assert result["push_s"] > 0
+
+
 def test_bench_bad_size(server: ThreadedServer, capsys: pytest.CaptureFixture[str]) -> None:
     assert_one_line_error(*run(capsys, "bench", "--size", "5"), 2)
 
@@ -550,5 +559,16 @@ def test_json_wherever_there_is_output(
     assert code == 0
     assert pong["server"] == server.address
     assert pong["rtt_ms"] > 0
-    for command in ("push", "peek", "pop", "ack", "flush", "ping", "status", "info", "consume"):
+    for command in (
+        "push",
+        "peek",
+        "pop",
+        "ack",
+        "flush",
+        "ping",
+        "status",
+        "info",
+        "consume",
+        "bench",
+    ):
         assert "--json" in run_help(capsys, command)[1], command

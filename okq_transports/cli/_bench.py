@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import sys
 import threading
 import time
@@ -44,6 +45,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--concurrency", type=positive_int, default=1, help="consumer connections (1)")
     p.add_argument("--queue", default=None, help="queue name (default: a fresh bench-XXXX)")
     p.add_argument("--timeout", type=float, default=None, help="give up after this many s (auto)")
+    p.add_argument("--json", action="store_true", help="print the results as one JSON object")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -120,16 +122,40 @@ def run(args: argparse.Namespace) -> int:
     done = len(latencies)
     consume_s = max(last_handled[0] - start, 1e-9)
     ordered = sorted(latencies)
-    print(f"pushed    {pushed} events in {push_s:.2f} s: {pushed / push_s:,.0f} events/s")
-    print(f"consumed  {done} events in {consume_s:.2f} s: {done / consume_s:,.0f} events/s")
-    print(
-        "latency   push -> handler (ms): "
-        + "  ".join(
-            f"{name} {percentile(ordered, q):.2f}"
-            for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+    quantiles = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99), ("max", 1.0))
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "events": total,
+                    "size": args.size,
+                    "pushed": pushed,
+                    "push_s": round(push_s, 6),
+                    "consumed": done,
+                    "consume_s": round(consume_s, 6),
+                    "latency_ms": {name: round(percentile(ordered, q), 3) for name, q in quantiles},
+                }
+            )
         )
-    )
+    else:
+        _print_summary(pushed, push_s, done, consume_s, ordered, quantiles)
     if done < total:
         print(f"okq: error: only {done} of {total} events came back in time", file=sys.stderr)
         return EXIT_ERROR
     return EXIT_OK
+
+
+def _print_summary(
+    pushed: int,
+    push_s: float,
+    done: int,
+    consume_s: float,
+    ordered: list[float],
+    quantiles: tuple[tuple[str, float], ...],
+) -> None:
+    print(f"pushed    {pushed} events in {push_s:.2f} s: {pushed / push_s:,.0f} events/s")
+    print(f"consumed  {done} events in {consume_s:.2f} s: {done / consume_s:,.0f} events/s")
+    print(
+        "latency   push -> handler (ms): "
+        + "  ".join(f"{name} {percentile(ordered, q):.2f}" for name, q in quantiles)
+    )
