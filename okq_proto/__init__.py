@@ -72,6 +72,7 @@ from ._errors import (
     is_dup,
     reply_error,
 )
+from ._machine import Machine, SendData
 from ._ops import (
     DEFAULT_NOTIFY_TIMEOUT_S,
     DEFAULT_PORT,
@@ -138,6 +139,7 @@ __all__ = [
     "LateAck",
     "Limits",
     "LocalProtocolError",
+    "Machine",
     "NeedData",
     "OkqError",
     "Ping",
@@ -160,6 +162,7 @@ __all__ = [
     "Reply",
     "ReplyDecoder",
     "ReplyError",
+    "SendData",
     "TimeoutError",
     "TooBusyError",
     "TransportError",

@@ -35,6 +35,7 @@ from ._errors import (
     RemoteProtocolError,
     ReplyError,
 )
+from ._machine import SendData, step
 from ._resp import DEFAULT_LIMITS, NEED_DATA, Decoder, Limits, NeedData, Reply
 
 __all__ = [
@@ -330,6 +331,20 @@ class ClientConnection:
         """Tell the machine the server closed its side.  Idempotent."""
         if self._state is ConnectionState.OPEN:
             self._eof = True
+
+    def step(self, now: float | None = None) -> SendData | CommandReplied | NeedData | Closed:
+        """What to do next (the contract of every machine, `okq_proto.Machine`): `SendData`
+        with the queued commands' bytes, else `next_event`'s answer.  `now` is accepted for
+        the contract's sake (this machine keeps no time)."""
+        return step(self, now)  # type: ignore[return-value]  # one of those, by construction
+
+    def _next_for_step(self, now: float | None) -> object:
+        return self.next_event()
+
+    def next_deadline(self) -> float | None:
+        """None: a connection keeps no timers (a reply's deadline is the driver's read
+        timeout plus `allowed_silence_s`; `okq_proto.policy.read_time_left` computes it)."""
+        return None
 
     def next_event(self) -> CommandReplied | NeedData | Closed:
         """Return the next reply, paired with the command it answers, in FIFO order.

@@ -47,6 +47,7 @@ from ._errors import (
     ProtocolError,
     RemoteProtocolError,
 )
+from ._machine import SendData, step
 from ._ops import DEFAULT_NOTIFY_TIMEOUT_S, Delivery
 from ._resp import NEED_DATA, NeedData
 from ._types import Event, from_wire, to_wire
@@ -293,6 +294,22 @@ class Consumer:
             self._conn.receive_eof()
 
     # -- the loop --------------------------------------------------------------------------
+
+    def step(self, now: float | None = None) -> SendData | ConsumerEvent | NeedData:
+        """What to do next (the contract of every machine, `okq_proto.Machine`): `SendData`
+        with the bytes queued (``QREGISTER``, ``QNOTIFY``, ``QRPOP``, acks: the consumer
+        queues them itself), else `next_event`'s answer.
+
+        Raises:
+            LocalProtocolError: without `now` (the caller's monotonic clock), or as
+                `next_event`.
+        """
+        return step(self, now)  # type: ignore[return-value]  # one of those, by construction
+
+    def _next_for_step(self, now: float | None) -> object:
+        if now is None:
+            raise LocalProtocolError("Consumer.step needs now=, the caller's monotonic clock")
+        return self.next_event(now)
 
     def next_event(self, now: float) -> ConsumerEvent | NeedData:
         """Read replies until there is something for the caller.

@@ -33,10 +33,12 @@ The real okq has no such cap; below it, nothing changes.
 from __future__ import annotations
 
 import enum
+import math
 from dataclasses import dataclass
 from typing import Final, final
 
 from okq_proto._errors import LocalProtocolError
+from okq_proto._machine import SendData, step
 from okq_proto._resp import NEED_DATA, NeedData
 
 __all__ = [
@@ -208,6 +210,26 @@ class ServerConnection:
             raise LocalProtocolError(f"send_reply while {self._state.name}: no request to answer")
         self._out.append(bytes(data))
         self._state = ServerState.IDLE
+
+    def step(
+        self, now: float | None = None
+    ) -> SendData | Request | CloseWithoutReply | PeerClosed | NeedData:
+        """What to do next (the contract of every machine, `okq_proto.Machine`): `SendData`
+        with the replies queued, else `next_event`'s answer.  `now` is accepted for the
+        contract's sake (this machine keeps no time)."""
+        return step(self, now)  # type: ignore[return-value]  # one of those, by construction
+
+    def _next_for_step(self, now: float | None) -> object:
+        return self.next_event()
+
+    def next_deadline(self) -> float | None:
+        """None: a server connection keeps no timers."""
+        return None
+
+    def allowed_silence_s(self) -> float:
+        """``inf``: a client may stay silent between requests as long as it likes (okq sets
+        no idle timeout); bound idle connections in the driver if you want to."""
+        return math.inf
 
     def next_event(self) -> Request | CloseWithoutReply | PeerClosed | NeedData:
         """Parse up to the next request.
