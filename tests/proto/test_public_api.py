@@ -90,3 +90,28 @@ def test_policy_module_holds_the_door_policy() -> None:
     door_policy = POLICY - {"Backoff"}  # users pass a Backoff factory to consume()
     leaked = door_policy & set(okq_proto.__all__)
     assert not leaked, f"door policy in okq_proto's own namespace: {sorted(leaked)}"
+
+
+#: The machines' contract as docs/sans-io.md documents it: verb -> its signature, the same
+#: on every machine (the consumer's `step` needs `now`, a keyword others accept and ignore).
+CONTRACT = {
+    "receive_data": "(self, data: 'bytes | bytearray | memoryview') -> 'None'",
+    "receive_eof": "(self) -> 'None'",
+    "data_to_send": "(self) -> 'bytes'",
+    "next_deadline": "(self) -> 'float | None'",
+    "allowed_silence_s": "(self) -> 'float'",
+}
+
+
+def test_every_machine_keeps_the_contract() -> None:
+    from okq_proto.server import ServerConnection
+
+    assert {"Machine", "SendData"} <= set(okq_proto.__all__)
+    for machine in (okq_proto.ClientConnection, okq_proto.Consumer, ServerConnection):
+        for verb, signature in CONTRACT.items():
+            got = str(inspect.signature(getattr(machine, verb)))
+            assert got == signature, f"{machine.__name__}.{verb}{got}"
+        step = inspect.signature(machine.step)
+        assert list(step.parameters) == ["self", "now"], machine
+        assert step.parameters["now"].default is None, machine
+        assert str(step.return_annotation).startswith("SendData |"), machine
