@@ -34,6 +34,7 @@ from okq_proto import (
     LocalProtocolError,
     RemoteProtocolError,
     ReplyError,
+    SendData,
     TimeoutError,
     TransportError,
 )
@@ -276,12 +277,15 @@ class SyncDeliveryStream:
         started = 0.0
         seen = -1  # conn.replies_read when the budget started
         while True:
-            event = consumer.next_event(now())
-            out = consumer.data_to_send()  # flush after every call into the machine
-            if out:
-                stream.send_all(out)
+            event = consumer.step(now())  # the machines' contract: queued bytes come first
+            if type(event) is SendData:
+                stream.send_all(event.data)
+                continue
             if event is not NEED_DATA:
-                return event
+                out = consumer.data_to_send()  # what reading this event queued leaves now
+                if out:
+                    stream.send_all(out)
+                return event  # type: ignore[return-value]  # a ConsumerEvent: step's others are above
             state = consumer.state
             if state is not _REGISTERING:
                 if self._on_registered is not None:
