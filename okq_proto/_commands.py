@@ -6,19 +6,21 @@ is already decoded, never bytes, so an adapter over another library's parser (re
 the same interpretation.
 Must not know: how bytes travel, pipelining, consumers.
 
-Wire fields (queue names, ids, contents) are `bytes`; `to_wire` turns public `str` names into
-them.  Results use the public types (`Event`, `QueueStatus`, `str` names).
+Wire fields (queue names, ids, contents) are `bytes`; names (queues, ids) may be given as `str`
+too, encoded as `to_wire` does, as the `Consumer` and the clients take them.  Contents stay
+`bytes` (they are opaque).  Results use the public types (`Event`, `QueueStatus`, `str`
+names).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import ClassVar, Final, Generic, TypeVar, final
+from typing import TYPE_CHECKING, ClassVar, Final, Generic, TypeVar, final
 
 from ._errors import ErrorReply, LocalProtocolError, RemoteProtocolError, reply_error
 from ._resp import Reply, encode_command_parts
-from ._types import Event, PushFlag, QueueStatus, from_wire
+from ._types import Event, PushFlag, QueueStatus, from_wire, to_wire
 
 __all__ = [
     "DEFAULT_EXPIRE_S",
@@ -57,9 +59,21 @@ NO_ACK: Final = -1
 
 def _bytes_field(owner: str, name: str, value: object) -> None:
     if not isinstance(value, bytes):
-        raise LocalProtocolError(
-            f"{owner}.{name} must be bytes (use okq_proto.to_wire for str), not {type(value)!r}"
-        )
+        raise LocalProtocolError(f"{owner}.{name} must be bytes, not {type(value)!r}")
+
+
+def _name_field(command: object, owner: str, name: str) -> None:
+    """Make the name field `name` of a frozen `command` bytes: `str` is encoded as
+    `okq_proto.to_wire` does (names are accepted as either, like everywhere in okq_proto).
+
+    Raises:
+        LocalProtocolError: for anything but `bytes` or `str`.
+    """
+    value = getattr(command, name)
+    if isinstance(value, str):
+        object.__setattr__(command, name, to_wire(value))
+    elif not isinstance(value, bytes):
+        raise LocalProtocolError(f"{owner}.{name} must be bytes or str, not {type(value)!r}")
 
 
 def _check_int(owner: str, name: str, value: object) -> int:
@@ -180,8 +194,8 @@ class _Push(Command[None]):
             or type(self.contents) is not bytes
         ):
             cls = type(self).__name__
-            _bytes_field(cls, "queue", self.queue)
-            _bytes_field(cls, "id", self.id)
+            _name_field(self, cls, "queue")
+            _name_field(self, cls, "id")
             _bytes_field(cls, "contents", self.contents)
 
     def argv(self) -> tuple[bytes, ...]:
@@ -214,6 +228,11 @@ class QLPush(_Push):
     """``QLPUSH q id contents [NOBLOCK]``: add an event at the end consumed last (FIFO)."""
 
     name: ClassVar[bytes] = b"QLPUSH"
+    if TYPE_CHECKING:  # names as bytes or str (made bytes in __post_init__)
+
+        def __init__(
+            self, queue: bytes | str, id: bytes | str, contents: bytes, no_block: bool = False
+        ) -> None: ...
 
 
 @final
@@ -222,6 +241,11 @@ class QRPush(_Push):
     """``QRPUSH q id contents [NOBLOCK]``: add an event at the end consumed next (priority)."""
 
     name: ClassVar[bytes] = b"QRPUSH"
+    if TYPE_CHECKING:  # names as bytes or str (made bytes in __post_init__)
+
+        def __init__(
+            self, queue: bytes | str, id: bytes | str, contents: bytes, no_block: bool = False
+        ) -> None: ...
 
 
 def push_command(queue: bytes, event_id: bytes, contents: bytes, flags: PushFlag) -> _Push:
@@ -252,7 +276,7 @@ class _Peek(Command[Event | None]):
     queue: bytes
 
     def __post_init__(self) -> None:
-        _bytes_field(type(self).__name__, "queue", self.queue)
+        _name_field(self, type(self).__name__, "queue")
 
     def argv(self) -> tuple[bytes, ...]:
         return (self.name, self.queue)
@@ -268,6 +292,9 @@ class QLPeek(_Peek):
     """``QLPEEK q``: the unclaimed event consumed last (okq-go's ``PeekLast``)."""
 
     name: ClassVar[bytes] = b"QLPEEK"
+    if TYPE_CHECKING:  # names as bytes or str (made bytes in __post_init__)
+
+        def __init__(self, queue: bytes | str) -> None: ...
 
 
 @final
@@ -276,6 +303,9 @@ class QRPeek(_Peek):
     """``QRPEEK q``: the unclaimed event consumed next (okq-go's ``PeekNext``)."""
 
     name: ClassVar[bytes] = b"QRPEEK"
+    if TYPE_CHECKING:  # names as bytes or str (made bytes in __post_init__)
+
+        def __init__(self, queue: bytes | str) -> None: ...
 
 
 @final
@@ -290,13 +320,17 @@ class QRPop(Command[Event | None]):
     """
 
     name: ClassVar[bytes] = b"QRPOP"
+    if TYPE_CHECKING:  # names as bytes or str (made bytes in __post_init__)
+
+        def __init__(self, queue: bytes | str, expire_s: int = DEFAULT_EXPIRE_S) -> None: ...
+
     queue: bytes
     expire_s: int = DEFAULT_EXPIRE_S
     _ex: bytes = field(init=False, compare=False)
     _wire: list[bytes | bytearray | memoryview] = field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        _bytes_field("QRPop", "queue", self.queue)
+        _name_field(self, "QRPop", "queue")
         object.__setattr__(self, "_ex", b"%d" % expire_argument(self.expire_s))
         # A consumer sends the same pop over and over: encode it once.
         object.__setattr__(self, "_wire", encode_command_parts(self.argv()))
@@ -324,13 +358,17 @@ class QAck(Command[int]):
     (already acked, flushed, or auto-acked)."""
 
     name: ClassVar[bytes] = b"QACK"
+    if TYPE_CHECKING:  # names as bytes or str (made bytes in __post_init__)
+
+        def __init__(self, queue: bytes | str, id: bytes | str) -> None: ...
+
     queue: bytes
     id: bytes
 
     def __post_init__(self) -> None:
         if type(self.queue) is not bytes or type(self.id) is not bytes:
-            _bytes_field("QAck", "queue", self.queue)
-            _bytes_field("QAck", "id", self.id)
+            _name_field(self, "QAck", "queue")
+            _name_field(self, "QAck", "id")
 
     def argv(self) -> tuple[bytes, ...]:
         return (b"QACK", self.queue, self.id)
@@ -349,10 +387,16 @@ class QAck(Command[int]):
 
 
 def _names(owner: str, queues: Sequence[bytes]) -> tuple[bytes, ...]:
-    queues = tuple(queues)
+    if isinstance(queues, (str, bytes)):
+        raise LocalProtocolError(f"{owner}.queues must be a sequence of names, not one name")
+    names = []
     for queue in queues:
-        _bytes_field(owner, "queues[]", queue)
-    return queues
+        if isinstance(queue, str):
+            queue = to_wire(queue)
+        elif not isinstance(queue, bytes):
+            raise LocalProtocolError(f"{owner}.queues[] must be bytes or str, not {type(queue)!r}")
+        names.append(queue)
+    return tuple(names)
 
 
 @final
@@ -362,6 +406,10 @@ class QRegister(Command[None]):
     no queue)."""
 
     name: ClassVar[bytes] = b"QREGISTER"
+    if TYPE_CHECKING:  # names as bytes or str (made bytes in __post_init__)
+
+        def __init__(self, queues: Sequence[bytes | str] = ()) -> None: ...
+
     queues: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
@@ -409,10 +457,14 @@ class QFlush(Command[None]):
     """``QFLUSH q``: delete every event of the queue, claimed ones included."""
 
     name: ClassVar[bytes] = b"QFLUSH"
+    if TYPE_CHECKING:  # names as bytes or str (made bytes in __post_init__)
+
+        def __init__(self, queue: bytes | str) -> None: ...
+
     queue: bytes
 
     def __post_init__(self) -> None:
-        _bytes_field("QFlush", "queue", self.queue)
+        _name_field(self, "QFlush", "queue")
 
     def argv(self) -> tuple[bytes, ...]:
         return (b"QFLUSH", self.queue)
@@ -428,6 +480,10 @@ class QStatus(Command[list[QueueStatus]]):
     when none are given.  Unknown queues report zeros."""
 
     name: ClassVar[bytes] = b"QSTATUS"
+    if TYPE_CHECKING:  # names as bytes or str (made bytes in __post_init__)
+
+        def __init__(self, queues: Sequence[bytes | str] = ()) -> None: ...
+
     queues: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:
@@ -466,6 +522,10 @@ class QInfo(Command[list[str]]):
     """``QINFO q...``: one human-readable line per queue (selected like `QStatus`)."""
 
     name: ClassVar[bytes] = b"QINFO"
+    if TYPE_CHECKING:  # names as bytes or str (made bytes in __post_init__)
+
+        def __init__(self, queues: Sequence[bytes | str] = ()) -> None: ...
+
     queues: tuple[bytes, ...] = ()
 
     def __post_init__(self) -> None:

@@ -133,20 +133,41 @@ def test_bad_notify_timeout_refused(bad: object) -> None:
 @pytest.mark.parametrize(
     "build",
     [
-        lambda: okq.QLPush("q", b"i", b"c"),  # type: ignore[arg-type]
         lambda: okq.QRPush(b"q", 5, b"c"),  # type: ignore[arg-type]
-        lambda: okq.QLPush(b"q", b"i", "c"),  # type: ignore[arg-type]
-        lambda: okq.QLPeek("q"),  # type: ignore[arg-type]
-        lambda: okq.QAck(b"q", "i"),  # type: ignore[arg-type]
-        lambda: okq.QRegister(("a",)),  # type: ignore[arg-type]
+        lambda: okq.QLPush(b"q", b"i", "c"),  # type: ignore[arg-type]  # contents: bytes only
+        lambda: okq.QLPeek(3),  # type: ignore[arg-type]
+        lambda: okq.QAck(b"q", None),  # type: ignore[arg-type]
+        lambda: okq.QRegister((1,)),  # type: ignore[arg-type]
+        lambda: okq.QRegister("jobs"),  # one name where a sequence is due
         lambda: okq.QStatus((1,)),  # type: ignore[arg-type]
         lambda: okq.QFlush(None),  # type: ignore[arg-type]
-        lambda: okq.QInfo((b"a", "b")),  # type: ignore[arg-type]
+        lambda: okq.QInfo((b"a", 2.0)),  # type: ignore[arg-type]
     ],
 )
-def test_wire_fields_must_be_bytes(build: object) -> None:
-    with pytest.raises(LocalProtocolError, match="bytes"):
+def test_wire_fields_must_be_bytes_or_names(build: object) -> None:
+    with pytest.raises(LocalProtocolError, match=r"bytes|sequence of names"):
         build()  # type: ignore[operator]
+
+
+def test_names_may_be_str_as_everywhere() -> None:
+    """Queue names and ids as `str` are encoded as `to_wire` does (UTF-8, surrogateescape)."""
+    odd = b"caf\xe9".decode("utf-8", "surrogateescape")
+    pairs = [
+        (okq.QLPush("q", "i", b"c"), okq.QLPush(b"q", b"i", b"c")),
+        (okq.QRPush("é", "i", b"c", True), okq.QRPush("é".encode(), b"i", b"c", True)),
+        (okq.QLPeek(odd), okq.QLPeek(b"caf\xe9")),
+        (okq.QRPeek("q"), okq.QRPeek(b"q")),
+        (okq.QRPop("q", 5), okq.QRPop(b"q", 5)),
+        (okq.QAck("q", "i"), okq.QAck(b"q", b"i")),
+        (okq.QRegister(("a", b"b")), okq.QRegister((b"a", b"b"))),
+        (okq.QFlush("q"), okq.QFlush(b"q")),
+        (okq.QStatus(["a"]), okq.QStatus((b"a",))),
+        (okq.QInfo(("a",)), okq.QInfo((b"a",))),
+    ]
+    for given_str, given_bytes in pairs:
+        assert given_str == given_bytes
+        assert given_str.encode() == given_bytes.encode()
+    assert okq.QLPush("q", "i", b"c").queue == b"q"
 
 
 def test_blocking_only_for_qnotify() -> None:
