@@ -124,6 +124,7 @@ class EmbeddedServer(Listening):
         self._connections: set[asyncio.Task[None]] = set()
         self._ending: set[asyncio.Task[None]] = set()  # connections in their clean-up
         self._writers: set[asyncio.StreamWriter] = set()  # every connection not yet closed
+        self._tasks: set[asyncio.Task[None]] = set()  # every connection's task
         self._closing = False  # set by aclose: connections end at their next step
         self._background: set[asyncio.Task[None]] = set()
         self._wakers: dict[str, asyncio.Event] = {}
@@ -247,7 +248,9 @@ class EmbeddedServer(Listening):
         """A new connection (called as it is made, before its task runs): known from now on,
         so that `aclose` closes it even if its task never gets to run."""
         self._writers.add(writer)
-        asyncio.get_running_loop().create_task(self._accept(reader, writer))
+        task = asyncio.get_running_loop().create_task(self._accept(reader, writer))
+        self._tasks.add(task)  # a strong reference until it ends (the loop keeps only a weak one)
+        task.add_done_callback(self._tasks.discard)
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         task = asyncio.current_task()
